@@ -1,0 +1,1 @@
+//! The message bus between the roles of a service (filled in by its own change).

@@ -1,0 +1,1 @@
+//! oslo.policy-compatible rule engine (filled in by its own change).

@@ -1,0 +1,3 @@
+//! Keystone v3.
+
+pub mod token;

@@ -1,0 +1,1 @@
+//! Fernet tokens in Keystone's format (filled in by its own change).
