@@ -63,13 +63,13 @@ impl Database {
             .connect_timeout(Duration::from_secs(10));
         if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
-            if path != ":memory:" {
-                if let Some(parent) = Path::new(path).parent() {
-                    std::fs::create_dir_all(parent).map_err(|source| DbError::Dir {
-                        path: path.to_string(),
-                        source,
-                    })?;
-                }
+            if path != ":memory:"
+                && let Some(parent) = Path::new(path).parent()
+            {
+                std::fs::create_dir_all(parent).map_err(|source| DbError::Dir {
+                    path: path.to_string(),
+                    source,
+                })?;
             }
             opts.map_sqlx_sqlite_opts(|o| {
                 o.create_if_missing(true)

@@ -57,20 +57,20 @@ impl Microversions {
             let Ok(value) = value.to_str() else { continue };
             for item in value.split(',') {
                 let mut words = item.split_whitespace();
-                if let (Some(svc), Some(ver)) = (words.next(), words.next()) {
-                    if svc.eq_ignore_ascii_case(self.service_type) {
-                        requested = Some(ver.to_string());
-                    }
+                if let (Some(svc), Some(ver)) = (words.next(), words.next())
+                    && svc.eq_ignore_ascii_case(self.service_type)
+                {
+                    requested = Some(ver.to_string());
                 }
             }
         }
-        if requested.is_none() {
-            if let Some(h) = self.legacy_header {
-                requested = headers
-                    .get(h)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-            }
+        if requested.is_none()
+            && let Some(h) = self.legacy_header
+        {
+            requested = headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
         }
         let Some(requested) = requested else {
             return Ok(self.min);

@@ -16,19 +16,19 @@ pub fn truncate<T>(items: &mut Vec<T>, limit: Option<usize>) -> bool {
 }
 
 /// The page after `marker` (exclusive) of at most `limit` items from a list already in
-/// its final order. `Err(())` when the marker is not in the list (services answer 400/404).
+/// its final order. `None` when the marker is not in the list (services answer 400/404).
 pub fn page_after<'a, T>(
     items: &'a [T],
     marker: Option<&str>,
     limit: usize,
     id_of: impl Fn(&T) -> &str,
-) -> Result<&'a [T], ()> {
+) -> Option<&'a [T]> {
     let start = match marker {
         None => 0,
-        Some(m) => items.iter().position(|i| id_of(i) == m).ok_or(())? + 1,
+        Some(m) => items.iter().position(|i| id_of(i) == m)? + 1,
     };
     let end = (start + limit).min(items.len());
-    Ok(&items[start.min(items.len())..end])
+    Some(&items[start.min(items.len())..end])
 }
 
 /// Nova/Cinder-style `{"rel": "next", "href": ...}` link, when a full page was returned.
@@ -61,7 +61,7 @@ mod tests {
         assert_eq!(page_after(&v, None, 2, |s| s).unwrap(), &v[..2]);
         assert_eq!(page_after(&v, Some("b"), 2, |s| s).unwrap(), &v[2..]);
         assert_eq!(page_after(&v, Some("c"), 2, |s| s).unwrap().len(), 0);
-        assert!(page_after(&v, Some("z"), 2, |s| s).is_err());
+        assert!(page_after(&v, Some("z"), 2, |s| s).is_none());
         let l = next_link("http://h/v2.1/servers", &[("limit", "2".into())], "b");
         assert_eq!(l["href"], "http://h/v2.1/servers?limit=2&marker=b");
     }
