@@ -117,6 +117,21 @@ pub(crate) struct DirStamp {
     mtime_nsec: i64,
 }
 
+impl DirStamp {
+    /// File times are taken from a coarse clock (a jiffy or so), so a change
+    /// made in the same tick as a recent read would leave the stamp equal.
+    /// A stamp this fresh is not trusted to prove "unchanged" (as git does
+    /// with racily clean index entries).
+    pub(crate) fn is_recent(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mtime = u64::try_from(self.mtime).unwrap_or(0);
+        now.saturating_sub(mtime) < 2
+    }
+}
+
 /// A key repository on disk.
 #[derive(Debug, Clone)]
 pub struct KeyRepository {

@@ -269,7 +269,7 @@ impl TokenCodec {
                     epoch,
                     next_stat_ms: AtomicU64::new(RELOAD_INTERVAL_MS),
                     next_forced_ms: AtomicU64::new(0),
-                    stamp: Mutex::new(stamp),
+                    stamp: Mutex::new(stamp.filter(|s| !s.is_recent())),
                 }),
             }),
         })
@@ -355,7 +355,9 @@ impl TokenCodec {
         // Stamp first: a change racing the read then shows up next check.
         let new_stamp = watch.repo.stamp();
         let set = KeySet::new(watch.repo.load()?)?;
-        *stamp = new_stamp;
+        // A just-modified directory may change again within the same mtime
+        // tick; forget the stamp so the next check reloads once more.
+        *stamp = new_stamp.filter(|s| !s.is_recent());
         let changed = set.keys != self.inner.keys.read().keys;
         if changed {
             tracing::info!(

@@ -29,13 +29,18 @@ use rmpv::Value;
 use super::{TokenError, TokenPayload, TokenScope};
 
 /// Keystone's default `[auth] methods`, in order: the order defines the bits.
-pub const DEFAULT_AUTH_METHODS: [&str; 6] = [
+/// Keystone 30.0.0 appended `ec2credential` (the marker on tokens minted by
+/// `/v3/ec2tokens`); earlier releases stop at `application_credential`, and
+/// since the new method only adds the top bit, tokens without it are the same
+/// under both lists.
+pub const DEFAULT_AUTH_METHODS: [&str; 7] = [
     "external",
     "password",
     "token",
     "oauth1",
     "mapped",
     "application_credential",
+    "ec2credential",
 ];
 
 pub(crate) const VERSION_UNSCOPED: u64 = 0;
@@ -200,6 +205,19 @@ pub(crate) fn unpack(bytes: &[u8], methods: &AuthMethods) -> Result<TokenPayload
         ),
         None => return Err(TokenError::Malformed("empty payload")),
     };
+    // Like keystone, reject an unknown version before looking at its fields.
+    if ![
+        VERSION_UNSCOPED,
+        VERSION_DOMAIN,
+        VERSION_PROJECT,
+        VERSION_TRUST,
+        VERSION_SYSTEM,
+        VERSION_APP_CRED,
+    ]
+    .contains(&version)
+    {
+        return Err(TokenError::UnsupportedVersion(version));
+    }
     let need = |n: usize| {
         if f.len() < n {
             Err(TokenError::Malformed("too few payload fields"))
