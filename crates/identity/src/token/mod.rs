@@ -409,3 +409,6 @@ impl TokenCodec {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
