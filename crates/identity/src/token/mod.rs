@@ -123,6 +123,9 @@ pub enum TokenError {
     /// The payload cannot be represented in keystone's format.
     #[error("cannot encode token: {0}")]
     Encode(String),
+    /// Keys handed to [`TokenCodec::from_keys`] are missing or not Fernet keys.
+    #[error("no usable Fernet keys: {0}")]
+    KeyMaterial(&'static str),
     #[error(transparent)]
     Keys(#[from] KeyError),
 }
@@ -170,9 +173,11 @@ impl KeySet {
             .iter()
             .map(|k| Fernet::new(&k.key))
             .collect::<Option<Vec<_>>>()
-            .ok_or(TokenError::Invalid)?;
+            .ok_or(TokenError::KeyMaterial(
+                "a key is not urlsafe base64 of 32 bytes",
+            ))?;
         if fernets.is_empty() {
-            return Err(TokenError::Invalid);
+            return Err(TokenError::KeyMaterial("no keys given"));
         }
         Ok(Self { keys, fernets })
     }

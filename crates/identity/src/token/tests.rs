@@ -537,6 +537,20 @@ fn raw_token(key: &str, plain: &[u8]) -> String {
 }
 
 #[test]
+fn fixed_keys_must_be_fernet_keys() {
+    let none: [&str; 0] = [];
+    for keys in [&none[..], &["c2hvcnQ="], &["not base64 at all"]] {
+        assert!(matches!(
+            TokenCodec::from_keys(keys, AuthMethods::default()),
+            Err(TokenError::KeyMaterial(_))
+        ));
+    }
+    // Keys as files hold them: padded, maybe with a newline.
+    let key = format!("{}\n", Fernet::generate_key());
+    TokenCodec::from_keys(&[key], AuthMethods::default()).unwrap();
+}
+
+#[test]
 fn authentic_but_odd_payloads_are_typed_errors() {
     let key = Fernet::generate_key();
     let codec = TokenCodec::from_keys(&[&key], AuthMethods::default()).unwrap();
