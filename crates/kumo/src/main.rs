@@ -1,3 +1,282 @@
-fn main() {
-    println!("kumo");
+//! kumo: OpenStack's core services in one program.
+
+mod credentials;
+mod lifecycle;
+mod server;
+mod settings;
+mod state;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use state::StateDir;
+
+#[derive(Parser)]
+#[command(
+    name = "kumo",
+    version,
+    about = "OpenStack's core services (Keystone v3, ...) in one program."
+)]
+struct Cli {
+    /// State directory (config, databases, keys, credentials, logs). Default: ~/.kumo
+    #[arg(long, global = true, env = "KUMO_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// INI configuration file. Default: STATE_DIR/kumo.conf if it exists.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the cloud (in the background unless --foreground) and wait until it answers.
+    Up {
+        /// HOST:PORT to listen on (port 0: any free port).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Also create the demo project and user (member role).
+        #[arg(long)]
+        demo: bool,
+        /// Run in this terminal instead of in the background.
+        #[arg(long)]
+        foreground: bool,
+        /// Services to run (only `identity` exists yet).
+        #[arg(long, value_delimiter = ',')]
+        services: Vec<String>,
+    },
+    /// Stop the cloud started from this state directory.
+    Down,
+    /// Is it running, where, and does every API answer?
+    Status,
+    /// Print the log (`--follow` to keep reading).
+    Logs {
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines from the end.
+        #[arg(short = 'n', long, default_value_t = 200)]
+        lines: usize,
+    },
+    /// Run chosen roles in the foreground (scale-out; `api` = every public API).
+    Serve {
+        #[arg(required = true)]
+        roles: Vec<String>,
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Create or upgrade every service's database schema.
+    Db {
+        #[command(subcommand)]
+        action: DbAction,
+    },
+    /// Create the admin user, roles, region and catalog (idempotent).
+    Bootstrap {
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Token key repository (Keystone's keystone-manage fernet_*).
+    Fernet {
+        #[command(subcommand)]
+        action: FernetAction,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Policy helpers.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DbAction {
+    Sync,
+}
+
+#[derive(Subcommand)]
+enum FernetAction {
+    /// Create the key repository if it does not exist.
+    Setup,
+    /// Promote the staged key, stage a new one, drop the oldest beyond max_active_keys.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Print every option with its default and help.
+    Sample,
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// Print the effective policy (defaults merged with policy.yaml overrides).
+    Sample,
+}
+
+fn init_logging(cfg: &common::config::Config) {
+    use tracing_subscriber::EnvFilter;
+    let debug = cfg.get::<bool>("DEFAULT", "debug").unwrap_or(false);
+    let default = if debug {
+        "debug,sqlx=warn,sea_orm=info"
+    } else {
+        "info,sqlx=warn,sea_orm=warn"
+    };
+    let filter = EnvFilter::try_from_env("KUMO_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let json = cfg
+        .get_str("DEFAULT", "log_format")
+        .map(|f| f == "json")
+        .unwrap_or(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    if json {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let state = StateDir::resolve(cli.state_dir.clone())?;
+    let cfg = settings::load(cli.config.as_deref(), &state.root)?;
+    match cli.command {
+        Command::Up {
+            listen,
+            demo,
+            foreground,
+            services,
+        } => {
+            for s in &services {
+                if s != "identity" && s != "keystone" {
+                    eprintln!("note: service {s:?} is not part of kumo yet; running identity only");
+                }
+            }
+            if foreground {
+                init_logging(&cfg);
+                runtime()?.block_on(server::run(&state, &cfg, listen.as_deref(), demo))
+            } else {
+                lifecycle::up_background(&state, cli.config.as_deref(), listen.as_deref(), demo)
+            }
+        }
+        Command::Serve { roles, listen } => {
+            for r in &roles {
+                if r != "api" && r != "all" {
+                    anyhow::bail!("role {r:?} is not available yet (available: api)");
+                }
+            }
+            init_logging(&cfg);
+            runtime()?.block_on(server::run(&state, &cfg, listen.as_deref(), false))
+        }
+        Command::Down => lifecycle::down(&state),
+        Command::Status => lifecycle::status(&state),
+        Command::Logs { follow, lines } => lifecycle::logs(&state, follow, lines),
+        Command::Db {
+            action: DbAction::Sync,
+        } => runtime()?.block_on(async {
+            state.ensure()?;
+            server::open(&cfg).await?;
+            println!("databases are up to date ({})", state.root.display());
+            Ok(())
+        }),
+        Command::Bootstrap { demo } => runtime()?.block_on(async {
+            state.ensure()?;
+            let cloud = server::open(&cfg).await?;
+            let base = state
+                .read_endpoint()
+                .unwrap_or_else(|| "http://127.0.0.1:5000".into());
+            let password = server::admin_password(&state)?;
+            let region = cfg.get_str("DEFAULT", "region_name")?;
+            let spec = identity::bootstrap::BootstrapSpec {
+                admin_password: password.clone(),
+                region_id: region.clone(),
+                services: vec![identity::bootstrap::CatalogService {
+                    service_type: "identity".into(),
+                    name: "keystone".into(),
+                    description: "Identity (Keystone v3)".into(),
+                    url: format!("{base}/identity"),
+                }],
+                demo_password: demo.then(|| password.clone()),
+            };
+            let report = identity::bootstrap::bootstrap(&cloud.identity, &spec).await?;
+            credentials::write(
+                &state,
+                &format!("{base}/identity"),
+                &region,
+                &password,
+                demo || state.demo_marker().exists(),
+            )?;
+            if report.created.is_empty() {
+                println!("bootstrap: nothing to do, everything exists");
+            }
+            for c in report.created {
+                println!("bootstrap: {c}");
+            }
+            Ok(())
+        }),
+        Command::Fernet { action } => {
+            let icfg = identity::config::IdentityConfig::from_config(
+                &cfg,
+                &cfg.get_str("database", "connection")?,
+            )?;
+            let repo = identity::token::KeyRepository::new(
+                &icfg.fernet_key_repository,
+                identity::token::KeyPurpose::Tokens,
+            )
+            .with_max_active_keys(icfg.fernet_max_active_keys)?;
+            match action {
+                FernetAction::Setup => {
+                    let out = repo.setup()?;
+                    println!("{}: {out:?}", icfg.fernet_key_repository.display());
+                }
+                FernetAction::Rotate => {
+                    repo.setup()?;
+                    let out = repo.rotate().context("rotating the Fernet keys")?;
+                    println!(
+                        "rotated {}: key {} is the new primary{}",
+                        icfg.fernet_key_repository.display(),
+                        out.new_primary,
+                        if out.purged.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", removed keys {:?}", out.purged)
+                        }
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Config {
+            action: ConfigAction::Sample,
+        } => {
+            print!("{}", cfg.sample());
+            Ok(())
+        }
+        Command::Policy {
+            action: PolicyAction::Sample,
+        } => {
+            let e = common::policy::Enforcer::builder()
+                .defaults_yaml(identity::core::POLICY_DEFAULTS)?
+                .build()?;
+            print!("{}", e.render_yaml());
+            Ok(())
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(2),
+        )
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

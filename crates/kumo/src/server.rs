@@ -1,0 +1,181 @@
+//! Running kumo in the foreground: open every service, bootstrap, serve one listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use common::config::Config;
+use identity::Identity;
+use identity::bootstrap::{BootstrapSpec, CatalogService};
+use identity::config::IdentityConfig;
+use tokio::net::TcpListener;
+
+use crate::credentials;
+use crate::state::{StateDir, write_file};
+
+/// Bind the listener: the requested address, else the last one used, else 5000, else any.
+pub async fn bind(state: &StateDir, requested: Option<&str>) -> Result<TcpListener> {
+    if let Some(addr) = requested {
+        return TcpListener::bind(addr).await.with_context(|| {
+            format!("cannot listen on {addr}: is another kumo or service using it? Choose another with --listen")
+        });
+    }
+    let last = state.read_endpoint().and_then(|u| {
+        u.strip_prefix("http://")
+            .map(|h| h.trim_end_matches('/').to_string())
+    });
+    for candidate in last.iter().map(String::as_str).chain(["127.0.0.1:5000"]) {
+        if let Ok(l) = TcpListener::bind(candidate).await {
+            return Ok(l);
+        }
+        tracing::info!(address = candidate, "address busy, trying another");
+    }
+    Ok(TcpListener::bind("127.0.0.1:0").await?)
+}
+
+/// The admin password: `ADMIN_PASSWORD`, else the one kept in the state dir, else a new one.
+pub fn admin_password(state: &StateDir) -> Result<String> {
+    let file = state.admin_password_file();
+    let kept = std::fs::read_to_string(&file)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty());
+    let pw = match (
+        std::env::var("ADMIN_PASSWORD")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        kept,
+    ) {
+        (Some(env), _) => env,
+        (None, Some(k)) => return Ok(k),
+        (None, None) => {
+            use rand::Rng;
+            const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+            let mut rng = rand::thread_rng();
+            (0..20)
+                .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+                .collect()
+        }
+    };
+    write_file(&file, &format!("{pw}\n"), 0o600)?;
+    Ok(pw)
+}
+
+pub struct Cloud {
+    pub identity: Arc<Identity>,
+}
+
+/// Open every enabled service (databases migrated, keys created).
+pub async fn open(cfg: &Config) -> Result<Cloud> {
+    let db_template = cfg.get_str("database", "connection")?;
+    let icfg = IdentityConfig::from_config(cfg, &db_template)?;
+    let identity = Identity::open(icfg)
+        .await
+        .context("opening the identity service")?;
+    Ok(Cloud { identity })
+}
+
+/// The catalog entries of the enabled services at `base`.
+fn catalog(base: &str) -> Vec<CatalogService> {
+    vec![CatalogService {
+        service_type: "identity".into(),
+        name: "keystone".into(),
+        description: "Identity (Keystone v3)".into(),
+        url: format!("{base}/identity"),
+    }]
+}
+
+pub fn app(cloud: &Cloud) -> Router {
+    let identity = identity::api::router(cloud.identity.clone());
+    Router::new()
+        .nest("/identity", identity.clone())
+        .merge(identity)
+        .layer(axum::middleware::from_fn(common::request_id::middleware))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            axum::response::IntoResponse::into_response(common::Fault::internal(
+                "An unexpected error prevented the server from fulfilling your request.",
+            ))
+        }))
+}
+
+/// `kumo up --foreground` / `kumo serve api`: run until SIGTERM or Ctrl-C.
+pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: bool) -> Result<()> {
+    let started = Instant::now();
+    state.ensure()?;
+    if let Some(pid) = state.read_pid()
+        && pid != std::process::id() as i32
+        && crate::state::alive(pid)
+    {
+        bail!(
+            "kumo is already running from {} (pid {pid}); `kumo down` stops it",
+            state.root.display()
+        );
+    }
+    let cfg_listen = cfg.get::<Option<String>>("DEFAULT", "listen")?;
+    let listener = bind(state, listen.or(cfg_listen.as_deref())).await?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let base = format!("http://{addr}");
+    let region = cfg.get_str("DEFAULT", "region_name")?;
+
+    let cloud = open(cfg).await?;
+    let password = admin_password(state)?;
+    let demo = demo || state.demo_marker().exists();
+    let spec = BootstrapSpec {
+        admin_password: password.clone(),
+        region_id: region.clone(),
+        services: catalog(&base),
+        demo_password: demo.then(|| password.clone()),
+    };
+    let report = identity::bootstrap::bootstrap(&cloud.identity, &spec)
+        .await
+        .context("bootstrap")?;
+    for c in &report.created {
+        tracing::info!(created = %c, "bootstrap");
+    }
+    if demo {
+        write_file(
+            &state.demo_marker(),
+            "demo project and user created\n",
+            0o600,
+        )?;
+    }
+    credentials::write(state, &format!("{base}/identity"), &region, &password, demo)?;
+    // The endpoint first: `kumo up` waits for the pid file, then reads the endpoint.
+    write_file(&state.endpoint_file(), &format!("{base}\n"), 0o644)?;
+    write_file(
+        &state.pid_file(),
+        &format!("{}\n", std::process::id()),
+        0o644,
+    )?;
+    tracing::info!(url = %base, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
+
+    let app = app(&cloud);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    // Only remove the pid file if it is still ours.
+    if state.read_pid() == Some(std::process::id() as i32) {
+        let _ = std::fs::remove_file(state.pid_file());
+    }
+    tracing::info!("kumo stopped");
+    result.context("serving HTTP")
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGTERM");
+            std::future::pending::<()>().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+    }
+}

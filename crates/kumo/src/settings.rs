@@ -1,0 +1,68 @@
+//! kumo's configuration: every crate's declared options in one INI file.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use common::config::{Config, Opt};
+
+pub static KUMO_OPTS: &[Opt] = &[
+    Opt {
+        section: "DEFAULT",
+        name: "listen",
+        default: "",
+        help: "Address the API listens on (HOST:PORT). Empty: the last one used by this state directory, else 127.0.0.1:5000 if free, else a free port.",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "debug",
+        default: "false",
+        help: "Log at debug level.",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "log_format",
+        default: "text",
+        help: "Log line format: text or json.",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "region_name",
+        default: "RegionOne",
+        help: "Region of this cloud's endpoints.",
+    },
+    Opt {
+        section: "database",
+        name: "connection",
+        default: "sqlite://$state_dir/db/$service.sqlite",
+        help: "Database URL template; $service is replaced by each service's name (identity, ...).",
+    },
+];
+
+/// Load `path` if it exists (or the state dir's kumo.conf), with every option declared.
+pub fn load(path: Option<&Path>, state_dir: &Path) -> Result<Config> {
+    let default = state_dir.join("kumo.conf");
+    let file = path
+        .map(Path::to_path_buf)
+        .or_else(|| default.exists().then_some(default));
+    let mut cfg = match &file {
+        Some(f) => {
+            Config::load(f, state_dir).with_context(|| format!("loading {}", f.display()))?
+        }
+        None => Config::new(state_dir),
+    };
+    declare_all(&mut cfg);
+    for unknown in cfg.unknown_options() {
+        eprintln!(
+            "warning: unknown option {unknown} in {}",
+            file.as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    Ok(cfg)
+}
+
+pub fn declare_all(cfg: &mut Config) {
+    cfg.declare(KUMO_OPTS);
+    cfg.declare(identity::config::OPTS);
+}
