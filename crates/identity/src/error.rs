@@ -12,6 +12,9 @@ pub enum IdentityError {
     Validation(String),
     #[error("Could not find {kind}: {id}.")]
     NotFound { kind: &'static str, id: String },
+    /// A token that is garbage, expired, revoked or no longer valid (404 as Keystone).
+    #[error("{0}")]
+    TokenNotFound(String),
     #[error("Conflict occurred attempting to store {kind} - {details}.")]
     Conflict { kind: &'static str, details: String },
     /// Authentication failed; the detail is only shown with `insecure_debug`.
@@ -63,7 +66,7 @@ impl IdentityError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Validation(_) => StatusCode::BAD_REQUEST,
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::NotFound { .. } | Self::TokenNotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unauthorized { .. } | Self::UnauthorizedShown(_) => StatusCode::UNAUTHORIZED,
             Self::PolicyDenied { .. } | Self::Forbidden(_) => StatusCode::FORBIDDEN,

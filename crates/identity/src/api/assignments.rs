@@ -145,7 +145,7 @@ async fn create_role(
     Body(body): Body,
 ) -> Result<Response> {
     let r = member(&body, "role")?;
-    check(&schema::ROLE_CREATE, r)?;
+    check(&schema::ROLE_CREATE, "role", r)?;
     let domain_id = s(r, "domain_id");
     let action = if domain_id.is_some() {
         "identity:create_domain_role"
@@ -212,7 +212,7 @@ async fn update_role(
     Body(body): Body,
 ) -> Result<Response> {
     let patch = member(&body, "role")?;
-    check(&schema::ROLE_UPDATE, patch)?;
+    check(&schema::ROLE_UPDATE, "role", patch)?;
     let old = role_for(
         &api,
         &ctx,

@@ -84,7 +84,7 @@ async fn make_region(
     r: &Value,
     id: Option<String>,
 ) -> Result<Response> {
-    check(&schema::REGION_CREATE, r)?;
+    check(&schema::REGION_CREATE, "region", r)?;
     api.id.authorize(
         ctx,
         "identity:create_region",
@@ -147,7 +147,7 @@ async fn update_region(
     Body(body): Body,
 ) -> Result<Response> {
     let patch = member(&body, "region")?;
-    check(&schema::REGION_UPDATE, patch)?;
+    check(&schema::REGION_UPDATE, "region", patch)?;
     api.id
         .authorize(&ctx, "identity:update_region", &json!({"region_id": id}))?;
     let mut r = api.id.get_region(&id).await?;
@@ -207,7 +207,7 @@ async fn create_service(
     Body(body): Body,
 ) -> Result<Response> {
     let v = member(&body, "service")?;
-    check(&schema::SERVICE_CREATE, v)?;
+    check(&schema::SERVICE_CREATE, "service", v)?;
     api.id.authorize(
         &ctx,
         "identity:create_service",
@@ -246,7 +246,7 @@ async fn update_service(
     Body(body): Body,
 ) -> Result<Response> {
     let patch = member(&body, "service")?;
-    check(&schema::SERVICE_UPDATE, patch)?;
+    check(&schema::SERVICE_UPDATE, "service", patch)?;
     api.id
         .authorize(&ctx, "identity:update_service", &json!({"service_id": id}))?;
     let mut svc = api.id.get_service(&id).await?;
@@ -314,7 +314,7 @@ async fn create_endpoint(
     Body(body): Body,
 ) -> Result<Response> {
     let v = member(&body, "endpoint")?;
-    check(&schema::ENDPOINT_CREATE, v)?;
+    check(&schema::ENDPOINT_CREATE, "endpoint", v)?;
     api.id.authorize(
         &ctx,
         "identity:create_endpoint",
@@ -354,7 +354,7 @@ async fn update_endpoint(
     Body(body): Body,
 ) -> Result<Response> {
     let patch = member(&body, "endpoint")?;
-    check(&schema::ENDPOINT_UPDATE, patch)?;
+    check(&schema::ENDPOINT_UPDATE, "endpoint", patch)?;
     api.id.authorize(
         &ctx,
         "identity:update_endpoint",

@@ -88,7 +88,7 @@ async fn create_credential(
     Body(body): Body,
 ) -> Result<Response> {
     let v = member(&body, "credential")?;
-    check(&schema::CREDENTIAL_CREATE, v)?;
+    check(&schema::CREDENTIAL_CREATE, "credential", v)?;
     api.id.authorize(
         &ctx,
         "identity:create_credential",
@@ -162,7 +162,7 @@ async fn update_credential(
     Body(body): Body,
 ) -> Result<Response> {
     let patch = member(&body, "credential")?;
-    check(&schema::CREDENTIAL_UPDATE, patch)?;
+    check(&schema::CREDENTIAL_UPDATE, "credential", patch)?;
     let mut c = credential_for(&api, &ctx, &id, "identity:update_credential").await?;
     if let Some(x) = s(patch, "user_id") {
         c.user_id = x;
@@ -222,7 +222,7 @@ async fn create_policy(
     Body(body): Body,
 ) -> Result<Response> {
     let v = member(&body, "policy")?;
-    check(&schema::POLICY_CREATE, v)?;
+    check(&schema::POLICY_CREATE, "policy", v)?;
     api.id
         .authorize(&ctx, "identity:create_policy", &json!({}))?;
     let p = Policy {
@@ -256,7 +256,7 @@ async fn update_policy(
     Body(body): Body,
 ) -> Result<Response> {
     let patch = member(&body, "policy")?;
-    check(&schema::POLICY_UPDATE, patch)?;
+    check(&schema::POLICY_UPDATE, "policy", patch)?;
     api.id
         .authorize(&ctx, "identity:update_policy", &json!({"policy_id": id}))?;
     let mut p = api.id.get_policy_blob(&id).await?;

@@ -38,6 +38,7 @@ pub fn router(identity: Arc<Identity>) -> Router {
     let validator: Arc<dyn common::auth::TokenValidator> =
         Arc::new(LocalValidator(identity.clone()));
     let api = Api { id: identity };
+    let api_for_challenge = api.clone();
     let v3 = Router::new()
         .route("/", get(versions::v3))
         .merge(auth::routes())
@@ -57,6 +58,32 @@ pub fn router(identity: Arc<Identity>) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
         .layer(common::fault::FaultLayer::new(Family::Identity))
+        .layer(axum::middleware::from_fn_with_state(
+            api_for_challenge,
+            www_authenticate,
+        ))
+}
+
+/// Every 401 tells the client where to authenticate, as Keystone does.
+async fn www_authenticate(
+    State(api): State<Api>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (mut parts, body) = req.into_parts();
+    let base = Base::from_request_parts(&mut parts, &api)
+        .await
+        .map(|b| b.0)
+        .unwrap_or_default();
+    let mut resp = next
+        .run(axum::extract::Request::from_parts(parts, body))
+        .await;
+    if resp.status() == StatusCode::UNAUTHORIZED
+        && let Ok(v) = http::HeaderValue::from_str(&format!("Keystone uri=\"{base}/v3\""))
+    {
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+    }
+    resp
 }
 
 async fn fallback() -> Fault {

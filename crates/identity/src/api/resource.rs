@@ -137,7 +137,7 @@ async fn create_domain(
     Body(body): Body,
 ) -> Result<Response> {
     let d = member(&body, "domain")?;
-    check(&schema::DOMAIN_CREATE, d)?;
+    check(&schema::DOMAIN_CREATE, "domain", d)?;
     api.id.authorize(
         &ctx,
         "identity:create_domain",
@@ -178,7 +178,7 @@ async fn update_domain(
     Body(body): Body,
 ) -> Result<Response> {
     let patch = member(&body, "domain")?;
-    check(&schema::DOMAIN_UPDATE, patch)?;
+    check(&schema::DOMAIN_UPDATE, "domain", patch)?;
     let old = api.id.get_domain(&id).await;
     let target = old
         .as_ref()
@@ -357,7 +357,7 @@ async fn create_project(
     Body(body): Body,
 ) -> Result<Response> {
     let p = member(&body, "project")?;
-    check(&schema::PROJECT_CREATE, p)?;
+    check(&schema::PROJECT_CREATE, "project", p)?;
     let mut target_project = p.clone();
     // The project's domain: given, else the parent's, else the caller's, else default.
     let parent_id = s(p, "parent_id");
@@ -520,7 +520,7 @@ async fn update_project(
     Body(body): Body,
 ) -> Result<Response> {
     let patch = member(&body, "project")?;
-    check(&schema::PROJECT_UPDATE, patch)?;
+    check(&schema::PROJECT_UPDATE, "project", patch)?;
     let old = api.id.get_project(&id).await;
     let target = old
         .as_ref()

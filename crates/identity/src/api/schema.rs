@@ -259,20 +259,43 @@ schema!(
     )
 );
 
-/// Validate `v` against `schema`, with Keystone's wording:
-/// `Invalid input for field 'x': <reason>` when the problem is inside a field.
-pub fn check(schema: &jsonschema::Validator, v: &Value) -> Result<()> {
+/// Python's `repr` of a JSON value, as Keystone's messages quote request values.
+pub fn py_repr(v: &Value) -> String {
+    match v {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+        Value::Array(a) => format!("[{}]", a.iter().map(py_repr).collect::<Vec<_>>().join(", ")),
+        Value::Object(m) => format!(
+            "{{{}}}",
+            m.iter()
+                .map(|(k, v)| format!("'{k}': {}", py_repr(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Validate the `member` object (`{"project": {...}}` → `project`) against `schema`, with
+/// Keystone's wording: `Invalid input for field/attribute <attr>. Value: <value>. <reason>`.
+pub fn check(schema: &jsonschema::Validator, member: &str, v: &Value) -> Result<()> {
     match schema.validate(v) {
         Ok(()) => Ok(()),
         Err(e) => {
             let path = e.instance_path.to_string();
-            let msg = e.to_string().replace('"', "'");
-            let field = path.trim_start_matches('/');
-            Err(IdentityError::Validation(if field.is_empty() {
-                msg
-            } else {
-                format!("Invalid input for field '{field}': {msg}")
-            }))
+            let attr = path
+                .rsplit('/')
+                .find(|p| !p.is_empty())
+                .unwrap_or(member)
+                .to_string();
+            let value = v.pointer(&path).unwrap_or(v);
+            let reason = e.to_string().replace('"', "'");
+            Err(IdentityError::Validation(format!(
+                "Invalid input for field/attribute {attr}. Value: {}. {reason}",
+                py_repr(value).trim_matches('\'')
+            )))
         }
     }
 }
@@ -323,13 +346,33 @@ mod tests {
         for s in all {
             let _ = s.is_valid(&json!({}));
         }
-        let e = check(&PROJECT_CREATE, &json!({})).unwrap_err().to_string();
-        assert!(e.contains("'name' is a required property"), "{e}");
-        let e = check(&PROJECT_CREATE, &json!({"name": "x", "enabled": "yes"}))
+        let e = check(&PROJECT_CREATE, "project", &json!({"description": "d"}))
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("Invalid input for field 'enabled'"), "{e}");
-        assert!(check(&PROJECT_CREATE, &json!({"name": "x", "color": "red"})).is_ok());
-        assert!(check(&PROJECT_CREATE, &json!({"name": "   "})).is_err());
+        assert_eq!(
+            e,
+            "Invalid input for field/attribute project. Value: {'description': 'd'}. \
+             'name' is a required property"
+        );
+        let e = check(
+            &PROJECT_CREATE,
+            "project",
+            &json!({"name": "x", "enabled": "yes"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("Invalid input for field/attribute enabled. Value: yes."),
+            "{e}"
+        );
+        assert!(
+            check(
+                &PROJECT_CREATE,
+                "project",
+                &json!({"name": "x", "color": "red"})
+            )
+            .is_ok()
+        );
+        assert!(check(&PROJECT_CREATE, "project", &json!({"name": "   "})).is_err());
     }
 }

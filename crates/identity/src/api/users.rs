@@ -144,7 +144,7 @@ async fn create_user(
     Body(body): Body,
 ) -> Result<Response> {
     let u = member(&body, "user")?;
-    check(&schema::USER_CREATE, u)?;
+    check(&schema::USER_CREATE, "user", u)?;
     check_user_options(u)?;
     let domain_id = s(u, "domain_id").unwrap_or_else(|| caller_domain(&ctx));
     let mut target = u.clone();
@@ -197,7 +197,7 @@ async fn update_user(
     Body(body): Body,
 ) -> Result<Response> {
     let patch = member(&body, "user")?;
-    check(&schema::USER_UPDATE, patch)?;
+    check(&schema::USER_UPDATE, "user", patch)?;
     check_user_options(patch)?;
     let old = user_for(&api, &ctx, &id, "identity:update_user").await?;
     if let Some(d) = s(patch, "domain_id")
@@ -252,7 +252,7 @@ async fn change_password(
     Body(body): Body,
 ) -> Result<Response> {
     let u = member(&body, "user")?;
-    check(&schema::PASSWORD_CHANGE, u)?;
+    check(&schema::PASSWORD_CHANGE, "user", u)?;
     let original = s(u, "original_password").unwrap_or_default();
     let new = s(u, "password").unwrap_or_default();
     match api.id.change_own_password(&id, &original, &new).await {
@@ -370,7 +370,7 @@ async fn create_group(
     Body(body): Body,
 ) -> Result<Response> {
     let g = member(&body, "group")?;
-    check(&schema::GROUP_CREATE, g)?;
+    check(&schema::GROUP_CREATE, "group", g)?;
     let domain_id = s(g, "domain_id").unwrap_or_else(|| caller_domain(&ctx));
     let mut target = g.clone();
     if let Value::Object(m) = &mut target {
@@ -410,7 +410,7 @@ async fn update_group(
     Body(body): Body,
 ) -> Result<Response> {
     let patch = member(&body, "group")?;
-    check(&schema::GROUP_UPDATE, patch)?;
+    check(&schema::GROUP_UPDATE, "group", patch)?;
     let old = group_for(&api, &ctx, &id, "identity:update_group").await?;
     if let Some(d) = s(patch, "domain_id")
         && d != old.domain_id
@@ -582,7 +582,7 @@ async fn create_app_cred(
     Body(body): Body,
 ) -> Result<Response> {
     let c = member(&body, "application_credential")?;
-    check(&schema::APP_CRED_CREATE, c)?;
+    check(&schema::APP_CRED_CREATE, "application_credential", c)?;
     api.id.authorize(
         &ctx,
         "identity:create_application_credential",

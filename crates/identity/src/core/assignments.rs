@@ -73,7 +73,7 @@ pub struct AssignmentQuery {
 }
 
 /// One row of `GET /v3/role_assignments`, with how an effective row came to be.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EffectiveAssignment {
     pub assignment: Assignment,
     /// The group an effective user row comes from.
@@ -596,8 +596,8 @@ impl Identity {
             }
             true
         });
-        rows.sort_by(|x, y| x.assignment.cmp(&y.assignment));
-        rows.dedup_by(|x, y| x.assignment == y.assignment && q.effective);
+        rows.sort();
+        rows.dedup();
         Ok(rows)
     }
 }

@@ -82,6 +82,9 @@ pub struct IssuedToken {
     pub validated: Arc<ValidatedToken>,
 }
 
+/// Keystone's message for a token that decodes but is no longer valid.
+const FAILED_TO_VALIDATE: &str = "Failed to validate token";
+
 fn auth_failed(detail: impl Into<String>) -> IdentityError {
     IdentityError::unauthorized(detail)
 }
@@ -298,7 +301,7 @@ impl Identity {
             .resolve_token(&payload, issued_at)
             .await
             .map_err(|e| match e {
-                IdentityError::NotFound { .. } => auth_failed("no access to the requested scope"),
+                IdentityError::TokenNotFound(_) => auth_failed("no access to the requested scope"),
                 other => other,
             })?;
         let token = self
@@ -343,7 +346,10 @@ impl Identity {
                 ));
             }
         };
-        let cred = cred.ok_or_else(|| auth_failed("application credential not found"))?;
+        let cred = cred.ok_or_else(|| match &a.id {
+            Some(id) => IdentityError::not_found("Application Credential", id),
+            None => auth_failed("application credential not found"),
+        })?;
         if !password::verify(&a.secret, &cred.secret_hash).await {
             return Err(auth_failed("Invalid application credential secret"));
         }
@@ -371,7 +377,7 @@ impl Identity {
         p: &TokenPayload,
         issued_at: DateTime<Utc>,
     ) -> Result<ValidatedToken> {
-        let gone = || IdentityError::not_found("token", "the token is no longer valid");
+        let gone = || IdentityError::TokenNotFound(FAILED_TO_VALIDATE.into());
         let user = store::get_user(self.db.conn(), &p.user_id)
             .await?
             .ok_or_else(gone)?;
@@ -522,8 +528,7 @@ impl Identity {
     /// Validate a token: decode, check expiry and revocations, resolve against the
     /// current state. Cached until anything in identity changes.
     pub async fn validate_token(&self, token: &str) -> Result<Arc<ValidatedToken>> {
-        let not_found =
-            || IdentityError::not_found("token", token.chars().take(256).collect::<String>());
+        let not_found = || IdentityError::TokenNotFound(FAILED_TO_VALIDATE.into());
         let now = Utc::now();
         let rev = self.revision();
         if let Some((r, v)) = self.token_cache.read().get(token)
@@ -536,7 +541,7 @@ impl Identity {
         }
         let decoded = self.tokens.decode(token).map_err(|e| {
             tracing::debug!(error = %e, "token does not decode");
-            not_found()
+            IdentityError::TokenNotFound("Could not recognize Fernet token".into())
         })?;
         if decoded.is_expired(now) {
             return Err(not_found());
@@ -658,7 +663,7 @@ impl common::auth::TokenValidator for LocalValidator {
     ) -> std::result::Result<Arc<AuthContext>, common::auth::AuthFailure> {
         match self.0.validate_token(token).await {
             Ok(v) => Ok(v.ctx.clone()),
-            Err(IdentityError::NotFound { .. }) => Err(common::auth::AuthFailure::Invalid),
+            Err(IdentityError::TokenNotFound(_)) => Err(common::auth::AuthFailure::Invalid),
             Err(e) => Err(common::auth::AuthFailure::Unavailable(e.to_string())),
         }
     }

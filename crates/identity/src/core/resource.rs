@@ -32,10 +32,7 @@ impl Identity {
     }
 
     pub async fn create_domain(&self, d: Domain) -> Result<Domain> {
-        let conflict = || IdentityError::Conflict {
-            kind: "domain",
-            details: format!("Duplicate entry found with name {}", d.name),
-        };
+        let conflict = || domain_conflict(&d.name);
         let w = self.db.write().await?;
         if store::find_domain_by_name(&*w, &d.name).await?.is_some()
             || store::get_domain(&*w, &d.id).await?.is_some()
@@ -58,10 +55,7 @@ impl Identity {
         if let Some(other) = store::find_domain_by_name(&*w, &d.name).await?
             && other.id != d.id
         {
-            return Err(IdentityError::Conflict {
-                kind: "domain",
-                details: format!("Duplicate entry found with name {}", d.name),
-            });
+            return Err(domain_conflict(&d.name));
         }
         store::update_domain(&*w, &d).await?;
         w.commit().await?;
@@ -192,7 +186,13 @@ impl Identity {
 
     pub async fn create_project(&self, mut p: Project) -> Result<Project> {
         p.name = p.name.trim().to_string();
-        let domain = self.get_domain(&p.domain_id).await?;
+        // Keystone answers 400 (not 404) for a project in an unknown domain.
+        let domain = self.get_domain(&p.domain_id).await.map_err(|e| match e {
+            IdentityError::NotFound { .. } => {
+                IdentityError::validation(format!("Could not find domain: {}.", p.domain_id))
+            }
+            other => other,
+        })?;
         if let Some(parent_id) = p.parent_id.clone() {
             if parent_id == domain.id {
                 p.parent_id = None;
@@ -268,6 +268,15 @@ impl Identity {
         w.commit().await?;
         self.changed();
         Ok(())
+    }
+}
+
+fn domain_conflict(name: &str) -> IdentityError {
+    IdentityError::Conflict {
+        kind: "project",
+        details: format!(
+            "it is not permitted to have two projects acting as domains with the same name: {name}"
+        ),
     }
 }
 
