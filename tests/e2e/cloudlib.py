@@ -112,8 +112,15 @@ class CommandError(AssertionError):
 
 def run(argv: list[str], *, env: dict | None = None, timeout: float = 120, cwd: str | Path | None = None,
         check: bool = True) -> subprocess.CompletedProcess:
-    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    # output through files, not pipes: a server that a command leaves running in the background and
+    # that keeps our stdout/stderr open must not make us wait for it
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        rc = subprocess.run(argv, env=env, cwd=cwd, stdout=out, stderr=err, timeout=timeout,
+                            stdin=subprocess.DEVNULL).returncode
+        out.seek(0)
+        err.seek(0)
+        proc = subprocess.CompletedProcess(argv, rc, out.read().decode(errors="replace"),
+                                           err.read().decode(errors="replace"))
     if check and proc.returncode != 0:
         raise CommandError(argv, proc)
     return proc
@@ -337,7 +344,6 @@ class KumoDriver:
     def kumo(self, cloud: Cloud, *args, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         env = clean_env()
         env.pop("ADMIN_PASSWORD", None)  # let kumo generate it and keep it in the state dir
-        env["KUMO_LOG"] = env.get("KUMO_LOG", "info")
         argv = [self.bin, *[str(a) for a in args], "--state-dir", str(cloud.state_dir)]
         return run(argv, env=env, timeout=timeout, cwd=cloud.workdir, check=check)
 
@@ -365,6 +371,9 @@ class KumoDriver:
         proc = self.kumo(cloud, "up", "--listen", listen, "--demo", "--config", cloud.state_dir / "kumo.conf",
                          timeout=120)
         self.last_up_output = proc.stdout + proc.stderr
+        if not cloud.clouds_yaml.exists():
+            raise RuntimeError(f"`kumo up` exited 0 but wrote no {cloud.clouds_yaml}; it printed:\n"
+                               f"{self.last_up_output[-3000:]}")
         self.pid = self.server_pid(cloud)
         if self.pid is None:
             m = re.search(r"\(pid (\d+)\)", self.last_up_output)
@@ -404,9 +413,18 @@ class KumoDriver:
         self._kill(pid)
         self.up(cloud, f"127.0.0.1:{cloud.port}")
 
+    @staticmethod
+    def is_kumo(pid: int) -> bool:
+        """The process runs a binary named kumo* (the pid in a stale pid file could have been reused)."""
+        try:
+            exe = os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            exe = pid_cmdline(pid).split(" ")[0]
+        return Path(exe).name.startswith("kumo")
+
     def _kill(self, pid: int):
-        # by pid only, and only if it still is a kumo process (the pid could have been reused)
-        if pid_alive(pid) and "kumo" in pid_cmdline(pid):
+        # by pid only, and only if it still is a kumo process
+        if pid_alive(pid) and self.is_kumo(pid):
             os.kill(pid, signal.SIGKILL)
             wait_gone(pid, 10)
 
