@@ -94,3 +94,73 @@ kumo_test_venv() {
   touch "$venv/.complete"
   echo "$venv"
 }
+
+# ---------------------------------------------------------------- devstack's local.conf
+# kumo_read_local_conf FILE: source the [[local|localrc]] section of FILE (devstack's format; a plain
+# `localrc` file is read whole) with enable_service/disable_service/disable_all_services defined.
+# Sets KUMO_SERVICES (comma list) when the file changed the service set, else leaves it empty.
+KUMO_ALL_SERVICES=(identity compute image network volume placement dashboard)
+KUMO_SERVICES=""
+_kumo_services=("${KUMO_ALL_SERVICES[@]}")
+_kumo_services_changed=0
+
+# devstack service name -> kumo service name ("" = nothing to do in kumo)
+kumo_service_name() {
+  case "$1" in
+    identity|compute|image|network|volume|placement|dashboard) echo "$1";;
+    key|keystone|key-*) echo identity;;
+    n-*|nova|nova-*) echo compute;;
+    g-*|glance|glance-*) echo image;;
+    q-*|neutron|neutron-*) echo network;;
+    c-*|cinder|cinder-*) echo volume;;
+    placement|placement-*) echo placement;;
+    horizon) echo dashboard;;
+    *) echo "";;
+  esac
+}
+
+enable_service() {
+  local s k; _kumo_services_changed=1
+  for s in ${*//,/ }; do
+    k=$(kumo_service_name "$s")
+    if [[ -z $k ]]; then kumo_log "local.conf: service '$s' has no kumo counterpart; ignored"; continue; fi
+    [[ " ${_kumo_services[*]} " == *" $k "* ]] || _kumo_services+=("$k")
+  done
+}
+
+disable_service() {
+  local s k keep x; _kumo_services_changed=1
+  for s in ${*//,/ }; do
+    k=$(kumo_service_name "$s")
+    [[ -n $k ]] || continue
+    keep=()
+    for x in "${_kumo_services[@]}"; do [[ $x == "$k" ]] || keep+=("$x"); done
+    _kumo_services=("${keep[@]}")
+  done
+}
+
+disable_all_services() { _kumo_services_changed=1; _kumo_services=(); }
+
+kumo_read_local_conf() {
+  local file=$1 section
+  [[ -f $file ]] || return 0
+  section=$(mktemp)
+  if [[ $(basename "$file") == localrc ]]; then
+    cat "$file" > "$section"
+  else
+    awk '/^\[\[/ { on = ($0 ~ /^\[\[ *local *\| *localrc *\]\]/); next } on' "$file" > "$section"
+  fi
+  # devstack sources this section as shell; so do we (it is the user's own file)
+  # shellcheck disable=SC1090
+  source "$section"
+  rm -f "$section"
+  if ((_kumo_services_changed)); then
+    KUMO_SERVICES=$(IFS=,; echo "${_kumo_services[*]}")
+  fi
+}
+
+# kumo_state_dir: where kumo keeps its state (KUMO_STATE_DIR, else ~/.kumo)
+kumo_state_dir() { echo "${KUMO_STATE_DIR:-$HOME/.kumo}"; }
+
+# kumo_bin ROOT: the kumo binary (KUMO_BIN, else the release build)
+kumo_bin() { echo "${KUMO_BIN:-${CARGO_TARGET_DIR:-$1/target}/release/kumo}"; }
