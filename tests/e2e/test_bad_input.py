@@ -130,6 +130,14 @@ def test_duplicate_project_name_other_domain_ok(cloud, cleanup):
     assert p1["id"] != p2["id"]
 
 
+def test_delete_enabled_domain(cloud, cleanup):
+    d = cloud.admin("POST", "/domains", json={"domain": {"name": unique("dom")}}, expect=201)["domain"]
+    cleanup("domains", d["id"])
+    err = keystone_error(cloud.http("DELETE", f"/domains/{d['id']}", token=cloud.admin_token), 403)
+    assert "disable" in err["message"], err
+    assert cloud.admin("GET", f"/domains/{d['id']}")["domain"]["enabled"] is True
+
+
 # ------------------------------------------------------------------ authentication failures
 def test_wrong_password_and_unknown_user_look_the_same(cloud):
     wrong = cloud.http("POST", "/auth/tokens", json=cloud.auth_body("admin", "not-the-password", project="admin"))
