@@ -93,6 +93,7 @@ def tail(path: Path, lines: int = 60) -> str:
             size = f.tell()
             f.seek(max(0, size - 64 * 1024))
             text = f.read().decode(errors="replace")
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # colour codes
         return "\n".join(text.splitlines()[-lines:])
     except OSError as e:
         return f"(no log: {e})"
@@ -427,6 +428,10 @@ class KumoDriver:
         if pid_alive(pid) and self.is_kumo(pid):
             os.kill(pid, signal.SIGKILL)
             wait_gone(pid, 10)
+            # and until it is reaped: a zombie still answers kill(pid, 0) (seen here: ~1 s)
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
 
     def log_tail(self, cloud: Cloud, lines: int = 60) -> str:
         return tail(cloud.state_dir / "logs" / "kumo.log", lines)

@@ -79,7 +79,7 @@ def pytest_runtest_makereport(item, call):
     rep = outcome.get_result()
     if rep.failed and _CLOUD is not None:
         try:
-            rep.sections.append((f"{_CLOUD.target} log (tail)", _CLOUD.log_tail(40)))
+            rep.sections.append((f"{_CLOUD.target} log (tail)", _CLOUD.log_tail(25)))
         except Exception:  # noqa: BLE001
             pass
 
