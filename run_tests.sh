@@ -47,12 +47,10 @@ could_not_run() {
 stage_timeout() { local v="KUMO_STAGE_TIMEOUT_$1"; echo "${!v:-$2}"; }
 
 # run_logged LOG CMD... : run with output to the terminal and to LOG; returns the command's status
+# (with pipefail, the pipeline's status is the command's unless tee itself fails)
 run_logged() {
-  local log=$1; shift
-  set +e
-  "$@" 2>&1 | tee "$log"
-  local rc=${PIPESTATUS[0]}
-  set -e
+  local log=$1 rc=0; shift
+  "$@" 2>&1 | tee "$log" || rc=$?
   return "$rc"
 }
 
@@ -96,21 +94,17 @@ t0=$(date +%s)
 if ((BUILD_OK)); then
   if cargo nextest --version >/dev/null 2>&1; then
     banner "cargo tests: cargo nextest run --release --workspace"
-    set +e
+    rc=0
     run_logged "$WORK/cargo.log" timeout -k 30 "$(stage_timeout CARGO 900)" \
-      cargo nextest run --release --workspace --no-fail-fast --no-tests=warn
-    rc=$?
-    set -e
+      cargo nextest run --release --workspace --no-fail-fast --no-tests=warn || rc=$?
     line=$(grep -E '^ *Summary \[' "$WORK/cargo.log" | tail -1 || true)
     num() { grep -oE "[0-9]+ $1" <<<"$line" | head -1 | grep -oE '^[0-9]+' || echo 0; }
     p=$(num passed); f=$(( $(num failed) + $(num 'timed out') )); s=$(num skipped)
   else
     banner "cargo tests: cargo test --release --workspace"
-    set +e
+    rc=0
     run_logged "$WORK/cargo.log" timeout -k 30 "$(stage_timeout CARGO 900)" \
-      cargo test --release --workspace --no-fail-fast
-    rc=$?
-    set -e
+      cargo test --release --workspace --no-fail-fast || rc=$?
     read -r p f s < <(grep -E '^test result: ' "$WORK/cargo.log" | awk '
       { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) P += $i; if ($(i+1) ~ /^failed/) F += $i;
                                     if ($(i+1) ~ /^ignored/) S += $i } }
@@ -137,13 +131,11 @@ if [[ -z $VENV ]]; then
 elif [[ $E2E_TARGET == kumo && ! -x $KUMO_BIN ]]; then
   could_not_run e2e "no kumo binary at $KUMO_BIN" 0
 else
-  set +e
+  rc=0
   # SIGINT on timeout: pytest then still runs the fixtures' teardown (kumo down, temp dirs removed)
-  KUMO_BIN=$KUMO_BIN timeout -s INT -k 60 "$(stage_timeout E2E 900)" \
-    "$VENV/bin/python" -m pytest "$ROOT/tests/e2e" -q --junitxml="$WORK/e2e.xml" ${PYTEST_ARGS:-} 2>&1 \
-    | tee "$WORK/e2e.log"
-  rc=${PIPESTATUS[0]}
-  set -e
+  # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words
+  KUMO_BIN=$KUMO_BIN run_logged "$WORK/e2e.log" timeout -s INT -k 60 "$(stage_timeout E2E 900)" \
+    "$VENV/bin/python" -m pytest "$ROOT/tests/e2e" -q --junitxml="$WORK/e2e.xml" ${PYTEST_ARGS:-} || rc=$?
   dt=$(( $(date +%s) - t0 ))
   if [[ -f $WORK/e2e.xml ]]; then
     read -r p f s < <("$VENV/bin/python" - "$WORK/e2e.xml" <<'EOF'
@@ -171,11 +163,9 @@ fi
 t0=$(date +%s)
 if [[ -x $ROOT/tests/tempest/run.sh ]]; then
   banner "tempest: tests/tempest/run.sh"
-  set +e
+  rc=0
   KUMO_BIN=$KUMO_BIN run_logged "$WORK/tempest.log" timeout -s INT -k 60 "$(stage_timeout TEMPEST 1200)" \
-    "$ROOT/tests/tempest/run.sh"
-  rc=$?
-  set -e
+    "$ROOT/tests/tempest/run.sh" || rc=$?
   dt=$(( $(date +%s) - t0 ))
   last=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$WORK/tempest.log" | tail -1 || true)
   if [[ -n $last ]]; then
