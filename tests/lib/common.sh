@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # the KUMO_PKGS_* lists and KUMO_SERVICES are used by the scripts that source this
 # Shared helpers for stack.sh, run_tests.sh and friends. Source it; it defines functions only.
 #
 #   kumo_ensure_packages LIST...   install the Debian packages of the named lists that are missing
@@ -23,7 +24,9 @@ kumo_pkg_installed() {
 kumo_ensure_packages() {
   local list pkg missing=()
   if ! command -v dpkg-query >/dev/null; then
-    kumo_log "not a Debian-like system (no dpkg-query): install by hand: $(for list in "$@"; do eval "echo \${KUMO_PKGS_$list[*]}"; done)"
+    local all=()
+    for list in "$@"; do local -n l="KUMO_PKGS_$list"; all+=("${l[@]}"); unset -n l; done
+    kumo_log "not a Debian-like system (no dpkg-query): install by hand: ${all[*]}"
     return 0
   fi
   for list in "$@"; do
@@ -113,7 +116,7 @@ kumo_service_name() {
     g-*|glance|glance-*) echo image;;
     q-*|neutron|neutron-*) echo network;;
     c-*|cinder|cinder-*) echo volume;;
-    placement|placement-*) echo placement;;
+    placement-*) echo placement;;
     horizon) echo dashboard;;
     *) echo "";;
   esac
@@ -121,6 +124,7 @@ kumo_service_name() {
 
 enable_service() {
   local s k; _kumo_services_changed=1
+  # shellcheck disable=SC2048 # split "a,b c" into words on purpose
   for s in ${*//,/ }; do
     k=$(kumo_service_name "$s")
     if [[ -z $k ]]; then kumo_log "local.conf: service '$s' has no kumo counterpart; ignored"; continue; fi
@@ -130,6 +134,7 @@ enable_service() {
 
 disable_service() {
   local s k keep x; _kumo_services_changed=1
+  # shellcheck disable=SC2048 # split "a,b c" into words on purpose
   for s in ${*//,/ }; do
     k=$(kumo_service_name "$s")
     [[ -n $k ]] || continue
