@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# run_tests.sh - every test of kumo, on a fresh machine too.
+#
+#   ./run_tests.sh
+#
+# Stages: setup (Debian packages, cargo, the Python venv of tests/requirements.txt) -> one release build
+# of the workspace -> cargo tests (nextest if installed) -> end-to-end tests (pytest tests/e2e against a
+# kumo started on a free port in a temp dir) -> Tempest (tests/tempest/run.sh, when present).
+# The last line is `run_tests: N passed, M failed` summed over the stages; skipped tests are not
+# passes and are counted on the line before. Exit status 0 only when nothing failed and every stage ran.
+#
+# Environment: KUMO_E2E_TARGET=keystone-peer runs the end-to-end tests against the real Keystone;
+# PYTEST_ARGS adds pytest arguments; CARGO_TARGET_DIR is honoured; KUMO_STAGE_TIMEOUT_<STAGE> (seconds)
+# bounds a stage (defaults: BUILD 1800, CARGO 900, E2E 900, TEMPEST 1200).
+set -euo pipefail
+
+cd "$(dirname "$0")"
+ROOT=$PWD
+# shellcheck source=tests/lib/common.sh
+source "$ROOT/tests/lib/common.sh"
+KUMO_LOG_TAG=run_tests
+
+T_START=$(date +%s)
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/kumo-run-tests.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+PASSED=0 FAILED=0 SKIPPED=0
+PROBLEMS=()    # stages that could not run or ended badly without failing tests
+SUMMARY=()     # one line per stage
+
+say() { printf '%s\n' "$*"; }
+banner() { say ""; say "=== $* ==="; }
+
+# record STAGE PASSED FAILED SKIPPED SECONDS [NOTE]
+record() {
+  PASSED=$((PASSED + $2)); FAILED=$((FAILED + $3)); SKIPPED=$((SKIPPED + $4))
+  SUMMARY+=("$(printf '%-12s %4d passed, %4d failed, %4d skipped  %5ds%s' "$1" "$2" "$3" "$4" "$5" "${6:+  ($6)}")")
+  say "--- $1: $2 passed, $3 failed, $4 skipped in $5 s${6:+ ($6)}"
+}
+
+# a stage that could not run counts as one failure, so the last line never hides it
+could_not_run() {
+  PROBLEMS+=("$1: $2")
+  record "$1" 0 1 0 "$3" "could not run: $2"
+}
+
+stage_timeout() { local v="KUMO_STAGE_TIMEOUT_$1"; echo "${!v:-$2}"; }
+
+# run_logged LOG CMD... : run with output to the terminal and to LOG; returns the command's status
+# (with pipefail, the pipeline's status is the command's unless tee itself fails)
+run_logged() {
+  local log=$1 rc=0; shift
+  "$@" 2>&1 | tee "$log" || rc=$?
+  return "$rc"
+}
+
+# ------------------------------------------------------------------ setup
+banner "setup"
+t0=$(date +%s)
+if ! kumo_ensure_packages build tools tests; then
+  could_not_run setup "Debian packages could not be installed" "$(( $(date +%s) - t0 ))"
+fi
+HAVE_CARGO=1
+kumo_require_cargo || HAVE_CARGO=0
+VENV=""
+if VENV=$(kumo_test_venv "$ROOT"); then
+  say "test venv: $VENV"
+else
+  VENV=""
+fi
+say "--- setup done in $(( $(date +%s) - t0 )) s"
+
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+export KUMO_BIN=${KUMO_BIN:-$TARGET_DIR/release/kumo}
+
+# ------------------------------------------------------------------ build (once)
+BUILD_OK=0
+banner "build: cargo build --release --workspace --all-targets"
+t0=$(date +%s)
+if ((HAVE_CARGO)); then
+  if run_logged "$WORK/build.log" timeout -k 30 "$(stage_timeout BUILD 1800)" \
+      cargo build --release --workspace --all-targets; then
+    BUILD_OK=1
+    say "--- build: ok in $(( $(date +%s) - t0 )) s"
+  else
+    could_not_run build "cargo build failed" "$(( $(date +%s) - t0 ))"
+  fi
+else
+  could_not_run build "cargo is not installed" 0
+fi
+
+# ------------------------------------------------------------------ cargo tests
+t0=$(date +%s)
+if ((BUILD_OK)); then
+  if cargo nextest --version >/dev/null 2>&1; then
+    banner "cargo tests: cargo nextest run --release --workspace"
+    rc=0
+    run_logged "$WORK/cargo.log" timeout -k 30 "$(stage_timeout CARGO 900)" \
+      cargo nextest run --release --workspace --no-fail-fast --no-tests=warn || rc=$?
+    line=$(grep -E '^ *Summary \[' "$WORK/cargo.log" | tail -1 || true)
+    num() { grep -oE "[0-9]+ $1" <<<"$line" | head -1 | grep -oE '^[0-9]+' || echo 0; }
+    p=$(num passed); f=$(( $(num failed) + $(num 'timed out') )); s=$(num skipped)
+  else
+    banner "cargo tests: cargo test --release --workspace"
+    rc=0
+    run_logged "$WORK/cargo.log" timeout -k 30 "$(stage_timeout CARGO 900)" \
+      cargo test --release --workspace --no-fail-fast || rc=$?
+    read -r p f s < <(grep -E '^test result: ' "$WORK/cargo.log" | awk '
+      { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) P += $i; if ($(i+1) ~ /^failed/) F += $i;
+                                    if ($(i+1) ~ /^ignored/) S += $i } }
+      END { print P+0, F+0, S+0 }')
+    line="test result lines"
+  fi
+  dt=$(( $(date +%s) - t0 ))
+  if [[ -z $line ]] || { ((rc != 0)) && ((f == 0)); }; then
+    PROBLEMS+=("cargo tests: exit status $rc without a test failure to show for it")
+    record "cargo tests" "$p" $((f + 1)) "$s" "$dt" "exit status $rc"
+  else
+    record "cargo tests" "$p" "$f" "$s" "$dt"
+  fi
+else
+  could_not_run "cargo tests" "no build" 0
+fi
+
+# ------------------------------------------------------------------ end-to-end tests
+E2E_TARGET=${KUMO_E2E_TARGET:-kumo}
+banner "e2e: pytest tests/e2e (target $E2E_TARGET)"
+t0=$(date +%s)
+if [[ -z $VENV ]]; then
+  could_not_run e2e "no Python venv" 0
+elif [[ $E2E_TARGET == kumo && ! -x $KUMO_BIN ]]; then
+  could_not_run e2e "no kumo binary at $KUMO_BIN" 0
+else
+  rc=0
+  # SIGINT on timeout: pytest then still runs the fixtures' teardown (kumo down, temp dirs removed)
+  # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words
+  KUMO_BIN=$KUMO_BIN run_logged "$WORK/e2e.log" timeout -s INT -k 60 "$(stage_timeout E2E 900)" \
+    "$VENV/bin/python" -m pytest "$ROOT/tests/e2e" -q --junitxml="$WORK/e2e.xml" ${PYTEST_ARGS:-} || rc=$?
+  dt=$(( $(date +%s) - t0 ))
+  if [[ -f $WORK/e2e.xml ]]; then
+    read -r p f s < <("$VENV/bin/python" - "$WORK/e2e.xml" <<'EOF'
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+t = sum(int(x.get("tests", 0)) for x in suites)
+f = sum(int(x.get("failures", 0)) + int(x.get("errors", 0)) for x in suites)
+s = sum(int(x.get("skipped", 0)) for x in suites)
+print(t - f - s, f, s)
+EOF
+    )
+    if ((rc != 0 && rc != 1 && rc != 5)) || { ((rc == 1)) && ((f == 0)); }; then
+      PROBLEMS+=("e2e: pytest exit status $rc")
+      record e2e "$p" $((f + 1)) "$s" "$dt" "pytest exit status $rc"
+    else
+      record e2e "$p" "$f" "$s" "$dt"
+    fi
+  else
+    could_not_run e2e "pytest wrote no report (exit status $rc)" "$dt"
+  fi
+fi
+
+# ------------------------------------------------------------------ Tempest (tests/tempest/run.sh)
+t0=$(date +%s)
+if [[ -x $ROOT/tests/tempest/run.sh ]]; then
+  banner "tempest: tests/tempest/run.sh"
+  rc=0
+  KUMO_BIN=$KUMO_BIN run_logged "$WORK/tempest.log" timeout -s INT -k 60 "$(stage_timeout TEMPEST 1200)" \
+    "$ROOT/tests/tempest/run.sh" || rc=$?
+  dt=$(( $(date +%s) - t0 ))
+  last=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$WORK/tempest.log" | tail -1 || true)
+  if [[ -n $last ]]; then
+    read -r p f s < <(sed -E 's/^([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped.*/\1 \2 \3/' <<<"$last")
+    if ((rc != 0 && f == 0)); then
+      PROBLEMS+=("tempest: exit status $rc")
+      record tempest "$p" $((f + 1)) "$s" "$dt" "exit status $rc"
+    else
+      record tempest "$p" "$f" "$s" "$dt"
+    fi
+  else
+    could_not_run tempest "no 'N passed, N failed, N skipped' line (exit status $rc)" "$dt"
+  fi
+else
+  say ""; say "(tempest: tests/tempest/run.sh not present, stage skipped)"
+fi
+
+# ------------------------------------------------------------------ summary
+banner "summary"
+for l in "${SUMMARY[@]}"; do say "$l"; done
+for p in "${PROBLEMS[@]}"; do say "problem: $p"; done
+say "total time: $(( $(date +%s) - T_START )) s"
+say "run_tests: $SKIPPED skipped (not counted as passes)"
+say "run_tests: $PASSED passed, $FAILED failed"
+if ((FAILED > 0 || ${#PROBLEMS[@]} > 0)); then
+  exit 1
+fi
+exit 0

@@ -1,0 +1,171 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # the KUMO_PKGS_* lists and KUMO_SERVICES are used by the scripts that source this
+# Shared helpers for stack.sh, run_tests.sh and friends. Source it; it defines functions only.
+#
+#   kumo_ensure_packages LIST...   install the Debian packages of the named lists that are missing
+#   kumo_require_cargo             exit 1 with install instructions when cargo is missing
+#   kumo_test_venv                 create (once) and print the path of the test venv
+#
+# The Debian packages the project needs, in one place. Lists by purpose:
+#   build : what `cargo build` of the workspace needs (C compiler for bundled SQLite, ring, ...)
+#   tools : what the scripts themselves use
+#   tests : what the end-to-end tests need (memcached: the real Keystone "peer" caches with it)
+KUMO_PKGS_build=(build-essential pkg-config)
+KUMO_PKGS_tools=(curl)
+KUMO_PKGS_tests=(memcached)
+
+kumo_log() { printf '%s\n' "[${KUMO_LOG_TAG:-kumo}] $*" >&2; }
+
+# True when the Debian package is installed.
+kumo_pkg_installed() {
+  [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+kumo_ensure_packages() {
+  local list pkg missing=()
+  if ! command -v dpkg-query >/dev/null; then
+    local all=()
+    for list in "$@"; do local -n l="KUMO_PKGS_$list"; all+=("${l[@]}"); unset -n l; done
+    kumo_log "not a Debian-like system (no dpkg-query): install by hand: ${all[*]}"
+    return 0
+  fi
+  for list in "$@"; do
+    local -n pkgs="KUMO_PKGS_$list"
+    for pkg in "${pkgs[@]}"; do
+      kumo_pkg_installed "$pkg" || missing+=("$pkg")
+    done
+    unset -n pkgs
+  done
+  # python3 -m venv needs ensurepip; Debian's python3 has it only with python3-venv.
+  if [[ " $* " == *" tests "* ]] && ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    missing+=(python3-venv)
+  fi
+  ((${#missing[@]})) || return 0
+  local sudo=()
+  if ((EUID != 0)); then
+    if command -v sudo >/dev/null; then sudo=(sudo); else
+      kumo_log "missing Debian packages: ${missing[*]}; run as root: apt-get install -y ${missing[*]}"
+      return 1
+    fi
+  fi
+  kumo_log "installing Debian packages: ${missing[*]}"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+kumo_require_cargo() {
+  if ! command -v cargo >/dev/null; then
+    [[ -x $HOME/.cargo/bin/cargo ]] && export PATH=$HOME/.cargo/bin:$PATH
+  fi
+  if ! command -v cargo >/dev/null; then
+    cat >&2 <<'EOF'
+cargo (the Rust toolchain) is not installed, and kumo is built from source with it.
+Install Rust with rustup, then run this script again:
+
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y
+    source "$HOME/.cargo/env"
+
+(or see https://rustup.rs ; kumo needs Rust 1.95 or newer)
+EOF
+    return 1
+  fi
+}
+
+# Path of the test venv for tests/requirements.txt and the current python3. The name carries a hash
+# of both, so a changed pin or interpreter gets a fresh venv; an existing complete one is reused.
+kumo_test_venv_path() {
+  local root=$1 py=${KUMO_PYTHON:-python3} hash
+  hash=$({ cat "$root/tests/requirements.txt"; "$py" -c 'import sys, platform; print(platform.python_implementation(), sys.version)'; } \
+    | sha256sum | cut -c1-12)
+  echo "${KUMO_CACHE_DIR:-$HOME/.cache/kumo}/venv-$hash"
+}
+
+kumo_test_venv() {
+  local root=$1 py=${KUMO_PYTHON:-python3} venv
+  venv=$(kumo_test_venv_path "$root")
+  if [[ -f $venv/.complete ]] && "$venv/bin/python" -c 'import openstack, pytest' 2>/dev/null; then
+    echo "$venv"; return 0
+  fi
+  kumo_log "creating test venv $venv"
+  rm -rf "$venv"
+  mkdir -p "$(dirname "$venv")"
+  "$py" -m venv "$venv" >&2
+  "$venv/bin/pip" install -q --upgrade pip >&2 || true
+  if ! "$venv/bin/pip" install -q -r "$root/tests/requirements.txt" >&2; then
+    rm -rf "$venv"; kumo_log "pip install -r tests/requirements.txt failed"; return 1
+  fi
+  touch "$venv/.complete"
+  echo "$venv"
+}
+
+# ---------------------------------------------------------------- devstack's local.conf
+# kumo_read_local_conf FILE: source the [[local|localrc]] section of FILE (devstack's format; a plain
+# `localrc` file is read whole) with enable_service/disable_service/disable_all_services defined.
+# Sets KUMO_SERVICES (comma list) when the file changed the service set, else leaves it empty.
+KUMO_ALL_SERVICES=(identity compute image network volume placement dashboard)
+KUMO_SERVICES=""
+_kumo_services=("${KUMO_ALL_SERVICES[@]}")
+_kumo_services_changed=0
+
+# devstack service name -> kumo service name ("" = nothing to do in kumo)
+kumo_service_name() {
+  case "$1" in
+    identity|compute|image|network|volume|placement|dashboard) echo "$1";;
+    key|keystone|key-*) echo identity;;
+    n-*|nova|nova-*) echo compute;;
+    g-*|glance|glance-*) echo image;;
+    q-*|neutron|neutron-*) echo network;;
+    c-*|cinder|cinder-*) echo volume;;
+    placement-*) echo placement;;
+    horizon) echo dashboard;;
+    *) echo "";;
+  esac
+}
+
+enable_service() {
+  local s k; _kumo_services_changed=1
+  # shellcheck disable=SC2048 # split "a,b c" into words on purpose
+  for s in ${*//,/ }; do
+    k=$(kumo_service_name "$s")
+    if [[ -z $k ]]; then kumo_log "local.conf: service '$s' has no kumo counterpart; ignored"; continue; fi
+    [[ " ${_kumo_services[*]} " == *" $k "* ]] || _kumo_services+=("$k")
+  done
+}
+
+disable_service() {
+  local s k keep x; _kumo_services_changed=1
+  # shellcheck disable=SC2048 # split "a,b c" into words on purpose
+  for s in ${*//,/ }; do
+    k=$(kumo_service_name "$s")
+    [[ -n $k ]] || continue
+    keep=()
+    for x in "${_kumo_services[@]}"; do [[ $x == "$k" ]] || keep+=("$x"); done
+    _kumo_services=("${keep[@]}")
+  done
+}
+
+disable_all_services() { _kumo_services_changed=1; _kumo_services=(); }
+
+kumo_read_local_conf() {
+  local file=$1 section
+  [[ -f $file ]] || return 0
+  section=$(mktemp)
+  if [[ $(basename "$file") == localrc ]]; then
+    cat "$file" > "$section"
+  else
+    awk '/^\[\[/ { on = ($0 ~ /^\[\[ *local *\| *localrc *\]\]/); next } on' "$file" > "$section"
+  fi
+  # devstack sources this section as shell; so do we (it is the user's own file)
+  # shellcheck disable=SC1090
+  source "$section"
+  rm -f "$section"
+  if ((_kumo_services_changed)); then
+    KUMO_SERVICES=$(IFS=,; echo "${_kumo_services[*]}")
+  fi
+}
+
+# kumo_state_dir: where kumo keeps its state (KUMO_STATE_DIR, else ~/.kumo)
+kumo_state_dir() { echo "${KUMO_STATE_DIR:-$HOME/.kumo}"; }
+
+# kumo_bin ROOT: the kumo binary (KUMO_BIN, else the release build)
+kumo_bin() { echo "${KUMO_BIN:-${CARGO_TARGET_DIR:-$1/target}/release/kumo}"; }
