@@ -131,9 +131,12 @@ fn init_logging(cfg: &common::config::Config) {
         .get_str("DEFAULT", "log_format")
         .map(|f| f == "json")
         .unwrap_or(false);
+    // Colours only on a terminal: in the background the log goes to logs/kumo.log.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(ansi);
     if json {
         builder.json().with_current_span(true).init();
     } else {

@@ -152,7 +152,12 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     )?;
     tracing::info!(url = %base, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
 
-    let app = app(&cloud);
+    // `/identity/` and `/identity` are the same resource, as for the Python services.
+    let app = tower::Layer::layer(
+        &tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(),
+        app(&cloud),
+    );
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;

@@ -105,7 +105,18 @@ pub fn write_file(path: &Path, contents: &str, mode: u32) -> Result<()> {
     Ok(())
 }
 
-/// Whether a process with this pid is alive (signal 0).
+/// Whether a process with this pid is alive: it exists (signal 0) and is not a zombie
+/// waiting to be reaped (right after `kill -9`, `kill(pid, 0)` still succeeds).
 pub fn alive(pid: i32) -> bool {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z" && state != "X"),
+        Err(_) => true,
+    }
 }

@@ -11,6 +11,16 @@ pub fn time(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
+/// Python's `isoformat()` of a naive UTC datetime (no zone; microseconds only when set),
+/// which is how Keystone echoes application credential expiries.
+pub fn iso_naive(t: &DateTime<Utc>) -> String {
+    if t.timestamp_subsec_micros() == 0 {
+        t.format("%Y-%m-%dT%H:%M:%S").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+    }
+}
+
 pub fn opt_time(t: &Option<DateTime<Utc>>) -> Value {
     t.as_ref()
         .map(|t| Value::String(time(t)))
@@ -193,7 +203,8 @@ pub fn app_cred(base: &str, c: &AppCred, roles: &[Role]) -> Value {
         .collect();
     json!({
         "id": c.id, "name": c.name, "description": c.description, "user_id": c.user_id,
-        "project_id": c.project_id, "system": c.system, "expires_at": opt_time(&c.expires_at),
+        "project_id": c.project_id, "system": c.system,
+        "expires_at": c.expires_at.as_ref().map(iso_naive),
         "unrestricted": c.unrestricted, "roles": roles,
         "access_rules": c.access_rules.iter().map(|r| json!({"id": r.id, "service": r.service, "path": r.path, "method": r.method})).collect::<Vec<_>>(),
         "links": {"self": format!("{base}/v3/users/{}/application_credentials/{}", c.user_id, c.id)},

@@ -169,10 +169,8 @@ impl Identity {
                         .token
                         .as_deref()
                         .ok_or_else(|| IdentityError::expecting("token", "identity"))?;
-                    let v = self
-                        .validate_token(t)
-                        .await
-                        .map_err(|_| auth_failed("invalid token for rescope"))?;
+                    // A revoked or expired token is a 404 here too, as in Keystone.
+                    let v = self.validate_token(t).await?;
                     if v.app_cred.is_some() {
                         return Err(IdentityError::Forbidden(
                             "Cannot rescope a token created with an application credential.".into(),
@@ -605,12 +603,25 @@ impl Identity {
     }
 
     /// Revoke every token of a user issued until now (inside the caller's transaction).
+    ///
+    /// Fernet timestamps have one-second resolution, so the event covers whole seconds:
+    /// it revokes tokens stamped up to `E = max(ceil(now), previous event + 1 s)`, and
+    /// tokens minted afterwards are stamped `E + 1` or later (see `issue_token`). No token
+    /// minted before the event escapes it, and none minted after is caught by it.
     pub(crate) async fn revoke_user_tokens_in<C: sea_orm::ConnectionTrait>(
         &self,
         c: &C,
         user_id: &str,
     ) -> Result<()> {
         let now = Utc::now();
+        let mut secs = now.timestamp();
+        if now.timestamp_subsec_nanos() > 0 {
+            secs += 1;
+        }
+        if let Some(last) = self.last_user_revocation(user_id) {
+            secs = secs.max(last.timestamp() + 1);
+        }
+        let issued_before = DateTime::from_timestamp(secs, 0).unwrap_or(now);
         self.add_revocation(
             c,
             RevocationEvent {
@@ -618,7 +629,7 @@ impl Identity {
                 project_id: None,
                 domain_id: None,
                 audit_id: None,
-                issued_before: now,
+                issued_before,
                 revoked_at: now,
                 expires_at: None,
             },
