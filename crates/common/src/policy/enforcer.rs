@@ -404,7 +404,9 @@ impl Enforcer {
                 .map(|d| d.scope_types.as_slice())
                 .unwrap_or_default();
             let actual = creds.scope();
-            if !required.is_empty() && !actual.is_some_and(|s| required.contains(&s)) {
+            // oslo.policy counts a token with no scope as project-scoped.
+            let effective = actual.unwrap_or(ScopeType::Project);
+            if !required.is_empty() && !required.contains(&effective) {
                 return Err(PolicyError::InvalidScope {
                     action: action.into(),
                     required: required.to_vec(),

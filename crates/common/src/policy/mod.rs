@@ -15,8 +15,7 @@
 //! - malformed rules and undefined `rule:` references are load errors (oslo logs
 //!   and denies at request time);
 //! - `http:`/`https:` checks are never made; they evaluate false with a warning;
-//! - an unscoped token matches no scope type, so an action with scope_types
-//!   denies it (oslo treats unscoped as project scope).
+//! - (same as oslo) an unscoped token counts as project-scoped for scope_types.
 //!
 //! ```
 //! use common::policy::{Credentials, Enforcer, RuleDefault, ScopeType};

@@ -450,13 +450,18 @@ fn overrides_replace_defaults_and_may_add_rules() -> Result<(), PolicyLoadError>
     assert!(e.check("svc:get", &target, &creds(&["Operator"])));
     assert!(!e.is_registered("ops"));
     assert!(e.is_registered("svc:get"));
-    // The registered scope types still apply to an overridden rule.
-    let mut unscoped = creds(&["operator"]);
-    unscoped.project_id = None;
+    // The registered scope types still apply to an overridden rule; a domain-scoped
+    // token is refused, an unscoped one counts as project-scoped (as in oslo).
+    let mut domain_scoped = creds(&["operator"]);
+    domain_scoped.project_id = None;
+    domain_scoped.domain_id = Some("d1".into());
     assert!(matches!(
-        e.authorize("svc:get", &target, &unscoped),
+        e.authorize("svc:get", &target, &domain_scoped),
         Err(PolicyError::InvalidScope { .. })
     ));
+    let mut unscoped = creds(&["operator"]);
+    unscoped.project_id = None;
+    assert!(e.check("svc:get", &target, &unscoped));
 
     let json_file = r#"{"svc:any": "", "svc:sys": "!"}"#;
     let e = sample().overrides_file(json_file)?.build()?;
