@@ -108,7 +108,7 @@ def main():
     print()
     pr = peer and peer["rss_idle"]
     kr = kumo and kumo["rss_idle"]
-    line = "{:<34}{:>12}{:>12}{:>9}{:>9}  {}"
+    line = "{:<32}{:>20}{:>12}{:>9}{:>9}  {}"
     print(line.format("", "peer", "kumo", "ratio", "target", "result"))
     if pr and kr:
         ratio = pr / kr
