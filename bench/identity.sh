@@ -2,6 +2,7 @@
 # bench/identity.sh - kumo's Keystone v3 side by side with the real Keystone, in one run.
 #
 #   bench/identity.sh [--duration S] [--runs N] [--conc "1 8"] [--only peer|kumo] [--out DIR]
+#                     [--wait-quiet SECONDS]
 #
 # 1. the peer: ../shared/peer/keystone.sh on a free loopback port in a fresh state dir (cached
 #    venv, devstack layout: 2 uWSGI workers, memcached, bcrypt cost 4), measured with
@@ -14,13 +15,15 @@
 #    each line marked PASS/FAIL against the targets of issue 3.
 # The two servers never run at the same time. Exit: 0 all targets met (or nothing to judge),
 # 1 some target missed, 2 setup error. Results (raw oha JSON, bench output, logs) stay in --out.
+# Before each side the CPU use of the whole machine is sampled for 3 s and reported (a busy
+# machine makes the figures meaningless); --wait-quiet S waits up to S seconds for it to be < 25%.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd -P)
 BENCH_TAG=identity.sh
 . "$HERE/lib/common.sh"
 
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-DURATION=10 RUNS=3 CONCS="1 8" ONLY="" OUT=""
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+DURATION=10 RUNS=3 CONCS="1 8" ONLY="" OUT="" WAIT_QUIET=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --duration) DURATION=$2; shift 2;;
@@ -28,6 +31,7 @@ while [[ $# -gt 0 ]]; do
     --conc) CONCS=$2; shift 2;;
     --only) ONLY=$2; shift 2;;
     --out) OUT=$2; shift 2;;
+    --wait-quiet) WAIT_QUIET=$2; shift 2;;
     -h|--help) usage;;
     *) blog "unknown argument: $1"; usage;;
   esac
@@ -73,7 +77,8 @@ BENCH_ARGS=(--duration "$DURATION" --runs "$RUNS" --conc "$CONCS" --password "$P
 run_bench() { # run_bench NAME URL [bench-identity.sh args...]; output in $OUT/NAME/
   local name=$1 url=$2; shift 2
   mkdir -p "$OUT/$name"
-  blog "$name: bench-identity.sh against $url (loadavg $(cut -d' ' -f1-3 /proc/loadavg))"
+  wait_quiet "$WAIT_QUIET" > "$OUT/$name/cpu_busy_before.txt"
+  blog "$name: bench-identity.sh against $url (machine $(cat "$OUT/$name/cpu_busy_before.txt")% busy before, loadavg $(cut -d' ' -f1-3 /proc/loadavg))"
   # run from an empty directory: the start command inherits the cwd
   ( cd "$WORK" && "$PEER_DIR/bench-identity.sh" --url "$url" "${BENCH_ARGS[@]}" --out "$OUT/$name" "$@" ) \
     2>"$OUT/$name/bench.err" | tee "$OUT/$name/bench.txt" >&2

@@ -85,6 +85,27 @@ oha_install_wait() {
   export OHA
 }
 
+# --- is the machine quiet? ---------------------------------------------------------------
+# cpu_busy_pct [SECONDS]: percent of all CPU time not idle over SECONDS (default 3), from /proc/stat.
+cpu_busy_pct() {
+  local a b; a=$(head -1 /proc/stat); sleep "${1:-3}"; b=$(head -1 /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { n=split(a, x); split(b, y); t=0
+    for (i=2; i<=n; i++) t += y[i]-x[i]; idle = (y[5]-x[5]) + (y[6]-x[6])
+    printf "%d", (t > 0 ? 100*(t-idle)/t : 0) }'
+}
+# wait_quiet MAX_SECONDS [THRESHOLD]: wait until cpu_busy_pct < THRESHOLD (default 25) or
+# MAX_SECONDS passed; prints the last busy percent.
+wait_quiet() {
+  local deadline=$(( $(date +%s) + ${1:-0} )) busy
+  while :; do
+    busy=$(cpu_busy_pct 3)
+    (( busy < ${2:-25} )) && break
+    (( $(date +%s) >= deadline )) && break
+    blog "machine busy (${busy}% CPU over 3 s): waiting"
+  done
+  echo "$busy"
+}
+
 # --- memory --------------------------------------------------------------------------------
 # rss_kib PID: VmRSS of one process (KiB).
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }

@@ -62,6 +62,10 @@ def load_side(d):
             except ValueError:
                 return None
         side["rss_idle"], side["rss_load"], side["cold_ms"] = num(m.group(1), float), num(m.group(2), float), num(m.group(3), int)
+    try:
+        side["busy"] = int(open(os.path.join(d, "cpu_busy_before.txt")).read().split()[0])
+    except (OSError, ValueError, IndexError):
+        side["busy"] = None
     try:  # keystone.sh logs the server-only part of the start
         m = re.search(r"-> 200 after (\d+) ms from server launch", open(os.path.join(d, "start.log")).read())
         if m:
@@ -140,7 +144,11 @@ def main():
         failed |= res == "FAIL"
     print(line.format("cold start to GET /v3 200, ms", pcs, f"{kc}" if kc is not None else "-", "", f"<{KUMO_COLD_MS_MAX}", res))
     print("  peer cold start = keystone.sh start (db_sync + bootstrap + uWSGI); '(server N)' = uWSGI launch to first 200")
-    print(f"  loadavg at the end: {open('/proc/loadavg').read().split()[:3]} nproc={os.cpu_count()}")
+    print(f"  loadavg at the end: {' '.join(open('/proc/loadavg').read().split()[:3])} nproc={os.cpu_count()}")
+    for name, side in (("peer", peer), ("kumo", kumo)):
+        if side and side.get("busy") is not None:
+            warn = "  WARNING: something else was running; figures unreliable" if side["busy"] >= 25 else ""
+            print(f"  machine CPU use in the 3 s before the {name} side: {side['busy']}%{warn}")
     if not (peer and kumo):
         print("  (only one side measured: ratios not judged)")
     print("RESULT: " + ("FAIL (some target missed)" if failed else ("PASS" if peer and kumo else "n/a")))
