@@ -115,6 +115,8 @@ EOF
   DOWN=$(printf '%q down --state-dir %q' "$KUMO" "$KUMO_STATE")
   blog "kumo: $UP"
   bash -c "$UP" >"$OUT/kumo-first-start.log" 2>&1 || { tail -20 "$OUT/kumo-first-start.log" >&2; bdie "kumo up failed"; }
+  wait_http_200 "http://127.0.0.1:$KUMO_PORT/v3" 30 \
+    || { tail -20 "$OUT/kumo-first-start.log" >&2; bdie "kumo up returned but GET http://127.0.0.1:$KUMO_PORT/v3 does not answer 200"; }
   # --pidfile (not --pid): the bench restarts the server for the cold start, and re-reads the file.
   run_bench kumo "http://127.0.0.1:$KUMO_PORT" --pidfile "$KUMO_STATE/kumo.pid" --start-cmd "$UP" --stop-cmd "$DOWN"
   bash -c "$DOWN" >/dev/null 2>&1 || true

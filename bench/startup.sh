@@ -95,7 +95,8 @@ time_case() {
   if command -v hyperfine >/dev/null 2>&1; then
     hyperfine --style basic --runs "$RUNS" --warmup "$WARMUP" --shell bash \
       --prepare "$WORK/prepare.sh $mode $st" --cleanup "$WORK/prepare.sh $mode $st" \
-      --export-json "$OUT/$mode.json" -n "kumo up ($mode state dir)" "$cmd" >&2
+      --export-json "$OUT/$mode.json" -n "kumo up ($mode state dir)" "$cmd" >&2 \
+      || bdie "$mode: kumo up or a probe of $PROBES failed (run the command above by hand to see why)"
   else
     local i t0 t1
     : > "$OUT/$mode.times"

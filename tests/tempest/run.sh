@@ -132,7 +132,7 @@ EOF
     >"$WORK/server.log" 2>&1 || fail_setup "kumo up failed"
   cat "$WORK/server.log" >&2
   # kumo writes the URL it serves into openrc; fall back to the contract's /identity/v3
-  AUTH_URL=$(sed -n 's/^\(export \)\{0,1\}OS_AUTH_URL=["'\'']\{0,1\}\([^"'\'' ]*\).*/\2/p' "$STATE/openrc" 2>/dev/null | tail -1)
+  AUTH_URL=$(sed -n 's/^\(export \)\{0,1\}OS_AUTH_URL=["'\'']\{0,1\}\([^"'\'' ]*\).*/\2/p' "$STATE/openrc" 2>/dev/null | tail -1 || true)
   AUTH_URL=${AUTH_URL:-http://127.0.0.1:$PORT/identity/v3}
 fi
 wait_http_200 "${AUTH_URL%/}" 30 || fail_setup "$AUTH_URL does not answer 200"
