@@ -135,7 +135,10 @@ EOF
   AUTH_URL=$(sed -n 's/^\(export \)\{0,1\}OS_AUTH_URL=["'\'']\{0,1\}\([^"'\'' ]*\).*/\2/p' "$STATE/openrc" 2>/dev/null | tail -1 || true)
   AUTH_URL=${AUTH_URL:-http://127.0.0.1:$PORT/identity/v3}
 fi
-wait_http_200 "${AUTH_URL%/}" 30 || fail_setup "$AUTH_URL does not answer 200"
+# The auth URL may be versionless (kumo's /identity, devstack's): its version list is a 300.
+# Wait for the v3 document, which is a 200 on every target.
+V3_URL=${AUTH_URL%/}; [[ $V3_URL == */v3 ]] || V3_URL=$V3_URL/v3
+wait_http_200 "$V3_URL" 30 || fail_setup "$V3_URL does not answer 200"
 
 export OS_AUTH_URL=$AUTH_URL OS_USERNAME=admin OS_PASSWORD=$ADMIN_PW OS_PROJECT_NAME=admin
 export OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default OS_REGION_NAME=RegionOne
