@@ -86,6 +86,7 @@ pub fn up_background(
         return Ok(());
     }
     let started = Instant::now();
+    let previous = state.read_endpoint();
     let exe = std::env::current_exe().context("cannot find the kumo executable")?;
     let log = OpenOptions::new()
         .create(true)
@@ -131,6 +132,12 @@ pub fn up_background(
             && HEALTH.iter().all(|(_, p)| http_status(b, p) == Some(200))
         {
             print_summary(state, b, child_pid, Some(started.elapsed()));
+            if listen.is_none() && previous.as_deref() != Some(b.as_str()) && !b.ends_with(":5000")
+            {
+                println!(
+                    "note: 127.0.0.1:5000 is in use, so kumo listens on {b} (choose with --listen)"
+                );
+            }
             return Ok(());
         }
         if Instant::now() > deadline {

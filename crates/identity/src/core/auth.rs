@@ -82,6 +82,15 @@ pub struct IssuedToken {
     pub validated: Arc<ValidatedToken>,
 }
 
+impl std::fmt::Debug for IssuedToken {
+    // The token is a bearer secret: never in logs or panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("user", &self.validated.user.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Keystone's message for a token that decodes but is no longer valid.
 const FAILED_TO_VALIDATE: &str = "Failed to validate token";
 
