@@ -5,7 +5,8 @@
 #
 # Stages: setup (Debian packages, cargo, the Python venv of tests/requirements.txt) -> one release build
 # of the workspace -> cargo tests (nextest if installed) -> end-to-end tests (pytest tests/e2e against a
-# kumo started on a free port in a temp dir) -> Tempest (tests/tempest/run.sh, when present).
+# kumo started on a free port in a temp dir) -> Tempest (tests/tempest/run.sh SERVICE, for each service
+# in KUMO_TEMPEST_SERVICES, default: identity).
 # The last line is `run_tests: N passed, M failed` summed over the stages; skipped tests are not
 # passes and are counted on the line before. Exit status 0 only when nothing failed and every stage ran.
 #
@@ -160,28 +161,32 @@ EOF
 fi
 
 # ------------------------------------------------------------------ Tempest (tests/tempest/run.sh)
-t0=$(date +%s)
-if [[ -x $ROOT/tests/tempest/run.sh ]]; then
-  banner "tempest: tests/tempest/run.sh"
+# One run per service that kumo serves; each prints `N passed, N failed, N skipped` last.
+TEMPEST_SERVICES=${KUMO_TEMPEST_SERVICES:-identity}
+for svc in $TEMPEST_SERVICES; do
+  t0=$(date +%s)
+  if [[ ! -x $ROOT/tests/tempest/run.sh ]]; then
+    could_not_run "tempest $svc" "tests/tempest/run.sh is missing" 0
+    continue
+  fi
+  banner "tempest: tests/tempest/run.sh $svc"
   rc=0
-  KUMO_BIN=$KUMO_BIN run_logged "$WORK/tempest.log" timeout -s INT -k 60 "$(stage_timeout TEMPEST 1200)" \
-    "$ROOT/tests/tempest/run.sh" || rc=$?
+  KUMO_BIN=$KUMO_BIN run_logged "$WORK/tempest-$svc.log" timeout -s INT -k 60 "$(stage_timeout TEMPEST 1200)" \
+    "$ROOT/tests/tempest/run.sh" "$svc" || rc=$?
   dt=$(( $(date +%s) - t0 ))
-  last=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$WORK/tempest.log" | tail -1 || true)
+  last=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' "$WORK/tempest-$svc.log" | tail -1 || true)
   if [[ -n $last ]]; then
     read -r p f s < <(sed -E 's/^([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped.*/\1 \2 \3/' <<<"$last")
     if ((rc != 0 && f == 0)); then
-      PROBLEMS+=("tempest: exit status $rc")
-      record tempest "$p" $((f + 1)) "$s" "$dt" "exit status $rc"
+      PROBLEMS+=("tempest $svc: exit status $rc")
+      record "tempest $svc" "$p" $((f + 1)) "$s" "$dt" "exit status $rc"
     else
-      record tempest "$p" "$f" "$s" "$dt"
+      record "tempest $svc" "$p" "$f" "$s" "$dt"
     fi
   else
-    could_not_run tempest "no 'N passed, N failed, N skipped' line (exit status $rc)" "$dt"
+    could_not_run "tempest $svc" "no 'N passed, N failed, N skipped' line (exit status $rc)" "$dt"
   fi
-else
-  say ""; say "(tempest: tests/tempest/run.sh not present, stage skipped)"
-fi
+done
 
 # ------------------------------------------------------------------ summary
 banner "summary"

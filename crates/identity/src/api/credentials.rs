@@ -10,7 +10,7 @@ use sha2::Digest;
 
 use super::resource::{extra_of, s};
 use super::schema::{self, check, member};
-use super::{Api, Base, Body, QueryMap, created, list_response, no_content, ok, render};
+use super::{Api, Base, Body, QueryMap, created, guard, list_response, no_content, ok, render};
 use crate::error::{IdentityError, Result};
 use crate::model::*;
 
@@ -135,13 +135,15 @@ async fn credential_for(
     id: &str,
     action: &str,
 ) -> Result<Credential> {
-    let c = api.id.get_credential(id).await;
-    let target = c
-        .as_ref()
-        .map(credential_target)
-        .unwrap_or_else(|_| json!({"target": {"credential": {"id": id}}}));
-    api.id.authorize(ctx, action, &target)?;
-    c
+    guard(
+        api,
+        ctx,
+        action,
+        api.id.get_credential(id).await,
+        credential_target,
+        "credential",
+        id,
+    )
 }
 
 async fn get_credential(

@@ -229,6 +229,26 @@ pub fn list_response(
     ok(Value::Object(body))
 }
 
+/// Authorize `action` on an entity looked up by id. The policy sees the stored entity when it
+/// exists, else only its id: a caller the policy denies gets 403 whether or not the entity
+/// exists, and an allowed caller then gets the lookup's 404.
+pub fn guard<T>(
+    api: &Api,
+    ctx: &AuthContext,
+    action: &str,
+    found: Result<T>,
+    target: fn(&T) -> Value,
+    kind: &str,
+    id: &str,
+) -> Result<T> {
+    let policy_target = match &found {
+        Ok(x) => target(x),
+        Err(_) => json!({"target": {kind: {"id": id}}, format!("{kind}_id"): id}),
+    };
+    api.id.authorize(ctx, action, &policy_target)?;
+    found
+}
+
 /// The domain a domain-scoped caller is confined to when listing.
 pub fn token_domain(ctx: &AuthContext) -> Option<String> {
     ctx.domain_id().map(str::to_string)

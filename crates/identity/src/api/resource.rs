@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::schema::{self, check, member};
 use super::{
-    Api, Base, Body, QueryMap, created, list_response, no_content, ok, opt_bool, render,
+    Api, Base, Body, QueryMap, created, guard, list_response, no_content, ok, opt_bool, render,
     token_domain,
 };
 use crate::error::{IdentityError, Result};
@@ -161,13 +161,8 @@ async fn get_domain(
     Authenticated(ctx): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let d = api.id.get_domain(&id).await;
-    let target = match &d {
-        Ok(d) => domain_target(d),
-        Err(_) => json!({"target": {"domain": {"id": id}}}),
-    };
-    api.id.authorize(&ctx, "identity:get_domain", &target)?;
-    Ok(ok(json!({"domain": render::domain(&base, &d?)})))
+    let d = domain_for(&api, &ctx, &id, "identity:get_domain").await?;
+    Ok(ok(json!({"domain": render::domain(&base, &d)})))
 }
 
 async fn update_domain(
@@ -179,13 +174,7 @@ async fn update_domain(
 ) -> Result<Response> {
     let patch = member(&body, "domain")?;
     check(&schema::DOMAIN_UPDATE, "domain", patch)?;
-    let old = api.id.get_domain(&id).await;
-    let target = old
-        .as_ref()
-        .map(domain_target)
-        .unwrap_or_else(|_| json!({"target": {"domain": {"id": id}}}));
-    api.id.authorize(&ctx, "identity:update_domain", &target)?;
-    let old = old?;
+    let old = domain_for(&api, &ctx, &id, "identity:update_domain").await?;
     if let Some(pid) = s(patch, "id")
         && pid != id
     {
@@ -212,13 +201,7 @@ async fn delete_domain(
     Authenticated(ctx): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let old = api.id.get_domain(&id).await;
-    let target = old
-        .as_ref()
-        .map(domain_target)
-        .unwrap_or_else(|_| json!({"target": {"domain": {"id": id}}}));
-    api.id.authorize(&ctx, "identity:delete_domain", &target)?;
-    old?;
+    domain_for(&api, &ctx, &id, "identity:delete_domain").await?;
     api.id.delete_domain(&id).await?;
     Ok(no_content())
 }
@@ -422,13 +405,7 @@ async fn get_project(
     Path(id): Path<String>,
     q: QueryMap,
 ) -> Result<Response> {
-    let p = api.id.get_project(&id).await;
-    let target = p
-        .as_ref()
-        .map(project_target)
-        .unwrap_or_else(|_| json!({"target": {"project": {"id": id}}}));
-    api.id.authorize(&ctx, "identity:get_project", &target)?;
-    let p = p?;
+    let p = project_for(&api, &ctx, &id, "identity:get_project").await?;
     let mut v = render::project(&base, &p);
     let parents_list = super::flag(&q, "parents_as_list");
     let parents_ids = super::flag(&q, "parents_as_ids");
@@ -521,13 +498,7 @@ async fn update_project(
 ) -> Result<Response> {
     let patch = member(&body, "project")?;
     check(&schema::PROJECT_UPDATE, "project", patch)?;
-    let old = api.id.get_project(&id).await;
-    let target = old
-        .as_ref()
-        .map(project_target)
-        .unwrap_or_else(|_| json!({"target": {"project": {"id": id}}}));
-    api.id.authorize(&ctx, "identity:update_project", &target)?;
-    let old = old?;
+    let old = project_for(&api, &ctx, &id, "identity:update_project").await?;
     if let Some(d) = s(patch, "domain_id")
         && d != old.domain_id
     {
@@ -564,13 +535,7 @@ async fn delete_project(
     Authenticated(ctx): Authenticated,
     Path(id): Path<String>,
 ) -> Result<Response> {
-    let old = api.id.get_project(&id).await;
-    let target = old
-        .as_ref()
-        .map(project_target)
-        .unwrap_or_else(|_| json!({"target": {"project": {"id": id}}}));
-    api.id.authorize(&ctx, "identity:delete_project", &target)?;
-    old?;
+    project_for(&api, &ctx, &id, "identity:delete_project").await?;
     api.id.delete_project(&id, false).await?;
     Ok(no_content())
 }
@@ -583,13 +548,32 @@ async fn project_for(
     id: &str,
     action: &str,
 ) -> Result<Project> {
-    let p = api.id.get_project(id).await;
-    let target = p
-        .as_ref()
-        .map(project_target)
-        .unwrap_or_else(|_| json!({"target": {"project": {"id": id}}}));
-    api.id.authorize(ctx, action, &target)?;
-    p
+    guard(
+        api,
+        ctx,
+        action,
+        api.id.get_project(id).await,
+        project_target,
+        "project",
+        id,
+    )
+}
+
+async fn domain_for(
+    api: &Api,
+    ctx: &common::auth::AuthContext,
+    id: &str,
+    action: &str,
+) -> Result<Domain> {
+    guard(
+        api,
+        ctx,
+        action,
+        api.id.get_domain(id).await,
+        domain_target,
+        "domain",
+        id,
+    )
 }
 
 fn check_tag_value(tag: &str) -> Result<()> {

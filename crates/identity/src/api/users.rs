@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::resource::{extra_of, s};
 use super::schema::{self, check, member};
 use super::{
-    Api, Base, Body, QueryMap, created, list_response, no_content, ok, opt_bool, render,
+    Api, Base, Body, QueryMap, created, guard, list_response, no_content, ok, opt_bool, render,
     token_domain,
 };
 use crate::core::{AppCredRequest, RoleSelector};
@@ -76,13 +76,15 @@ async fn user_for(
     id: &str,
     action: &str,
 ) -> Result<User> {
-    let u = api.id.get_user(id).await;
-    let target = u
-        .as_ref()
-        .map(user_target)
-        .unwrap_or_else(|_| json!({"target": {"user": {"id": id}}, "user_id": id}));
-    api.id.authorize(ctx, action, &target)?;
-    u
+    guard(
+        api,
+        ctx,
+        action,
+        api.id.get_user(id).await,
+        user_target,
+        "user",
+        id,
+    )
 }
 
 fn check_user_options(o: &Value) -> Result<()> {
@@ -324,13 +326,15 @@ async fn group_for(
     id: &str,
     action: &str,
 ) -> Result<Group> {
-    let g = api.id.get_group(id).await;
-    let target = g
-        .as_ref()
-        .map(group_target)
-        .unwrap_or_else(|_| json!({"target": {"group": {"id": id}}}));
-    api.id.authorize(ctx, action, &target)?;
-    g
+    guard(
+        api,
+        ctx,
+        action,
+        api.id.get_group(id).await,
+        group_target,
+        "group",
+        id,
+    )
 }
 
 async fn list_groups(

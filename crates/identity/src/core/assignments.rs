@@ -417,9 +417,8 @@ impl Identity {
         Ok(self.role_graph().await?.expand(role_ids))
     }
 
-    /// Projects where a user has at least one effective role (`/v3/auth/projects`,
-    /// `/v3/users/{id}/projects`).
-    pub async fn projects_of_user(&self, user_id: &str) -> Result<Vec<Project>> {
+    /// Targets where a user has at least one effective role.
+    async fn targets_of_user(&self, user_id: &str) -> Result<Vec<Target>> {
         let rows = self
             .role_assignments(&AssignmentQuery {
                 user_id: Some(user_id.to_string()),
@@ -427,15 +426,24 @@ impl Identity {
                 ..Default::default()
             })
             .await?;
-        let ids: BTreeSet<String> = rows
+        let set: BTreeSet<Target> = rows.into_iter().map(|r| r.assignment.target).collect();
+        Ok(set.into_iter().collect())
+    }
+
+    /// Projects where a user has at least one effective role (`/v3/auth/projects`,
+    /// `/v3/users/{id}/projects`).
+    pub async fn projects_of_user(&self, user_id: &str) -> Result<Vec<Project>> {
+        let ids = self
+            .targets_of_user(user_id)
+            .await?
             .into_iter()
-            .filter_map(|r| match r.assignment.target {
+            .filter_map(|t| match t {
                 Target::Project(id) => Some(id),
                 _ => None,
             })
             .collect();
         self.list_projects(&ProjectFilter {
-            ids: Some(ids.into_iter().collect()),
+            ids: Some(ids),
             ..Default::default()
         })
         .await
@@ -443,23 +451,11 @@ impl Identity {
 
     /// Domains where a user has a role (`/v3/auth/domains`).
     pub async fn domains_of_user(&self, user_id: &str) -> Result<Vec<Domain>> {
-        let rows = self
-            .role_assignments(&AssignmentQuery {
-                user_id: Some(user_id.to_string()),
-                effective: true,
-                ..Default::default()
-            })
-            .await?;
-        let ids: BTreeSet<String> = rows
-            .into_iter()
-            .filter_map(|r| match r.assignment.target {
-                Target::Domain(id) => Some(id),
-                _ => None,
-            })
-            .collect();
         let mut out = Vec::new();
-        for id in ids {
-            if let Some(d) = store::get_domain(self.db.conn(), &id).await? {
+        for t in self.targets_of_user(user_id).await? {
+            if let Target::Domain(id) = t
+                && let Some(d) = store::get_domain(self.db.conn(), &id).await?
+            {
                 out.push(d);
             }
         }
