@@ -87,8 +87,18 @@ fn catalog(base: &str) -> Vec<CatalogService> {
     }]
 }
 
+impl Cloud {
+    /// How every other service validates `X-Auth-Token`: in-process, through identity.
+    pub fn token_validator(&self) -> Arc<dyn common::auth::TokenValidator> {
+        Arc::new(identity::core::LocalValidator(self.identity.clone()))
+    }
+}
+
+/// One router for every service, each under its catalog path (identity also at the root,
+/// where Keystone's clients expect `/v3`).
 pub fn app(cloud: &Cloud) -> Router {
     let identity = identity::api::router(cloud.identity.clone());
+    let _validator = cloud.token_validator();
     Router::new()
         .nest("/identity", identity.clone())
         .merge(identity)
