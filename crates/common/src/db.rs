@@ -7,7 +7,8 @@
 
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, TransactionTrait,
+    ConnectOptions, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -110,9 +111,23 @@ impl Database {
     }
 
     /// Begin a write transaction; concurrent writers wait here, not in SQLite.
+    ///
+    /// On SQLite the transaction is `BEGIN IMMEDIATE`: it takes SQLite's write lock at once.
+    /// A dropped (failed) transaction rolls back after its guard is released; a deferred
+    /// successor that read first would then fail to upgrade with "database is locked"
+    /// instead of waiting, while an immediate one waits in the busy timeout.
     pub async fn write(&self) -> Result<WriteTxn<'_>, DbErr> {
         let guard = self.writes.lock().await;
-        let txn = self.conn.begin().await?;
+        let txn = if self.backend() == DbBackend::Sqlite {
+            self.conn
+                .begin_with_options(TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                })
+                .await?
+        } else {
+            self.conn.begin().await?
+        };
         Ok(WriteTxn { txn, _guard: guard })
     }
 }
@@ -181,5 +196,49 @@ mod tests {
             .await
             .unwrap();
         w.commit().await.unwrap();
+    }
+
+    /// Writers that fail after writing (their transaction dropped, rolled back later) must
+    /// not make the next writer fail with "database is locked".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failed_writers_do_not_lock_out_the_next_one() {
+        use sea_orm::ConnectionTrait;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/t.sqlite", dir.path().display());
+        let db = std::sync::Arc::new(Database::connect(&url).await.unwrap());
+        db.conn()
+            .execute_unprepared("CREATE TABLE t (x INTEGER)")
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let w = db.write().await?;
+                w.execute_unprepared("SELECT count(*) FROM t").await?;
+                w.execute_unprepared(&format!("INSERT INTO t VALUES ({i})"))
+                    .await?;
+                if i % 2 == 0 {
+                    drop(w); // a failed writer: rolled back, not committed
+                    Ok::<(), DbErr>(())
+                } else {
+                    w.commit().await
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let row = db
+            .conn()
+            .query_one_raw(sea_orm::Statement::from_string(
+                DbBackend::Sqlite,
+                "SELECT count(*) FROM t",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let n: i64 = row.try_get_by_index(0).unwrap();
+        assert_eq!(n, 20);
     }
 }
