@@ -48,7 +48,7 @@ impl Placement {
         }
         let w = self.begin().await?;
         if let Some(r) = store::resource_class_by_name(&*w, name).await? {
-            w.commit().await?;
+            self.commit(w, Changes::default()).await?;
             return Ok((model(r), false));
         }
         let next = store::max_resource_class_id(&*w)

@@ -120,25 +120,39 @@ impl Placement {
         Ok(self.view.fresh(self.db.conn()).await?)
     }
 
-    /// Begin a write transaction (serialised per database).
-    async fn begin(&self) -> Result<WriteTxn<'_>> {
-        Ok(self.db.write().await?)
+    /// Begin a write transaction (serialised per database). Its first statement bumps the
+    /// revision: a write as first statement makes SQLite wait (busy timeout) for the write
+    /// lock, which a previous writer's dropped transaction may still hold until its queued
+    /// ROLLBACK has run; a read first would instead fail with "database is locked" when the
+    /// transaction later upgrades to writing.
+    async fn begin(&self) -> Result<Tx<'_>> {
+        let w = self.db.write().await?;
+        let revision = store::bump_revision(&*w).await?;
+        Ok(Tx { w, revision })
     }
 
-    /// Commit `w`; if it changed anything the view shows, bump the revision and let the
-    /// view follow before the next writer commits.
-    async fn commit(&self, w: WriteTxn<'_>, changes: Changes) -> Result<()> {
-        if changes.is_empty() {
-            w.commit().await?;
-            return Ok(());
-        }
-        let revision = store::bump_revision(&*w).await?;
+    /// Commit `tx` and let the view follow (reloading what `changes` touched) before the
+    /// next writer commits.
+    async fn commit(&self, tx: Tx<'_>, changes: Changes) -> Result<()> {
         let guard = self.view.lock().await;
-        w.commit().await?;
+        tx.w.commit().await?;
         self.view
-            .apply(&guard, self.db.conn(), revision, &changes)
+            .apply(&guard, self.db.conn(), tx.revision, &changes)
             .await;
         Ok(())
+    }
+}
+
+/// A write transaction with the revision it will commit.
+pub(crate) struct Tx<'a> {
+    w: WriteTxn<'a>,
+    revision: i64,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = sea_orm::DatabaseTransaction;
+    fn deref(&self) -> &sea_orm::DatabaseTransaction {
+        &self.w
     }
 }
 

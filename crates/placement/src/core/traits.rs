@@ -52,7 +52,7 @@ impl Placement {
     pub async fn ensure_trait(&self, name: &str) -> Result<(Trait, bool)> {
         let w = self.begin().await?;
         if let Some(t) = store::trait_by_name(&*w, name).await? {
-            w.commit().await?;
+            self.commit(w, Changes::default()).await?;
             return Ok((model(t), false));
         }
         let row = store::insert_trait(&*w, name).await?;

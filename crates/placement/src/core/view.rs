@@ -232,6 +232,9 @@ async fn load_providers<C: ConnectionTrait>(
     c: &C,
     ids: Option<&BTreeSet<i32>>,
 ) -> Result<Vec<Prov>, DbErr> {
+    if ids.is_some_and(BTreeSet::is_empty) {
+        return Ok(Vec::new());
+    }
     let rows = store::providers(c, ids).await?;
     let invs = store::inventories(c, ids).await?;
     let usage = store::usage(c, ids).await?;
