@@ -135,8 +135,13 @@ async fn microversion(mut req: Request, next: Next) -> Response {
                     format!("Invalid microversion: Unacceptable version header: {raw}"),
                 )
             } else {
+                let bad = raw
+                    .split('.')
+                    .find(|p| p.parse::<u64>().is_err())
+                    .map(|p| format!("; invalid literal for int() with base 10: '{p}'"))
+                    .unwrap_or_default();
                 ApiError::bad_request(format!(
-                    "Invalid microversion: invalid version string: {raw}"
+                    "Invalid microversion: invalid version string: {raw}{bad}"
                 ))
             };
             let resp = common::fault::render(

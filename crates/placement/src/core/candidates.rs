@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use rand::seq::SliceRandom;
 
 use super::Placement;
-use super::view::{Prov, View};
+use super::view::{IdMap, Prov, View};
 use crate::config::GenerationStrategy;
 use crate::error::{PlacementError, Result};
 use crate::model::{GroupPolicy, RequestGroup, RequestWide};
@@ -397,14 +397,24 @@ fn multiple_providers(w: &Wide<'_>, g: &Group<'_>) -> Vec<AllocationRequest> {
     out
 }
 
-/// Amounts per (provider, class) of a partial combination exceed capacity or max_unit.
-fn exceeds(view: &View, amounts: &HashMap<(i32, i32), i64>) -> bool {
+/// Amounts per (provider, class) of a (partial) combination exceed capacity or max_unit.
+fn exceeds(view: &View, amounts: &[((i32, i32), i64)]) -> bool {
     amounts.iter().any(
         |((rp, rc), amount)| match view.get(*rp).and_then(|p| p.inventory(*rc)) {
             Some(inv) => inv.used + amount > inv.capacity() || *amount > inv.max_unit,
             None => true,
         },
     )
+}
+
+/// Add `a`'s amounts to a combination's (combinations are a few entries: a vec is fastest).
+fn add_amounts(amounts: &mut Vec<((i32, i32), i64)>, a: &AllocationRequest) {
+    for (rp, rc, amt) in &a.resources {
+        match amounts.iter_mut().find(|(k, _)| *k == (*rp, *rc)) {
+            Some((_, n)) => *n += amt,
+            None => amounts.push(((*rp, *rc), *amt)),
+        }
+    }
 }
 
 fn same_subtree_ok(view: &View, combo: &[&AllocationRequest], same: &[BTreeSet<String>]) -> bool {
@@ -447,11 +457,45 @@ fn same_subtree_ok(view: &View, combo: &[&AllocationRequest], same: &[BTreeSet<S
 /// Combine one request per group for every anchor that all groups can serve.
 fn merge(
     view: &View,
-    groups: &[(String, Vec<AllocationRequest>)],
+    mut groups: Vec<(String, Vec<AllocationRequest>)>,
     wide: &RequestWide,
     max_candidates: i64,
     strategy: GenerationStrategy,
 ) -> Vec<AllocationRequest> {
+    let cap = usize::try_from(max_candidates).ok();
+    // Identical requests can only come from different anchors, and only sharing providers
+    // are anchored to trees other than their own: without them nothing needs de-duplicating.
+    let dedup = !view.sharing.is_empty();
+    let mut seen = HashSet::new();
+    if groups.len() == 1
+        && wide.same_subtrees.is_empty()
+        && strategy == GenerationStrategy::DepthFirst
+    {
+        // One group: every request is a combination of its own (the usual scheduler query),
+        // taken anchor by anchor in first-seen order as the general path does.
+        let (_, mut areqs) = groups.remove(0);
+        let mut first_seen: IdMap<usize> = IdMap::default();
+        for a in &areqs {
+            let n = first_seen.len();
+            first_seen.entry(a.anchor).or_insert(n);
+        }
+        areqs.sort_by_key(|a| first_seen.get(&a.anchor).copied().unwrap_or(usize::MAX));
+        let mut out = Vec::with_capacity(areqs.len());
+        let mut amounts = Vec::new();
+        for a in areqs {
+            if cap.is_some_and(|c| out.len() >= c) {
+                break;
+            }
+            amounts.clear();
+            add_amounts(&mut amounts, &a);
+            if exceeds(view, &amounts) || (dedup && !seen.insert(a.key())) {
+                continue;
+            }
+            out.push(a);
+        }
+        return out;
+    }
+    let groups = &groups;
     let num_granular = groups.iter().filter(|(s, _)| !s.is_empty()).count();
     // anchor -> per group (in group order) its requests; anchors in first-seen order
     let mut anchors: Vec<i32> = Vec::new();
@@ -471,27 +515,22 @@ fn merge(
         .filter(|lists| lists.iter().all(|l| !l.is_empty()))
         .collect();
 
-    let mut seen = HashSet::new();
     let mut out = Vec::new();
-    let cap = usize::try_from(max_candidates).ok();
     let mut iters: Vec<Product<'_>> = viable.iter().map(|l| Product::new(l)).collect();
     // depth-first: all of one anchor, then the next; breadth-first: round-robin.
-    let mut live: Vec<usize> = (0..iters.len()).collect();
-    let mut turn = 0usize;
-    while !live.is_empty() {
+    let mut live: std::collections::VecDeque<usize> = (0..iters.len()).collect();
+    let mut amounts: Vec<((i32, i32), i64)> = Vec::new();
+    while let Some(which) = live.pop_front() {
         if cap.is_some_and(|c| out.len() >= c) {
             break;
         }
-        let which = match strategy {
-            GenerationStrategy::DepthFirst => live[0],
-            GenerationStrategy::BreadthFirst => live[turn % live.len()],
-        };
-        let next = iters[which].next(view);
-        let Some(combo) = next else {
-            live.retain(|x| *x != which);
+        let Some(combo) = iters[which].next(view, &mut amounts) else {
             continue;
         };
-        turn += 1;
+        match strategy {
+            GenerationStrategy::DepthFirst => live.push_front(which),
+            GenerationStrategy::BreadthFirst => live.push_back(which),
+        }
         if wide.group_policy == Some(GroupPolicy::Isolate) {
             let used: BTreeSet<i32> = combo
                 .iter()
@@ -504,31 +543,27 @@ fn merge(
                 continue;
             }
         }
-        if !same_subtree_ok(view, &combo, &wide.same_subtrees) {
+        if !wide.same_subtrees.is_empty() && !same_subtree_ok(view, &combo, &wide.same_subtrees) {
             continue;
         }
-        let mut amounts: BTreeMap<(i32, i32), i64> = BTreeMap::new();
-        let mut order: Vec<(i32, i32)> = Vec::new();
-        let mut mappings: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
-        for a in &combo {
-            for (rp, rc, amt) in &a.resources {
-                let e = amounts.entry((*rp, *rc)).or_insert_with(|| {
-                    order.push((*rp, *rc));
-                    0
-                });
-                *e += amt;
+        // `amounts` holds the consolidated combination, in first-use order.
+        let areq = if combo.len() == 1 {
+            combo[0].clone()
+        } else {
+            let mut mappings: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+            for a in &combo {
+                for (s, rps) in &a.mappings {
+                    mappings.entry(s.clone()).or_default().extend(rps);
+                }
             }
-            for (s, rps) in &a.mappings {
-                mappings.entry(s.clone()).or_default().extend(rps);
+            AllocationRequest {
+                resources: amounts.iter().map(|((rp, rc), n)| (*rp, *rc, *n)).collect(),
+                mappings,
+                anchor: combo[0].anchor,
+                use_same_provider: false,
             }
-        }
-        let areq = AllocationRequest {
-            resources: order.iter().map(|k| (k.0, k.1, amounts[k])).collect(),
-            mappings,
-            anchor: combo[0].anchor,
-            use_same_provider: false,
         };
-        if seen.insert(areq.key()) {
+        if !dedup || seen.insert(areq.key()) {
             out.push(areq);
         }
     }
@@ -570,15 +605,18 @@ impl<'a> Product<'a> {
         false
     }
 
-    fn next(&mut self, view: &View) -> Option<Vec<&'a AllocationRequest>> {
+    /// The next combination within capacity; `amounts` is left holding its consolidated
+    /// amounts.
+    fn next(
+        &mut self,
+        view: &View,
+        amounts: &mut Vec<((i32, i32), i64)>,
+    ) -> Option<Vec<&'a AllocationRequest>> {
         'outer: while !self.done {
-            let mut amounts: HashMap<(i32, i32), i64> = HashMap::new();
+            amounts.clear();
             for pos in 0..self.lists.len() {
-                let a = self.lists[pos][self.idx[pos]];
-                for (rp, rc, amt) in &a.resources {
-                    *amounts.entry((*rp, *rc)).or_default() += amt;
-                }
-                if exceeds(view, &amounts) {
+                add_amounts(amounts, self.lists[pos][self.idx[pos]]);
+                if exceeds(view, amounts) {
                     if !self.bump(pos) {
                         return None;
                     }
@@ -650,7 +688,7 @@ pub fn compute(
     if per_group.is_empty() {
         return Ok(Candidates::default());
     }
-    let mut requests = merge(view, &per_group, wide, max_candidates, strategy);
+    let mut requests = merge(view, per_group, wide, max_candidates, strategy);
 
     // Before 1.29 a request may not use two providers of one tree.
     let mut only: Option<BTreeSet<i32>> = None;

@@ -11,10 +11,34 @@
 use parking_lot::RwLock;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crate::model::{SHARES_VIA_AGGREGATE, Timestamp, capacity};
 use crate::store;
+
+/// A hasher for the view's integer ids: lookups by id are on every hot path, and SipHash's
+/// DoS resistance buys nothing for ids the database assigned.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    fn write_i32(&mut self, n: i32) {
+        // Fibonacci hashing spreads consecutive ids over the table.
+        self.0 = (self.0 ^ u64::from(n as u32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A map keyed by database ids.
+pub type IdMap<V> = HashMap<i32, V, BuildHasherDefault<IdHasher>>;
 
 /// One inventory record with the usage of its class on the provider.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,7 +107,7 @@ impl Prov {
 /// Names of resource classes or traits, both ways.
 #[derive(Debug, Clone, Default)]
 pub struct Names {
-    by_id: HashMap<i32, String>,
+    by_id: IdMap<String>,
     by_name: HashMap<String, i32>,
 }
 
@@ -134,7 +158,7 @@ impl Changes {
 #[derive(Debug, Default)]
 pub struct View {
     pub revision: i64,
-    pub providers: HashMap<i32, Arc<Prov>>,
+    pub providers: IdMap<Arc<Prov>>,
     pub rcs: Arc<Names>,
     pub traits: Arc<Names>,
     /// Aggregate uuids by id and ids by uuid.
@@ -143,11 +167,11 @@ pub struct View {
     pub by_uuid: HashMap<String, i32>,
     /// Provider ids in creation order.
     pub order: Vec<i32>,
-    pub children: HashMap<i32, Vec<i32>>,
+    pub children: IdMap<Vec<i32>>,
     /// Providers with inventory of a class, in creation order.
-    pub by_rc: HashMap<i32, Vec<i32>>,
+    pub by_rc: IdMap<Vec<i32>>,
     /// Providers of an aggregate.
-    pub agg_members: HashMap<i32, Vec<i32>>,
+    pub agg_members: IdMap<Vec<i32>>,
     /// Providers with MISC_SHARES_VIA_AGGREGATE.
     pub sharing: BTreeSet<i32>,
     /// Some provider has a parent.
@@ -160,9 +184,9 @@ impl View {
         order.sort_unstable();
         let sharing_trait = self.traits.id(SHARES_VIA_AGGREGATE);
         let mut by_uuid = HashMap::with_capacity(order.len());
-        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-        let mut by_rc: HashMap<i32, Vec<i32>> = HashMap::new();
-        let mut agg_members: HashMap<i32, Vec<i32>> = HashMap::new();
+        let mut children: IdMap<Vec<i32>> = IdMap::default();
+        let mut by_rc: IdMap<Vec<i32>> = IdMap::default();
+        let mut agg_members: IdMap<Vec<i32>> = IdMap::default();
         let mut sharing = BTreeSet::new();
         let mut has_trees = false;
         for id in &order {
