@@ -5,7 +5,10 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use axum::routing::get;
 use http::{HeaderMap, StatusCode};
+use serde::ser::{SerializeMap, SerializeSeq};
+use serde::{Serialize, Serializer};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 use super::schema::{self, parse};
 use super::{
@@ -32,34 +35,81 @@ pub fn provider_url(ctx: &Ctx, uuid: &str) -> String {
     format!("{}/resource_providers/{uuid}", ctx.prefix)
 }
 
-fn render(ctx: &Ctx, rp: &ResourceProvider) -> Value {
-    let url = provider_url(ctx, &rp.uuid);
-    let mut rels = vec!["inventories", "usages"];
-    if ctx.at(1) {
-        rels.push("aggregates");
+/// A provider as the API shows it at the request's version, serialised directly (lists of
+/// hundreds of providers are on Nova's hot path).
+struct Rendered<'a> {
+    ctx: &'a Ctx,
+    rp: &'a ResourceProvider,
+}
+
+/// `{prefix}/resource_providers/{uuid}[/{rel}]`, written straight into the output.
+struct Href<'a>(&'a str, &'a str, Option<&'a str>);
+
+impl Serialize for Href<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.2 {
+            Some(rel) => s.collect_str(&format_args!(
+                "{}/resource_providers/{}/{rel}",
+                self.0, self.1
+            )),
+            None => s.collect_str(&format_args!("{}/resource_providers/{}", self.0, self.1)),
+        }
     }
-    if ctx.at(6) {
-        rels.push("traits");
+}
+
+struct Link<'a>(&'a str, Href<'a>);
+
+impl Serialize for Link<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("rel", self.0)?;
+        m.serialize_entry("href", &self.1)?;
+        m.end()
     }
-    if ctx.at(11) {
-        rels.push("allocations");
+}
+
+struct Links<'a>(&'a Ctx, &'a str);
+
+impl Serialize for Links<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (ctx, uuid) = (self.0, self.1);
+        let mut rels = vec!["inventories", "usages"];
+        if ctx.at(1) {
+            rels.push("aggregates");
+        }
+        if ctx.at(6) {
+            rels.push("traits");
+        }
+        if ctx.at(11) {
+            rels.push("allocations");
+        }
+        let mut seq = s.serialize_seq(Some(rels.len() + 1))?;
+        seq.serialize_element(&Link("self", Href(&ctx.prefix, uuid, None)))?;
+        for r in rels {
+            seq.serialize_element(&Link(r, Href(&ctx.prefix, uuid, Some(r))))?;
+        }
+        seq.end()
     }
-    let mut links = vec![json!({"rel": "self", "href": url})];
-    links.extend(
-        rels.iter()
-            .map(|r| json!({"rel": r, "href": format!("{url}/{r}")})),
-    );
-    let mut v = json!({
-        "uuid": rp.uuid,
-        "name": rp.name,
-        "generation": rp.generation,
-        "links": links,
-    });
-    if ctx.at(14) {
-        v["parent_provider_uuid"] = json!(rp.parent_provider_uuid);
-        v["root_provider_uuid"] = json!(rp.root_provider_uuid);
+}
+
+impl Serialize for Rendered<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (ctx, rp) = (self.ctx, self.rp);
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("uuid", &rp.uuid)?;
+        m.serialize_entry("name", &rp.name)?;
+        m.serialize_entry("generation", &rp.generation)?;
+        m.serialize_entry("links", &Links(ctx, &rp.uuid))?;
+        if ctx.at(14) {
+            m.serialize_entry("parent_provider_uuid", &rp.parent_provider_uuid)?;
+            m.serialize_entry("root_provider_uuid", &rp.root_provider_uuid)?;
+        }
+        m.end()
     }
-    v
+}
+
+fn render<'a>(ctx: &'a Ctx, rp: &'a ResourceProvider) -> Rendered<'a> {
+    Rendered { ctx, rp }
 }
 
 async fn list(
@@ -107,8 +157,8 @@ async fn list(
         other => other.into(),
     })?;
     let last = rps.iter().map(ResourceProvider::last_modified).max();
-    let body =
-        json!({"resource_providers": rps.iter().map(|rp| render(&ctx, rp)).collect::<Vec<_>>()});
+    let list: Vec<Rendered<'_>> = rps.iter().map(|rp| render(&ctx, rp)).collect();
+    let body = BTreeMap::from([("resource_providers", list)]);
     Ok(json(StatusCode::OK, &body, &ctx, last))
 }
 
