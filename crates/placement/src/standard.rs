@@ -51,9 +51,11 @@ pub async fn sync(db: &Database) -> Result<(), DbErr> {
         .into_iter()
         .map(|m| m.name)
         .collect();
+    let mut inserted_classes = false;
     for (id, name) in RESOURCE_CLASSES.iter().enumerate() {
         if !have.contains(*name) {
             store::insert_resource_class(&*w, id as i32, name).await?;
+            inserted_classes = true;
         }
     }
     let have: BTreeSet<String> = store::all_trait_names(&*w)
@@ -63,6 +65,11 @@ pub async fn sync(db: &Database) -> Result<(), DbErr> {
         .collect();
     let missing: Vec<&str> = traits().filter(|t| !have.contains(*t)).collect();
     store::insert_traits(&*w, &missing).await?;
+    if inserted_classes || !missing.is_empty() {
+        // A running kumo on the same database (`kumo db sync` after an upgrade) then reloads
+        // its view, names included.
+        store::bump_revision(&*w).await?;
+    }
     w.commit().await
 }
 

@@ -566,3 +566,34 @@ async fn reshaper_moves_inventory_and_allocations_to_a_child() {
     );
     assert_eq!(p.inventories(&u(2)).await.unwrap().inventories.len(), 1);
 }
+
+#[tokio::test]
+async fn two_services_on_one_database_see_each_others_writes() {
+    // What several API processes on one database rely on: the view follows the revision.
+    let dir = tempfile::tempdir().unwrap();
+    let a = open(dir.path()).await;
+    let b = open(dir.path()).await;
+    a.create_provider(&u(1), "cn", None).await.unwrap();
+    assert_eq!(b.provider(&u(1)).await.unwrap().name, "cn");
+    inv(&b, &u(1), &[("VCPU", 2)]).await;
+    let got = candidates(&a, vec![("", group(&[("VCPU", 2)], false))], wide()).await;
+    assert_eq!(got, vec![vec![(u(1), "VCPU".to_string(), 2)]]);
+    b.write_allocations(&[write(&u(100), None, &[(&u(1), "VCPU", 2)])], RULES)
+        .await
+        .unwrap();
+    assert!(
+        candidates(&a, vec![("", group(&[("VCPU", 1)], false))], wide())
+            .await
+            .is_empty()
+    );
+    // a class created through one is usable through the other
+    b.create_resource_class("CUSTOM_X").await.unwrap();
+    a.add_inventory(
+        &u(1),
+        Inventory::new("CUSTOM_X", 1),
+        ReservedRule::UpToTotal,
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.inventories(&u(1)).await.unwrap().inventories.len(), 2);
+}
