@@ -150,9 +150,6 @@ impl Changes {
             ..Self::default()
         }
     }
-    pub fn is_empty(&self) -> bool {
-        self.providers.is_empty() && !self.names && !self.aggregates
-    }
 }
 
 #[derive(Debug, Default)]
