@@ -311,6 +311,26 @@ class Cloud:
         r = self.http("DELETE", f"/{kind}/{ident}", token=self.admin_token)
         assert r.status_code in (204, 404), f"DELETE /{kind}/{ident}: {r.status_code} {r.text[:300]}"
 
+    # ---------------------------------------------------------------- placement (raw API)
+    @property
+    def placement_url(self) -> str:
+        return self.base_url + "/placement"
+
+    def placement(self, method: str, path: str, *, token: str | None = None, version: str | None = None,
+                  headers: dict | None = None, **kw) -> requests.Response:
+        """One request to the placement API (path relative to .../placement), as admin unless
+        `token` is given ("" for none), at microversion `version` when given."""
+        h = {"Accept": "application/json"}
+        tok = self.admin_token if token is None else token
+        if tok:
+            h["X-Auth-Token"] = tok
+        if version:
+            h["OpenStack-API-Version"] = f"placement {version}"
+        h.update(headers or {})
+        kw.setdefault("timeout", HTTP_TIMEOUT)
+        kw.setdefault("allow_redirects", False)
+        return requests.request(method, self.placement_url + path, headers=h, **kw)
+
     # ---------------------------------------------------------------- lifecycle (kumo; partly peer)
     def restart(self):
         self._driver.restart(self)

@@ -65,6 +65,7 @@ pub fn admin_password(state: &StateDir) -> Result<String> {
 
 pub struct Cloud {
     pub identity: Arc<Identity>,
+    pub placement: Arc<placement::Placement>,
 }
 
 /// Open every enabled service (databases migrated, keys created).
@@ -74,17 +75,32 @@ pub async fn open(cfg: &Config) -> Result<Cloud> {
     let identity = Identity::open(icfg)
         .await
         .context("opening the identity service")?;
-    Ok(Cloud { identity })
+    let pcfg = placement::config::PlacementConfig::from_config(cfg, &db_template)?;
+    let placement = placement::Placement::open(pcfg)
+        .await
+        .context("opening the placement service")?;
+    Ok(Cloud {
+        identity,
+        placement,
+    })
 }
 
 /// The catalog entries of the enabled services at `base`.
 fn catalog(base: &str) -> Vec<CatalogService> {
-    vec![CatalogService {
-        service_type: "identity".into(),
-        name: "keystone".into(),
-        description: "Identity (Keystone v3)".into(),
-        url: format!("{base}/identity"),
-    }]
+    vec![
+        CatalogService {
+            service_type: "identity".into(),
+            name: "keystone".into(),
+            description: "Identity (Keystone v3)".into(),
+            url: format!("{base}/identity"),
+        },
+        CatalogService {
+            service_type: "placement".into(),
+            name: "placement".into(),
+            description: "Placement".into(),
+            url: format!("{base}/placement"),
+        },
+    ]
 }
 
 impl Cloud {
@@ -98,9 +114,10 @@ impl Cloud {
 /// where Keystone's clients expect `/v3`).
 pub fn app(cloud: &Cloud) -> Router {
     let identity = identity::api::router(cloud.identity.clone());
-    let _validator = cloud.token_validator();
+    let placement = placement::api::router(cloud.placement.clone(), cloud.token_validator());
     Router::new()
         .nest("/identity", identity.clone())
+        .nest("/placement", placement)
         .merge(identity)
         .layer(axum::middleware::from_fn(common::request_id::middleware))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
