@@ -65,6 +65,7 @@ pub fn admin_password(state: &StateDir) -> Result<String> {
 
 pub struct Cloud {
     pub identity: Arc<Identity>,
+    pub image: Arc<image::ImageService>,
 }
 
 /// Open every enabled service (databases migrated, keys created).
@@ -74,17 +75,29 @@ pub async fn open(cfg: &Config) -> Result<Cloud> {
     let identity = Identity::open(icfg)
         .await
         .context("opening the identity service")?;
-    Ok(Cloud { identity })
+    let image =
+        image::ImageService::open(image::config::ImageConfig::from_config(cfg, &db_template)?)
+            .await
+            .context("opening the image service")?;
+    Ok(Cloud { identity, image })
 }
 
 /// The catalog entries of the enabled services at `base`.
 fn catalog(base: &str) -> Vec<CatalogService> {
-    vec![CatalogService {
-        service_type: "identity".into(),
-        name: "keystone".into(),
-        description: "Identity (Keystone v3)".into(),
-        url: format!("{base}/identity"),
-    }]
+    vec![
+        CatalogService {
+            service_type: "identity".into(),
+            name: "keystone".into(),
+            description: "Identity (Keystone v3)".into(),
+            url: format!("{base}/identity"),
+        },
+        CatalogService {
+            service_type: "image".into(),
+            name: "glance".into(),
+            description: "Image (Glance v2)".into(),
+            url: format!("{base}/image"),
+        },
+    ]
 }
 
 impl Cloud {
@@ -98,9 +111,10 @@ impl Cloud {
 /// where Keystone's clients expect `/v3`).
 pub fn app(cloud: &Cloud) -> Router {
     let identity = identity::api::router(cloud.identity.clone());
-    let _validator = cloud.token_validator();
+    let image = image::api::router(cloud.image.clone(), cloud.token_validator());
     Router::new()
         .nest("/identity", identity.clone())
+        .nest("/image", image)
         .merge(identity)
         .layer(axum::middleware::from_fn(common::request_id::middleware))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
@@ -162,9 +176,11 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     )?;
     tracing::info!(url = %base, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
 
-    // `/identity/` and `/identity` are the same resource, as for the Python services.
+    // `/identity/` and `/identity` are the same resource, as for the Python services. Not
+    // below `/image/v2/`: Glance answers `/v2/images/` with 404, not with the image list
+    // (Tempest checks it).
     let app = tower::Layer::layer(
-        &tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(),
+        &tower::util::MapRequestLayer::new(trim_trailing_slash),
         app(&cloud),
     );
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
@@ -177,6 +193,33 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     }
     tracing::info!("kumo stopped");
     result.context("serving HTTP")
+}
+
+/// Drop the trailing slash of a path (but `/`), except for Glance's resource paths.
+fn trim_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {
+    let path = req.uri().path();
+    let keep = path.starts_with("/image/v2/") && path.len() > "/image/v2/".len();
+    if path.len() > 1 && path.ends_with('/') && !keep {
+        let trimmed = path.trim_end_matches('/');
+        let new = match req.uri().query() {
+            Some(q) => format!("{}?{q}", if trimmed.is_empty() { "/" } else { trimmed }),
+            None => {
+                if trimmed.is_empty() {
+                    "/".into()
+                } else {
+                    trimmed.to_string()
+                }
+            }
+        };
+        if let Ok(pq) = new.parse::<axum::http::uri::PathAndQuery>() {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
 }
 
 async fn shutdown_signal() {

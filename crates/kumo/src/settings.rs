@@ -65,4 +65,5 @@ pub fn load(path: Option<&Path>, state_dir: &Path) -> Result<Config> {
 pub fn declare_all(cfg: &mut Config) {
     cfg.declare(KUMO_OPTS);
     cfg.declare(identity::config::OPTS);
+    cfg.declare(image::config::OPTS);
 }

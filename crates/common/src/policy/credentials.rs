@@ -60,6 +60,48 @@ pub struct Credentials {
 }
 
 impl Credentials {
+    /// The credentials of a validated caller, as keystonemiddleware + oslo.context build them:
+    /// user, scope, effective role names, and the caller's rendered token under `extra["token"]`
+    /// (some Keystone rules walk into `token.domain.id`).
+    pub fn from_auth(ctx: &crate::auth::AuthContext) -> Self {
+        use crate::auth::Scope;
+        let mut c = Credentials {
+            user_id: Some(ctx.user_id.clone()),
+            user_domain_id: Some(ctx.user_domain_id.clone()),
+            roles: ctx.roles.iter().map(|r| r.name.clone()).collect(),
+            is_admin_project: ctx.is_admin_project,
+            ..Default::default()
+        };
+        match &ctx.scope {
+            Scope::Project { id, domain_id, .. } => {
+                c.project_id = Some(id.clone());
+                c.project_domain_id = Some(domain_id.clone());
+            }
+            Scope::Domain { id, .. } => c.domain_id = Some(id.clone()),
+            Scope::System => c.system_scope = Some("all".into()),
+            Scope::Unscoped => {}
+        }
+        let mut token = Map::new();
+        token.insert(
+            "user".into(),
+            serde_json::json!({"domain": {"id": ctx.user_domain_id}}),
+        );
+        match &ctx.scope {
+            Scope::Project { domain_id, .. } => {
+                token.insert(
+                    "project".into(),
+                    serde_json::json!({"domain": {"id": domain_id}}),
+                );
+            }
+            Scope::Domain { id, .. } => {
+                token.insert("domain".into(), serde_json::json!({"id": id}));
+            }
+            _ => {}
+        }
+        c.extra.insert("token".into(), Value::Object(token));
+        c
+    }
+
     /// The token's scope; `None` for an unscoped token.
     pub fn scope(&self) -> Option<ScopeType> {
         fn set(v: &Option<String>) -> bool {
