@@ -67,6 +67,12 @@ pub static OPTS: &[Opt] = &[
     },
     Opt {
         section: "image",
+        name: "max_header_line",
+        default: "16384",
+        help: "Longest request header line accepted, in bytes (400 above), as Glance's server.",
+    },
+    Opt {
+        section: "image",
         name: "task_time_to_live",
         default: "48",
         help: "Hours a finished task stays visible.",
@@ -164,6 +170,7 @@ pub struct ImageConfig {
     pub image_tag_quota: i64,
     pub enabled_import_methods: Vec<String>,
     pub max_request_body_size: usize,
+    pub max_header_line: usize,
     pub task_time_to_live_hours: i64,
     pub policy_file: PathBuf,
     pub enforce_scope: bool,
@@ -227,6 +234,7 @@ impl ImageConfig {
             image_tag_quota: c.get("image", "image_tag_quota")?,
             enabled_import_methods: list("image", "enabled_import_methods")?,
             max_request_body_size: c.get("image", "max_request_body_size")?,
+            max_header_line: c.get("image", "max_header_line")?,
             task_time_to_live_hours: c.get("image", "task_time_to_live")?,
             policy_file: c.get_str("image", "policy_file")?.into(),
             enforce_scope: c.get("image", "enforce_scope")?,

@@ -157,8 +157,11 @@ async fn download(
     let range = match parse_range(&headers, size) {
         Ok(r) => r,
         Err(()) => {
-            let mut r = ImageError::bad("Requested range not satisfiable").into_response();
-            *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            let mut r = common::Fault::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "Requested range not satisfiable",
+            )
+            .into_response();
             if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
                 r.headers_mut().insert(http::header::CONTENT_RANGE, v);
             }

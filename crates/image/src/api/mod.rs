@@ -29,6 +29,7 @@ pub struct Api {
 /// The image router, to be mounted at `/image` (its catalog endpoint).
 pub fn router(svc: Arc<ImageService>, validator: Arc<dyn TokenValidator>) -> Router {
     let limit = svc.cfg.max_request_body_size;
+    let max_line = svc.cfg.max_header_line;
     let api = Api { svc };
     let v2 = Router::new()
         .route("/", get(versions_v2))
@@ -46,7 +47,27 @@ pub fn router(svc: Arc<ImageService>, validator: Arc<dyn TokenValidator>) -> Rou
             common::auth::middleware,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                header_lines_ok(&req, max_line)?;
+                Ok::<Response, Fault>(next.run(req).await)
+            },
+        ))
         .layer(common::fault::FaultLayer::new(Family::Image))
+}
+
+/// Glance's server refuses a request with a header line longer than `max_header_line`
+/// before doing anything with it.
+fn header_lines_ok(req: &axum::extract::Request, max: usize) -> std::result::Result<(), Fault> {
+    for (name, value) in req.headers() {
+        // "Name: value" as it was on the wire.
+        if name.as_str().len() + 2 + value.len() > max {
+            return Err(Fault::bad_request(format!(
+                "Line too long: the {name} header is longer than {max} bytes."
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn fallback() -> Fault {
