@@ -41,9 +41,15 @@ pub struct FileStore {
     staging: PathBuf,
 }
 
-/// Chunks in flight between the receiving task and the writer/hasher threads. Bounded so a
+/// Batches in flight between the receiving task and the writer/hasher threads. Bounded so a
 /// fast client cannot make kumo buffer: when the disk is slower, the socket stops being read.
-const QUEUE: usize = 16;
+const QUEUE: usize = 4;
+/// Body chunks are handed to the threads in batches of about this size: one wake-up per batch
+/// instead of one per (often 16-64 KiB) chunk, which measured 2x slower.
+const BATCH: usize = 1 << 20;
+
+/// Chunks shared by the writer and the hasher without copying.
+type Batch = std::sync::Arc<Vec<Bytes>>;
 /// Read size for downloads.
 const READ_CHUNK: usize = 512 * 1024;
 
@@ -270,44 +276,62 @@ where
         .write(true)
         .create_new(true)
         .open(temp)?;
-    let (wtx, mut wrx) = mpsc::channel::<Bytes>(QUEUE);
-    let (htx, mut hrx) = mpsc::channel::<Bytes>(QUEUE);
+    let (wtx, mut wrx) = mpsc::channel::<Batch>(QUEUE);
+    let (htx, mut hrx) = mpsc::channel::<Batch>(QUEUE);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
         let mut file = file;
         let mut md5 = md5::Md5::new();
-        while let Some(chunk) = wrx.blocking_recv() {
-            file.write_all(&chunk)?;
-            md5.update(&chunk);
+        while let Some(batch) = wrx.blocking_recv() {
+            for chunk in batch.iter() {
+                file.write_all(chunk)?;
+                md5.update(chunk);
+            }
         }
         file.flush()?;
         Ok(hex::encode(md5.finalize()))
     });
     let hasher = tokio::task::spawn_blocking(move || {
         let mut sha = ring::digest::Context::new(&ring::digest::SHA512);
-        while let Some(chunk) = hrx.blocking_recv() {
-            sha.update(&chunk);
+        while let Some(batch) = hrx.blocking_recv() {
+            for chunk in batch.iter() {
+                sha.update(chunk);
+            }
         }
         hex::encode(sha.finish().as_ref())
     });
     let mut size: u64 = 0;
     let mut failure = None;
-    while let Some(item) = source.next().await {
+    let mut pending: Vec<Bytes> = Vec::new();
+    let mut pending_len = 0usize;
+    loop {
+        let item = source.next().await;
+        let last = item.is_none();
         match item {
-            Ok(chunk) => {
+            Some(Ok(chunk)) => {
                 size += chunk.len() as u64;
                 if size > cap {
                     failure = Some(ReceiveError::TooLarge { cap });
                     break;
                 }
-                // A closed channel means the writer failed; its error is reported below.
-                if htx.send(chunk.clone()).await.is_err() || wtx.send(chunk).await.is_err() {
-                    break;
-                }
+                pending_len += chunk.len();
+                pending.push(chunk);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 failure = Some(ReceiveError::Source(e.to_string()));
                 break;
             }
+            None => {}
+        }
+        if (pending_len >= BATCH || last) && !pending.is_empty() {
+            let batch: Batch = std::sync::Arc::new(std::mem::take(&mut pending));
+            pending_len = 0;
+            // A closed channel means the writer failed; its error is reported below.
+            if htx.send(batch.clone()).await.is_err() || wtx.send(batch).await.is_err() {
+                break;
+            }
+        }
+        if last {
+            break;
         }
     }
     drop(wtx);
@@ -431,5 +455,29 @@ mod tests {
             .filter(|e| e.file_type().unwrap().is_file())
             .collect();
         assert!(left.is_empty(), "leftovers: {left:?}");
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    #[test]
+    #[ignore]
+    fn hash_speed() {
+        use md5::Digest;
+        let data = vec![7u8; 256 << 20];
+        let t = std::time::Instant::now();
+        let mut m = md5::Md5::new();
+        for c in data.chunks(65536) {
+            m.update(c);
+        }
+        let _ = m.finalize();
+        eprintln!("md5 {:.0} MB/s", 256.0 / t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        let mut s = ring::digest::Context::new(&ring::digest::SHA512);
+        for c in data.chunks(65536) {
+            s.update(c);
+        }
+        let _ = s.finish();
+        eprintln!("sha512 {:.0} MB/s", 256.0 / t.elapsed().as_secs_f64());
     }
 }

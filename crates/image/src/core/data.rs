@@ -147,6 +147,7 @@ impl ImageService {
             return Err(self.too_large(format!("{s} bytes is more than the {cap} allowed")));
         }
         let img = self.claim(ctx, id, "upload_image", Status::Saving).await?;
+        let t0 = std::time::Instant::now();
         let received = match self.store.receive(id, false, body, cap).await {
             Ok(r) => r,
             Err(e) => {
@@ -154,6 +155,7 @@ impl ImageService {
                 return Err(self.receive_error(e));
             }
         };
+        let t_received = t0.elapsed();
         let virtual_size = match self.check_format(&img, &received.temp).await {
             Ok(v) => v,
             Err(e) => {
@@ -167,11 +169,16 @@ impl ImageService {
                 });
             }
         };
+        let t_checked = t0.elapsed();
         if let Err(e) = self.store.commit(&received, id, false).await {
             let _ = std::fs::remove_file(&received.temp);
             self.restore(id, Status::Saving).await;
             return Err(e.into());
         }
+        tracing::info!(image = %id, bytes = received.size,
+            receive_ms = t_received.as_millis() as u64,
+            inspect_ms = (t_checked - t_received).as_millis() as u64,
+            flush_ms = (t0.elapsed() - t_checked).as_millis() as u64, "image data stored");
         self.activate(id, Status::Saving, &received, virtual_size, |_| {})
             .await
     }
