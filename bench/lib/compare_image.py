@@ -129,6 +129,10 @@ def main():
                 failed |= not ok
             rows.append((f"{side_name}: RSS growth during {op}, MB", "", f"{growth:.1f}", "",
                          f"< {RSS_GROWTH_MB:g} MB", verdict))
+        if "hash_floor_s" in t:
+            rows.append((f"{side_name}: md5+sha512 alone (openssl, 2 cores), MiB/s", "",
+                         f"{t['hash_floor_mibps']:.0f}", f"{t['upload_mibps'] / t['hash_floor_mibps']:.2f} of it",
+                         "", "info"))
         rows.append((f"{side_name}: without flush: cp / upload / download, MiB/s", "",
                      f"{t['size_mib'] / t['cp_nosync_s']:.0f} / {t['size_mib'] / t['upload_s']:.0f} / "
                      f"{t['size_mib'] / t['download_nosync_s']:.0f}", "", "", "info"))

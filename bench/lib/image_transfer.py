@@ -6,6 +6,8 @@
       1 GiB-class transfers against `cp` on the same disk, interleaved run by run:
         cp          cp SRC DST                     then fsync(DST)
         upload      PUT .../file, body sent with sendfile(2) (the server writes and flushes its copy)
+        hash_floor  `openssl dgst -md5` and `-sha512` of SRC in parallel: the least time any server
+                    computing Glance's checksum and os_hash_value needs for that data
         download    GET .../file into DST with 4 MiB reads and writes, then fsync(DST)
       The client is this script over a raw socket, so that the client's own copying (curl writes
       16 KiB at a time) is not what is measured.
@@ -176,8 +178,16 @@ def transfer(url, token, pid, workdir, gib, runs, out):
                 f.write(os.urandom(n))
                 left -= n
     res = {k: [] for k in ("cp", "cp_nosync", "upload", "download", "download_nosync",
-                           "upload_rss_mb", "download_rss_mb")}
+                           "upload_rss_mb", "download_rss_mb", "hash_floor")}
     for _ in range(int(runs)):
+        # What any Glance-compatible upload must spend: md5 and sha512 of the data, here with
+        # OpenSSL's assembly, the two in parallel (one core each).
+        t0 = time.monotonic()
+        procs = [subprocess.Popen(["openssl", "dgst", f"-{a}", src], stdout=subprocess.DEVNULL)
+                 for a in ("md5", "sha512")]
+        for p in procs:
+            p.wait()
+        res["hash_floor"].append(time.monotonic() - t0)
         # cp
         subprocess.run(["sync"], check=True)
         dst = os.path.join(workdir, "cp.bin")
