@@ -595,27 +595,3 @@ mod tests {
         assert!(left.is_empty(), "leftovers: {left:?}");
     }
 }
-
-#[cfg(test)]
-mod speed {
-    #[test]
-    #[ignore]
-    fn hash_speed() {
-        use md5::Digest;
-        let data = vec![7u8; 256 << 20];
-        let t = std::time::Instant::now();
-        let mut m = md5::Md5::new();
-        for c in data.chunks(65536) {
-            m.update(c);
-        }
-        let _ = m.finalize();
-        eprintln!("md5 {:.0} MB/s", 256.0 / t.elapsed().as_secs_f64());
-        let t = std::time::Instant::now();
-        let mut s = ring::digest::Context::new(&ring::digest::SHA512);
-        for c in data.chunks(65536) {
-            s.update(c);
-        }
-        let _ = s.finish();
-        eprintln!("sha512 {:.0} MB/s", 256.0 / t.elapsed().as_secs_f64());
-    }
-}

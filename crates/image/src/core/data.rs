@@ -617,6 +617,8 @@ impl ImageService {
         let client = reqwest::Client::builder()
             .redirect(policy)
             .connect_timeout(std::time::Duration::from_secs(30))
+            // A server that stops sending must not keep the image importing forever.
+            .read_timeout(std::time::Duration::from_secs(120))
             .build()
             .map_err(|e| ImageError::Internal(e.to_string()))?;
         let resp = client
