@@ -8,9 +8,10 @@
 #   1. ../shared/peer/bench-image.sh: 10 x (create, upload 10 MiB, download + byte check) per
 #      run, then GET /v2/images under oha at each concurrency;
 #   2. list: N images (default 1000) registered, then GET /v2/images?limit=20 under oha (c=1);
-#   3. transfer: a G GiB (default 1) file uploaded and downloaded with curl, interleaved with `cp`
-#      of the same file on the same disk; every run starts after `sync` and stops its clock when
-#      the copy is flushed (fsync), on both sides; the server's RSS is sampled during each transfer.
+#   3. transfer: a G GiB (default 1) file uploaded and downloaded (bench/lib/image_transfer.py),
+#      interleaved with `cp` on the same disk: of the uploaded file (against the upload) and of the
+#      image's stored data file (against the download); every run starts after `sync` and stops
+#      its clock when the copy is flushed (fsync), on every side; the server's RSS is sampled.
 # The peer: ../shared/peer/glance.sh (Glance 33, uWSGI 2 workers, file store, no keystone) on a
 # free loopback port in a fresh dir whose glance/venv links to the cached venv
 # ($KUMO_PEER_CACHE/glance/venv, made on first use). kumo: `$KUMO_BIN up` on a free port in a fresh
@@ -87,9 +88,9 @@ peer_glance_ensure_venv() {
   ( cd "$KUMO_PEER_CACHE/run" && "$GLANCE_SH" stop --dir "$KUMO_PEER_CACHE" ) >&2 || true
 }
 
-# side NAME URL TOKEN PIDFILE [bench-image.sh auth args...]
+# side NAME URL TOKEN PIDFILE STOREDIR [bench-image.sh auth args...]
 run_side() {
-  local name=$1 url=$2 token=$3 pidfile=$4; shift 4
+  local name=$1 url=$2 token=$3 pidfile=$4 storedir=$5; shift 5
   local d=$OUT/$name; mkdir -p "$d"
   wait_quiet "$WAIT_QUIET" > "$d/cpu_busy_before.txt"
   blog "$name: bench-image.sh against $url (machine $(cat "$d/cpu_busy_before.txt")% busy before, loadavg $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -107,7 +108,7 @@ run_side() {
   blog "$name: ${SIZE_GIB} GiB transfers against cp (runs: $RUNS)"
   mkdir -p "$WORK/xfer"
   python3 "$HERE/lib/image_transfer.py" transfer "$url" "$token" "$(cat "$pidfile")" "$WORK/xfer" \
-    "$SIZE_GIB" "$RUNS" "$d/transfer.json" | tee "$d/transfer.txt" >&2 || bdie "$name: transfer failed"
+    "$SIZE_GIB" "$RUNS" "$d/transfer.json" "$storedir" | tee "$d/transfer.txt" >&2 || bdie "$name: transfer failed"
   rm -rf "$WORK/xfer"
 }
 
@@ -121,7 +122,8 @@ if want peer; then
     2>"$OUT/peer-start.log" || { tail -20 "$OUT/peer-start.log" >&2; bdie "the peer did not start"; }
   oha_install_wait
   # no keystone in front of the peer: any token is accepted (every request is admin)
-  run_side peer "http://127.0.0.1:$PEER_PORT" admin "$PEER_STATE/glance/glance.pid"
+  run_side peer "http://127.0.0.1:$PEER_PORT" admin "$PEER_STATE/glance/glance.pid" \
+    "$PEER_STATE/glance/images/fast"
   (cd "$WORK/cwd" && "$GLANCE_SH" stop --dir "$PEER_STATE") >/dev/null 2>&1 || true
 fi
 
@@ -139,7 +141,7 @@ if want kumo; then
     -d "{\"auth\":{\"identity\":{\"methods\":[\"password\"],\"password\":{\"user\":{\"name\":\"admin\",\"domain\":{\"id\":\"default\"},\"password\":\"$PASSWORD\"}}},\"scope\":{\"project\":{\"name\":\"admin\",\"domain\":{\"id\":\"default\"}}}}}" \
     "$BASE/identity/v3/auth/tokens" | awk 'tolower($1)=="x-subject-token:" {print $2}' | tr -d '\r')
   [[ -n $TOKEN ]] || bdie "no token from kumo"
-  run_side kumo "$BASE/image" "$TOKEN" "$KUMO_STATE/kumo.pid" \
+  run_side kumo "$BASE/image" "$TOKEN" "$KUMO_STATE/kumo.pid" "$KUMO_STATE/images" \
     --auth-url "$BASE/identity" --password "$PASSWORD"
   "$KUMO" down --state-dir "$KUMO_STATE" >/dev/null 2>&1 || true
 fi

@@ -2,12 +2,14 @@
 """Helpers of bench/image.sh (Python standard library only; loopback only).
 
   image_transfer.py fill URL TOKEN N            create N images (metadata only) for the list scenario
-  image_transfer.py transfer URL TOKEN PID DIR GIB RUNS OUT.json
+  image_transfer.py transfer URL TOKEN PID DIR GIB RUNS OUT.json [STOREDIR]
       1 GiB-class transfers against `cp` on the same disk, interleaved run by run:
         cp          cp SRC DST                     then fsync(DST)
         upload      PUT .../file, body sent with sendfile(2) (the server writes and flushes its copy)
         hash_floor  `openssl dgst -md5` and `-sha512` of SRC in parallel: the least time any server
                     computing Glance's checksum and os_hash_value needs for that data
+        cp_stored   cp STOREDIR/<image id> DST then fsync(DST): copying the image's stored data file
+                    itself, what a download does (timed after the download)
         download    GET .../file into DST through a 4 MiB page-aligned buffer written with O_DIRECT
                     (as kumo's store writes), then fsync(DST)
       The client is this script over a raw socket, so that the client's own copying (curl writes
@@ -205,7 +207,7 @@ def read_head_raw(sock) -> tuple[int, dict]:
     return int(lines[0].split()[1]), headers
 
 
-def transfer(url, token, pid, workdir, gib, runs, out):
+def transfer(url, token, pid, workdir, gib, runs, out, storedir=None):
     src = os.path.join(workdir, "src.bin")
     size = int(float(gib) * (1 << 30))
     if not os.path.exists(src) or os.path.getsize(src) != size:
@@ -216,7 +218,7 @@ def transfer(url, token, pid, workdir, gib, runs, out):
                 f.write(os.urandom(n))
                 left -= n
     res = {k: [] for k in ("cp", "cp_nosync", "upload", "download", "download_nosync",
-                           "upload_rss_mb", "download_rss_mb", "hash_floor")}
+                           "upload_rss_mb", "download_rss_mb", "hash_floor", "cp_stored")}
     for _ in range(int(runs)):
         # What any Glance-compatible upload must spend: md5 and sha512 of the data, here with
         # OpenSSL's assembly, the two in parallel (one core each).
@@ -266,10 +268,19 @@ def transfer(url, token, pid, workdir, gib, runs, out):
         res["download_nosync"].append(t1 - t0)
         res["download"].append(t2 - t0)
         os.unlink(dst)
+        if storedir:
+            subprocess.run(["sync"], check=True)
+            t0 = time.monotonic()
+            subprocess.run(["cp", os.path.join(storedir, img["id"]), dst], check=True)
+            fsync_path(dst)
+            res["cp_stored"].append(time.monotonic() - t0)
+            os.unlink(dst)
         api(url, token, "DELETE", f"/v2/images/{img['id']}")
     mib = size / (1 << 20)
     summary = {"size_mib": mib, "runs": int(runs)}
     for k, v in res.items():
+        if not v:
+            continue
         if k.endswith("_mb"):
             summary[k] = max(v)
         else:
@@ -284,8 +295,8 @@ def transfer(url, token, pid, workdir, gib, runs, out):
 def main():
     if len(sys.argv) >= 5 and sys.argv[1] == "fill":
         fill(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-    elif len(sys.argv) == 9 and sys.argv[1] == "transfer":
-        transfer(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6], sys.argv[7], sys.argv[8])
+    elif len(sys.argv) in (9, 10) and sys.argv[1] == "transfer":
+        transfer(*sys.argv[2:4], int(sys.argv[4]), *sys.argv[5:])
     else:
         sys.exit(__doc__)
 

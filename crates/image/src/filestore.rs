@@ -242,7 +242,7 @@ fn commit_file(temp: &Path, dest: &Path) -> std::io::Result<()> {
 }
 
 /// The file from its start, read with direct I/O (when possible) on a blocking thread into an
-/// aligned buffer, handed out in 1 MiB chunks through a bounded channel (memory stays flat:
+/// aligned buffer, handed out in 2 MiB chunks through a bounded channel (memory stays flat:
 /// a slow client stops the reads).
 async fn direct_read_stream(
     path: PathBuf,
@@ -252,9 +252,11 @@ async fn direct_read_stream(
     let (mut file, _) = tokio::task::spawn_blocking(move || open_direct(&path, false))
         .await
         .map_err(std::io::Error::other)??;
-    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(QUEUE);
+    // Two 2 MiB chunks in flight at most: flat memory whatever the client's speed.
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(2);
     tokio::task::spawn_blocking(move || {
-        let mut buf = AlignedBuf::new(DIRECT_BUF);
+        // Direct reads get no read-ahead: big reads keep the disk busy.
+        let mut buf = AlignedBuf::new(2 * DIRECT_BUF);
         let mut left = len.unwrap_or(u64::MAX);
         while left > 0 {
             let r = file.read(buf.get_mut());
@@ -403,7 +405,8 @@ impl Sink {
     }
 }
 
-/// Feed `source` to a writer thread (file + md5) and a hashing thread (sha512).
+/// Feed `source` to three threads: the writer (which mostly waits for the disk), md5 and sha512
+/// (one core each: the two hashes are what an upload costs).
 async fn receive_into<S, E>(
     temp: &Path,
     mut source: S,
@@ -415,18 +418,25 @@ where
 {
     let sink = Sink::open(temp)?;
     let (wtx, mut wrx) = mpsc::channel::<Batch>(QUEUE);
+    let (mtx, mut mrx) = mpsc::channel::<Batch>(QUEUE);
     let (htx, mut hrx) = mpsc::channel::<Batch>(QUEUE);
-    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         let mut sink = sink;
-        let mut md5 = md5::Md5::new();
         while let Some(batch) = wrx.blocking_recv() {
             for chunk in batch.iter() {
                 sink.write(chunk)?;
+            }
+        }
+        sink.finish()
+    });
+    let md5er = tokio::task::spawn_blocking(move || {
+        let mut md5 = md5::Md5::new();
+        while let Some(batch) = mrx.blocking_recv() {
+            for chunk in batch.iter() {
                 md5.update(chunk);
             }
         }
-        sink.finish()?;
-        Ok(hex::encode(md5.finalize()))
+        hex::encode(md5.finalize())
     });
     let hasher = tokio::task::spawn_blocking(move || {
         let mut sha = ring::digest::Context::new(&ring::digest::SHA512);
@@ -464,7 +474,10 @@ where
             let batch: Batch = std::sync::Arc::new(std::mem::take(&mut pending));
             pending_len = 0;
             // A closed channel means the writer failed; its error is reported below.
-            if htx.send(batch.clone()).await.is_err() || wtx.send(batch).await.is_err() {
+            if htx.send(batch.clone()).await.is_err()
+                || mtx.send(batch.clone()).await.is_err()
+                || wtx.send(batch).await.is_err()
+            {
                 break;
             }
         }
@@ -473,13 +486,16 @@ where
         }
     }
     drop(wtx);
+    drop(mtx);
     drop(htx);
-    let md5 = writer.await.map_err(std::io::Error::other)?;
+    let written = writer.await.map_err(std::io::Error::other)?;
+    let md5 = md5er.await.map_err(std::io::Error::other)?;
     let sha = hasher.await.map_err(std::io::Error::other)?;
     if let Some(f) = failure {
         return Err(f);
     }
-    Ok((size, md5?, sha))
+    written?;
+    Ok((size, md5, sha))
 }
 
 async fn receive_hash_only<S>(mut source: S) -> Result<(u64, String, String), ReceiveError>
