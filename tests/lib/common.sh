@@ -8,10 +8,10 @@
 #
 # The Debian packages the project needs, in one place. Lists by purpose:
 #   build : what `cargo build` of the workspace needs (C compiler for bundled SQLite, ring, ...)
-#   tools : what the scripts themselves use
+#   tools : what the scripts and kumo itself use (qemu-utils: qemu-img checks image data)
 #   tests : what the end-to-end tests need (memcached: the real Keystone "peer" caches with it)
 KUMO_PKGS_build=(build-essential pkg-config)
-KUMO_PKGS_tools=(curl)
+KUMO_PKGS_tools=(curl qemu-utils)
 KUMO_PKGS_tests=(memcached)
 
 kumo_log() { printf '%s\n' "[${KUMO_LOG_TAG:-kumo}] $*" >&2; }

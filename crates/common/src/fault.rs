@@ -30,7 +30,8 @@ pub enum Family {
     Network,
     /// Placement: `{"errors": [{"status", "title", "detail", "code", "request_id"}]}`.
     Placement,
-    /// Glance: `{"code", "title", "message"}` wrapped as webob does for JSON clients.
+    /// Glance: `{"message", "code": "404 Not Found", "title"}`, what Glance 33 (webob) answers
+    /// to clients that accept JSON (checked against the real service).
     Image,
 }
 
@@ -317,6 +318,17 @@ mod tests {
         assert_eq!(p["errors"][0]["status"], 400);
         assert_eq!(p["errors"][0]["request_id"], "req-1");
         assert_eq!(p["errors"][0]["code"], "placement.undefined_code");
+    }
+
+    #[test]
+    fn image_body_is_webobs_json() {
+        let b = Fault::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Invalid content type")
+            .render_body(Family::Image, None);
+        assert_eq!(
+            b,
+            json!({"code": "415 Unsupported Media Type", "title": "Unsupported Media Type",
+                   "message": "Invalid content type"})
+        );
     }
 
     #[test]

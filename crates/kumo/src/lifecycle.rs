@@ -15,7 +15,11 @@ use nix::unistd::Pid;
 use crate::state::{StateDir, alive};
 
 /// The APIs `kumo up` waits for, with the path that answers 200 when ready.
-const HEALTH: &[(&str, &str)] = &[("identity", "/identity/v3"), ("placement", "/placement")];
+const HEALTH: &[(&str, &str)] = &[
+    ("identity", "/identity/v3"),
+    ("placement", "/placement"),
+    ("image", "/image/versions"),
+];
 
 /// Minimal HTTP/1.0 GET on loopback: the status code, or None if nothing answers.
 pub fn http_status(base: &str, path: &str) -> Option<u16> {

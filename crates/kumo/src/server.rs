@@ -66,6 +66,7 @@ pub fn admin_password(state: &StateDir) -> Result<String> {
 pub struct Cloud {
     pub identity: Arc<Identity>,
     pub placement: Arc<placement::Placement>,
+    pub image: Arc<image::ImageService>,
 }
 
 /// Open every enabled service (databases migrated, keys created).
@@ -79,9 +80,14 @@ pub async fn open(cfg: &Config) -> Result<Cloud> {
     let placement = placement::Placement::open(pcfg)
         .await
         .context("opening the placement service")?;
+    let image =
+        image::ImageService::open(image::config::ImageConfig::from_config(cfg, &db_template)?)
+            .await
+            .context("opening the image service")?;
     Ok(Cloud {
         identity,
         placement,
+        image,
     })
 }
 
@@ -100,6 +106,12 @@ fn catalog(base: &str) -> Vec<CatalogService> {
             description: "Placement".into(),
             url: format!("{base}/placement"),
         },
+        CatalogService {
+            service_type: "image".into(),
+            name: "glance".into(),
+            description: "Image (Glance v2)".into(),
+            url: format!("{base}/image"),
+        },
     ]
 }
 
@@ -115,9 +127,11 @@ impl Cloud {
 pub fn app(cloud: &Cloud) -> Router {
     let identity = identity::api::router(cloud.identity.clone());
     let placement = placement::api::router(cloud.placement.clone(), cloud.token_validator());
+    let image = image::api::router(cloud.image.clone(), cloud.token_validator());
     Router::new()
         .nest("/identity", identity.clone())
         .nest("/placement", placement)
+        .nest("/image", image)
         .merge(identity)
         .layer(axum::middleware::from_fn(common::request_id::middleware))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
@@ -179,9 +193,11 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     )?;
     tracing::info!(url = %base, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
 
-    // `/identity/` and `/identity` are the same resource, as for the Python services.
+    // `/identity/` and `/identity` are the same resource, as for the Python services. Not
+    // below `/image/v2/`: Glance answers `/v2/images/` with 404, not with the image list
+    // (Tempest checks it).
     let app = tower::Layer::layer(
-        &tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(),
+        &tower::util::MapRequestLayer::new(trim_trailing_slash),
         app(&cloud),
     );
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
@@ -194,6 +210,33 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     }
     tracing::info!("kumo stopped");
     result.context("serving HTTP")
+}
+
+/// Drop the trailing slash of a path (but `/`), except for Glance's resource paths.
+fn trim_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {
+    let path = req.uri().path();
+    let keep = path.starts_with("/image/v2/") && path.len() > "/image/v2/".len();
+    if path.len() > 1 && path.ends_with('/') && !keep {
+        let trimmed = path.trim_end_matches('/');
+        let new = match req.uri().query() {
+            Some(q) => format!("{}?{q}", if trimmed.is_empty() { "/" } else { trimmed }),
+            None => {
+                if trimmed.is_empty() {
+                    "/".into()
+                } else {
+                    trimmed.to_string()
+                }
+            }
+        };
+        if let Ok(pq) = new.parse::<axum::http::uri::PathAndQuery>() {
+            let mut parts = req.uri().clone().into_parts();
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
 }
 
 async fn shutdown_signal() {

@@ -66,4 +66,5 @@ pub fn declare_all(cfg: &mut Config) {
     cfg.declare(KUMO_OPTS);
     cfg.declare(identity::config::OPTS);
     cfg.declare(placement::config::OPTS);
+    cfg.declare(image::config::OPTS);
 }

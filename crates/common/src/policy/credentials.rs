@@ -60,8 +60,9 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// The credentials of a validated caller, as keystonemiddleware + oslo.context build
-    /// them (services add their own `extra` keys).
+    /// The credentials of a validated caller, as keystonemiddleware + oslo.context build them:
+    /// user, scope, effective role names, and the caller's rendered token under `extra["token"]`
+    /// (some Keystone rules walk into `token.domain.id`).
     pub fn from_auth(ctx: &crate::auth::AuthContext) -> Self {
         use crate::auth::Scope;
         let mut c = Credentials {
@@ -80,6 +81,24 @@ impl Credentials {
             Scope::System => c.system_scope = Some("all".into()),
             Scope::Unscoped => {}
         }
+        let mut token = Map::new();
+        token.insert(
+            "user".into(),
+            serde_json::json!({"domain": {"id": ctx.user_domain_id}}),
+        );
+        match &ctx.scope {
+            Scope::Project { domain_id, .. } => {
+                token.insert(
+                    "project".into(),
+                    serde_json::json!({"domain": {"id": domain_id}}),
+                );
+            }
+            Scope::Domain { id, .. } => {
+                token.insert("domain".into(), serde_json::json!({"id": id}));
+            }
+            _ => {}
+        }
+        c.extra.insert("token".into(), Value::Object(token));
         c
     }
 

@@ -175,28 +175,7 @@ fn load_policy(cfg: &IdentityConfig) -> std::result::Result<Enforcer, String> {
 
 /// The oslo.policy credentials of a caller.
 pub fn credentials_of(ctx: &AuthContext) -> Credentials {
-    use common::auth::Scope;
-    let mut c = Credentials::from_auth(ctx);
-    // Some Keystone rules walk into the caller's rendered token (`token.domain.id`).
-    let mut token = serde_json::Map::new();
-    token.insert(
-        "user".into(),
-        serde_json::json!({"domain": {"id": ctx.user_domain_id}}),
-    );
-    match &ctx.scope {
-        Scope::Project { domain_id, .. } => {
-            token.insert(
-                "project".into(),
-                serde_json::json!({"domain": {"id": domain_id}}),
-            );
-        }
-        Scope::Domain { id, .. } => {
-            token.insert("domain".into(), serde_json::json!({"id": id}));
-        }
-        _ => {}
-    }
-    c.extra.insert("token".into(), Value::Object(token));
-    c
+    Credentials::from_auth(ctx)
 }
 
 /// Map a uniqueness violation from the database to Keystone's 409.
