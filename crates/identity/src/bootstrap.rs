@@ -29,6 +29,9 @@ pub struct BootstrapSpec {
     pub services: Vec<CatalogService>,
     /// Create the `demo` project and user (member), with this password.
     pub demo_password: Option<String>,
+    /// The services' own users (`nova` ...), in the `service` project with the `admin` and
+    /// `service` roles there, as devstack makes them: services call each other with them.
+    pub service_users: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -159,7 +162,7 @@ pub async fn bootstrap(id: &Identity, spec: &BootstrapSpec) -> Result<BootstrapR
     }
     let admin_role = chain[0].clone();
     let member_role = chain[2].clone();
-    ensure_role(id, "service", &mut report).await?;
+    let service_role = ensure_role(id, "service", &mut report).await?;
 
     let admin_project = ensure_project(
         id,
@@ -168,13 +171,28 @@ pub async fn bootstrap(id: &Identity, spec: &BootstrapSpec) -> Result<BootstrapR
         &mut report,
     )
     .await?;
-    ensure_project(
+    let service_project = ensure_project(
         id,
         "service",
         "Project of the services' own users.",
         &mut report,
     )
     .await?;
+    for (name, password) in &spec.service_users {
+        let user = ensure_user(id, name, password, &mut report).await?;
+        for role in [&admin_role, &service_role] {
+            ensure_grant(
+                id,
+                Assignment {
+                    actor: Actor::User(user.id.clone()),
+                    target: Target::Project(service_project.id.clone()),
+                    role_id: role.id.clone(),
+                    inherited: false,
+                },
+            )
+            .await?;
+        }
+    }
     let admin = ensure_user(id, "admin", &spec.admin_password, &mut report).await?;
     ensure_grant(
         id,

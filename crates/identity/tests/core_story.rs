@@ -30,6 +30,7 @@ async fn open() -> (tempfile::TempDir, Arc<Identity>) {
                 url: "http://127.0.0.1:5000/identity".into(),
             }],
             demo_password: Some("secret".into()),
+            service_users: Vec::new(),
         },
     )
     .await
@@ -103,6 +104,7 @@ async fn bootstrap_is_idempotent_and_admin_gets_implied_roles() {
             region_id: "RegionOne".into(),
             services: vec![],
             demo_password: Some("secret".into()),
+            service_users: Vec::new(),
         },
     )
     .await
@@ -227,6 +229,7 @@ async fn lockout_after_failures_and_same_message_for_unknown_users() {
             region_id: "RegionOne".into(),
             services: vec![],
             demo_password: None,
+            service_users: Vec::new(),
         },
     )
     .await

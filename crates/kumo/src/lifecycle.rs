@@ -19,6 +19,7 @@ const HEALTH: &[(&str, &str)] = &[
     ("identity", "/identity/v3"),
     ("placement", "/placement"),
     ("image", "/image/versions"),
+    ("compute", "/compute/v2.1"),
 ];
 
 /// Minimal HTTP/1.0 GET on loopback: the status code, or None if nothing answers.

@@ -198,13 +198,12 @@ fn main() -> Result<()> {
             let spec = identity::bootstrap::BootstrapSpec {
                 admin_password: password.clone(),
                 region_id: region.clone(),
-                services: vec![identity::bootstrap::CatalogService {
-                    service_type: "identity".into(),
-                    name: "keystone".into(),
-                    description: "Identity (Keystone v3)".into(),
-                    url: format!("{base}/identity"),
-                }],
+                services: server::catalog(&base),
                 demo_password: demo.then(|| password.clone()),
+                service_users: vec![(
+                    server::COMPUTE_SERVICE_USER.into(),
+                    server::service_password(&state)?,
+                )],
             };
             let report = identity::bootstrap::bootstrap(&cloud.identity, &spec).await?;
             credentials::write(

@@ -63,10 +63,34 @@ pub fn admin_password(state: &StateDir) -> Result<String> {
     Ok(pw)
 }
 
+/// The user compute calls placement with (devstack's name for it).
+pub const COMPUTE_SERVICE_USER: &str = "nova";
+
+/// The password of the services' own users, kept in the state dir.
+pub fn service_password(state: &StateDir) -> Result<String> {
+    let file = state.root.join("service-password");
+    if let Some(pw) = std::fs::read_to_string(&file)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+    {
+        return Ok(pw);
+    }
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    let pw: String = (0..32)
+        .map(|_| CHARS[rng.gen_range(0..CHARS.len())] as char)
+        .collect();
+    write_file(&file, &format!("{pw}\n"), 0o600)?;
+    Ok(pw)
+}
+
 pub struct Cloud {
     pub identity: Arc<Identity>,
     pub placement: Arc<placement::Placement>,
     pub image: Arc<image::ImageService>,
+    pub compute: Arc<compute::ComputeService>,
 }
 
 /// Open every enabled service (databases migrated, keys created).
@@ -84,15 +108,22 @@ pub async fn open(cfg: &Config) -> Result<Cloud> {
         image::ImageService::open(image::config::ImageConfig::from_config(cfg, &db_template)?)
             .await
             .context("opening the image service")?;
+    let compute = compute::ComputeService::open(compute::config::ComputeConfig::from_config(
+        cfg,
+        &db_template,
+    )?)
+    .await
+    .context("opening the compute service")?;
     Ok(Cloud {
         identity,
         placement,
         image,
+        compute,
     })
 }
 
 /// The catalog entries of the enabled services at `base`.
-fn catalog(base: &str) -> Vec<CatalogService> {
+pub fn catalog(base: &str) -> Vec<CatalogService> {
     vec![
         CatalogService {
             service_type: "identity".into(),
@@ -112,6 +143,12 @@ fn catalog(base: &str) -> Vec<CatalogService> {
             description: "Image (Glance v2)".into(),
             url: format!("{base}/image"),
         },
+        CatalogService {
+            service_type: "compute".into(),
+            name: "nova".into(),
+            description: "Compute (Nova v2.1)".into(),
+            url: format!("{base}/compute/v2.1"),
+        },
     ]
 }
 
@@ -128,7 +165,9 @@ pub fn app(cloud: &Cloud) -> Router {
     let identity = identity::api::router(cloud.identity.clone());
     let placement = placement::api::router(cloud.placement.clone(), cloud.token_validator());
     let image = image::api::router(cloud.image.clone(), cloud.token_validator());
+    let compute = compute::api::router(cloud.compute.clone(), cloud.token_validator());
     Router::new()
+        .nest("/compute", compute)
         .nest("/identity", identity.clone())
         .nest("/placement", placement)
         .nest("/image", image)
@@ -163,12 +202,14 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
 
     let cloud = open(cfg).await?;
     let password = admin_password(state)?;
+    let service_password = service_password(state)?;
     let demo = demo || state.demo_marker().exists();
     let spec = BootstrapSpec {
         admin_password: password.clone(),
         region_id: region.clone(),
         services: catalog(&base),
         demo_password: demo.then(|| password.clone()),
+        service_users: vec![(COMPUTE_SERVICE_USER.into(), service_password.clone())],
     };
     let report = identity::bootstrap::bootstrap(&cloud.identity, &spec)
         .await
@@ -184,14 +225,6 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
         )?;
     }
     credentials::write(state, &format!("{base}/identity"), &region, &password, demo)?;
-    // The endpoint first: `kumo up` waits for the pid file, then reads the endpoint.
-    write_file(&state.endpoint_file(), &format!("{base}\n"), 0o644)?;
-    write_file(
-        &state.pid_file(),
-        &format!("{}\n", std::process::id()),
-        0o644,
-    )?;
-    tracing::info!(url = %base, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
 
     // `/identity/` and `/identity` are the same resource, as for the Python services. Not
     // below `/image/v2/`: Glance answers `/v2/images/` with 404, not with the image list
@@ -201,9 +234,38 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
         app(&cloud),
     );
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    // Serve first: the compute roles report to placement over the public API at start.
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    let bus: Arc<dyn bus::Bus> = Arc::new(bus::InProcessBus::new());
+    let clients = Arc::new(compute::clients::ServiceClients::new(
+        compute::clients::ServiceCredentials {
+            auth_url: format!("{base}/identity"),
+            username: COMPUTE_SERVICE_USER.into(),
+            password: service_password,
+            project_name: "service".into(),
+            region: region.clone(),
+        },
+    ));
+    let _roles = compute::roles::start(cloud.compute.clone(), bus, clients)
+        .await
+        .context("starting the compute roles")?;
+
+    // The endpoint first: `kumo up` waits for the pid file, then reads the endpoint.
+    write_file(&state.endpoint_file(), &format!("{base}\n"), 0o644)?;
+    write_file(
+        &state.pid_file(),
+        &format!("{}\n", std::process::id()),
+        0o644,
+    )?;
+    tracing::info!(url = %base, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
+    let result = match server.await {
+        Ok(r) => r,
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    };
     // Only remove the pid file if it is still ours.
     if state.read_pid() == Some(std::process::id() as i32) {
         let _ = std::fs::remove_file(state.pid_file());

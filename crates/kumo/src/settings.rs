@@ -67,4 +67,5 @@ pub fn declare_all(cfg: &mut Config) {
     cfg.declare(identity::config::OPTS);
     cfg.declare(placement::config::OPTS);
     cfg.declare(image::config::OPTS);
+    cfg.declare(compute::config::OPTS);
 }

@@ -1,0 +1,137 @@
+//! Limits, quotas, availability zones, services and hypervisors.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::{Api, Ctx, St};
+use crate::core::ComputeService;
+use crate::error::Result;
+use crate::store;
+
+pub fn routes() -> Router<Api> {
+    Router::new()
+        .route("/limits", get(limits))
+        .route("/os-availability-zone", get(zones))
+        .route("/os-quota-sets/{project}", get(quota_show))
+        .route("/os-quota-sets/{project}/defaults", get(quota_defaults))
+}
+
+async fn limits(State(api): St, ctx: Ctx) -> Result<Response> {
+    let svc = &api.svc;
+    let own = ComputeService::own_target(&ctx.auth);
+    svc.authorize(&ctx.auth, "os_compute_api:limits", &own)?;
+    let project = ctx.auth.project_id().unwrap_or_default().to_string();
+    let (n, cores, ram) = store::project_usage(svc.db.conn(), &project, None).await?;
+    let l = |r: &'static str| {
+        let svc = svc.clone();
+        let project = project.clone();
+        async move { svc.quota_limit(&project, r).await }
+    };
+    let groups = store::list_groups(svc.db.conn(), Some(&project))
+        .await?
+        .len();
+    let mut abs = json!({
+        "maxTotalInstances": l("instances").await?,
+        "maxTotalCores": l("cores").await?,
+        "maxTotalRAMSize": l("ram").await?,
+        "maxServerMeta": l("metadata_items").await?,
+        "maxTotalKeypairs": l("key_pairs").await?,
+        "maxServerGroups": l("server_groups").await?,
+        "maxServerGroupMembers": l("server_group_members").await?,
+        "totalInstancesUsed": n,
+        "totalCoresUsed": cores,
+        "totalRAMUsed": ram,
+        "totalServerGroupsUsed": groups,
+    });
+    if !ctx.at(57) {
+        abs["maxPersonality"] = json!(l("injected_files").await?);
+        abs["maxPersonalitySize"] = json!(l("injected_file_content_bytes").await?);
+    }
+    if !ctx.at(36) {
+        for (k, val) in [
+            ("maxSecurityGroups", 10),
+            ("maxSecurityGroupRules", 20),
+            ("maxTotalFloatingIps", 10),
+            ("totalSecurityGroupsUsed", 0),
+            ("totalFloatingIpsUsed", 0),
+        ] {
+            abs[k] = json!(val);
+        }
+        abs["maxImageMeta"] = json!(128);
+    }
+    Ok(Json(json!({"limits": {"absolute": abs, "rate": []}})).into_response())
+}
+
+async fn zones(State(api): St, ctx: Ctx) -> Result<Response> {
+    let svc = &api.svc;
+    svc.authorize(
+        &ctx.auth,
+        "os_compute_api:os-availability-zone:list",
+        &ComputeService::own_target(&ctx.auth),
+    )?;
+    let items: Vec<Value> = svc
+        .availability_zones()
+        .await?
+        .into_iter()
+        .map(|(z, _)| json!({"zoneName": z, "zoneState": {"available": true}, "hosts": null}))
+        .collect();
+    Ok(Json(json!({"availabilityZoneInfo": items})).into_response())
+}
+
+fn quota_doc(ctx: &Ctx, id: &str, limits: &[(String, i64)]) -> Value {
+    let mut v = json!({"id": id});
+    for (k, l) in limits {
+        if ctx.at(57) && k.starts_with("injected_file") {
+            continue;
+        }
+        v[k] = json!(l);
+    }
+    if !ctx.at(36) {
+        for (k, l) in [
+            ("fixed_ips", -1),
+            ("floating_ips", 10),
+            ("security_group_rules", 20),
+            ("security_groups", 10),
+        ] {
+            v[k] = json!(l);
+        }
+    }
+    v
+}
+
+async fn quota_show(State(api): St, ctx: Ctx, Path(project): Path<String>) -> Result<Response> {
+    let svc = &api.svc;
+    svc.authorize(
+        &ctx.auth,
+        "os_compute_api:os-quota-sets:show",
+        &json!({"project_id": project}),
+    )?;
+    let mut limits = Vec::new();
+    for (r, _) in crate::config::QUOTA_RESOURCES {
+        limits.push((r.to_string(), svc.quota_limit(&project, r).await?));
+    }
+    Ok(Json(json!({"quota_set": quota_doc(&ctx, &project, &limits)})).into_response())
+}
+
+async fn quota_defaults(State(api): St, ctx: Ctx, Path(project): Path<String>) -> Result<Response> {
+    let svc = &api.svc;
+    svc.authorize(
+        &ctx.auth,
+        "os_compute_api:os-quota-sets:defaults",
+        &json!({"project_id": project}),
+    )?;
+    let class = store::quota_class_limits(svc.db.conn(), "default").await?;
+    let limits: Vec<(String, i64)> = svc
+        .cfg
+        .quota_defaults
+        .iter()
+        .map(|(r, l)| {
+            let l = class.iter().find(|(c, _)| c == r).map_or(*l, |(_, x)| *x);
+            (r.to_string(), l)
+        })
+        .collect();
+    Ok(Json(json!({"quota_set": quota_doc(&ctx, &project, &limits)})).into_response())
+}

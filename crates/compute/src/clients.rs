@@ -1,0 +1,596 @@
+//! Compute's calls to the other services, over their public REST APIs as Nova makes them:
+//! placement with compute's own service user, the image service with the caller's token
+//! (a user boots and snapshots only what the image service lets that user see or own).
+//!
+//! All-in-one these are loopback calls to the same process; scale-out the same calls reach
+//! other hosts. One code path, its cost measured by the compute bench.
+
+use parking_lot::RwLock;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{ComputeError, Result};
+
+/// How compute authenticates as itself (nova.conf's `[placement]` auth options).
+#[derive(Debug, Clone)]
+pub struct ServiceCredentials {
+    /// Identity endpoint, e.g. `http://127.0.0.1:5000/identity`.
+    pub auth_url: String,
+    pub username: String,
+    pub password: String,
+    pub project_name: String,
+    pub region: String,
+}
+
+struct CachedToken {
+    token: String,
+    expires: Instant,
+    /// service type -> public URL in our region.
+    endpoints: Vec<(String, String)>,
+}
+
+/// REST clients of placement and the image service.
+pub struct ServiceClients {
+    http: reqwest::Client,
+    creds: ServiceCredentials,
+    cached: RwLock<Option<Arc<CachedToken>>>,
+    login: tokio::sync::Mutex<()>,
+}
+
+/// An answer from another service: status and JSON body (Null when empty).
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Answer {
+    fn ok(&self) -> bool {
+        self.status.is_success()
+    }
+}
+
+fn upstream(service: &'static str, message: impl Into<String>) -> ComputeError {
+    ComputeError::Upstream {
+        service,
+        message: message.into(),
+    }
+}
+
+impl ServiceClients {
+    pub fn new(creds: ServiceCredentials) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(32)
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            creds,
+            cached: RwLock::new(None),
+            login: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// compute's own token (cached until 5 minutes before it expires).
+    async fn service_token(&self, force: bool) -> Result<Arc<CachedToken>> {
+        if !force
+            && let Some(t) = self.cached.read().clone()
+            && t.expires > Instant::now()
+        {
+            return Ok(t);
+        }
+        let _one_login = self.login.lock().await;
+        if !force
+            && let Some(t) = self.cached.read().clone()
+            && t.expires > Instant::now()
+        {
+            return Ok(t);
+        }
+        let body = json!({"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": self.creds.username, "domain": {"id": "default"},
+                "password": self.creds.password}}},
+            "scope": {"project": {"name": self.creds.project_name, "domain": {"id": "default"}}}
+        }});
+        let url = format!("{}/v3/auth/tokens", self.creds.auth_url);
+        let resp = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| upstream("identity", format!("POST {url}: {e}")))?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(upstream(
+                "identity",
+                format!(
+                    "compute's service user {} could not log in: {}",
+                    self.creds.username,
+                    resp.status()
+                ),
+            ));
+        }
+        let token = resp
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let doc: Value = resp
+            .json()
+            .await
+            .map_err(|e| upstream("identity", e.to_string()))?;
+        let mut endpoints = Vec::new();
+        for svc in doc["token"]["catalog"].as_array().into_iter().flatten() {
+            for ep in svc["endpoints"].as_array().into_iter().flatten() {
+                let region_ok = ep["region_id"].as_str() == Some(&self.creds.region)
+                    || ep["region"].as_str() == Some(&self.creds.region);
+                if ep["interface"] == "public" && region_ok {
+                    endpoints.push((
+                        svc["type"].as_str().unwrap_or_default().to_string(),
+                        ep["url"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .trim_end_matches('/')
+                            .to_string(),
+                    ));
+                }
+            }
+        }
+        let lifetime = doc["token"]["expires_at"]
+            .as_str()
+            .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| (t.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_seconds())
+            .unwrap_or(3600);
+        let t = Arc::new(CachedToken {
+            token,
+            expires: Instant::now() + Duration::from_secs((lifetime - 300).max(30) as u64),
+            endpoints,
+        });
+        *self.cached.write() = Some(t.clone());
+        Ok(t)
+    }
+
+    async fn endpoint(&self, service_type: &str) -> Result<String> {
+        let t = self.service_token(false).await?;
+        t.endpoints
+            .iter()
+            .find(|(ty, _)| ty == service_type)
+            .map(|(_, url)| url.clone())
+            .ok_or_else(|| {
+                upstream(
+                    "identity",
+                    format!("the catalog has no {service_type} endpoint"),
+                )
+            })
+    }
+
+    /// One JSON call. `user_token` None: as compute's service user (re-login once on 401).
+    #[allow(clippy::too_many_arguments)]
+    async fn call(
+        &self,
+        service: &'static str,
+        service_type: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        user_token: Option<&str>,
+        request_id: &str,
+    ) -> Result<Answer> {
+        let base = self.endpoint(service_type).await?;
+        let url = format!("{base}{path}");
+        let mut force = false;
+        loop {
+            let token = match user_token {
+                Some(t) => t.to_string(),
+                None => self.service_token(force).await?.token.clone(),
+            };
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .header("x-auth-token", token)
+                .header("x-openstack-request-id", request_id)
+                .header("accept", "application/json");
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| upstream(service, format!("{method} {url}: {e}")))?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && user_token.is_none() && !force {
+                force = true;
+                continue;
+            }
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| upstream(service, e.to_string()))?;
+            let body = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+            };
+            return Ok(Answer { status, body });
+        }
+    }
+
+    // ------------------------------------------------------------------ placement
+
+    async fn placement(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        request_id: &str,
+    ) -> Result<Answer> {
+        self.call(
+            "placement",
+            "placement",
+            method,
+            path,
+            body,
+            &[("openstack-api-version", "placement 1.39")],
+            None,
+            request_id,
+        )
+        .await
+    }
+
+    /// Make sure the compute node's resource provider exists with this inventory.
+    pub async fn report_inventory(
+        &self,
+        rp_uuid: &str,
+        name: &str,
+        inventories: &Value,
+        traits: &[&str],
+        request_id: &str,
+    ) -> Result<()> {
+        let got = self
+            .placement(
+                Method::GET,
+                &format!("/resource_providers/{rp_uuid}"),
+                None,
+                request_id,
+            )
+            .await?;
+        if got.status == StatusCode::NOT_FOUND {
+            let created = self
+                .placement(
+                    Method::POST,
+                    "/resource_providers",
+                    Some(&json!({"uuid": rp_uuid, "name": name})),
+                    request_id,
+                )
+                .await?;
+            if !created.ok() && created.status != StatusCode::CONFLICT {
+                return Err(upstream(
+                    "placement",
+                    format!("creating provider {name}: {}", created.body),
+                ));
+            }
+        }
+        for _ in 0..5 {
+            let cur = self
+                .placement(
+                    Method::GET,
+                    &format!("/resource_providers/{rp_uuid}/inventories"),
+                    None,
+                    request_id,
+                )
+                .await?;
+            let generation = cur.body["resource_provider_generation"].clone();
+            if cur.body["inventories"] == *inventories {
+                break;
+            }
+            let put = self
+                .placement(
+                    Method::PUT,
+                    &format!("/resource_providers/{rp_uuid}/inventories"),
+                    Some(&json!({"resource_provider_generation": generation,
+                        "inventories": inventories})),
+                    request_id,
+                )
+                .await?;
+            if put.ok() {
+                break;
+            }
+            if put.status != StatusCode::CONFLICT {
+                return Err(upstream(
+                    "placement",
+                    format!("setting inventory of {name}: {}", put.body),
+                ));
+            }
+        }
+        if !traits.is_empty() {
+            let cur = self
+                .placement(
+                    Method::GET,
+                    &format!("/resource_providers/{rp_uuid}/traits"),
+                    None,
+                    request_id,
+                )
+                .await?;
+            let have: Vec<&str> = cur.body["traits"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            if traits.iter().any(|t| !have.contains(t)) {
+                let mut all: Vec<&str> = have.clone();
+                all.extend(traits.iter().filter(|t| !have.contains(t)));
+                let _ = self
+                    .placement(
+                        Method::PUT,
+                        &format!("/resource_providers/{rp_uuid}/traits"),
+                        Some(&json!({"resource_provider_generation":
+                            cur.body["resource_provider_generation"], "traits": all})),
+                        request_id,
+                    )
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `GET /allocation_candidates` for these resources (and `required` traits).
+    pub async fn allocation_candidates(
+        &self,
+        resources: &[(&str, i64)],
+        required: &[String],
+        member_of: Option<&str>,
+        limit: u32,
+        request_id: &str,
+    ) -> Result<Value> {
+        let res = resources
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(rc, n)| format!("{rc}:{n}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let query = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("resources", &res);
+            q.append_pair("limit", &limit.to_string());
+            if !required.is_empty() {
+                q.append_pair("required", &required.join(","));
+            }
+            if let Some(m) = member_of {
+                q.append_pair("member_of", m);
+            }
+            q.finish()
+        };
+        let a = self
+            .placement(
+                Method::GET,
+                &format!("/allocation_candidates?{query}"),
+                None,
+                request_id,
+            )
+            .await?;
+        if !a.ok() {
+            return Err(upstream(
+                "placement",
+                format!("allocation candidates: {} {}", a.status, a.body),
+            ));
+        }
+        Ok(a.body)
+    }
+
+    /// Claim `allocations` (provider uuid -> resources) for `consumer`. Ok(false): someone
+    /// took the capacity first (placement's 409), try another host.
+    pub async fn claim(
+        &self,
+        consumer: &str,
+        allocations: &Value,
+        project_id: &str,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<bool> {
+        let body = json!({"allocations": allocations, "project_id": project_id,
+            "user_id": user_id, "consumer_generation": null, "consumer_type": "INSTANCE"});
+        let a = self
+            .placement(
+                Method::PUT,
+                &format!("/allocations/{consumer}"),
+                Some(&body),
+                request_id,
+            )
+            .await?;
+        if a.ok() {
+            return Ok(true);
+        }
+        if a.status == StatusCode::CONFLICT {
+            return Ok(false);
+        }
+        Err(upstream(
+            "placement",
+            format!("claiming for {consumer}: {} {}", a.status, a.body),
+        ))
+    }
+
+    /// Replace a consumer's allocations (resize), whatever they were.
+    pub async fn replace_allocations(
+        &self,
+        consumer: &str,
+        allocations: &Value,
+        project_id: &str,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<bool> {
+        let cur = self
+            .placement(
+                Method::GET,
+                &format!("/allocations/{consumer}"),
+                None,
+                request_id,
+            )
+            .await?;
+        let body = json!({"allocations": allocations, "project_id": project_id,
+            "user_id": user_id, "consumer_generation": cur.body.get("consumer_generation").cloned().unwrap_or(Value::Null), "consumer_type": "INSTANCE"});
+        let a = self
+            .placement(
+                Method::PUT,
+                &format!("/allocations/{consumer}"),
+                Some(&body),
+                request_id,
+            )
+            .await?;
+        Ok(a.ok())
+    }
+
+    /// Release everything `consumer` holds (idempotent).
+    pub async fn release(&self, consumer: &str, request_id: &str) -> Result<()> {
+        let a = self
+            .placement(
+                Method::DELETE,
+                &format!("/allocations/{consumer}"),
+                None,
+                request_id,
+            )
+            .await?;
+        if a.ok() || a.status == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(upstream(
+                "placement",
+                format!("releasing {consumer}: {} {}", a.status, a.body),
+            ))
+        }
+    }
+
+    /// Usages of a provider (resource class -> used).
+    pub async fn provider_usages(&self, rp_uuid: &str, request_id: &str) -> Result<Value> {
+        let a = self
+            .placement(
+                Method::GET,
+                &format!("/resource_providers/{rp_uuid}/usages"),
+                None,
+                request_id,
+            )
+            .await?;
+        Ok(a.body["usages"].clone())
+    }
+
+    // ------------------------------------------------------------------ image
+
+    /// The image as the caller sees it; None when it does not exist (or is not visible).
+    pub async fn image_get(
+        &self,
+        user_token: &str,
+        image_id: &str,
+        request_id: &str,
+    ) -> Result<Option<Value>> {
+        let a = self
+            .call(
+                "image",
+                "image",
+                Method::GET,
+                &format!("/v2/images/{image_id}"),
+                None,
+                &[],
+                Some(user_token),
+                request_id,
+            )
+            .await?;
+        match a.status {
+            s if s.is_success() => Ok(Some(a.body)),
+            StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => Ok(None),
+            s => Err(upstream("image", format!("GET image {image_id}: {s}"))),
+        }
+    }
+
+    /// Create an image record as the caller (createImage, shelve).
+    pub async fn image_create(
+        &self,
+        user_token: &str,
+        body: &Value,
+        request_id: &str,
+    ) -> Result<Value> {
+        let a = self
+            .call(
+                "image",
+                "image",
+                Method::POST,
+                "/v2/images",
+                Some(body),
+                &[],
+                Some(user_token),
+                request_id,
+            )
+            .await?;
+        match a.status {
+            s if s.is_success() => Ok(a.body),
+            StatusCode::FORBIDDEN | StatusCode::PAYLOAD_TOO_LARGE => Err(ComputeError::Forbidden(
+                a.body["message"]
+                    .as_str()
+                    .unwrap_or("the image service refused the image")
+                    .to_string(),
+            )),
+            StatusCode::BAD_REQUEST => Err(ComputeError::bad(
+                a.body["message"]
+                    .as_str()
+                    .unwrap_or("the image service refused the image")
+                    .to_string(),
+            )),
+            s => Err(upstream(
+                "image",
+                format!("creating an image: {s} {}", a.body),
+            )),
+        }
+    }
+
+    /// Upload image data.
+    pub async fn image_upload(
+        &self,
+        user_token: &str,
+        image_id: &str,
+        data: Vec<u8>,
+        request_id: &str,
+    ) -> Result<()> {
+        let base = self.endpoint("image").await?;
+        let url = format!("{base}/v2/images/{image_id}/file");
+        let resp = self
+            .http
+            .put(&url)
+            .header("x-auth-token", user_token)
+            .header("x-openstack-request-id", request_id)
+            .header("content-type", "application/octet-stream")
+            .body(data)
+            .send()
+            .await
+            .map_err(|e| upstream("image", format!("PUT {url}: {e}")))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(upstream(
+                "image",
+                format!("uploading image {image_id}: {}", resp.status()),
+            ))
+        }
+    }
+
+    /// Delete an image (a failed snapshot's record).
+    pub async fn image_delete(&self, user_token: &str, image_id: &str, request_id: &str) {
+        let _ = self
+            .call(
+                "image",
+                "image",
+                Method::DELETE,
+                &format!("/v2/images/{image_id}"),
+                None,
+                &[],
+                Some(user_token),
+                request_id,
+            )
+            .await;
+    }
+}

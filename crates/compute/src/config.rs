@@ -1,0 +1,316 @@
+//! Compute's options, named as nova.conf names them where Nova has the option.
+
+use common::config::{Config, ConfigError, Opt};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub static OPTS: &[Opt] = &[
+    Opt {
+        section: "compute_database",
+        name: "connection",
+        default: "",
+        help: "Database URL of the compute service. Empty: [database] connection with $service = compute.",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "compute_driver",
+        default: "fake",
+        help: "Hypervisor driver of the compute agent: fake (guests are records; for tests and benches) or qemu.",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "default_availability_zone",
+        default: "nova",
+        help: "Availability zone of compute hosts that are in no aggregate with a zone.",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "default_schedule_zone",
+        default: "",
+        help: "Availability zone a server goes to when its request names none. Empty: any.",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "shutdown_timeout",
+        default: "60",
+        help: "Seconds a guest gets to power off cleanly before it is stopped hard.",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "sync_power_state_interval",
+        default: "600",
+        help: "Seconds between the compute agent's power-state syncs with the hypervisor. -1: never.",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "resize_confirm_window",
+        default: "0",
+        help: "Seconds after which a resize waiting for confirmation is confirmed automatically. 0: never.",
+    },
+    Opt {
+        section: "api",
+        name: "max_limit",
+        default: "1000",
+        help: "Most items a list request returns in one page.",
+    },
+    Opt {
+        section: "api",
+        name: "policy_file",
+        default: "$state_dir/compute-policy.yaml",
+        help: "Operator overrides of compute's policy defaults (YAML or JSON); ignored if absent.",
+    },
+    Opt {
+        section: "api",
+        name: "enforce_scope",
+        default: "true",
+        help: "Deny compute calls made with a token whose scope the policy does not list.",
+    },
+    Opt {
+        section: "api",
+        name: "max_request_body_size",
+        default: "1048576",
+        help: "Largest request body the compute API accepts, in bytes (413 above).",
+    },
+    Opt {
+        section: "scheduler",
+        name: "max_attempts",
+        default: "3",
+        help: "Hosts a build is tried on before the server goes to ERROR (the first host included).",
+    },
+    Opt {
+        section: "scheduler",
+        name: "max_placement_results",
+        default: "1000",
+        help: "Allocation candidates asked from placement per request.",
+    },
+    Opt {
+        section: "filter_scheduler",
+        name: "enabled_filters",
+        default: "ComputeFilter,AvailabilityZoneFilter,ImagePropertiesFilter,ServerGroupAntiAffinityFilter,ServerGroupAffinityFilter,SameHostFilter,DifferentHostFilter,AggregateInstanceExtraSpecsFilter",
+        help: "Filters a host must pass, in order.",
+    },
+    Opt {
+        section: "filter_scheduler",
+        name: "ram_weight_multiplier",
+        default: "1.0",
+        help: "Weight of free RAM (negative: stack instead of spread).",
+    },
+    Opt {
+        section: "filter_scheduler",
+        name: "cpu_weight_multiplier",
+        default: "1.0",
+        help: "Weight of free vCPUs (negative: stack instead of spread).",
+    },
+    Opt {
+        section: "filter_scheduler",
+        name: "disk_weight_multiplier",
+        default: "1.0",
+        help: "Weight of free disk (negative: stack instead of spread).",
+    },
+    Opt {
+        section: "filter_scheduler",
+        name: "soft_affinity_weight_multiplier",
+        default: "1.0",
+        help: "Weight of soft-affinity server groups.",
+    },
+    Opt {
+        section: "filter_scheduler",
+        name: "soft_anti_affinity_weight_multiplier",
+        default: "1.0",
+        help: "Weight of soft-anti-affinity server groups.",
+    },
+    Opt {
+        section: "fake",
+        name: "hosts",
+        default: "1",
+        help: "Compute hosts the fake driver runs in this process (fake-1, fake-2, ...; one host is named after this machine).",
+    },
+    Opt {
+        section: "fake",
+        name: "vcpus",
+        default: "1000",
+        help: "vCPUs each fake host reports.",
+    },
+    Opt {
+        section: "fake",
+        name: "memory_mb",
+        default: "800000",
+        help: "RAM (MiB) each fake host reports.",
+    },
+    Opt {
+        section: "fake",
+        name: "local_gb",
+        default: "600000",
+        help: "Disk (GiB) each fake host reports.",
+    },
+    Opt {
+        section: "fake",
+        name: "spawn_delay_ms",
+        default: "0",
+        help: "Time a fake spawn takes, in milliseconds (to watch the BUILD steps).",
+    },
+    Opt {
+        section: "fake",
+        name: "fail_spawn_hosts",
+        default: "",
+        help: "Fake hosts whose spawns fail (comma-separated), to exercise rescheduling.",
+    },
+    Opt {
+        section: "quota",
+        name: "instances",
+        default: "10",
+        help: "Default servers per project.",
+    },
+    Opt {
+        section: "quota",
+        name: "cores",
+        default: "20",
+        help: "Default vCPUs per project.",
+    },
+    Opt {
+        section: "quota",
+        name: "ram",
+        default: "51200",
+        help: "Default RAM (MiB) per project.",
+    },
+    Opt {
+        section: "quota",
+        name: "metadata_items",
+        default: "128",
+        help: "Metadata items per server.",
+    },
+    Opt {
+        section: "quota",
+        name: "key_pairs",
+        default: "100",
+        help: "Key pairs per user.",
+    },
+    Opt {
+        section: "quota",
+        name: "server_groups",
+        default: "10",
+        help: "Server groups per project.",
+    },
+    Opt {
+        section: "quota",
+        name: "server_group_members",
+        default: "10",
+        help: "Servers per server group.",
+    },
+    Opt {
+        section: "quota",
+        name: "injected_files",
+        default: "5",
+        help: "Injected files per server (API < 2.57).",
+    },
+    Opt {
+        section: "quota",
+        name: "injected_file_content_bytes",
+        default: "10240",
+        help: "Bytes per injected file.",
+    },
+    Opt {
+        section: "quota",
+        name: "injected_file_path_length",
+        default: "255",
+        help: "Characters per injected file path.",
+    },
+];
+
+/// Typed view of the options above.
+#[derive(Debug, Clone)]
+pub struct ComputeConfig {
+    pub database_url: String,
+    pub state_dir: PathBuf,
+    pub compute_driver: String,
+    pub default_availability_zone: String,
+    pub default_schedule_zone: Option<String>,
+    pub shutdown_timeout: Duration,
+    pub sync_power_state_interval: Option<Duration>,
+    pub max_limit: usize,
+    pub policy_file: PathBuf,
+    pub enforce_scope: bool,
+    pub max_request_body_size: usize,
+    pub max_attempts: u32,
+    pub max_placement_results: u32,
+    pub enabled_filters: Vec<String>,
+    pub ram_weight_multiplier: f64,
+    pub cpu_weight_multiplier: f64,
+    pub disk_weight_multiplier: f64,
+    pub soft_affinity_weight_multiplier: f64,
+    pub soft_anti_affinity_weight_multiplier: f64,
+    pub fake_hosts: u32,
+    pub fake_vcpus: u32,
+    pub fake_memory_mb: u64,
+    pub fake_local_gb: u64,
+    pub fake_spawn_delay: Duration,
+    pub fake_fail_spawn_hosts: Vec<String>,
+    /// Default quota limits (resource name as the API spells it -> limit).
+    pub quota_defaults: Vec<(&'static str, i64)>,
+}
+
+/// Quota resources and their `[quota]` option names.
+pub const QUOTA_RESOURCES: &[(&str, &str)] = &[
+    ("instances", "instances"),
+    ("cores", "cores"),
+    ("ram", "ram"),
+    ("metadata_items", "metadata_items"),
+    ("key_pairs", "key_pairs"),
+    ("server_groups", "server_groups"),
+    ("server_group_members", "server_group_members"),
+    ("injected_files", "injected_files"),
+    ("injected_file_content_bytes", "injected_file_content_bytes"),
+    ("injected_file_path_bytes", "injected_file_path_length"),
+];
+
+impl ComputeConfig {
+    pub fn from_config(c: &Config, database_template: &str) -> Result<Self, ConfigError> {
+        let database_url = match c.get::<Option<String>>("compute_database", "connection")? {
+            Some(u) => u,
+            None => database_template.replace("$service", "compute"),
+        };
+        let list = |s: &str, n: &str| -> Result<Vec<String>, ConfigError> {
+            Ok(c.get_str(s, n)?
+                .split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect())
+        };
+        let sync: i64 = c.get("DEFAULT", "sync_power_state_interval")?;
+        let mut quota_defaults = Vec::new();
+        for (resource, opt) in QUOTA_RESOURCES {
+            quota_defaults.push((*resource, c.get::<i64>("quota", opt)?));
+        }
+        Ok(Self {
+            database_url,
+            state_dir: c.state_dir().to_path_buf(),
+            compute_driver: c.get_str("DEFAULT", "compute_driver")?,
+            default_availability_zone: c.get_str("DEFAULT", "default_availability_zone")?,
+            default_schedule_zone: c.get::<Option<String>>("DEFAULT", "default_schedule_zone")?,
+            shutdown_timeout: Duration::from_secs(c.get("DEFAULT", "shutdown_timeout")?),
+            sync_power_state_interval: (sync > 0).then(|| Duration::from_secs(sync as u64)),
+            max_limit: c.get("api", "max_limit")?,
+            policy_file: PathBuf::from(c.get_str("api", "policy_file")?),
+            enforce_scope: c.get("api", "enforce_scope")?,
+            max_request_body_size: c.get("api", "max_request_body_size")?,
+            max_attempts: c.get::<u32>("scheduler", "max_attempts")?.max(1),
+            max_placement_results: c.get("scheduler", "max_placement_results")?,
+            enabled_filters: list("filter_scheduler", "enabled_filters")?,
+            ram_weight_multiplier: c.get("filter_scheduler", "ram_weight_multiplier")?,
+            cpu_weight_multiplier: c.get("filter_scheduler", "cpu_weight_multiplier")?,
+            disk_weight_multiplier: c.get("filter_scheduler", "disk_weight_multiplier")?,
+            soft_affinity_weight_multiplier: c
+                .get("filter_scheduler", "soft_affinity_weight_multiplier")?,
+            soft_anti_affinity_weight_multiplier: c
+                .get("filter_scheduler", "soft_anti_affinity_weight_multiplier")?,
+            fake_hosts: c.get::<u32>("fake", "hosts")?.max(1),
+            fake_vcpus: c.get("fake", "vcpus")?,
+            fake_memory_mb: c.get("fake", "memory_mb")?,
+            fake_local_gb: c.get("fake", "local_gb")?,
+            fake_spawn_delay: Duration::from_millis(c.get("fake", "spawn_delay_ms")?),
+            fake_fail_spawn_hosts: list("fake", "fail_spawn_hosts")?,
+            quota_defaults,
+        })
+    }
+}

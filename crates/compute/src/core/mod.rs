@@ -1,0 +1,213 @@
+//! The compute service: what the API asks for (no HTTP here), and the roles that carry it
+//! out over the bus (conductor, scheduler, compute agents).
+
+pub mod servers;
+
+use common::auth::AuthContext;
+use common::db::Database;
+use common::policy::{Credentials, Enforcer, PolicyError};
+use serde_json::{Value, json};
+use std::sync::{Arc, OnceLock};
+
+use crate::clients::ServiceClients;
+use crate::config::ComputeConfig;
+use crate::error::{ComputeError, Result};
+use crate::hooks::{NetworkHook, NoNetwork, NoVolumes, VolumeHook};
+use crate::model::*;
+use crate::store;
+
+const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
+
+pub struct ComputeService {
+    pub cfg: ComputeConfig,
+    pub db: Database,
+    pub enforcer: Enforcer,
+    pub network: Arc<dyn NetworkHook>,
+    pub volume: Arc<dyn VolumeHook>,
+    bus: OnceLock<Arc<dyn bus::Bus>>,
+    clients: OnceLock<Arc<ServiceClients>>,
+}
+
+impl ComputeService {
+    /// Open the database (migrated) and the policy. The roles start with [`crate::roles::start`].
+    pub async fn open(cfg: ComputeConfig) -> anyhow_free::Result<Arc<Self>> {
+        let db = Database::connect(&cfg.database_url)
+            .await
+            .map_err(|e| ComputeError::Internal(e.to_string()))?;
+        store::migrate(db.conn()).await?;
+        let enforcer = load_policy(&cfg).map_err(ComputeError::Internal)?;
+        Ok(Arc::new(Self {
+            cfg,
+            db,
+            enforcer,
+            network: Arc::new(NoNetwork),
+            volume: Arc::new(NoVolumes),
+            bus: OnceLock::new(),
+            clients: OnceLock::new(),
+        }))
+    }
+
+    pub fn bus(&self) -> Result<&Arc<dyn bus::Bus>> {
+        self.bus
+            .get()
+            .ok_or_else(|| ComputeError::Internal("the compute roles are not started".into()))
+    }
+
+    pub fn clients(&self) -> Result<&Arc<ServiceClients>> {
+        self.clients
+            .get()
+            .ok_or_else(|| ComputeError::Internal("the compute roles are not started".into()))
+    }
+
+    pub(crate) fn attach(&self, bus: Arc<dyn bus::Bus>, clients: Arc<ServiceClients>) {
+        let _ = self.bus.set(bus);
+        let _ = self.clients.set(clients);
+    }
+
+    /// Check `action` for `ctx` against `target` (Nova's policy names).
+    pub fn authorize(&self, ctx: &AuthContext, action: &str, target: &Value) -> Result<()> {
+        let creds = Credentials::from_auth(ctx);
+        debug_assert!(
+            self.enforcer.is_registered(action),
+            "policy {action} is not registered"
+        );
+        match self.enforcer.authorize(action, target, &creds) {
+            Ok(()) => Ok(()),
+            Err(PolicyError::Denied { .. } | PolicyError::InvalidScope { .. }) => {
+                Err(ComputeError::policy(action))
+            }
+        }
+    }
+
+    /// Whether `ctx` passes `action` (for optional fields and filters).
+    pub fn allowed(&self, ctx: &AuthContext, action: &str, target: &Value) -> bool {
+        self.authorize(ctx, action, target).is_ok()
+    }
+
+    /// The policy target of a caller's own project.
+    pub fn own_target(ctx: &AuthContext) -> Value {
+        json!({"project_id": ctx.project_id(), "user_id": ctx.user_id})
+    }
+
+    // ------------------------------------------------------------ instance state
+
+    /// Read-modify-write an instance in one write transaction. `expected` lists the task
+    /// states the change is valid from (Nova's expected_task_state); a deleted instance is
+    /// NotFound.
+    pub async fn update_instance(
+        &self,
+        uuid: &str,
+        expected: Option<&[Option<&str>]>,
+        f: impl FnOnce(&mut Instance) -> Result<()>,
+    ) -> Result<Instance> {
+        let txn = self.db.write().await?;
+        let mut i = store::get_instance(&*txn, uuid)
+            .await?
+            .filter(|i| !i.deleted)
+            .ok_or_else(|| ComputeError::instance_not_found(uuid))?;
+        if let Some(exp) = expected
+            && !exp.contains(&i.task_state.as_deref())
+        {
+            return Err(ComputeError::Conflict(format!(
+                "Unexpected task state: expecting {:?} but the actual state is {}",
+                exp,
+                i.task_state.as_deref().unwrap_or("None")
+            )));
+        }
+        f(&mut i)?;
+        i.updated_at = chrono::Utc::now();
+        store::save_instance(&*txn, &i).await?;
+        txn.commit().await?;
+        Ok(i)
+    }
+
+    pub async fn get_instance(&self, uuid: &str) -> Result<Option<Instance>> {
+        store::get_instance(self.db.conn(), uuid).await
+    }
+
+    /// Put an instance in ERROR with a fault naming the step, as Nova's
+    /// `_set_instance_obj_error_state` + `add_instance_fault_from_exc`.
+    pub async fn set_error(
+        &self,
+        uuid: &str,
+        code: u16,
+        message: &str,
+        details: &str,
+    ) -> Result<()> {
+        let r = self
+            .update_instance(uuid, None, |i| {
+                i.vm_state = vm_state::ERROR.into();
+                i.task_state = None;
+                i.fault = Some(InstanceFault {
+                    code,
+                    message: message.to_string(),
+                    details: details.to_string(),
+                    created: chrono::Utc::now(),
+                });
+                Ok(())
+            })
+            .await;
+        match r {
+            Ok(_) | Err(ComputeError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    // ------------------------------------------------------------ actions and events
+
+    /// Start an event of the action that `request_id` made on `uuid`.
+    pub async fn event_start(
+        &self,
+        uuid: &str,
+        request_id: &str,
+        event: &str,
+        host: Option<&str>,
+    ) -> Result<Option<i32>> {
+        let txn = self.db.write().await?;
+        let Some(action) = store::find_action(&*txn, uuid, request_id).await? else {
+            return Ok(None);
+        };
+        let id = store::event_start(&*txn, action.id, event, host).await?;
+        txn.commit().await?;
+        Ok(Some(id))
+    }
+
+    pub async fn event_finish(&self, event: Option<i32>, error: Option<&str>) -> Result<()> {
+        let Some(id) = event else { return Ok(()) };
+        let txn = self.db.write().await?;
+        store::event_finish(&*txn, id, error).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Mark the action of `request_id` on `uuid` finished.
+    pub async fn action_finish(&self, uuid: &str, request_id: &str) -> Result<()> {
+        let txn = self.db.write().await?;
+        if let Some(a) = store::find_action(&*txn, uuid, request_id).await? {
+            store::action_finish(&*txn, a.id).await?;
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+/// The error type `open` returns (kept free of anyhow: this is a library).
+pub mod anyhow_free {
+    pub type Result<T> = std::result::Result<T, crate::error::ComputeError>;
+}
+
+fn load_policy(cfg: &ComputeConfig) -> std::result::Result<Enforcer, String> {
+    let mut b = Enforcer::builder()
+        .defaults_yaml(POLICY_DEFAULTS)
+        .map_err(|e| e.to_string())?
+        .enforce_scope(cfg.enforce_scope);
+    if cfg.policy_file.exists() {
+        let text = std::fs::read_to_string(&cfg.policy_file)
+            .map_err(|e| format!("cannot read {}: {e}", cfg.policy_file.display()))?;
+        b = b
+            .overrides_file(&text)
+            .map_err(|e| format!("{}: {e}", cfg.policy_file.display()))?;
+        tracing::info!(file = %cfg.policy_file.display(), "compute policy overrides loaded");
+    }
+    b.build().map_err(|e| e.to_string())
+}

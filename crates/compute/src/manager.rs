@@ -1,0 +1,830 @@
+//! The compute agent role, one per compute host: builds instances through the seed's steps
+//! (networking -> block_device_mapping -> spawning), runs server actions through the
+//! hypervisor driver, reports the host to placement, and keeps the database's power states
+//! true to the driver's (at start and periodically).
+
+use bus::{BusExt, Dispatcher, RequestMeta, Target};
+use chrono::Utc;
+use hypervisor::{Driver, DriverError, InstanceSpec, PowerState, RebootKind};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::core::ComputeService;
+use crate::error::{ComputeError, Result};
+use crate::model::*;
+use crate::rpc::{self, BuildAndRun, ConsoleOutput, Operation, RunOperation, Terminate};
+use crate::store;
+
+pub const EVENT_BUILD: &str = "compute__do_build_and_run_instance";
+pub const EVENT_NETWORKING: &str = "compute_build_networking";
+pub const EVENT_BDM: &str = "compute_build_block_device_mapping";
+pub const EVENT_SPAWNING: &str = "compute_build_spawning";
+pub const EVENT_TERMINATE: &str = "compute_terminate_instance";
+
+/// Nova's initial allocation ratios and reserved host memory (nova.conf defaults).
+const CPU_ALLOCATION_RATIO: f64 = 4.0;
+const RESERVED_HOST_MEMORY_MB: u64 = 512;
+
+/// One compute host: a name, a driver, its node's provider.
+pub struct ComputeAgent {
+    pub svc: Arc<ComputeService>,
+    pub host: String,
+    pub driver: Arc<dyn Driver>,
+}
+
+/// What the driver gets for an instance.
+pub fn spec_of(i: &Instance) -> InstanceSpec {
+    use base64::Engine;
+    InstanceSpec {
+        uuid: i.uuid.clone(),
+        name: i.display_name.clone(),
+        hostname: i.hostname.clone(),
+        vcpus: i.flavor.vcpus.max(0) as u32,
+        memory_mb: i.flavor.memory_mb.max(0) as u64,
+        root_gb: i.flavor.root_gb.max(0) as u64,
+        ephemeral_gb: i.flavor.ephemeral_gb.max(0) as u64,
+        swap_mb: i.flavor.swap.max(0) as u64,
+        image_id: (!i.image_ref.is_empty()).then(|| i.image_ref.clone()),
+        image_meta: i.image_meta.clone(),
+        user_data: i
+            .user_data
+            .as_ref()
+            .and_then(|u| base64::engine::general_purpose::STANDARD.decode(u).ok()),
+        key_data: i.key_data.clone(),
+        metadata: serde_json::to_value(&i.metadata).unwrap_or(Value::Null),
+        config_drive: i.config_drive,
+        network_info: i.network_info.clone(),
+        block_device_info: i.block_device_mapping.clone(),
+    }
+}
+
+fn driver_failed(step: &'static str, e: DriverError) -> ComputeError {
+    ComputeError::Internal(format!("{step}: {e}"))
+}
+
+impl ComputeAgent {
+    fn rid(meta: &RequestMeta) -> &str {
+        &meta.request_id
+    }
+
+    /// Register the service, report the node to placement, reconcile the instances.
+    pub async fn start(self: &Arc<Self>) -> Result<()> {
+        let svc = &self.svc;
+        self.driver.init_host(&self.host).await?;
+        {
+            let txn = svc.db.write().await?;
+            store::heartbeat_service(&*txn, &self.host, "nova-compute", "compute").await?;
+            txn.commit().await?;
+        }
+        self.report().await?;
+        self.reconcile().await?;
+        Ok(())
+    }
+
+    /// The node's resources to the database and placement.
+    pub async fn report(&self) -> Result<String> {
+        let res = self.driver.host_resources().await?;
+        let node = {
+            let txn = self.svc.db.write().await?;
+            let n = store::upsert_node(&*txn, &self.host, &res).await?;
+            txn.commit().await?;
+            n
+        };
+        let inventories = json!({
+            "VCPU": {"total": res.vcpus, "reserved": 0, "min_unit": 1, "max_unit": res.vcpus,
+                     "step_size": 1, "allocation_ratio": CPU_ALLOCATION_RATIO},
+            "MEMORY_MB": {"total": res.memory_mb,
+                     "reserved": RESERVED_HOST_MEMORY_MB.min(res.memory_mb / 2),
+                     "min_unit": 1, "max_unit": res.memory_mb, "step_size": 1, "allocation_ratio": 1.0},
+            "DISK_GB": {"total": res.local_gb, "reserved": 0, "min_unit": 1,
+                     "max_unit": res.local_gb, "step_size": 1, "allocation_ratio": 1.0},
+        });
+        self.svc
+            .clients()?
+            .report_inventory(
+                &node.uuid,
+                &res.hypervisor_hostname,
+                &inventories,
+                &["COMPUTE_NODE"],
+                &bus::new_request_id(),
+            )
+            .await?;
+        Ok(node.uuid)
+    }
+
+    /// At start: finish what a restart interrupted, sync power states, remove leftovers.
+    pub async fn reconcile(&self) -> Result<()> {
+        let svc = &self.svc;
+        let on_host = store::instances_on_host(svc.db.conn(), &self.host).await?;
+        let known = self.driver.list_instances().await?;
+        for i in &on_host {
+            let rid = bus::new_request_id();
+            match (i.vm_state.as_str(), i.task_state.as_deref()) {
+                (_, Some(task_state::DELETING)) => {
+                    tracing::info!(instance = %i.uuid, "finishing a delete interrupted by a restart");
+                    self.terminate(&i.uuid, &rid).await?;
+                    continue;
+                }
+                (vm_state::BUILDING, _)
+                    if i.task_state.as_deref() != Some(task_state::SCHEDULING) =>
+                {
+                    tracing::info!(instance = %i.uuid, "a build was interrupted by a restart: ERROR");
+                    let _ = self.driver.destroy(&i.uuid).await;
+                    svc.network.deallocate(i).await?;
+                    svc.volume.release(i).await?;
+                    svc.clients()?.release(&i.uuid, &rid).await?;
+                    svc.set_error(
+                        &i.uuid,
+                        500,
+                        "Instance was building when its compute service restarted; delete it and create it again.",
+                        &format!("the build on {} stopped at task_state {}", self.host, i.task_state.as_deref().unwrap_or("None")),
+                    )
+                    .await?;
+                    continue;
+                }
+                (_, Some(_)) => {
+                    // An action in flight when kumo stopped: the guest is what the driver says.
+                    svc.update_instance(&i.uuid, None, |x| {
+                        x.task_state = None;
+                        Ok(())
+                    })
+                    .await?;
+                }
+                _ => {}
+            }
+        }
+        self.sync_power_states().await?;
+        let live: Vec<&str> = on_host.iter().map(|i| i.uuid.as_str()).collect();
+        for uuid in known {
+            if !live.contains(&uuid.as_str()) {
+                tracing::info!(instance = %uuid, host = %self.host, "removing a guest no live instance owns");
+                self.driver.destroy(&uuid).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Nova's `_sync_power_states`: the database follows the hypervisor; a guest that stopped
+    /// on its own makes its server SHUTOFF.
+    pub async fn sync_power_states(&self) -> Result<()> {
+        let svc = &self.svc;
+        for i in store::instances_on_host(svc.db.conn(), &self.host).await? {
+            if i.task_state.is_some() || i.vm_state == vm_state::BUILDING {
+                continue;
+            }
+            let power = match self.driver.instance_info(&i.uuid).await {
+                Ok(info) => info.power_state,
+                Err(DriverError::InstanceNotFound(_)) => PowerState::NoState,
+                Err(e) => return Err(e.into()),
+            };
+            let stopped_on_its_own = i.vm_state == vm_state::ACTIVE
+                && matches!(
+                    power,
+                    PowerState::Shutdown | PowerState::NoState | PowerState::Crashed
+                );
+            if power.code() != i.power_state || stopped_on_its_own {
+                tracing::info!(instance = %i.uuid, db = i.power_state, hypervisor = power.code(), "power state sync");
+                svc.update_instance(&i.uuid, Some(&[None]), |x| {
+                    x.power_state = power.code();
+                    if stopped_on_its_own {
+                        x.vm_state = vm_state::STOPPED.into();
+                    }
+                    Ok(())
+                })
+                .await
+                .ok();
+            }
+        }
+        Ok(())
+    }
+
+    /// Heartbeat and power sync, until the process ends.
+    pub fn spawn_periodic(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut beat = tokio::time::interval(Duration::from_secs(10));
+            let sync_every = me.svc.cfg.sync_power_state_interval;
+            let mut last_sync = tokio::time::Instant::now();
+            loop {
+                beat.tick().await;
+                if let Ok(txn) = me.svc.db.write().await
+                    && store::heartbeat_service(&*txn, &me.host, "nova-compute", "compute")
+                        .await
+                        .is_ok()
+                {
+                    let _ = txn.commit().await;
+                }
+                if let Some(every) = sync_every
+                    && last_sync.elapsed() >= every
+                {
+                    last_sync = tokio::time::Instant::now();
+                    if let Err(e) = me.sync_power_states().await {
+                        tracing::warn!(host = %me.host, error = %e, "power state sync failed");
+                    }
+                }
+            }
+        });
+    }
+
+    // ------------------------------------------------------------ build
+
+    /// Move to the next build step; Err when the instance was deleted meanwhile.
+    async fn step(&self, uuid: &str, from: &str, to: &str) -> Result<Instance> {
+        self.svc
+            .update_instance(uuid, Some(&[Some(from)]), |i| {
+                i.task_state = Some(to.to_string());
+                Ok(())
+            })
+            .await
+    }
+
+    pub async fn build(&self, msg: &BuildAndRun, rid: &str) -> Result<()> {
+        let svc = &self.svc;
+        let uuid = &msg.instance_uuid;
+        let host = Some(self.host.as_str());
+        let ev = svc.event_start(uuid, rid, EVENT_BUILD, host).await?;
+        let r = self.build_steps(msg, rid).await;
+        match r {
+            Ok(()) => {
+                svc.event_finish(ev, None).await?;
+                svc.action_finish(uuid, rid).await?;
+            }
+            Err((step, e)) => {
+                let gone = matches!(e, ComputeError::NotFound(_) | ComputeError::Conflict(_));
+                let _ = self.driver.destroy(uuid).await;
+                if let Some(i) = svc.get_instance(uuid).await? {
+                    let _ = svc.network.deallocate(&i).await;
+                    let _ = svc.volume.release(&i).await;
+                }
+                if gone {
+                    // Deleted during the build: the delete's terminate finishes the rest.
+                    svc.event_finish(ev, Some("The instance was deleted during the build."))
+                        .await?;
+                    return Ok(());
+                }
+                svc.clients()?.release(uuid, rid).await?;
+                let reason = format!(
+                    "Build of instance {uuid} failed at step {step} on {}: {e}",
+                    self.host
+                );
+                svc.event_finish(ev, Some(&reason)).await?;
+                if step == "spawning" {
+                    // A hypervisor failure: another host may do better (Nova's reschedule).
+                    let host = self.host.clone();
+                    let r = svc
+                        .update_instance(uuid, Some(&[Some(task_state::SPAWNING)]), move |i| {
+                            i.attempted_hosts.push(host);
+                            i.host = None;
+                            i.node = None;
+                            i.task_state = Some(task_state::SCHEDULING.into());
+                            Ok(())
+                        })
+                        .await;
+                    if r.is_ok() {
+                        tracing::warn!(instance = %uuid, host = %self.host, error = %e, "build failed: rescheduling");
+                        let back = rpc::ScheduleAndBuild {
+                            instance_uuids: vec![uuid.clone()],
+                            user_token: msg.user_token.clone(),
+                        };
+                        svc.bus()?
+                            .cast_typed(&Target::topic(rpc::CONDUCTOR_TOPIC), rid, &back)
+                            .await?;
+                    }
+                    return Ok(());
+                }
+                svc.set_error(
+                    uuid,
+                    500,
+                    &format!("Build of instance {uuid} aborted: {e}"),
+                    &reason,
+                )
+                .await?;
+                let _ = svc
+                    .update_instance(uuid, None, |i| {
+                        i.host = None;
+                        i.node = None;
+                        Ok(())
+                    })
+                    .await;
+                svc.action_finish(uuid, rid).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn build_steps(
+        &self,
+        msg: &BuildAndRun,
+        rid: &str,
+    ) -> std::result::Result<(), (&'static str, ComputeError)> {
+        let svc = &self.svc;
+        let uuid = &msg.instance_uuid;
+        let host = Some(self.host.as_str());
+        let at = |step: &'static str| move |e: ComputeError| (step, e);
+
+        // Steps 22-24: networking.
+        let i = self
+            .step(uuid, task_state::SCHEDULING, task_state::NETWORKING)
+            .await
+            .map_err(at("networking"))?;
+        let ev = svc
+            .event_start(uuid, rid, EVENT_NETWORKING, host)
+            .await
+            .map_err(at("networking"))?;
+        let nw = svc.network.allocate(&i, &msg.user_token).await;
+        svc.event_finish(ev, nw.as_ref().err().map(|e| e.to_string()).as_deref())
+            .await
+            .map_err(at("networking"))?;
+        let nw = nw.map_err(at("networking"))?;
+
+        // Steps 25-27: block devices.
+        let i = svc
+            .update_instance(uuid, Some(&[Some(task_state::NETWORKING)]), |x| {
+                x.network_info = nw;
+                x.task_state = Some(task_state::BLOCK_DEVICE_MAPPING.into());
+                Ok(())
+            })
+            .await
+            .map_err(at("block_device_mapping"))?;
+        let ev = svc
+            .event_start(uuid, rid, EVENT_BDM, host)
+            .await
+            .map_err(at("block_device_mapping"))?;
+        let bdi = svc.volume.prepare(&i, &msg.user_token).await;
+        svc.event_finish(ev, bdi.as_ref().err().map(|e| e.to_string()).as_deref())
+            .await
+            .map_err(at("block_device_mapping"))?;
+        let bdi = bdi.map_err(at("block_device_mapping"))?;
+
+        // Step 28: spawning.
+        let i = svc
+            .update_instance(uuid, Some(&[Some(task_state::BLOCK_DEVICE_MAPPING)]), |x| {
+                if bdi.as_array().is_some_and(|a| !a.is_empty()) {
+                    x.block_device_mapping = bdi;
+                }
+                x.task_state = Some(task_state::SPAWNING.into());
+                Ok(())
+            })
+            .await
+            .map_err(at("spawning"))?;
+        let ev = svc
+            .event_start(uuid, rid, EVENT_SPAWNING, host)
+            .await
+            .map_err(at("spawning"))?;
+        let spawned = self.driver.spawn(&spec_of(&i)).await;
+        svc.event_finish(ev, spawned.as_ref().err().map(|e| e.to_string()).as_deref())
+            .await
+            .map_err(at("spawning"))?;
+        spawned
+            .map_err(|e| driver_failed("spawn", e))
+            .map_err(at("spawning"))?;
+
+        // Active / Running.
+        svc.update_instance(uuid, Some(&[Some(task_state::SPAWNING)]), |x| {
+            x.vm_state = vm_state::ACTIVE.into();
+            x.task_state = None;
+            x.power_state = PowerState::Running.code();
+            x.launched_at = Some(Utc::now());
+            Ok(())
+        })
+        .await
+        .map_err(at("spawning"))?;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ delete
+
+    pub async fn terminate(&self, uuid: &str, rid: &str) -> Result<()> {
+        let svc = &self.svc;
+        let ev = svc
+            .event_start(uuid, rid, EVENT_TERMINATE, Some(&self.host))
+            .await?;
+        let r: Result<()> = async {
+            let Some(i) = svc.get_instance(uuid).await? else {
+                return Ok(());
+            };
+            self.driver.destroy(uuid).await?;
+            svc.network.deallocate(&i).await?;
+            svc.volume.release(&i).await?;
+            svc.clients()?.release(uuid, rid).await?;
+            if let Some(img) = &i.shelved_image_id {
+                let _ = img;
+            }
+            svc.finish_delete(uuid).await
+        }
+        .await;
+        svc.event_finish(ev, r.as_ref().err().map(|e| e.to_string()).as_deref())
+            .await?;
+        svc.action_finish(uuid, rid).await?;
+        if let Err(e) = &r {
+            svc.set_error(uuid, 500, &format!("Delete failed: {e}"), "terminate")
+                .await?;
+        }
+        r
+    }
+
+    // ------------------------------------------------------------ actions
+
+    fn event_name(op: &Operation) -> &'static str {
+        match op {
+            Operation::Stop => "compute_stop_instance",
+            Operation::Start => "compute_start_instance",
+            Operation::Reboot { .. } => "compute_reboot_instance",
+            Operation::Pause => "compute_pause_instance",
+            Operation::Unpause => "compute_unpause_instance",
+            Operation::Suspend => "compute_suspend_instance",
+            Operation::Resume => "compute_resume_instance",
+            Operation::Rebuild => "compute_rebuild_instance",
+            Operation::Resize => "compute_resize_instance",
+            Operation::ConfirmResize => "compute_confirm_resize",
+            Operation::RevertResize => "compute_revert_resize",
+            Operation::Snapshot { .. } => "compute_snapshot_instance",
+            Operation::Shelve { .. } => "compute_shelve_instance",
+            Operation::ShelveOffload => "compute_shelve_offload_instance",
+            Operation::Unshelve => "compute_unshelve_instance",
+            Operation::AttachVolume { .. } => "compute_attach_volume",
+            Operation::DetachVolume { .. } => "compute_detach_volume",
+        }
+    }
+
+    pub async fn run(&self, msg: &RunOperation, rid: &str) -> Result<()> {
+        let svc = &self.svc;
+        let uuid = &msg.instance_uuid;
+        let ev = svc
+            .event_start(
+                uuid,
+                rid,
+                Self::event_name(&msg.operation),
+                Some(&self.host),
+            )
+            .await?;
+        let r = self.operate(msg, rid).await;
+        svc.event_finish(ev, r.as_ref().err().map(|e| e.to_string()).as_deref())
+            .await?;
+        svc.action_finish(uuid, rid).await?;
+        if let Err(e) = &r {
+            tracing::warn!(instance = %uuid, error = %e, op = Self::event_name(&msg.operation), "server action failed");
+            if !matches!(e, ComputeError::NotFound(_)) {
+                // The action is over: the server shows what the hypervisor has, with a fault.
+                let power = self
+                    .driver
+                    .instance_info(uuid)
+                    .await
+                    .map(|i| i.power_state.code())
+                    .unwrap_or(0);
+                let msg_text = e.to_string();
+                let _ = svc
+                    .update_instance(uuid, None, move |i| {
+                        i.task_state = None;
+                        i.power_state = power;
+                        i.fault = Some(InstanceFault {
+                            code: 500,
+                            message: msg_text.clone(),
+                            details: msg_text,
+                            created: Utc::now(),
+                        });
+                        Ok(())
+                    })
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Set the end state of an action.
+    async fn done(&self, uuid: &str, vm: &str, power: PowerState) -> Result<Instance> {
+        let vm = vm.to_string();
+        self.svc
+            .update_instance(uuid, None, move |i| {
+                i.vm_state = vm;
+                i.task_state = None;
+                i.power_state = power.code();
+                Ok(())
+            })
+            .await
+    }
+
+    async fn operate(&self, msg: &RunOperation, rid: &str) -> Result<()> {
+        let svc = &self.svc;
+        let uuid = msg.instance_uuid.as_str();
+        let d = &self.driver;
+        let i = svc
+            .get_instance(uuid)
+            .await?
+            .filter(|i| !i.deleted)
+            .ok_or_else(|| ComputeError::instance_not_found(uuid))?;
+        let was_stopped = i.power_state == PowerState::Shutdown.code();
+        match &msg.operation {
+            Operation::Stop => {
+                d.power_off(uuid, svc.cfg.shutdown_timeout).await?;
+                self.done(uuid, vm_state::STOPPED, PowerState::Shutdown)
+                    .await?;
+            }
+            Operation::Start => {
+                d.power_on(uuid).await?;
+                self.done(uuid, vm_state::ACTIVE, PowerState::Running)
+                    .await?;
+            }
+            Operation::Reboot { hard } => {
+                let kind = if *hard {
+                    RebootKind::Hard
+                } else {
+                    RebootKind::Soft
+                };
+                d.reboot(uuid, kind).await?;
+                self.done(uuid, vm_state::ACTIVE, PowerState::Running)
+                    .await?;
+            }
+            Operation::Pause => {
+                d.pause(uuid).await?;
+                self.done(uuid, vm_state::PAUSED, PowerState::Paused)
+                    .await?;
+            }
+            Operation::Unpause => {
+                d.unpause(uuid).await?;
+                self.done(uuid, vm_state::ACTIVE, PowerState::Running)
+                    .await?;
+            }
+            Operation::Suspend => {
+                d.suspend(uuid).await?;
+                self.done(uuid, vm_state::SUSPENDED, PowerState::Suspended)
+                    .await?;
+            }
+            Operation::Resume => {
+                d.resume(uuid).await?;
+                self.done(uuid, vm_state::ACTIVE, PowerState::Running)
+                    .await?;
+            }
+            Operation::Rebuild => {
+                d.rebuild(&spec_of(&i)).await?;
+                if was_stopped {
+                    d.power_off(uuid, Duration::ZERO).await?;
+                    self.done(uuid, vm_state::STOPPED, PowerState::Shutdown)
+                        .await?;
+                } else {
+                    self.done(uuid, vm_state::ACTIVE, PowerState::Running)
+                        .await?;
+                }
+                svc.update_instance(uuid, None, |x| {
+                    x.launched_at = Some(Utc::now());
+                    Ok(())
+                })
+                .await?;
+            }
+            Operation::Resize => {
+                let new = i
+                    .new_flavor
+                    .clone()
+                    .ok_or_else(|| ComputeError::Internal("resize without a new flavor".into()))?;
+                let mut resized = i.clone();
+                resized.flavor = new.clone();
+                self.reclaim(&resized, rid).await?;
+                d.resize(&spec_of(&resized)).await?;
+                let power = if was_stopped {
+                    PowerState::Shutdown
+                } else {
+                    PowerState::Running
+                };
+                if was_stopped {
+                    d.power_off(uuid, Duration::ZERO).await?;
+                }
+                svc.update_instance(uuid, None, move |x| {
+                    x.old_flavor = Some(x.flavor.clone());
+                    x.flavor = new;
+                    x.new_flavor = None;
+                    x.vm_state = vm_state::RESIZED.into();
+                    x.task_state = None;
+                    x.power_state = power.code();
+                    Ok(())
+                })
+                .await?;
+            }
+            Operation::ConfirmResize => {
+                d.confirm_resize(uuid).await?;
+                let vm = if was_stopped {
+                    vm_state::STOPPED
+                } else {
+                    vm_state::ACTIVE
+                };
+                let power = if was_stopped {
+                    PowerState::Shutdown
+                } else {
+                    PowerState::Running
+                };
+                svc.update_instance(uuid, None, move |x| {
+                    x.old_flavor = None;
+                    x.vm_state = vm.into();
+                    x.task_state = None;
+                    x.power_state = power.code();
+                    Ok(())
+                })
+                .await?;
+            }
+            Operation::RevertResize => {
+                let old = i
+                    .old_flavor
+                    .clone()
+                    .ok_or_else(|| ComputeError::Internal("revert without an old flavor".into()))?;
+                let mut back = i.clone();
+                back.flavor = old.clone();
+                self.reclaim(&back, rid).await?;
+                d.revert_resize(&spec_of(&back)).await?;
+                let vm = if was_stopped {
+                    vm_state::STOPPED
+                } else {
+                    vm_state::ACTIVE
+                };
+                let power = if was_stopped {
+                    PowerState::Shutdown
+                } else {
+                    PowerState::Running
+                };
+                if was_stopped {
+                    d.power_off(uuid, Duration::ZERO).await?;
+                }
+                svc.update_instance(uuid, None, move |x| {
+                    x.flavor = old;
+                    x.old_flavor = None;
+                    x.vm_state = vm.into();
+                    x.task_state = None;
+                    x.power_state = power.code();
+                    Ok(())
+                })
+                .await?;
+            }
+            Operation::Snapshot { image_id } => {
+                svc.update_instance(uuid, None, |x| {
+                    x.task_state = Some(task_state::IMAGE_UPLOADING.into());
+                    Ok(())
+                })
+                .await?;
+                let r = self.snapshot_to(uuid, image_id, &msg.user_token, rid).await;
+                svc.update_instance(uuid, None, |x| {
+                    x.task_state = None;
+                    Ok(())
+                })
+                .await?;
+                r?;
+            }
+            Operation::Shelve { image_id, offload } => {
+                d.power_off(uuid, svc.cfg.shutdown_timeout).await?;
+                if let Some(img) = image_id {
+                    self.snapshot_to(uuid, img, &msg.user_token, rid).await?;
+                }
+                let img = image_id.clone();
+                svc.update_instance(uuid, None, move |x| {
+                    x.vm_state = vm_state::SHELVED.into();
+                    x.task_state = if *offload {
+                        Some(task_state::SHELVING_OFFLOADING.into())
+                    } else {
+                        None
+                    };
+                    x.power_state = PowerState::Shutdown.code();
+                    x.shelved_image_id = img;
+                    Ok(())
+                })
+                .await?;
+                if *offload {
+                    self.offload(&i, rid).await?;
+                }
+            }
+            Operation::ShelveOffload => self.offload(&i, rid).await?,
+            Operation::Unshelve => {
+                if i.vm_state == vm_state::SHELVED_OFFLOADED {
+                    let mut spec = spec_of(&i);
+                    if let Some(img) = &i.shelved_image_id {
+                        spec.image_id = Some(img.clone());
+                    }
+                    d.spawn(&spec).await?;
+                } else {
+                    d.power_on(uuid).await?;
+                }
+                let shelved = i.shelved_image_id.clone();
+                svc.update_instance(uuid, None, |x| {
+                    x.vm_state = vm_state::ACTIVE.into();
+                    x.task_state = None;
+                    x.power_state = PowerState::Running.code();
+                    x.shelved_image_id = None;
+                    x.launched_at = Some(Utc::now());
+                    Ok(())
+                })
+                .await?;
+                // Nova deletes the shelve snapshot once the server is back.
+                if let Some(img) = shelved {
+                    svc.clients()?
+                        .image_delete(&msg.user_token, &img, rid)
+                        .await;
+                }
+            }
+            Operation::AttachVolume { volume_id, device } => {
+                d.attach_volume(uuid, volume_id, device).await?;
+            }
+            Operation::DetachVolume { volume_id } => {
+                d.detach_volume(uuid, volume_id).await?;
+                let v = volume_id.clone();
+                svc.update_instance(uuid, None, move |x| {
+                    x.volume_attachments.retain(|a| a.volume_id != v);
+                    Ok(())
+                })
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Claim the resources of `i`'s (new) flavor on this host instead of what it holds.
+    async fn reclaim(&self, i: &Instance, rid: &str) -> Result<()> {
+        let node = store::list_nodes(self.svc.db.conn())
+            .await?
+            .into_iter()
+            .find(|n| n.host == self.host)
+            .ok_or_else(|| ComputeError::Internal(format!("no compute node for {}", self.host)))?;
+        let (res, _) = ComputeService::resource_request(i);
+        let resources: serde_json::Map<String, Value> =
+            res.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        let allocs = json!({ node.uuid: {"resources": resources} });
+        if !self
+            .svc
+            .clients()?
+            .replace_allocations(&i.uuid, &allocs, &i.project_id, &i.user_id, rid)
+            .await?
+        {
+            return Err(ComputeError::NoValidHost(format!(
+                "No valid host was found. {} has no room for flavor {}",
+                self.host, i.flavor.name
+            )));
+        }
+        Ok(())
+    }
+
+    async fn snapshot_to(&self, uuid: &str, image_id: &str, token: &str, rid: &str) -> Result<()> {
+        let data = self.driver.snapshot(uuid).await?;
+        let clients = self.svc.clients()?;
+        if let Err(e) = clients.image_upload(token, image_id, data.data, rid).await {
+            clients.image_delete(token, image_id, rid).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn offload(&self, i: &Instance, rid: &str) -> Result<()> {
+        self.driver.destroy(&i.uuid).await?;
+        self.svc.clients()?.release(&i.uuid, rid).await?;
+        self.svc
+            .update_instance(&i.uuid, None, |x| {
+                x.vm_state = vm_state::SHELVED_OFFLOADED.into();
+                x.task_state = None;
+                x.host = None;
+                x.node = None;
+                x.power_state = PowerState::Shutdown.code();
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The agent's bus handler.
+pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
+    let a1 = agent.clone();
+    let a2 = agent.clone();
+    let a3 = agent.clone();
+    Dispatcher::new()
+        .on(move |meta: RequestMeta, msg: BuildAndRun| {
+            let a = a1.clone();
+            async move {
+                if let Err(e) = a.build(&msg, ComputeAgent::rid(&meta)).await {
+                    tracing::error!(instance = %msg.instance_uuid, error = %e, "build failed");
+                }
+                Ok(())
+            }
+        })
+        .on(move |meta: RequestMeta, msg: Terminate| {
+            let a = a2.clone();
+            async move {
+                if let Err(e) = a.terminate(&msg.instance_uuid, ComputeAgent::rid(&meta)).await {
+                    tracing::error!(instance = %msg.instance_uuid, error = %e, "delete failed");
+                }
+                Ok(())
+            }
+        })
+        .on(move |meta: RequestMeta, msg: RunOperation| {
+            let a = a3.clone();
+            async move {
+                if let Err(e) = a.run(&msg, ComputeAgent::rid(&meta)).await {
+                    tracing::error!(instance = %msg.instance_uuid, error = %e, "server action failed");
+                }
+                Ok(())
+            }
+        })
+        .on(move |_meta: RequestMeta, msg: ConsoleOutput| {
+            let a = agent.clone();
+            async move {
+                a.driver
+                    .console_output(&msg.instance_uuid, msg.length)
+                    .await
+                    .map_err(|e| bus::Fault::remote("ConsoleNotAvailable", e.to_string()))
+            }
+        })
+}

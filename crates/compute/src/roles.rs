@@ -1,0 +1,110 @@
+//! Starting compute's roles on a bus: conductor, scheduler and the compute agents (one per
+//! fake host, or the one of this machine). All-in-one they share the process; scale-out the
+//! same roles run on other hosts over RabbitMQ.
+
+use bus::{Bus, Subscription, Target};
+use hypervisor::fake::{FakeDriver, FakeHost};
+use std::sync::Arc;
+
+use crate::clients::ServiceClients;
+use crate::core::ComputeService;
+use crate::error::{ComputeError, Result};
+use crate::manager::{self, ComputeAgent};
+use crate::{conductor, rpc, scheduler};
+
+/// The running roles; dropping this stops them.
+pub struct Roles {
+    pub subscriptions: Vec<Subscription>,
+    pub agents: Vec<Arc<ComputeAgent>>,
+}
+
+/// The name of this machine, as compute hosts are named.
+pub fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Start every role of compute in this process.
+pub async fn start(
+    svc: Arc<ComputeService>,
+    bus: Arc<dyn Bus>,
+    clients: Arc<ServiceClients>,
+) -> Result<Roles> {
+    svc.attach(bus.clone(), clients);
+    let mut subscriptions = Vec::new();
+    subscriptions.push(
+        bus.serve(
+            Target::topic(rpc::CONDUCTOR_TOPIC),
+            Arc::new(conductor::dispatcher(svc.clone())),
+        )
+        .await?,
+    );
+    subscriptions.push(
+        bus.serve(
+            Target::topic(rpc::SCHEDULER_TOPIC),
+            Arc::new(scheduler::dispatcher(svc.clone())),
+        )
+        .await?,
+    );
+    let mut agents = Vec::new();
+    match svc.cfg.compute_driver.as_str() {
+        "fake" | "fake.FakeDriver" => {
+            let n = svc.cfg.fake_hosts;
+            let base = this_host();
+            for k in 1..=n {
+                let host = if n == 1 {
+                    base.clone()
+                } else {
+                    format!("fake-{k}")
+                };
+                let driver = FakeDriver::new(FakeHost {
+                    hostname: host.clone(),
+                    vcpus: svc.cfg.fake_vcpus,
+                    memory_mb: svc.cfg.fake_memory_mb,
+                    local_gb: svc.cfg.fake_local_gb,
+                    spawn_delay: svc.cfg.fake_spawn_delay,
+                    fail_spawn: svc.cfg.fake_fail_spawn_hosts.contains(&host),
+                    state_file: Some(
+                        svc.cfg
+                            .state_dir
+                            .join("instances")
+                            .join("fake")
+                            .join(format!("{host}.json")),
+                    ),
+                });
+                agents.push(Arc::new(ComputeAgent {
+                    svc: svc.clone(),
+                    host,
+                    driver: Arc::new(driver),
+                }));
+            }
+        }
+        other => {
+            return Err(ComputeError::Internal(format!(
+                "[DEFAULT] compute_driver = {other} is not available (fake; qemu comes with the real-guests work)"
+            )));
+        }
+    }
+    for agent in &agents {
+        subscriptions.push(
+            bus.serve(
+                Target::server(rpc::COMPUTE_TOPIC, &agent.host),
+                Arc::new(manager::dispatcher(agent.clone())),
+            )
+            .await?,
+        );
+    }
+    for agent in &agents {
+        agent.start().await?;
+        agent.spawn_periodic();
+    }
+    svc.recover_unscheduled().await?;
+    tracing::info!(hosts = agents.len(), driver = %svc.cfg.compute_driver, "compute roles started");
+    Ok(Roles {
+        subscriptions,
+        agents,
+    })
+}

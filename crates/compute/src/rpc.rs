@@ -1,0 +1,138 @@
+//! Messages between compute's roles over the bus (Nova's RPC shape: api -> conductor ->
+//! scheduler -> compute). Every message carries the request id of the API call that caused it
+//! in its envelope, so the instance action events of a call are found by (instance, request).
+
+use bus::{Message, Version};
+use serde::{Deserialize, Serialize};
+
+pub const CONDUCTOR_TOPIC: &str = "conductor";
+pub const SCHEDULER_TOPIC: &str = "scheduler";
+pub const COMPUTE_TOPIC: &str = "compute";
+
+/// conductor: schedule these new instances and have them built (also: reschedule one).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleAndBuild {
+    pub instance_uuids: Vec<String>,
+    /// The caller's token, for the image service (as Nova's request context carries it).
+    pub user_token: String,
+}
+impl Message for ScheduleAndBuild {
+    const METHOD: &'static str = "schedule_and_build_instances";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// conductor: find a host for a shelved-offloaded instance and unshelve it there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnshelveInstance {
+    pub instance_uuid: String,
+    pub user_token: String,
+}
+impl Message for UnshelveInstance {
+    const METHOD: &'static str = "unshelve_instance";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// scheduler: pick a host for one instance and claim its resources there.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SelectDestination {
+    pub instance_uuid: String,
+    /// Hosts not to use (already tried).
+    pub exclude_hosts: Vec<String>,
+}
+/// Where the instance goes; its allocation is claimed against `rp_uuid`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Destination {
+    pub host: String,
+    pub node: String,
+    pub rp_uuid: String,
+}
+impl Message for SelectDestination {
+    const METHOD: &'static str = "select_destinations";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = Destination;
+}
+
+/// compute.<host>: build and run a scheduled instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BuildAndRun {
+    pub instance_uuid: String,
+    pub user_token: String,
+}
+impl Message for BuildAndRun {
+    const METHOD: &'static str = "build_and_run_instance";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// compute.<host>: remove an instance (delete, force delete).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Terminate {
+    pub instance_uuid: String,
+}
+impl Message for Terminate {
+    const METHOD: &'static str = "terminate_instance";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// What a server action asks the compute agent to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    Stop,
+    Start,
+    Reboot {
+        hard: bool,
+    },
+    Pause,
+    Unpause,
+    Suspend,
+    Resume,
+    Rebuild,
+    Resize,
+    ConfirmResize,
+    RevertResize,
+    Snapshot {
+        image_id: String,
+    },
+    Shelve {
+        image_id: Option<String>,
+        offload: bool,
+    },
+    ShelveOffload,
+    Unshelve,
+    AttachVolume {
+        volume_id: String,
+        device: String,
+    },
+    DetachVolume {
+        volume_id: String,
+    },
+}
+
+/// compute.<host>: run a server action.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunOperation {
+    pub instance_uuid: String,
+    pub operation: Operation,
+    pub user_token: String,
+}
+impl Message for RunOperation {
+    const METHOD: &'static str = "run_operation";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// compute.<host>: the serial console's tail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConsoleOutput {
+    pub instance_uuid: String,
+    pub length: Option<usize>,
+}
+impl Message for ConsoleOutput {
+    const METHOD: &'static str = "get_console_output";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = String;
+}

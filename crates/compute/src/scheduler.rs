@@ -1,0 +1,387 @@
+//! The scheduler role: placement's allocation candidates, then filters and weighers over the
+//! hosts behind them, then a claim (`PUT /allocations/{instance}`) on the best host that
+//! still has room. One decision at a time per process, so that a group's members and the
+//! claims of a burst of boots see each other.
+
+use bus::{Dispatcher, RequestMeta};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::core::ComputeService;
+use crate::error::{ComputeError, Result};
+use crate::model::*;
+use crate::rpc::{Destination, SelectDestination};
+use crate::store;
+
+/// Seconds without a heartbeat after which a compute service is down (Nova's service_down_time).
+pub const SERVICE_DOWN_TIME: i64 = 60;
+
+/// One host that placement says has room, with what the filters and weighers look at.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    pub host: String,
+    pub node: String,
+    pub rp_uuid: String,
+    pub zone: String,
+    pub service_up: bool,
+    pub service_enabled: bool,
+    pub hypervisor_type: String,
+    pub free_ram_mb: f64,
+    pub free_vcpus: f64,
+    pub free_disk_gb: f64,
+    /// Instances of the request's server group on this host.
+    pub group_members_here: usize,
+    /// The uuids of live instances on the host.
+    pub instances: Vec<String>,
+    pub aggregate_metadata: BTreeMap<String, String>,
+    /// The candidate's allocation request body.
+    pub allocation: Value,
+}
+
+/// What the filters check against.
+pub struct RequestSpec<'a> {
+    pub instance: &'a Instance,
+    pub group: Option<&'a ServerGroup>,
+    /// Hosts the group's other members are on.
+    pub group_hosts: Vec<String>,
+    pub same_host: Vec<String>,
+    pub different_host: Vec<String>,
+}
+
+pub type Filter = fn(&HostState, &RequestSpec) -> bool;
+
+/// A filter by its nova.conf name.
+pub fn filter_by_name(name: &str) -> Option<Filter> {
+    Some(match name {
+        "ComputeFilter" => |h, _| h.service_up && h.service_enabled,
+        "AvailabilityZoneFilter" => |h, s| {
+            s.instance
+                .availability_zone
+                .as_deref()
+                .is_none_or(|z| z == h.zone)
+        },
+        "ImagePropertiesFilter" => |h, s| {
+            let props = &s.instance.image_meta;
+            let arch_ok = props["hw_architecture"]
+                .as_str()
+                .or(props["architecture"].as_str())
+                .is_none_or(|a| a == "x86_64" || a == "i686");
+            let hv_ok = props["img_hv_type"]
+                .as_str()
+                .or(props["hypervisor_type"].as_str())
+                .is_none_or(|t| t.eq_ignore_ascii_case(&h.hypervisor_type));
+            arch_ok && hv_ok
+        },
+        "ServerGroupAntiAffinityFilter" => |h, s| match s.group {
+            Some(g) if g.policy == "anti-affinity" => {
+                let max = g
+                    .rules
+                    .get("max_server_per_host")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1) as usize;
+                s.group_hosts.iter().filter(|x| **x == h.host).count() < max
+            }
+            _ => true,
+        },
+        "ServerGroupAffinityFilter" => |h, s| match s.group {
+            Some(g) if g.policy == "affinity" => {
+                s.group_hosts.is_empty() || s.group_hosts.contains(&h.host)
+            }
+            _ => true,
+        },
+        "SameHostFilter" => |h, s| s.same_host.is_empty() || s.same_host.contains(&h.host),
+        "DifferentHostFilter" => |h, s| !s.different_host.contains(&h.host),
+        "AggregateInstanceExtraSpecsFilter" => |h, s| {
+            s.instance.flavor.extra_specs.iter().all(|(k, v)| {
+                let key = match k.split_once(':') {
+                    Some(("aggregate_instance_extra_specs", key)) => key,
+                    Some(_) => return true,
+                    None => k.as_str(),
+                };
+                h.aggregate_metadata
+                    .get(key)
+                    .is_some_and(|have| have.split(',').any(|x| x.trim() == v.trim()))
+            })
+        },
+        _ => return None,
+    })
+}
+
+fn normalize(values: &[f64]) -> Vec<f64> {
+    let (min, max) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(*v), b.max(*v))
+        });
+    values
+        .iter()
+        .map(|v| {
+            if max > min {
+                (v - min) / (max - min)
+            } else {
+                0.0
+            }
+        })
+        .collect()
+}
+
+impl ComputeService {
+    /// Weigh hosts (Nova's weighers: RAM, CPU, disk, soft (anti-)affinity), best first.
+    pub fn weigh(&self, hosts: &mut Vec<HostState>, spec: &RequestSpec) {
+        let cfg = &self.cfg;
+        let ram = normalize(&hosts.iter().map(|h| h.free_ram_mb).collect::<Vec<_>>());
+        let cpu = normalize(&hosts.iter().map(|h| h.free_vcpus).collect::<Vec<_>>());
+        let disk = normalize(&hosts.iter().map(|h| h.free_disk_gb).collect::<Vec<_>>());
+        let members = normalize(
+            &hosts
+                .iter()
+                .map(|h| h.group_members_here as f64)
+                .collect::<Vec<_>>(),
+        );
+        let policy = spec.group.map(|g| g.policy.as_str()).unwrap_or("");
+        let mut weighted: Vec<(f64, HostState)> = hosts
+            .drain(..)
+            .enumerate()
+            .map(|(i, h)| {
+                let mut w = cfg.ram_weight_multiplier * ram[i]
+                    + cfg.cpu_weight_multiplier * cpu[i]
+                    + cfg.disk_weight_multiplier * disk[i];
+                match policy {
+                    "soft-affinity" => w += cfg.soft_affinity_weight_multiplier * members[i],
+                    "soft-anti-affinity" => {
+                        w -= cfg.soft_anti_affinity_weight_multiplier * members[i]
+                    }
+                    _ => {}
+                }
+                (w, h)
+            })
+            .collect();
+        weighted.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.host.cmp(&b.1.host)));
+        hosts.extend(weighted.into_iter().map(|(_, h)| h));
+    }
+
+    /// Resources an instance asks placement for (flavor, with `resources:*` extra specs
+    /// overriding), and the traits it requires.
+    pub fn resource_request(i: &Instance) -> (Vec<(String, i64)>, Vec<String>) {
+        let f = &i.flavor;
+        let boots_from_volume = i.image_ref.is_empty();
+        let disk =
+            if boots_from_volume { 0 } else { f.root_gb } + f.ephemeral_gb + (f.swap + 1023) / 1024;
+        let mut res: BTreeMap<String, i64> = BTreeMap::new();
+        res.insert("VCPU".into(), f.vcpus);
+        res.insert("MEMORY_MB".into(), f.memory_mb);
+        res.insert("DISK_GB".into(), disk);
+        let mut traits = Vec::new();
+        for (k, v) in &f.extra_specs {
+            if let Some(rc) = k.strip_prefix("resources:") {
+                if let Ok(n) = v.parse::<i64>() {
+                    res.insert(rc.to_string(), n);
+                }
+            } else if let Some(t) = k.strip_prefix("trait:") {
+                match v.as_str() {
+                    "required" => traits.push(t.to_string()),
+                    "forbidden" => traits.push(format!("!{t}")),
+                    _ => {}
+                }
+            }
+        }
+        (res.into_iter().filter(|(_, n)| *n > 0).collect(), traits)
+    }
+
+    /// Pick a host for an instance and claim its resources there.
+    pub async fn select_destination(
+        &self,
+        msg: &SelectDestination,
+        request_id: &str,
+    ) -> Result<Destination> {
+        let i = self
+            .get_instance(&msg.instance_uuid)
+            .await?
+            .filter(|i| !i.deleted)
+            .ok_or_else(|| ComputeError::instance_not_found(&msg.instance_uuid))?;
+        let clients = self.clients()?;
+        let (resources, traits) = Self::resource_request(&i);
+        let res_refs: Vec<(&str, i64)> = resources.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let candidates = clients
+            .allocation_candidates(
+                &res_refs,
+                &traits,
+                None,
+                self.cfg.max_placement_results,
+                request_id,
+            )
+            .await?;
+        let no_room = || ComputeError::NoValidHost("There are not enough hosts available.".into());
+        let summaries = &candidates["provider_summaries"];
+        let nodes: HashMap<String, ComputeNode> = store::list_nodes(self.db.conn())
+            .await?
+            .into_iter()
+            .map(|n| (n.uuid.clone(), n))
+            .collect();
+        let services: HashMap<String, Service> = store::list_services(self.db.conn())
+            .await?
+            .into_iter()
+            .filter(|s| s.binary == "nova-compute")
+            .map(|s| (s.host.clone(), s))
+            .collect();
+        let live = store::list_instances(self.db.conn(), &store::InstanceQuery::default()).await?;
+        let mut on_host: HashMap<String, Vec<&Instance>> = HashMap::new();
+        for x in &live {
+            if let Some(h) = &x.host {
+                on_host.entry(h.clone()).or_default().push(x);
+            }
+        }
+        let group = match &i.server_group {
+            Some(g) => store::get_group(self.db.conn(), g).await?,
+            None => None,
+        };
+        let group_hosts: Vec<String> = group
+            .as_ref()
+            .map(|g| {
+                live.iter()
+                    .filter(|x| x.uuid != i.uuid && g.members.contains(&x.uuid))
+                    .filter_map(|x| x.host.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let hosts_of = |key: &str| -> Vec<String> {
+            let ids: Vec<String> = match &i.scheduler_hints[key] {
+                Value::String(s) => vec![s.clone()],
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect(),
+                _ => vec![],
+            };
+            live.iter()
+                .filter(|x| ids.contains(&x.uuid))
+                .filter_map(|x| x.host.clone())
+                .collect()
+        };
+        let spec = RequestSpec {
+            instance: &i,
+            group: group.as_ref(),
+            group_hosts,
+            same_host: hosts_of("same_host"),
+            different_host: hosts_of("different_host"),
+        };
+        let now = chrono::Utc::now();
+        let mut hosts = Vec::new();
+        for areq in candidates["allocation_requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let Some(allocs) = areq["allocations"].as_object() else {
+                continue;
+            };
+            // The compute node among the providers of this candidate.
+            let Some((rp, node)) = allocs
+                .keys()
+                .find_map(|rp| nodes.get(rp).map(|n| (rp.clone(), n)))
+            else {
+                continue;
+            };
+            if msg.exclude_hosts.contains(&node.host) {
+                continue;
+            }
+            let Some(svc) = services.get(&node.host) else {
+                continue;
+            };
+            let free = |rc: &str| -> f64 {
+                let r = &summaries[&rp]["resources"][rc];
+                r["capacity"].as_f64().unwrap_or(0.0) - r["used"].as_f64().unwrap_or(0.0)
+            };
+            let members_here = spec.group_hosts.iter().filter(|h| **h == node.host).count();
+            hosts.push(HostState {
+                host: node.host.clone(),
+                node: node.hypervisor_hostname.clone(),
+                rp_uuid: rp.clone(),
+                zone: self.host_zone(&node.host).await?,
+                service_up: !svc.forced_down
+                    && svc
+                        .last_seen_up
+                        .is_some_and(|t| (now - t).num_seconds() <= SERVICE_DOWN_TIME),
+                service_enabled: !svc.disabled,
+                hypervisor_type: node.resources.hypervisor_type.clone(),
+                free_ram_mb: free("MEMORY_MB"),
+                free_vcpus: free("VCPU"),
+                free_disk_gb: free("DISK_GB"),
+                group_members_here: members_here,
+                instances: on_host
+                    .get(&node.host)
+                    .map(|v| v.iter().map(|x| x.uuid.clone()).collect())
+                    .unwrap_or_default(),
+                aggregate_metadata: BTreeMap::new(),
+                allocation: areq["allocations"].clone(),
+            });
+        }
+        for name in &self.cfg.enabled_filters {
+            let Some(f) = filter_by_name(name) else {
+                continue;
+            };
+            let before = hosts.len();
+            hosts.retain(|h| f(h, &spec));
+            if hosts.len() < before {
+                tracing::debug!(filter = %name, before, after = hosts.len(), instance = %i.uuid, "filter");
+            }
+            if hosts.is_empty() {
+                tracing::info!(filter = %name, instance = %i.uuid, "no host passed the filter");
+                return Err(no_room());
+            }
+        }
+        if hosts.is_empty() {
+            return Err(no_room());
+        }
+        self.weigh(&mut hosts, &spec);
+        for h in hosts {
+            if clients
+                .claim(
+                    &i.uuid,
+                    &h.allocation,
+                    &i.project_id,
+                    &i.user_id,
+                    request_id,
+                )
+                .await?
+            {
+                return Ok(Destination {
+                    host: h.host,
+                    node: h.node,
+                    rp_uuid: h.rp_uuid,
+                });
+            }
+        }
+        Err(no_room())
+    }
+}
+
+/// The scheduler's bus handler.
+pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    Dispatcher::new().on(move |meta: RequestMeta, msg: SelectDestination| {
+        let svc = svc.clone();
+        let lock = lock.clone();
+        async move {
+            let _one_at_a_time = lock.lock().await;
+            let r = svc.select_destination(&msg, &meta.request_id).await;
+            match r {
+                Ok(d) => {
+                    // Record the host before the next decision, so it counts for groups.
+                    let d2 = d.clone();
+                    svc.update_instance(&msg.instance_uuid, None, move |i| {
+                        i.host = Some(d2.host.clone());
+                        i.node = Some(d2.node.clone());
+                        Ok(())
+                    })
+                    .await
+                    .map_err(|e| bus::Fault::remote("InstanceNotFound", e.to_string()))?;
+                    Ok(d)
+                }
+                Err(ComputeError::NoValidHost(m)) => Err(bus::Fault::remote("NoValidHost", m)),
+                Err(e) => Err(bus::Fault::remote("SchedulerError", e.to_string())),
+            }
+        }
+    })
+}

@@ -1,0 +1,408 @@
+//! The fake driver: guests are records in memory (and in a small JSON file, so that, like QEMU
+//! guests, they outlive a restart of kumo). Nova's `fake.FakeDriver` is the model: every
+//! operation succeeds at once and moves the power state as a real guest would.
+//!
+//! Knobs for tests, all in `[fake]`: `spawn_delay_ms` (a boot that takes time, to observe the
+//! BUILD steps and to kill kumo mid-boot) and `fail_spawn` (this host's spawns fail, to
+//! exercise rescheduling).
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::{
+    Driver, DriverError, HostResources, InstanceInfo, InstanceSpec, PowerState, RebootKind, Result,
+    SnapshotData,
+};
+
+/// Resources and behaviour of one fake host.
+#[derive(Debug, Clone)]
+pub struct FakeHost {
+    pub hostname: String,
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    pub local_gb: u64,
+    pub spawn_delay: Duration,
+    pub fail_spawn: bool,
+    /// Where the guests are remembered across restarts; None: memory only.
+    pub state_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Guest {
+    power: PowerState,
+    vcpus: u32,
+    memory_mb: u64,
+    #[serde(default)]
+    volumes: BTreeMap<String, String>,
+    #[serde(default)]
+    ports: Vec<String>,
+    /// The flavor before a resize, until confirm/revert.
+    #[serde(default)]
+    old_size: Option<(u32, u64)>,
+    #[serde(default)]
+    console: Vec<String>,
+}
+
+pub struct FakeDriver {
+    host: FakeHost,
+    guests: Mutex<BTreeMap<String, Guest>>,
+}
+
+impl FakeDriver {
+    pub fn new(host: FakeHost) -> Self {
+        let guests = host
+            .state_file
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Self {
+            host,
+            guests: Mutex::new(guests),
+        }
+    }
+
+    fn persist(&self, guests: &BTreeMap<String, Guest>) {
+        let Some(path) = &self.host.state_file else {
+            return;
+        };
+        let Ok(bytes) = serde_json::to_vec(guests) else {
+            return;
+        };
+        // temp + rename: a crash never leaves half a file.
+        let tmp = path.with_extension("tmp");
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if std::fs::write(&tmp, bytes).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+
+    fn with_guest<T>(&self, uuid: &str, f: impl FnOnce(&mut Guest) -> Result<T>) -> Result<T> {
+        let mut guests = self.guests.lock();
+        let g = guests
+            .get_mut(uuid)
+            .ok_or_else(|| DriverError::InstanceNotFound(uuid.to_string()))?;
+        let out = f(g)?;
+        self.persist(&guests);
+        Ok(out)
+    }
+
+    fn set_power(&self, uuid: &str, from: &[PowerState], to: PowerState) -> Result<()> {
+        self.with_guest(uuid, |g| {
+            if from.is_empty() || from.contains(&g.power) {
+                g.power = to;
+                g.console.push(format!("fake: power state -> {to:?}"));
+            }
+            Ok(())
+        })
+    }
+
+    fn install(&self, spec: &InstanceSpec) {
+        let mut guests = self.guests.lock();
+        let console = vec![
+            format!("fake: booting {} ({})", spec.name, spec.uuid),
+            format!("fake: {} login:", spec.hostname),
+        ];
+        let old = guests.remove(&spec.uuid);
+        guests.insert(
+            spec.uuid.clone(),
+            Guest {
+                power: PowerState::Running,
+                vcpus: spec.vcpus,
+                memory_mb: spec.memory_mb,
+                volumes: old.as_ref().map(|o| o.volumes.clone()).unwrap_or_default(),
+                ports: old.as_ref().map(|o| o.ports.clone()).unwrap_or_default(),
+                old_size: None,
+                console,
+            },
+        );
+        self.persist(&guests);
+    }
+}
+
+#[async_trait]
+impl Driver for FakeDriver {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn init_host(&self, _host: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn host_resources(&self) -> Result<HostResources> {
+        Ok(HostResources {
+            hypervisor_hostname: self.host.hostname.clone(),
+            hypervisor_type: "fake".into(),
+            hypervisor_version: 1000,
+            vcpus: self.host.vcpus,
+            memory_mb: self.host.memory_mb,
+            local_gb: self.host.local_gb,
+            cpu_info: serde_json::json!({"arch": "x86_64", "model": "fake", "vendor": "kumo",
+                "topology": {"sockets": 1, "cores": self.host.vcpus, "threads": 1}, "features": []}),
+            host_ip: "127.0.0.1".into(),
+        })
+    }
+
+    async fn list_instances(&self) -> Result<Vec<String>> {
+        Ok(self.guests.lock().keys().cloned().collect())
+    }
+
+    async fn spawn(&self, spec: &InstanceSpec) -> Result<()> {
+        if !self.host.spawn_delay.is_zero() {
+            tokio::time::sleep(self.host.spawn_delay).await;
+        }
+        if self.host.fail_spawn {
+            return Err(DriverError::Failed {
+                step: "spawn",
+                reason: format!(
+                    "the fake host {} is configured to fail every spawn ([fake] fail_spawn)",
+                    self.host.hostname
+                ),
+            });
+        }
+        self.install(spec);
+        Ok(())
+    }
+
+    async fn destroy(&self, uuid: &str) -> Result<()> {
+        let mut guests = self.guests.lock();
+        if guests.remove(uuid).is_some() {
+            self.persist(&guests);
+        }
+        Ok(())
+    }
+
+    async fn reboot(&self, uuid: &str, kind: RebootKind) -> Result<()> {
+        self.with_guest(uuid, |g| {
+            g.power = PowerState::Running;
+            g.console.push(format!("fake: reboot ({kind:?})"));
+            Ok(())
+        })
+    }
+
+    async fn power_off(&self, uuid: &str, _timeout: Duration) -> Result<()> {
+        self.set_power(uuid, &[], PowerState::Shutdown)
+    }
+
+    async fn power_on(&self, uuid: &str) -> Result<()> {
+        self.set_power(uuid, &[], PowerState::Running)
+    }
+
+    async fn pause(&self, uuid: &str) -> Result<()> {
+        self.set_power(uuid, &[PowerState::Running], PowerState::Paused)
+    }
+
+    async fn unpause(&self, uuid: &str) -> Result<()> {
+        self.set_power(uuid, &[PowerState::Paused], PowerState::Running)
+    }
+
+    async fn suspend(&self, uuid: &str) -> Result<()> {
+        self.set_power(uuid, &[PowerState::Running], PowerState::Suspended)
+    }
+
+    async fn resume(&self, uuid: &str) -> Result<()> {
+        self.set_power(uuid, &[PowerState::Suspended], PowerState::Running)
+    }
+
+    async fn rebuild(&self, spec: &InstanceSpec) -> Result<()> {
+        self.install(spec);
+        Ok(())
+    }
+
+    async fn resize(&self, spec: &InstanceSpec) -> Result<()> {
+        self.with_guest(&spec.uuid, |g| {
+            g.old_size = Some((g.vcpus, g.memory_mb));
+            g.vcpus = spec.vcpus;
+            g.memory_mb = spec.memory_mb;
+            g.power = PowerState::Running;
+            Ok(())
+        })
+    }
+
+    async fn confirm_resize(&self, uuid: &str) -> Result<()> {
+        self.with_guest(uuid, |g| {
+            g.old_size = None;
+            Ok(())
+        })
+    }
+
+    async fn revert_resize(&self, spec: &InstanceSpec) -> Result<()> {
+        self.with_guest(&spec.uuid, |g| {
+            if let Some((vcpus, mem)) = g.old_size.take() {
+                g.vcpus = vcpus;
+                g.memory_mb = mem;
+            }
+            g.power = PowerState::Running;
+            Ok(())
+        })
+    }
+
+    async fn snapshot(&self, uuid: &str) -> Result<SnapshotData> {
+        self.with_guest(uuid, |_| Ok(()))?;
+        // A recognisable, tiny raw disk: what the fake guest "had".
+        let mut data = format!("kumo fake snapshot of {uuid}\n").into_bytes();
+        data.resize(64 * 1024, 0);
+        Ok(SnapshotData {
+            disk_format: "raw".into(),
+            container_format: "bare".into(),
+            data,
+        })
+    }
+
+    async fn attach_volume(&self, uuid: &str, volume_id: &str, device: &str) -> Result<()> {
+        self.with_guest(uuid, |g| {
+            g.volumes.insert(volume_id.to_string(), device.to_string());
+            Ok(())
+        })
+    }
+
+    async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<()> {
+        self.with_guest(uuid, |g| {
+            g.volumes.remove(volume_id);
+            Ok(())
+        })
+    }
+
+    async fn attach_interface(&self, uuid: &str, vif: &Value) -> Result<()> {
+        let port = vif
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        self.with_guest(uuid, |g| {
+            g.ports.push(port);
+            Ok(())
+        })
+    }
+
+    async fn detach_interface(&self, uuid: &str, port_id: &str) -> Result<()> {
+        self.with_guest(uuid, |g| {
+            g.ports.retain(|p| p != port_id);
+            Ok(())
+        })
+    }
+
+    async fn console_output(&self, uuid: &str, length: Option<usize>) -> Result<String> {
+        self.with_guest(uuid, |g| {
+            let skip = length.map_or(0, |n| g.console.len().saturating_sub(n));
+            Ok(g.console[skip..].join("\n") + "\n")
+        })
+    }
+
+    async fn vnc_target(&self, _uuid: &str) -> Result<String> {
+        Err(DriverError::Unsupported("a VNC console"))
+    }
+
+    async fn instance_info(&self, uuid: &str) -> Result<InstanceInfo> {
+        let guests = self.guests.lock();
+        let g = guests
+            .get(uuid)
+            .ok_or_else(|| DriverError::InstanceNotFound(uuid.to_string()))?;
+        Ok(InstanceInfo {
+            power_state: g.power,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(uuid: &str) -> InstanceSpec {
+        InstanceSpec {
+            uuid: uuid.into(),
+            name: "vm".into(),
+            hostname: "vm".into(),
+            vcpus: 1,
+            memory_mb: 64,
+            root_gb: 1,
+            ephemeral_gb: 0,
+            swap_mb: 0,
+            image_id: None,
+            image_meta: Value::Null,
+            user_data: None,
+            key_data: None,
+            metadata: Value::Null,
+            config_drive: false,
+            network_info: Value::Array(vec![]),
+            block_device_info: Value::Array(vec![]),
+        }
+    }
+
+    fn host(state_file: Option<PathBuf>) -> FakeHost {
+        FakeHost {
+            hostname: "h1".into(),
+            vcpus: 8,
+            memory_mb: 8192,
+            local_gb: 100,
+            spawn_delay: Duration::ZERO,
+            fail_spawn: false,
+            state_file,
+        }
+    }
+
+    #[tokio::test]
+    async fn power_states_follow_the_operations() {
+        let d = FakeDriver::new(host(None));
+        d.spawn(&spec("a")).await.unwrap();
+        let ps = |d: &FakeDriver| d.guests.lock()["a"].power;
+        assert_eq!(ps(&d), PowerState::Running);
+        d.pause("a").await.unwrap();
+        assert_eq!(ps(&d), PowerState::Paused);
+        d.unpause("a").await.unwrap();
+        d.suspend("a").await.unwrap();
+        assert_eq!(ps(&d), PowerState::Suspended);
+        d.resume("a").await.unwrap();
+        d.power_off("a", Duration::ZERO).await.unwrap();
+        assert_eq!(ps(&d), PowerState::Shutdown);
+        d.power_on("a").await.unwrap();
+        assert_eq!(ps(&d), PowerState::Running);
+        assert!(
+            d.console_output("a", Some(1))
+                .await
+                .unwrap()
+                .contains("Running")
+        );
+        d.destroy("a").await.unwrap();
+        d.destroy("a").await.unwrap();
+        assert!(matches!(
+            d.instance_info("a").await,
+            Err(DriverError::InstanceNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn guests_outlive_the_driver_with_a_state_file() {
+        let dir = std::env::temp_dir().join(format!("kumo-fake-test-{}", std::process::id()));
+        let file = dir.join("h1.json");
+        {
+            let d = FakeDriver::new(host(Some(file.clone())));
+            d.spawn(&spec("b")).await.unwrap();
+            d.power_off("b", Duration::ZERO).await.unwrap();
+        }
+        let d = FakeDriver::new(host(Some(file)));
+        assert_eq!(d.list_instances().await.unwrap(), vec!["b".to_string()]);
+        assert_eq!(
+            d.instance_info("b").await.unwrap().power_state,
+            PowerState::Shutdown
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_failing_host_fails_spawns() {
+        let mut h = host(None);
+        h.fail_spawn = true;
+        let d = FakeDriver::new(h);
+        let e = d.spawn(&spec("c")).await.unwrap_err();
+        assert!(e.to_string().contains("fail_spawn"));
+    }
+}

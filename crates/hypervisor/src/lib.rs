@@ -1,0 +1,162 @@
+//! The compute agent's view of a hypervisor: the [`Driver`] trait (nova.virt.driver's
+//! ComputeDriver, reduced to what kumo's agent calls) and its implementations.
+//!
+//! - [`fake`]: keeps instances in memory, as Nova's fake driver does; tests and benches run the
+//!   whole control plane on it, with several fake hosts in one process.
+//! - `qemu` (issue "Real guests"): QEMU driven over QMP.
+//!
+//! The agent owns the state machine (vm_state/task_state); a driver only does the work and
+//! reports power states.
+
+pub mod fake;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+/// Nova's power states, with Nova's numbers (what `OS-EXT-STS:power_state` shows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PowerState {
+    NoState,
+    Running,
+    Paused,
+    Shutdown,
+    Crashed,
+    Suspended,
+}
+
+impl PowerState {
+    pub fn code(self) -> i32 {
+        match self {
+            PowerState::NoState => 0,
+            PowerState::Running => 1,
+            PowerState::Paused => 3,
+            PowerState::Shutdown => 4,
+            PowerState::Crashed => 6,
+            PowerState::Suspended => 7,
+        }
+    }
+
+    pub fn from_code(code: i32) -> Self {
+        match code {
+            1 => PowerState::Running,
+            3 => PowerState::Paused,
+            4 => PowerState::Shutdown,
+            6 => PowerState::Crashed,
+            7 => PowerState::Suspended,
+            _ => PowerState::NoState,
+        }
+    }
+}
+
+/// What the driver needs to build a guest. Sizes as in the flavor.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    pub uuid: String,
+    pub name: String,
+    pub hostname: String,
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    pub root_gb: u64,
+    pub ephemeral_gb: u64,
+    pub swap_mb: u64,
+    /// The image to boot from (id, and its properties as the image service returned them).
+    pub image_id: Option<String>,
+    pub image_meta: Value,
+    /// Decoded user data.
+    pub user_data: Option<Vec<u8>>,
+    pub key_data: Option<String>,
+    pub metadata: Value,
+    pub config_drive: bool,
+    /// The network hook's answer (Nova's network_info); `[]` without networks.
+    pub network_info: Value,
+    /// The volume hook's answer (block device info); `[]` without volumes.
+    pub block_device_info: Value,
+}
+
+/// A snapshot the driver made, ready to upload.
+#[derive(Debug, Clone)]
+pub struct SnapshotData {
+    pub disk_format: String,
+    pub container_format: String,
+    pub data: Vec<u8>,
+}
+
+/// What a host offers, reported to placement and `os-hypervisors`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostResources {
+    pub hypervisor_hostname: String,
+    pub hypervisor_type: String,
+    pub hypervisor_version: u64,
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    pub local_gb: u64,
+    pub cpu_info: Value,
+    pub host_ip: String,
+}
+
+/// One instance as the driver sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceInfo {
+    pub power_state: PowerState,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("instance {0} could not be found on this host")]
+    InstanceNotFound(String),
+    #[error("{step} failed: {reason}")]
+    Failed { step: &'static str, reason: String },
+    #[error("{0} is not supported by this driver")]
+    Unsupported(&'static str),
+}
+
+pub type Result<T, E = DriverError> = std::result::Result<T, E>;
+
+/// Reboot kinds, as the API names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RebootKind {
+    Soft,
+    Hard,
+}
+
+/// The operations the compute agent needs from a hypervisor. Every method is idempotent where
+/// Nova's is (destroy of a missing guest succeeds, power_on of a running one too).
+#[async_trait]
+pub trait Driver: Send + Sync {
+    /// Driver name as `[DEFAULT] compute_driver` spells it.
+    fn name(&self) -> &'static str;
+    /// Called once when the agent starts: reconnect to guests that outlived a restart.
+    async fn init_host(&self, host: &str) -> Result<()>;
+    /// The host's resources.
+    async fn host_resources(&self) -> Result<HostResources>;
+    /// Instances the driver knows about on this host (uuids), for the restart sync.
+    async fn list_instances(&self) -> Result<Vec<String>>;
+    async fn spawn(&self, spec: &InstanceSpec) -> Result<()>;
+    async fn destroy(&self, uuid: &str) -> Result<()>;
+    async fn reboot(&self, uuid: &str, kind: RebootKind) -> Result<()>;
+    /// Stop the guest: ACPI powerdown for up to `timeout`, then hard (zero: hard at once).
+    async fn power_off(&self, uuid: &str, timeout: Duration) -> Result<()>;
+    async fn power_on(&self, uuid: &str) -> Result<()>;
+    async fn pause(&self, uuid: &str) -> Result<()>;
+    async fn unpause(&self, uuid: &str) -> Result<()>;
+    async fn suspend(&self, uuid: &str) -> Result<()>;
+    async fn resume(&self, uuid: &str) -> Result<()>;
+    /// Rebuild on a new image: destroy and spawn, keeping the uuid.
+    async fn rebuild(&self, spec: &InstanceSpec) -> Result<()>;
+    /// Grow to a new flavor (same host). The old state is kept until confirm/revert.
+    async fn resize(&self, spec: &InstanceSpec) -> Result<()>;
+    async fn confirm_resize(&self, uuid: &str) -> Result<()>;
+    async fn revert_resize(&self, spec: &InstanceSpec) -> Result<()>;
+    async fn snapshot(&self, uuid: &str) -> Result<SnapshotData>;
+    async fn attach_volume(&self, uuid: &str, volume_id: &str, device: &str) -> Result<()>;
+    async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<()>;
+    async fn attach_interface(&self, uuid: &str, vif: &Value) -> Result<()>;
+    async fn detach_interface(&self, uuid: &str, port_id: &str) -> Result<()>;
+    /// The tail of the serial console log (`length` lines; None: all of it).
+    async fn console_output(&self, uuid: &str, length: Option<usize>) -> Result<String>;
+    /// Where a VNC client connects (for the console proxy).
+    async fn vnc_target(&self, uuid: &str) -> Result<String>;
+    async fn instance_info(&self, uuid: &str) -> Result<InstanceInfo>;
+}
