@@ -92,7 +92,7 @@ def main():
     rows = []
 
     def ratio(p, k, better):
-        if p is None or k is None or p <= 0 or k <= 0:
+        if not (num(p) and num(k)) or p <= 0 or k <= 0:
             return "-"
         return f"{(p / k if better == 'lower' else k / p):.1f}x"
 
