@@ -32,7 +32,7 @@ BENCH_TAG=compute.sh
 # shellcheck source=bench/lib/common.sh
 . "$HERE/lib/common.sh"
 
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 RUNS=1 ONLY="" OUT="" WAIT_QUIET=0 SEQ=20 COUNT=100 CONC=16 LARGE=1000 FAKE_HOSTS=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
