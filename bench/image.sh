@@ -50,7 +50,6 @@ PEER_STATE=$WORK/peer KUMO_STATE=$WORK/kumo
 KUMO=$(kumo_bin)
 PASSWORD=secret
 GLANCE_SH=$PEER_DIR/glance.sh
-PEER_GLANCE_VENV=$KUMO_PEER_CACHE/glance/venv
 
 cleanup() {
   local rc=$?
@@ -75,18 +74,6 @@ if want kumo; then
   [[ -x $KUMO ]] || bdie "kumo binary not found at $KUMO (cargo build --release, or set KUMO_BIN)"
 fi
 oha_install_start
-
-# The peer's venv (pip install glance + uWSGI built from source) is made once in the cache.
-peer_glance_ensure_venv() {
-  local stamp=$PEER_GLANCE_VENV/.kumo-peer-installed
-  [[ -f $stamp ]] && grep -q '^glance==' "$stamp" && return 0
-  blog "installing the peer Glance venv into $KUMO_PEER_CACHE (first time only; takes minutes)"
-  mkdir -p "$KUMO_PEER_CACHE/run"
-  local port; port=$(free_port)
-  ( cd "$KUMO_PEER_CACHE/run" && "$GLANCE_SH" start --port "$port" --dir "$KUMO_PEER_CACHE" ) >&2 \
-    || bdie "the peer Glance did not start once; see $KUMO_PEER_CACHE/glance/glance.log"
-  ( cd "$KUMO_PEER_CACHE/run" && "$GLANCE_SH" stop --dir "$KUMO_PEER_CACHE" ) >&2 || true
-}
 
 # side NAME URL TOKEN PIDFILE STOREDIR [bench-image.sh auth args...]
 run_side() {
@@ -115,7 +102,7 @@ run_side() {
 if want peer; then
   peer_glance_ensure_venv
   mkdir -p "$PEER_STATE/glance" "$WORK/cwd"
-  ln -sfn "$PEER_GLANCE_VENV" "$PEER_STATE/glance/venv"
+  ln -sfn "$KUMO_PEER_CACHE/glance/venv" "$PEER_STATE/glance/venv"
   PEER_PORT=$(free_port)
   blog "peer: starting Glance on 127.0.0.1:$PEER_PORT"
   ( cd "$WORK/cwd" && env -u PYTHONPATH "$GLANCE_SH" start --port "$PEER_PORT" --dir "$PEER_STATE" ) \

@@ -5,7 +5,7 @@
 # Caches (all reused between runs, never inside the repository):
 #   KUMO_CACHE       ~/.cache/kumo
 #   KUMO_TOOLS       $KUMO_CACHE/tools          (oha built by cargo install --root)
-#   KUMO_PEER_CACHE  $KUMO_CACHE/peer           (venv of the real Keystone, see peer_ensure_venv)
+#   KUMO_PEER_CACHE  $KUMO_CACHE/peer           (venvs of the real Keystone, Glance, Nova: peer_*_ensure_venv*)
 
 KUMO_CACHE=${KUMO_CACHE:-$HOME/.cache/kumo}
 KUMO_TOOLS=${KUMO_TOOLS:-$KUMO_CACHE/tools}
@@ -158,7 +158,7 @@ peer_prepare_dir() {
     local port; port=$(free_port)
     memcached -d -l 127.0.0.1 -p "$port" -m 64 -u "$(id -un)" -P "$dir/memcached.pid" \
       || bdie "could not start memcached on 127.0.0.1:$port"
-    local i; for i in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
+    for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
     printf '%s\n' KEYSTONE_CACHE=none OS_CACHE__ENABLED=true OS_CACHE__BACKEND=dogpile.cache.memcached \
       "OS_CACHE__MEMCACHE_SERVERS=127.0.0.1:$port" > "$dir/peer.env"
   else
@@ -171,9 +171,9 @@ peer_cleanup() {
   local dir=$1
   [[ -f $dir/keystone/keystone.pid ]] && peer_cmd "$dir" stop >/dev/null 2>&1
   if [[ -f $dir/memcached.pid ]]; then
-    local p i; p=$(cat "$dir/memcached.pid")
+    local p; p=$(cat "$dir/memcached.pid")
     if [[ -n $p ]] && kill "$p" 2>/dev/null; then
-      for i in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+      for _ in $(seq 1 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     fi
     rm -f "$dir/memcached.pid"
   fi
@@ -192,4 +192,96 @@ peer_cmd_string() {
   local envs=(); [[ -f $dir/peer.env ]] && mapfile -t envs < "$dir/peer.env"
   printf 'cd %q && env -u PYTHONPATH' "$dir/cwd"
   printf ' %q' "${envs[@]}" "$PEER_DIR/keystone.sh" "$@" --dir "$dir"
+}
+
+# free_port_block N: the first of N consecutive free TCP ports on 127.0.0.1 (each bound once
+# to check, then released); for servers that take port, port+1, ... (RabbitMQ: AMQP, Erlang
+# distribution, epmd). Keeps clear of 35672-35682 (rabbitmqctl's own distribution ports).
+free_port_block() {
+  python3 - "${1:-1}" <<'PY'
+import socket, sys
+n = int(sys.argv[1])
+for _ in range(200):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); base = s.getsockname()[1]; s.close()
+    if base + n > 65535 or (base <= 35682 and base + n > 35672):
+        continue
+    held, ok = [], True
+    for p in range(base, base + n):
+        t = socket.socket()
+        try:
+            t.bind(("127.0.0.1", p)); held.append(t)
+        except OSError:
+            ok = False; t.close(); break
+    for t in held:
+        t.close()
+    if ok:
+        print(base); sys.exit(0)
+sys.exit("no block of %d free ports found" % n)
+PY
+}
+
+# --- the peer Glance (../shared/peer/glance.sh) ---------------------------------------------
+# Its venv (pip install glance + uWSGI built from source) is made once in
+# $KUMO_PEER_CACHE/glance/venv by starting glance.sh there once; runs link to it.
+peer_glance_ensure_venv() {
+  local stamp=$KUMO_PEER_CACHE/glance/venv/.kumo-peer-installed
+  [[ -f $stamp ]] && grep -q '^glance==' "$stamp" && return 0
+  [[ -x $PEER_DIR/glance.sh ]] || bdie "peer scripts not found at $PEER_DIR (expected shared/ beside the repository)"
+  blog "installing the peer Glance venv into $KUMO_PEER_CACHE (first time only; takes minutes)"
+  mkdir -p "$KUMO_PEER_CACHE/run"
+  local port; port=$(free_port)
+  ( cd "$KUMO_PEER_CACHE/run" && "$PEER_DIR/glance.sh" start --port "$port" --dir "$KUMO_PEER_CACHE" ) >&2 \
+    || bdie "the peer Glance did not start once; see $KUMO_PEER_CACHE/glance/glance.log"
+  ( cd "$KUMO_PEER_CACHE/run" && "$PEER_DIR/glance.sh" stop --dir "$KUMO_PEER_CACHE" ) >&2 || true
+}
+
+# --- the peer Nova (../shared/peer/nova.sh) -------------------------------------------------
+# nova.sh keeps its venvs in DIR/nova/venv (nova + openstack-placement + uWSGI + PyMySQL) and
+# DIR/client/venv (openstackclient, for its `smoke`), and skips pip when the venv's
+# .kumo-peer-installed stamp holds exactly the line it wants. The two venvs are made once at
+# their final paths in $KUMO_PEER_CACHE/nova/ (pip runs here, with the same pins and stamp
+# lines as nova.sh; a venv's scripts carry its absolute path, so it cannot be made elsewhere
+# and moved). Each run's fresh DIR links to them, and to the cached Keystone and Glance venvs
+# (nova.sh starts keystone.sh and glance.sh into the same DIR). Should nova.sh come to want
+# other packages, it pip-installs them into the linked venv itself, which stays valid.
+PEER_NOVA_VERSION=${NOVA_VERSION:-34.0.0}
+PEER_PLACEMENT_VERSION=${PLACEMENT_VERSION:-16.0.0}
+PEER_NOVA_CACHE=$KUMO_PEER_CACHE/nova
+# _peer_venv VENV STAMP_LINE PACKAGE...: make VENV (once), pip install, write the stamp.
+_peer_venv() {
+  local venv=$1 want=$2; shift 2
+  [[ -f $venv/.kumo-peer-installed ]] && grep -qx "$want" "$venv/.kumo-peer-installed" && return 0
+  [[ -x $venv/bin/python ]] || "${PYTHON:-python3}" -m venv "$venv" || return 1
+  # shellcheck disable=SC2086 # PIP_EXTRA is a list of pip options, as in the peer scripts
+  "$venv/bin/pip" install -q ${PIP_EXTRA:-} "$@" || return 1
+  echo "$want" > "$venv/.kumo-peer-installed"
+}
+peer_nova_venvs_ready() {
+  grep -qx "nova==$PEER_NOVA_VERSION openstack-placement==$PEER_PLACEMENT_VERSION uwsgi PyMySQL" \
+      "$PEER_NOVA_CACHE/venv/.kumo-peer-installed" 2>/dev/null &&
+    grep -qx "python-openstackclient openstacksdk" "$PEER_NOVA_CACHE/client-venv/.kumo-peer-installed" 2>/dev/null
+}
+peer_nova_ensure_venvs() {
+  peer_nova_venvs_ready && return 0
+  mkdir -p "$PEER_NOVA_CACHE"
+  blog "installing the peer Nova venvs into $PEER_NOVA_CACHE (first time only; pip builds uWSGI: minutes; log $PEER_NOVA_CACHE/pip.log)"
+  # flock: two runs at once install only once.
+  ( flock 9
+    _peer_venv "$PEER_NOVA_CACHE/venv" \
+      "nova==$PEER_NOVA_VERSION openstack-placement==$PEER_PLACEMENT_VERSION uwsgi PyMySQL" \
+      "nova==$PEER_NOVA_VERSION" "openstack-placement==$PEER_PLACEMENT_VERSION" uwsgi PyMySQL &&
+    _peer_venv "$PEER_NOVA_CACHE/client-venv" "python-openstackclient openstacksdk" \
+      python-openstackclient openstacksdk
+  ) 9>"$PEER_NOVA_CACHE/.install.lock" >>"$PEER_NOVA_CACHE/pip.log" 2>&1 \
+    || { tail -20 "$PEER_NOVA_CACHE/pip.log" >&2; bdie "pip install of the peer Nova failed; see $PEER_NOVA_CACHE/pip.log"; }
+  peer_nova_venvs_ready || bdie "peer Nova venvs not ready after install"
+}
+# peer_nova_prepare_dir DIR: a fresh nova.sh state dir whose venvs link to the cached ones.
+peer_nova_prepare_dir() {
+  local dir=$1
+  mkdir -p "$dir/nova" "$dir/client" "$dir/keystone" "$dir/glance" "$dir/cwd"
+  ln -sfn "$PEER_NOVA_CACHE/venv" "$dir/nova/venv"
+  ln -sfn "$PEER_NOVA_CACHE/client-venv" "$dir/client/venv"
+  ln -sfn "$KUMO_PEER_CACHE/keystone/venv" "$dir/keystone/venv"
+  ln -sfn "$KUMO_PEER_CACHE/glance/venv" "$dir/glance/venv"
 }

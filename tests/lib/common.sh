@@ -10,9 +10,13 @@
 #   build : what `cargo build` of the workspace needs (C compiler for bundled SQLite, ring, ...)
 #   tools : what the scripts and kumo itself use (qemu-utils: qemu-img checks image data)
 #   tests : what the end-to-end tests need (memcached: the real Keystone "peer" caches with it)
+#   peer_compute : what ../shared/peer/nova.sh (the real Nova, bench/compute.sh) needs: private
+#           RabbitMQ and MariaDB instances (their system services are not used), a C compiler
+#           for the uWSGI that pip builds, python3-venv for the venvs
 KUMO_PKGS_build=(build-essential pkg-config)
 KUMO_PKGS_tools=(curl qemu-utils)
 KUMO_PKGS_tests=(memcached)
+KUMO_PKGS_peer_compute=(build-essential curl python3-venv memcached rabbitmq-server mariadb-server)
 
 kumo_log() { printf '%s\n' "[${KUMO_LOG_TAG:-kumo}] $*" >&2; }
 
