@@ -204,6 +204,12 @@ password_hash_rounds = 4
 
 [fake]
 hosts = $FAKE_HOSTS
+
+[quota]
+# as the peer's nova.conf: the bench keeps 100 (1000) servers of one project alive
+instances = -1
+cores = -1
+ram = -1
 EOF
   KUMO_PORT=$(free_port)
   BASE=http://127.0.0.1:$KUMO_PORT

@@ -229,16 +229,6 @@ impl ComputeAgent {
 
     // ------------------------------------------------------------ build
 
-    /// Move to the next build step; Err when the instance was deleted meanwhile.
-    async fn step(&self, uuid: &str, from: &str, to: &str) -> Result<Instance> {
-        self.svc
-            .update_instance(uuid, Some(&[Some(from)]), |i| {
-                i.task_state = Some(to.to_string());
-                Ok(())
-            })
-            .await
-    }
-
     pub async fn build(&self, msg: &BuildAndRun, rid: &str) -> Result<()> {
         let svc = &self.svc;
         let uuid = &msg.instance_uuid;
@@ -324,70 +314,87 @@ impl ComputeAgent {
         let at = |step: &'static str| move |e: ComputeError| (step, e);
 
         // Steps 22-24: networking.
-        let i = self
-            .step(uuid, task_state::SCHEDULING, task_state::NETWORKING)
+        let (i, ev) = svc
+            .step_instance(
+                uuid,
+                &[Some(task_state::SCHEDULING)],
+                None,
+                Some((rid, EVENT_NETWORKING, host)),
+                |x| {
+                    x.task_state = Some(task_state::NETWORKING.into());
+                    Ok(())
+                },
+            )
             .await
             .map_err(at("networking"))?;
-        let ev = svc
-            .event_start(uuid, rid, EVENT_NETWORKING, host)
-            .await
-            .map_err(at("networking"))?;
-        let nw = svc.network.allocate(&i, &msg.user_token).await;
-        svc.event_finish(ev, nw.as_ref().err().map(|e| e.to_string()).as_deref())
-            .await
-            .map_err(at("networking"))?;
-        let nw = nw.map_err(at("networking"))?;
+        let nw = match svc.network.allocate(&i, &msg.user_token).await {
+            Ok(nw) => nw,
+            Err(e) => {
+                let _ = svc.event_finish(ev, Some(&e.to_string())).await;
+                return Err(("networking", e));
+            }
+        };
 
         // Steps 25-27: block devices.
-        let i = svc
-            .update_instance(uuid, Some(&[Some(task_state::NETWORKING)]), |x| {
-                x.network_info = nw;
-                x.task_state = Some(task_state::BLOCK_DEVICE_MAPPING.into());
-                Ok(())
-            })
+        let (i, ev) = svc
+            .step_instance(
+                uuid,
+                &[Some(task_state::NETWORKING)],
+                Some((ev, None)),
+                Some((rid, EVENT_BDM, host)),
+                |x| {
+                    x.network_info = nw;
+                    x.task_state = Some(task_state::BLOCK_DEVICE_MAPPING.into());
+                    Ok(())
+                },
+            )
             .await
             .map_err(at("block_device_mapping"))?;
-        let ev = svc
-            .event_start(uuid, rid, EVENT_BDM, host)
-            .await
-            .map_err(at("block_device_mapping"))?;
-        let bdi = svc.volume.prepare(&i, &msg.user_token).await;
-        svc.event_finish(ev, bdi.as_ref().err().map(|e| e.to_string()).as_deref())
-            .await
-            .map_err(at("block_device_mapping"))?;
-        let bdi = bdi.map_err(at("block_device_mapping"))?;
+        let bdi = match svc.volume.prepare(&i, &msg.user_token).await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = svc.event_finish(ev, Some(&e.to_string())).await;
+                return Err(("block_device_mapping", e));
+            }
+        };
 
         // Step 28: spawning.
-        let i = svc
-            .update_instance(uuid, Some(&[Some(task_state::BLOCK_DEVICE_MAPPING)]), |x| {
-                if bdi.as_array().is_some_and(|a| !a.is_empty()) {
-                    x.block_device_mapping = bdi;
-                }
-                x.task_state = Some(task_state::SPAWNING.into());
-                Ok(())
-            })
+        let (i, ev) = svc
+            .step_instance(
+                uuid,
+                &[Some(task_state::BLOCK_DEVICE_MAPPING)],
+                Some((ev, None)),
+                Some((rid, EVENT_SPAWNING, host)),
+                |x| {
+                    if bdi.as_array().is_some_and(|a| !a.is_empty()) {
+                        x.block_device_mapping = bdi;
+                    }
+                    x.task_state = Some(task_state::SPAWNING.into());
+                    Ok(())
+                },
+            )
             .await
             .map_err(at("spawning"))?;
-        let ev = svc
-            .event_start(uuid, rid, EVENT_SPAWNING, host)
-            .await
-            .map_err(at("spawning"))?;
-        let spawned = self.driver.spawn(&spec_of(&i)).await;
-        svc.event_finish(ev, spawned.as_ref().err().map(|e| e.to_string()).as_deref())
-            .await
-            .map_err(at("spawning"))?;
-        spawned
-            .map_err(|e| driver_failed("spawn", e))
-            .map_err(at("spawning"))?;
+        if let Err(e) = self.driver.spawn(&spec_of(&i)).await {
+            let e = driver_failed("spawn", e);
+            let _ = svc.event_finish(ev, Some(&e.to_string())).await;
+            return Err(("spawning", e));
+        }
 
         // Active / Running.
-        svc.update_instance(uuid, Some(&[Some(task_state::SPAWNING)]), |x| {
-            x.vm_state = vm_state::ACTIVE.into();
-            x.task_state = None;
-            x.power_state = PowerState::Running.code();
-            x.launched_at = Some(Utc::now());
-            Ok(())
-        })
+        svc.step_instance(
+            uuid,
+            &[Some(task_state::SPAWNING)],
+            Some((ev, None)),
+            None,
+            |x| {
+                x.vm_state = vm_state::ACTIVE.into();
+                x.task_state = None;
+                x.power_state = PowerState::Running.code();
+                x.launched_at = Some(Utc::now());
+                Ok(())
+            },
+        )
         .await
         .map_err(at("spawning"))?;
         Ok(())

@@ -32,8 +32,6 @@ pub struct HostState {
     pub free_disk_gb: f64,
     /// Instances of the request's server group on this host.
     pub group_members_here: usize,
-    /// The uuids of live instances on the host.
-    pub instances: Vec<String>,
     pub aggregate_metadata: BTreeMap<String, String>,
     /// The candidate's allocation request body.
     pub allocation: Value,
@@ -225,36 +223,54 @@ impl ComputeService {
             .filter(|s| s.binary == "nova-compute")
             .map(|s| (s.host.clone(), s))
             .collect();
-        let live = store::list_instances(self.db.conn(), &store::InstanceQuery::default()).await?;
-        let mut on_host: HashMap<String, Vec<&Instance>> = HashMap::new();
-        for x in &live {
-            if let Some(h) = &x.host {
-                on_host.entry(h.clone()).or_default().push(x);
-            }
-        }
         let group = match &i.server_group {
             Some(g) => store::get_group(self.db.conn(), g).await?,
             None => None,
         };
-        let group_hosts: Vec<String> = group
-            .as_ref()
-            .map(|g| {
-                live.iter()
-                    .filter(|x| x.uuid != i.uuid && g.members.contains(&x.uuid))
-                    .filter_map(|x| x.host.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let hosts_of = |key: &str| -> Vec<String> {
-            let ids: Vec<String> = match &i.scheduler_hints[key] {
+        let hinted = |key: &str| -> Vec<String> {
+            match &i.scheduler_hints[key] {
                 Value::String(s) => vec![s.clone()],
                 Value::Array(a) => a
                     .iter()
                     .filter_map(|v| v.as_str().map(String::from))
                     .collect(),
                 _ => vec![],
-            };
-            live.iter()
+            }
+        };
+        // Only the instances the filters look at: the group's members and the hinted ones.
+        let mut wanted: Vec<String> = group
+            .as_ref()
+            .map(|g| g.members.clone())
+            .unwrap_or_default();
+        wanted.extend(hinted("same_host"));
+        wanted.extend(hinted("different_host"));
+        wanted.retain(|u| *u != i.uuid);
+        let related = if wanted.is_empty() {
+            Vec::new()
+        } else {
+            store::list_instances(
+                self.db.conn(),
+                &store::InstanceQuery {
+                    uuids: Some(wanted),
+                    ..Default::default()
+                },
+            )
+            .await?
+        };
+        let group_hosts: Vec<String> = group
+            .as_ref()
+            .map(|g| {
+                related
+                    .iter()
+                    .filter(|x| g.members.contains(&x.uuid))
+                    .filter_map(|x| x.host.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let hosts_of = |key: &str| -> Vec<String> {
+            let ids = hinted(key);
+            related
+                .iter()
                 .filter(|x| ids.contains(&x.uuid))
                 .filter_map(|x| x.host.clone())
                 .collect()
@@ -309,10 +325,6 @@ impl ComputeService {
                 free_vcpus: free("VCPU"),
                 free_disk_gb: free("DISK_GB"),
                 group_members_here: members_here,
-                instances: on_host
-                    .get(&node.host)
-                    .map(|v| v.iter().map(|x| x.uuid.clone()).collect())
-                    .unwrap_or_default(),
                 aggregate_metadata: BTreeMap::new(),
                 allocation: areq["allocations"].clone(),
             });

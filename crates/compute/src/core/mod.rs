@@ -121,6 +121,46 @@ impl ComputeService {
         Ok(i)
     }
 
+    /// [`Self::update_instance`] that also finishes one event and starts the next in the same
+    /// transaction: a build step is one write, not three.
+    pub async fn step_instance(
+        &self,
+        uuid: &str,
+        expected: &[Option<&str>],
+        finish: Option<(Option<i32>, Option<&str>)>,
+        start: Option<(&str, &str, Option<&str>)>,
+        f: impl FnOnce(&mut Instance) -> Result<()>,
+    ) -> Result<(Instance, Option<i32>)> {
+        let txn = self.db.write().await?;
+        if let Some((Some(ev), error)) = finish {
+            store::event_finish(&*txn, ev, error).await?;
+        }
+        let mut i = store::get_instance(&*txn, uuid)
+            .await?
+            .filter(|i| !i.deleted)
+            .ok_or_else(|| ComputeError::instance_not_found(uuid))?;
+        if !expected.contains(&i.task_state.as_deref()) {
+            // Keep the finished event: it happened.
+            txn.commit().await?;
+            return Err(ComputeError::Conflict(format!(
+                "Unexpected task state: expecting {:?} but the actual state is {}",
+                expected,
+                i.task_state.as_deref().unwrap_or("None")
+            )));
+        }
+        f(&mut i)?;
+        i.updated_at = chrono::Utc::now();
+        store::save_instance(&*txn, &i).await?;
+        let mut started = None;
+        if let Some((request_id, event, host)) = start
+            && let Some(action) = store::find_action(&*txn, uuid, request_id).await?
+        {
+            started = Some(store::event_start(&*txn, action.id, event, host).await?);
+        }
+        txn.commit().await?;
+        Ok((i, started))
+    }
+
     pub async fn get_instance(&self, uuid: &str) -> Result<Option<Instance>> {
         store::get_instance(self.db.conn(), uuid).await
     }

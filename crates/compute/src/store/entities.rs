@@ -13,6 +13,8 @@ pub mod instance {
         pub host: Option<String>,
         pub vm_state: String,
         pub task_state: Option<String>,
+        pub vcpus: i32,
+        pub memory_mb: i64,
         pub deleted: bool,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,

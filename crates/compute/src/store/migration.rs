@@ -48,6 +48,8 @@ impl MigrationTrait for M0001Initial {
                 .col(string_len_null("host", 255))
                 .col(string_len("vm_state", 32))
                 .col(string_len_null("task_state", 64))
+                .col(integer("vcpus"))
+                .col(big_integer("memory_mb"))
                 .col(boolean("deleted"))
                 .col(timestamp_with_time_zone("created_at"))
                 .col(timestamp_with_time_zone("updated_at"))

@@ -38,6 +38,8 @@ fn instance_am(i: &Instance) -> Result<e::instance::ActiveModel> {
         host: Set(i.host.clone()),
         vm_state: Set(i.vm_state.clone()),
         task_state: Set(i.task_state.clone()),
+        vcpus: Set(i.flavor.vcpus as i32),
+        memory_mb: Set(i.flavor.memory_mb),
         deleted: Set(i.deleted),
         created_at: Set(i.created_at),
         updated_at: Set(i.updated_at),
@@ -121,28 +123,43 @@ pub async fn list_instances(c: &impl ConnectionTrait, q: &InstanceQuery) -> Resu
     rows.into_iter().map(instance_from).collect()
 }
 
-/// Live instances (and their resources) of a project, for quotas.
+/// Live instances of a project (and of one user in it) with the vCPUs and RAM they hold,
+/// counted by the database: shelved-offloaded servers hold no cores or RAM (as Nova counts).
 pub async fn project_usage(
     c: &impl ConnectionTrait,
     project_id: &str,
     user_id: Option<&str>,
 ) -> Result<(i64, i64, i64)> {
-    let q = InstanceQuery {
-        project_id: Some(project_id.to_string()),
-        user_id: user_id.map(str::to_string),
-        ..Default::default()
-    };
-    let mut n = 0;
-    let mut cores = 0;
-    let mut ram = 0;
-    for i in list_instances(c, &q).await? {
-        // Shelved-offloaded servers hold no cores or RAM (Nova counts them as instances only).
-        n += 1;
-        if i.vm_state != vm_state::SHELVED_OFFLOADED {
-            cores += i.flavor.vcpus;
-            ram += i.flavor.memory_mb;
-        }
+    use sea_orm::{Statement, Value as V};
+    let mut sql = String::from(
+        "SELECT COUNT(*) AS n, \
+         COALESCE(SUM(CASE WHEN vm_state <> 'shelved_offloaded' THEN vcpus ELSE 0 END), 0) AS cores, \
+         COALESCE(SUM(CASE WHEN vm_state <> 'shelved_offloaded' THEN memory_mb ELSE 0 END), 0) AS ram \
+         FROM instances WHERE deleted = $1 AND project_id = $2",
+    );
+    let mut values: Vec<V> = vec![false.into(), project_id.into()];
+    if let Some(u) = user_id {
+        sql.push_str(" AND user_id = $3");
+        values.push(u.into());
     }
+    let backend = c.get_database_backend();
+    let sql = if backend == sea_orm::DbBackend::Postgres {
+        sql
+    } else {
+        // SQLite and MySQL take `?` placeholders.
+        let mut out = sql;
+        for k in (1..=values.len()).rev() {
+            out = out.replace(&format!("${k}"), "?");
+        }
+        out
+    };
+    let row = c
+        .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+        .ok_or_else(|| ComputeError::Internal("usage query returned nothing".into()))?;
+    let n: i64 = row.try_get("", "n")?;
+    let cores: i64 = row.try_get("", "cores")?;
+    let ram: i64 = row.try_get("", "ram")?;
     Ok((n, cores, ram))
 }
 
