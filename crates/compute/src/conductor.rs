@@ -155,6 +155,19 @@ impl ComputeService {
     /// At start: instances that were waiting for a host when kumo stopped are scheduled
     /// again (their claim, if one was made, is released first).
     pub async fn recover_unscheduled(&self) -> Result<()> {
+        // Deletes of instances on no host that a stop interrupted.
+        for i in crate::store::list_instances(self.db.conn(), &Default::default()).await? {
+            if i.host.is_none() && i.task_state.as_deref() == Some(task_state::DELETING) {
+                let request_id = crate::store::list_actions(self.db.conn(), &i.uuid)
+                    .await?
+                    .into_iter()
+                    .find(|a| a.action == action::DELETE)
+                    .map(|a| a.request_id)
+                    .unwrap_or_else(bus::new_request_id);
+                tracing::info!(instance = %i.uuid, "finishing a delete interrupted by a restart");
+                self.local_delete(&i, &request_id).await?;
+            }
+        }
         let q = crate::store::InstanceQuery {
             vm_states: Some(vec![vm_state::BUILDING.into()]),
             ..Default::default()
@@ -162,7 +175,10 @@ impl ComputeService {
         let waiting: Vec<Instance> = crate::store::list_instances(self.db.conn(), &q)
             .await?
             .into_iter()
-            .filter(|i| i.host.is_none() || i.task_state.as_deref() == Some(task_state::SCHEDULING))
+            .filter(|i| {
+                i.task_state.as_deref() != Some(task_state::DELETING)
+                    && (i.host.is_none() || i.task_state.as_deref() == Some(task_state::SCHEDULING))
+            })
             .collect();
         for i in waiting {
             let request_id = bus::new_request_id();

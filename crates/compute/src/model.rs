@@ -396,3 +396,51 @@ pub struct Aggregate {
     pub created_at: Timestamp,
     pub updated_at: Option<Timestamp>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_is_novas_state_map() {
+        assert_eq!(server_status("building", Some("scheduling")), "BUILD");
+        assert_eq!(server_status("active", None), "ACTIVE");
+        assert_eq!(server_status("active", Some("rebooting")), "REBOOT");
+        assert_eq!(
+            server_status("active", Some("rebooting_hard")),
+            "HARD_REBOOT"
+        );
+        assert_eq!(server_status("active", Some("resize_prep")), "RESIZE");
+        assert_eq!(server_status("active", Some("rebuilding")), "REBUILD");
+        assert_eq!(server_status("active", Some("powering-off")), "ACTIVE");
+        assert_eq!(server_status("stopped", None), "SHUTOFF");
+        assert_eq!(server_status("resized", None), "VERIFY_RESIZE");
+        assert_eq!(
+            server_status("resized", Some("resize_reverting")),
+            "REVERT_RESIZE"
+        );
+        assert_eq!(
+            server_status("shelved_offloaded", None),
+            "SHELVED_OFFLOADED"
+        );
+        assert_eq!(server_status("error", None), "ERROR");
+        assert_eq!(server_status("error", Some("rebuilding")), "REBUILD");
+    }
+
+    #[test]
+    fn status_filter_inverts_the_map() {
+        for s in [
+            "ACTIVE",
+            "BUILD",
+            "SHUTOFF",
+            "PAUSED",
+            "SUSPENDED",
+            "ERROR",
+            "SHELVED_OFFLOADED",
+        ] {
+            let (vms, task) = vm_states_for_status(s).unwrap();
+            assert_eq!(server_status(vms[0], task), s);
+        }
+        assert!(vm_states_for_status("NOPE").is_none());
+    }
+}

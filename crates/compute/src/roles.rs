@@ -27,6 +27,28 @@ pub fn this_host() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// Keep the conductor's and scheduler's service records up (every 10 s, Nova's report_interval).
+fn spawn_heartbeat(svc: Arc<ComputeService>, host: String) {
+    tokio::spawn(async move {
+        let mut beat = tokio::time::interval(std::time::Duration::from_secs(10));
+        loop {
+            beat.tick().await;
+            for (binary, topic) in [
+                ("nova-conductor", "conductor"),
+                ("nova-scheduler", "scheduler"),
+            ] {
+                if let Ok(txn) = svc.db.write().await
+                    && crate::store::heartbeat_service(&*txn, &host, binary, topic)
+                        .await
+                        .is_ok()
+                {
+                    let _ = txn.commit().await;
+                }
+            }
+        }
+    });
+}
+
 /// Start every role of compute in this process.
 pub async fn start(
     svc: Arc<ComputeService>,
@@ -101,6 +123,17 @@ pub async fn start(
         agent.start().await?;
         agent.spawn_periodic();
     }
+    // The control-plane services, as `compute service list` shows Nova's.
+    let here = this_host();
+    for (binary, topic) in [
+        ("nova-conductor", "conductor"),
+        ("nova-scheduler", "scheduler"),
+    ] {
+        let txn = svc.db.write().await?;
+        crate::store::heartbeat_service(&*txn, &here, binary, topic).await?;
+        txn.commit().await?;
+    }
+    spawn_heartbeat(svc.clone(), here);
     svc.recover_unscheduled().await?;
     tracing::info!(hosts = agents.len(), driver = %svc.cfg.compute_driver, "compute roles started");
     Ok(Roles {

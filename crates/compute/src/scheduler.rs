@@ -380,15 +380,26 @@ pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
             let r = svc.select_destination(&msg, &meta.request_id).await;
             match r {
                 Ok(d) => {
-                    // Record the host before the next decision, so it counts for groups.
+                    // Record the host before the next decision, so it counts for groups. An
+                    // instance deleted meanwhile gives its claim back.
                     let d2 = d.clone();
-                    svc.update_instance(&msg.instance_uuid, None, move |i| {
-                        i.host = Some(d2.host.clone());
-                        i.node = Some(d2.node.clone());
-                        Ok(())
-                    })
-                    .await
-                    .map_err(|e| bus::Fault::remote("InstanceNotFound", e.to_string()))?;
+                    let recorded = svc
+                        .update_instance(
+                            &msg.instance_uuid,
+                            Some(&[Some(crate::model::task_state::SCHEDULING)]),
+                            move |i| {
+                                i.host = Some(d2.host.clone());
+                                i.node = Some(d2.node.clone());
+                                Ok(())
+                            },
+                        )
+                        .await;
+                    if let Err(e) = recorded {
+                        if let Ok(c) = svc.clients() {
+                            let _ = c.release(&msg.instance_uuid, &meta.request_id).await;
+                        }
+                        return Err(bus::Fault::remote("InstanceNotFound", e.to_string()));
+                    }
                     Ok(d)
                 }
                 Err(ComputeError::NoValidHost(m)) => Err(bus::Fault::remote("NoValidHost", m)),
@@ -396,4 +407,125 @@ pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn host(name: &str) -> HostState {
+        HostState {
+            host: name.into(),
+            node: name.into(),
+            rp_uuid: format!("rp-{name}"),
+            zone: "nova".into(),
+            service_up: true,
+            service_enabled: true,
+            hypervisor_type: "fake".into(),
+            free_ram_mb: 1000.0,
+            free_vcpus: 10.0,
+            free_disk_gb: 100.0,
+            group_members_here: 0,
+            aggregate_metadata: BTreeMap::new(),
+            allocation: json!({}),
+        }
+    }
+
+    fn instance() -> Instance {
+        serde_json::from_value(json!({
+            "uuid": "u1", "project_id": "p", "user_id": "u", "display_name": "vm",
+            "hostname": "vm", "vm_state": "building",
+            "flavor": {"flavorid": "1", "name": "f", "memory_mb": 64, "vcpus": 1, "root_gb": 1,
+                       "ephemeral_gb": 0, "swap": 0, "rxtx_factor": 1.0, "is_public": true},
+            "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    fn group(policy: &str, max: Option<u64>) -> ServerGroup {
+        let mut rules = BTreeMap::new();
+        if let Some(m) = max {
+            rules.insert("max_server_per_host".to_string(), json!(m));
+        }
+        ServerGroup {
+            uuid: "g".into(),
+            name: "g".into(),
+            project_id: "p".into(),
+            user_id: "u".into(),
+            policy: policy.into(),
+            rules,
+            members: vec![],
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    fn spec<'a>(
+        i: &'a Instance,
+        g: Option<&'a ServerGroup>,
+        group_hosts: &[&str],
+    ) -> RequestSpec<'a> {
+        RequestSpec {
+            instance: i,
+            group: g,
+            group_hosts: group_hosts.iter().map(|s| s.to_string()).collect(),
+            same_host: vec![],
+            different_host: vec![],
+        }
+    }
+
+    #[test]
+    fn anti_affinity_keeps_members_apart_up_to_the_rule() {
+        let i = instance();
+        let f = filter_by_name("ServerGroupAntiAffinityFilter").unwrap();
+        let g = group("anti-affinity", None);
+        assert!(!f(&host("a"), &spec(&i, Some(&g), &["a"])));
+        assert!(f(&host("b"), &spec(&i, Some(&g), &["a"])));
+        let g2 = group("anti-affinity", Some(2));
+        assert!(f(&host("a"), &spec(&i, Some(&g2), &["a"])));
+        assert!(!f(&host("a"), &spec(&i, Some(&g2), &["a", "a"])));
+    }
+
+    #[test]
+    fn affinity_follows_the_first_member() {
+        let i = instance();
+        let f = filter_by_name("ServerGroupAffinityFilter").unwrap();
+        let g = group("affinity", None);
+        assert!(f(&host("a"), &spec(&i, Some(&g), &[])));
+        assert!(f(&host("a"), &spec(&i, Some(&g), &["a"])));
+        assert!(!f(&host("b"), &spec(&i, Some(&g), &["a"])));
+    }
+
+    #[test]
+    fn compute_and_zone_filters() {
+        let mut i = instance();
+        let down = HostState {
+            service_up: false,
+            ..host("a")
+        };
+        assert!(!filter_by_name("ComputeFilter").unwrap()(
+            &down,
+            &spec(&i, None, &[])
+        ));
+        i.availability_zone = Some("other".into());
+        assert!(!filter_by_name("AvailabilityZoneFilter").unwrap()(
+            &host("a"),
+            &spec(&i, None, &[])
+        ));
+    }
+
+    #[test]
+    fn flavor_resources_and_traits() {
+        let mut i = instance();
+        i.flavor
+            .extra_specs
+            .insert("resources:CUSTOM_GPU".into(), "1".into());
+        i.flavor
+            .extra_specs
+            .insert("trait:HW_CPU_X86_AVX2".into(), "required".into());
+        let (res, traits) = ComputeService::resource_request(&i);
+        assert!(res.contains(&("CUSTOM_GPU".to_string(), 1)));
+        assert!(res.contains(&("VCPU".to_string(), 1)));
+        assert_eq!(traits, vec!["HW_CPU_X86_AVX2".to_string()]);
+    }
 }

@@ -218,6 +218,14 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
         tracing::info!(created = %c, "bootstrap");
     }
     if demo {
+        for name in cloud
+            .compute
+            .ensure_demo_flavors()
+            .await
+            .context("demo flavors")?
+        {
+            tracing::info!(flavor = %name, "demo flavor created");
+        }
         write_file(
             &state.demo_marker(),
             "demo project and user created\n",

@@ -176,6 +176,10 @@ impl ComputeService {
     ) -> Result<()> {
         let r = self
             .update_instance(uuid, None, |i| {
+                if i.task_state.as_deref() == Some(task_state::DELETING) {
+                    // Being deleted: the delete wins over the error.
+                    return Ok(());
+                }
                 i.vm_state = vm_state::ERROR.into();
                 i.task_state = None;
                 i.fault = Some(InstanceFault {
@@ -250,4 +254,55 @@ fn load_policy(cfg: &ComputeConfig) -> std::result::Result<Enforcer, String> {
         tracing::info!(file = %cfg.policy_file.display(), "compute policy overrides loaded");
     }
     b.build().map_err(|e| e.to_string())
+}
+
+/// devstack's flavors, which `kumo up --demo` adds: (id, name, RAM MiB, disk GiB, vCPUs).
+pub const DEMO_FLAVORS: &[(&str, &str, i64, i64, i64)] = &[
+    ("42", "m1.nano", 192, 1, 1),
+    ("84", "m1.micro", 256, 1, 1),
+    ("1", "m1.tiny", 512, 1, 1),
+    ("2", "m1.small", 2048, 20, 1),
+    ("3", "m1.medium", 4096, 40, 2),
+    ("4", "m1.large", 8192, 80, 4),
+];
+
+impl ComputeService {
+    /// Add the demo flavors that are missing (by id or by name); returns the names added.
+    pub async fn ensure_demo_flavors(&self) -> Result<Vec<String>> {
+        let txn = self.db.write().await?;
+        let mut added = Vec::new();
+        for (id, name, ram, disk, vcpus) in DEMO_FLAVORS {
+            if store::flavors::get_flavor(&*txn, id).await?.is_some()
+                || store::flavors::get_flavor_by_name(&*txn, name)
+                    .await?
+                    .is_some()
+            {
+                continue;
+            }
+            store::flavors::insert_flavor(
+                &*txn,
+                &Flavor {
+                    id: 0,
+                    flavorid: id.to_string(),
+                    name: name.to_string(),
+                    memory_mb: *ram,
+                    vcpus: *vcpus,
+                    root_gb: *disk,
+                    ephemeral_gb: 0,
+                    swap: 0,
+                    rxtx_factor: 1.0,
+                    is_public: true,
+                    disabled: false,
+                    description: None,
+                    extra_specs: Default::default(),
+                    created_at: None,
+                    updated_at: None,
+                },
+            )
+            .await?;
+            added.push(name.to_string());
+        }
+        txn.commit().await?;
+        Ok(added)
+    }
 }
