@@ -462,6 +462,31 @@ async fn action(
                 .await?;
             crate::core::servers::check_state(&i, "restore", &[vm::SOFT_DELETED], ANY_TASK)?;
         }
+        "trigger_crash_dump" => {
+            ctx.need(17)?;
+            if !arg.is_null() {
+                return Err(v::invalid(
+                    "trigger_crash_dump",
+                    arg,
+                    "is not of type 'null'",
+                ));
+            }
+            let i = svc
+                .instance_for(&ctx.auth, &id, "os_compute_api:servers:trigger_crash_dump")
+                .await?;
+            if i.locked && !ctx.is_admin() {
+                return Err(ComputeError::locked(&id));
+            }
+            crate::core::servers::check_state(
+                &i,
+                "trigger_crash_dump",
+                &[vm::ACTIVE, vm::PAUSED, vm::RESCUED, vm::RESIZED, vm::ERROR],
+                NO_TASK,
+            )?;
+            svc.record_action(&ctx.auth, &i, "trigger_crash_dump", &rid)
+                .await?;
+            svc.action_finish(&id, &rid).await?;
+        }
         "os-getConsoleOutput" => {
             let length = match arg.get("length") {
                 None | Some(Value::Null) => None,

@@ -60,6 +60,8 @@ async fn limits(State(api): St, ctx: Ctx) -> Result<Response> {
         ] {
             abs[k] = json!(val);
         }
+    }
+    if !ctx.at(39) {
         abs["maxImageMeta"] = json!(128);
     }
     Ok(Json(json!({"limits": {"absolute": abs, "rate": []}})).into_response())

@@ -557,6 +557,10 @@ async fn list_servers(api: &Api, ctx: &Ctx, q: Option<String>, detail: bool) -> 
                     dbq.only_deleted = true;
                 }
             }
+            // From 2.38 an unknown status is an error, before it matches nothing.
+            None if ctx.at(38) => {
+                return Err(ComputeError::bad(format!("Invalid status value: {st}")));
+            }
             None => return Ok(empty(ctx, detail)),
         }
     }
@@ -1112,7 +1116,8 @@ async fn instance_any(api: &Api, ctx: &Ctx, id: &str, policy: &str) -> Result<In
         .get_instance(id)
         .await?
         .ok_or_else(|| ComputeError::instance_not_found(id))?;
-    if i.deleted && !ctx.is_admin() {
+    // Actions of deleted servers: admins always, everybody from 2.21 (Nova reads deleted).
+    if i.deleted && !ctx.is_admin() && !ctx.at(21) {
         return Err(ComputeError::instance_not_found(id));
     }
     let target = json!({"project_id": i.project_id, "user_id": i.user_id});
