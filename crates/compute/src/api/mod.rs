@@ -58,7 +58,8 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(misc::routes());
     Router::new()
         .route("/", get(versions_root))
-        .nest("/v2.1", v21)
+        .nest("/v2.1", v21.clone())
+        .nest("/v2", v21)
         .fallback(fallback)
         .with_state(api)
         .layer(axum::middleware::from_fn_with_state(
@@ -149,8 +150,9 @@ fn origin(parts: &Parts) -> (String, String) {
         .get::<OriginalUri>()
         .map(|u| u.0.path().to_string())
         .unwrap_or_else(|| parts.uri.path().to_string());
-    let prefix = match full.find("/v2.1") {
+    let prefix = match full.find("/v2.1").or_else(|| full.find("/v2/")) {
         Some(i) => full[..i].to_string(),
+        None if full.ends_with("/v2") => full.trim_end_matches("/v2").to_string(),
         None => full.trim_end_matches('/').to_string(),
     };
     let root = format!("{proto}://{host}{prefix}");
@@ -252,7 +254,12 @@ async fn versions_root(Root(root): Root) -> Response {
     if let Some(o) = v21.as_object_mut() {
         o.remove("media-types");
     }
-    axum::Json(json!({"versions": [v21]})).into_response()
+    let v20 = json!({
+        "id": "v2.0", "status": "SUPPORTED", "version": "", "min_version": "",
+        "updated": "2011-01-21T11:33:21Z",
+        "links": [{"rel": "self", "href": format!("{root}/v2/")}],
+    });
+    axum::Json(json!({"versions": [v20, v21]})).into_response()
 }
 
 /// `GET /compute/v2.1`: this version.
