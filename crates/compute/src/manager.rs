@@ -129,18 +129,35 @@ impl ComputeAgent {
                 (vm_state::BUILDING, _)
                     if i.task_state.as_deref() != Some(task_state::SCHEDULING) =>
                 {
-                    tracing::info!(instance = %i.uuid, "a build was interrupted by a restart: ERROR");
+                    // A build a restart cut short: nothing of it is visible to the user yet, so
+                    // it starts again on this host with the claim it holds (Nova would leave
+                    // the server in ERROR).
+                    tracing::info!(instance = %i.uuid, task_state = ?i.task_state, "resuming a build interrupted by a restart");
                     let _ = self.driver.destroy(&i.uuid).await;
                     svc.network.deallocate(i).await?;
                     svc.volume.release(i).await?;
-                    svc.clients()?.release(&i.uuid, &rid).await?;
-                    svc.set_error(
-                        &i.uuid,
-                        500,
-                        "Instance was building when its compute service restarted; delete it and create it again.",
-                        &format!("the build on {} stopped at task_state {}", self.host, i.task_state.as_deref().unwrap_or("None")),
-                    )
+                    svc.update_instance(&i.uuid, None, |x| {
+                        x.task_state = Some(task_state::SCHEDULING.into());
+                        Ok(())
+                    })
                     .await?;
+                    let request_id = store::list_actions(svc.db.conn(), &i.uuid)
+                        .await?
+                        .into_iter()
+                        .find(|a| a.action == action::CREATE)
+                        .map(|a| a.request_id)
+                        .unwrap_or(rid);
+                    let msg = BuildAndRun {
+                        instance_uuid: i.uuid.clone(),
+                        user_token: String::new(),
+                    };
+                    svc.bus()?
+                        .cast_typed(
+                            &Target::server(rpc::COMPUTE_TOPIC, &self.host),
+                            &request_id,
+                            &msg,
+                        )
+                        .await?;
                     continue;
                 }
                 (_, Some(_)) => {
