@@ -120,8 +120,12 @@ enum ConfigAction {
 
 #[derive(Subcommand)]
 enum PolicyAction {
-    /// Print the effective policy (defaults merged with policy.yaml overrides).
-    Sample,
+    /// Print a service's policy defaults as a policy.yaml to start overrides from.
+    Sample {
+        /// identity, compute, image or placement.
+        #[arg(default_value = "identity")]
+        service: String,
+    },
 }
 
 fn init_logging(cfg: &common::config::Config) {
@@ -266,10 +270,19 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Policy {
-            action: PolicyAction::Sample,
+            action: PolicyAction::Sample { service },
         } => {
+            let defaults = match service.as_str() {
+                "identity" => identity::core::POLICY_DEFAULTS,
+                "compute" => compute::core::POLICY_DEFAULTS,
+                "image" => image::core::POLICY_DEFAULTS,
+                "placement" => placement::core::POLICY_DEFAULTS,
+                other => anyhow::bail!(
+                    "no policy for {other:?}: choose identity, compute, image or placement"
+                ),
+            };
             let e = common::policy::Enforcer::builder()
-                .defaults_yaml(identity::core::POLICY_DEFAULTS)?
+                .defaults_yaml(defaults)?
                 .build()?;
             print!("{}", e.render_yaml());
             Ok(())

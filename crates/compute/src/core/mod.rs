@@ -16,7 +16,7 @@ use crate::hooks::{NetworkHook, NoNetwork, NoVolumes, VolumeHook};
 use crate::model::*;
 use crate::store;
 
-const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
+pub const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
 
 pub struct ComputeService {
     pub cfg: ComputeConfig,
