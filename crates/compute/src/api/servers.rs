@@ -297,13 +297,7 @@ async fn create(State(api): St, ctx: Ctx, JsonBody(body): JsonBody) -> Result<Re
         .get("block_device_mapping_v2")
         .cloned()
         .unwrap_or_else(|| json!([]));
-    if !block_device_mapping.is_array() {
-        return Err(v::invalid(
-            "block_device_mapping_v2",
-            &block_device_mapping,
-            "is not of type 'array'",
-        ));
-    }
+    let block_device_mapping = v::block_device_mapping_v2(&block_device_mapping, ctx.mv.minor)?;
     let scheduler_hints = body
         .get("os:scheduler_hints")
         .or_else(|| body.get("OS-SCH-HNT:scheduler_hints"))

@@ -242,3 +242,101 @@ pub fn timestamp(field: &str, s: &str) -> Result<chrono::DateTime<chrono::Utc>> 
         "Invalid input for query parameters {field}. Value: {s}. '{s}' is not a 'date-time'"
     )))
 }
+
+/// `block_device_mapping_v2` as Nova's schema takes it (keys, types and enums), then Nova's
+/// semantic checks for what a boot needs.
+pub fn block_device_mapping_v2(v: &Value, mv_minor: u16) -> Result<Value> {
+    let Some(items) = v.as_array() else {
+        return Err(invalid(
+            "block_device_mapping_v2",
+            v,
+            format!("{v} is not of type 'array'"),
+        ));
+    };
+    let mut allowed = vec![
+        "source_type",
+        "destination_type",
+        "uuid",
+        "boot_index",
+        "volume_size",
+        "delete_on_termination",
+        "device_name",
+        "disk_bus",
+        "device_type",
+        "guest_format",
+        "no_device",
+        "connection_info",
+        "snapshot_id",
+        "volume_id",
+        "image_id",
+    ];
+    if mv_minor >= 42 || (32..=32).contains(&mv_minor) {
+        allowed.push("tag");
+    }
+    if mv_minor >= 67 {
+        allowed.push("volume_type");
+    }
+    for (k, b) in items.iter().enumerate() {
+        let field = format!("block_device_mapping_v2/{k}");
+        let Some(o) = b.as_object() else {
+            return Err(invalid(&field, b, format!("{b} is not of type 'object'")));
+        };
+        only(o, &allowed)?;
+        if let Some(s) = o.get("source_type")
+            && !matches!(s.as_str(), Some("volume" | "image" | "snapshot" | "blank"))
+        {
+            return Err(invalid(
+                &format!("{field}/source_type"),
+                s,
+                format!("{s} is not one of ['volume', 'image', 'snapshot', 'blank']"),
+            ));
+        }
+        if let Some(d) = o.get("destination_type")
+            && !matches!(d.as_str(), Some("local" | "volume"))
+        {
+            return Err(invalid(
+                &format!("{field}/destination_type"),
+                d,
+                format!("{d} is not one of ['local', 'volume']"),
+            ));
+        }
+        if let Some(u) = o.get("uuid")
+            && !u.as_str().is_some_and(|s| !s.is_empty() && s.len() <= 255)
+        {
+            return Err(invalid(&format!("{field}/uuid"), u, "is not a valid id"));
+        }
+        if let Some(bi) = o.get("boot_index")
+            && !bi.is_null()
+        {
+            positive_int(&format!("{field}/boot_index"), bi, -1)?;
+        }
+        if let Some(vs) = o.get("volume_size")
+            && !vs.is_null()
+        {
+            positive_int(&format!("{field}/volume_size"), vs, 1)?;
+        }
+        if let Some(d) = o.get("delete_on_termination") {
+            boolean(&format!("{field}/delete_on_termination"), d)?;
+        }
+        for key in [
+            "device_name",
+            "disk_bus",
+            "device_type",
+            "guest_format",
+            "tag",
+        ] {
+            if let Some(x) = o.get(key)
+                && !x.is_null()
+            {
+                string(&format!("{field}/{key}"), x, 255, true)?;
+            }
+        }
+        let source = o.get("source_type").and_then(Value::as_str).unwrap_or("");
+        if matches!(source, "volume" | "image" | "snapshot") && o.get("uuid").is_none() {
+            return Err(ComputeError::bad(format!(
+                "Block Device Mapping is Invalid: Missing device UUID for source_type {source}."
+            )));
+        }
+    }
+    Ok(v.clone())
+}
