@@ -8,6 +8,7 @@
 mod actions;
 mod flavors;
 mod misc;
+mod quotas;
 mod render;
 mod servers;
 pub(crate) mod validate;
@@ -55,7 +56,8 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(servers::routes())
         .merge(actions::routes())
         .merge(flavors::routes())
-        .merge(misc::routes());
+        .merge(misc::routes())
+        .merge(quotas::routes());
     Router::new()
         .route("/", get(versions_root))
         .nest("/v2.1", v21.clone())
