@@ -26,6 +26,11 @@ pub const EVENT_TERMINATE: &str = "compute_terminate_instance";
 const CPU_ALLOCATION_RATIO: f64 = 4.0;
 const RESERVED_HOST_MEMORY_MB: u64 = 512;
 
+/// The host memory kept from guests on a node of `memory_mb` (placement's reserved MEMORY_MB).
+pub fn reserved_host_memory_mb(memory_mb: u64) -> u64 {
+    RESERVED_HOST_MEMORY_MB.min(memory_mb / 2)
+}
+
 /// One compute host: a name, a driver, its node's provider.
 pub struct ComputeAgent {
     pub svc: Arc<ComputeService>,
@@ -95,7 +100,7 @@ impl ComputeAgent {
             "VCPU": {"total": res.vcpus, "reserved": 0, "min_unit": 1, "max_unit": res.vcpus,
                      "step_size": 1, "allocation_ratio": CPU_ALLOCATION_RATIO},
             "MEMORY_MB": {"total": res.memory_mb,
-                     "reserved": RESERVED_HOST_MEMORY_MB.min(res.memory_mb / 2),
+                     "reserved": reserved_host_memory_mb(res.memory_mb),
                      "min_unit": 1, "max_unit": res.memory_mb, "step_size": 1, "allocation_ratio": 1.0},
             "DISK_GB": {"total": res.local_gb, "reserved": 0, "min_unit": 1,
                      "max_unit": res.local_gb, "step_size": 1, "allocation_ratio": 1.0},

@@ -7,10 +7,12 @@
 
 mod actions;
 mod flavors;
+mod hypervisors;
 mod misc;
 mod quotas;
 mod render;
 mod servers;
+mod services;
 pub(crate) mod validate;
 
 use axum::Router;
@@ -57,7 +59,9 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(actions::routes())
         .merge(flavors::routes())
         .merge(misc::routes())
-        .merge(quotas::routes());
+        .merge(quotas::routes())
+        .merge(services::routes())
+        .merge(hypervisors::routes());
     Router::new()
         .route("/", get(versions_root))
         .nest("/v2.1", v21.clone())

@@ -3,6 +3,7 @@
 
 pub mod quotas;
 pub mod servers;
+pub mod services;
 
 use common::auth::AuthContext;
 use common::db::Database;
