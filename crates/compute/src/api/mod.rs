@@ -13,6 +13,7 @@ mod quotas;
 mod render;
 mod servers;
 mod services;
+mod usage;
 pub(crate) mod validate;
 
 use axum::Router;
@@ -61,7 +62,8 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(misc::routes())
         .merge(quotas::routes())
         .merge(services::routes())
-        .merge(hypervisors::routes());
+        .merge(hypervisors::routes())
+        .merge(usage::routes());
     Router::new()
         .route("/", get(versions_root))
         .nest("/v2.1", v21.clone())

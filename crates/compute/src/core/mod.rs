@@ -4,6 +4,7 @@
 pub mod quotas;
 pub mod servers;
 pub mod services;
+pub mod usage;
 
 use common::auth::AuthContext;
 use common::db::Database;
