@@ -6,6 +6,7 @@
 //! validation.
 
 mod actions;
+mod events;
 mod flavors;
 mod hypervisors;
 mod misc;
@@ -63,7 +64,8 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(quotas::routes())
         .merge(services::routes())
         .merge(hypervisors::routes())
-        .merge(usage::routes());
+        .merge(usage::routes())
+        .merge(events::routes());
     Router::new()
         .route("/", get(versions_root))
         .nest("/v2.1", v21.clone())
