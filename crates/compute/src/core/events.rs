@@ -58,7 +58,11 @@ fn enum_message(v: &Value, allowed: &[&str]) -> String {
         .map(|s| format!("'{s}'"))
         .collect::<Vec<_>>()
         .join(", ");
-    format!("{v} is not one of [{list}]")
+    let shown = match v {
+        Value::String(s) => format!("'{s}'"),
+        other => other.to_string(),
+    };
+    format!("{shown} is not one of [{list}]")
 }
 
 /// Validate a request body as Nova's schema for 2.`minor`; the events as given.

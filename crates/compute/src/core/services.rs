@@ -216,8 +216,7 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn service(age_s: i64, forced: bool) -> Service {
-        let now = Utc::now();
+    fn service(now: Timestamp, age_s: i64, forced: bool) -> Service {
         Service {
             id: 1,
             uuid: "u".into(),
@@ -237,9 +236,10 @@ mod tests {
     #[test]
     fn up_from_heartbeat_age() {
         let now = Utc::now();
-        assert!(service_is_up(&service(5, false), now));
-        assert!(!service_is_up(&service(61, false), now));
-        assert!(!service_is_up(&service(5, true), now));
+        assert!(service_is_up(&service(now, 5, false), now));
+        assert!(service_is_up(&service(now, 60, false), now));
+        assert!(!service_is_up(&service(now, 61, false), now));
+        assert!(!service_is_up(&service(now, 5, true), now));
     }
 
     fn inst(vcpus: i64, ram: i64, vm: &str, task: Option<&str>) -> Instance {
