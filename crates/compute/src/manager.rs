@@ -13,7 +13,9 @@ use std::time::Duration;
 use crate::core::ComputeService;
 use crate::error::{ComputeError, Result};
 use crate::model::*;
-use crate::rpc::{self, BuildAndRun, ConsoleOutput, Operation, RunOperation, Terminate};
+use crate::rpc::{
+    self, BuildAndRun, ConsoleOutput, ExternalInstanceEvents, Operation, RunOperation, Terminate,
+};
 use crate::store;
 
 pub const EVENT_BUILD: &str = "compute__do_build_and_run_instance";
@@ -25,6 +27,11 @@ pub const EVENT_TERMINATE: &str = "compute_terminate_instance";
 /// Nova's initial allocation ratios and reserved host memory (nova.conf defaults).
 const CPU_ALLOCATION_RATIO: f64 = 4.0;
 const RESERVED_HOST_MEMORY_MB: u64 = 512;
+
+/// The host memory kept from guests on a node of `memory_mb` (placement's reserved MEMORY_MB).
+pub fn reserved_host_memory_mb(memory_mb: u64) -> u64 {
+    RESERVED_HOST_MEMORY_MB.min(memory_mb / 2)
+}
 
 /// One compute host: a name, a driver, its node's provider.
 pub struct ComputeAgent {
@@ -95,7 +102,7 @@ impl ComputeAgent {
             "VCPU": {"total": res.vcpus, "reserved": 0, "min_unit": 1, "max_unit": res.vcpus,
                      "step_size": 1, "allocation_ratio": CPU_ALLOCATION_RATIO},
             "MEMORY_MB": {"total": res.memory_mb,
-                     "reserved": RESERVED_HOST_MEMORY_MB.min(res.memory_mb / 2),
+                     "reserved": reserved_host_memory_mb(res.memory_mb),
                      "min_unit": 1, "max_unit": res.memory_mb, "step_size": 1, "allocation_ratio": 1.0},
             "DISK_GB": {"total": res.local_gb, "reserved": 0, "min_unit": 1,
                      "max_unit": res.local_gb, "step_size": 1, "allocation_ratio": 1.0},
@@ -809,11 +816,56 @@ impl ComputeAgent {
     }
 }
 
+impl ComputeAgent {
+    /// External events for instances on this host (Nova's `external_instance_event`): each is
+    /// recorded on its instance, a deleted port's vif leaves the network info, then whoever
+    /// waits for the event (a build waiting for `network-vif-plugged`) gets it.
+    pub async fn external_events(&self, msg: &ExternalInstanceEvents) -> Result<()> {
+        for ev in &msg.events {
+            let e = ev.clone();
+            let host = self.host.clone();
+            let r = self
+                .svc
+                .update_instance(&ev.instance_uuid, None, move |i| {
+                    if e.name == "network-vif-deleted"
+                        && let Some(port) = &e.tag
+                        && let Some(vifs) = i.network_info.as_array_mut()
+                    {
+                        vifs.retain(|vif| vif["id"].as_str() != Some(port.as_str()));
+                    }
+                    i.external_events.push(RecordedEvent {
+                        name: e.name,
+                        status: e.status,
+                        tag: e.tag,
+                        host,
+                        received_at: Utc::now(),
+                    });
+                    let n = i.external_events.len();
+                    if n > MAX_RECORDED_EVENTS {
+                        i.external_events.drain(..n - MAX_RECORDED_EVENTS);
+                    }
+                    Ok(())
+                })
+                .await;
+            match r {
+                Ok(_) | Err(ComputeError::NotFound(_)) => {}
+                Err(err) => {
+                    tracing::warn!(instance = %ev.instance_uuid, event = %ev.name, error = %err, "external event not recorded");
+                }
+            }
+            tracing::info!(instance = %ev.instance_uuid, event = %ev.name, tag = ?ev.tag, status = %ev.status, host = %self.host, "external event received");
+            self.svc.events.deliver(ev);
+        }
+        Ok(())
+    }
+}
+
 /// The agent's bus handler.
 pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
     let a1 = agent.clone();
     let a2 = agent.clone();
     let a3 = agent.clone();
+    let a4 = agent.clone();
     Dispatcher::new()
         .on(move |meta: RequestMeta, msg: BuildAndRun| {
             let a = a1.clone();
@@ -838,6 +890,15 @@ pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
             async move {
                 if let Err(e) = a.run(&msg, ComputeAgent::rid(&meta)).await {
                     tracing::error!(instance = %msg.instance_uuid, error = %e, "server action failed");
+                }
+                Ok(())
+            }
+        })
+        .on(move |_meta: RequestMeta, msg: ExternalInstanceEvents| {
+            let a = a4.clone();
+            async move {
+                if let Err(e) = a.external_events(&msg).await {
+                    tracing::error!(error = %e, "external events failed");
                 }
                 Ok(())
             }

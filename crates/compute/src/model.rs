@@ -267,6 +267,24 @@ pub struct Instance {
     /// Volumes attached after boot (os-volume_attachments).
     #[serde(default)]
     pub volume_attachments: Vec<VolumeAttachment>,
+    /// The latest external events its host received (os-server-external-events), newest
+    /// last, at most [`MAX_RECORDED_EVENTS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub external_events: Vec<RecordedEvent>,
+}
+
+/// How many external events an instance keeps.
+pub const MAX_RECORDED_EVENTS: usize = 50;
+
+/// An external event as the compute agent recorded it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecordedEvent {
+    pub name: String,
+    pub status: String,
+    #[serde(default)]
+    pub tag: Option<String>,
+    pub host: String,
+    pub received_at: Timestamp,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

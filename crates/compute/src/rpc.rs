@@ -136,3 +136,27 @@ impl Message for ConsoleOutput {
     const VERSION: Version = Version::new(1, 0);
     type Reply = String;
 }
+
+/// An event another service reported about an instance (os-server-external-events).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalEvent {
+    pub instance_uuid: String,
+    /// network-changed, network-vif-plugged, network-vif-unplugged, network-vif-deleted,
+    /// volume-extended.
+    pub name: String,
+    /// completed, failed or in-progress.
+    pub status: String,
+    /// The port id of a vif event, the volume id of volume-extended.
+    pub tag: Option<String>,
+}
+
+/// compute.<host>: external events for instances on this host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExternalInstanceEvents {
+    pub events: Vec<ExternalEvent>,
+}
+impl Message for ExternalInstanceEvents {
+    const METHOD: &'static str = "external_instance_event";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}

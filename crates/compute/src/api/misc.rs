@@ -1,6 +1,7 @@
-//! Limits, quotas, availability zones, services and hypervisors.
+//! Limits and availability zones (quotas: quotas.rs; services: services.rs; hypervisors:
+//! hypervisors.rs).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,8 +16,6 @@ pub fn routes() -> Router<Api> {
     Router::new()
         .route("/limits", get(limits))
         .route("/os-availability-zone", get(zones))
-        .route("/os-quota-sets/{project}", get(quota_show))
-        .route("/os-quota-sets/{project}/defaults", get(quota_defaults))
 }
 
 async fn limits(State(api): St, ctx: Ctx) -> Result<Response> {
@@ -81,59 +80,4 @@ async fn zones(State(api): St, ctx: Ctx) -> Result<Response> {
         .map(|(z, _)| json!({"zoneName": z, "zoneState": {"available": true}, "hosts": null}))
         .collect();
     Ok(Json(json!({"availabilityZoneInfo": items})).into_response())
-}
-
-fn quota_doc(ctx: &Ctx, id: &str, limits: &[(String, i64)]) -> Value {
-    let mut v = json!({"id": id});
-    for (k, l) in limits {
-        if ctx.at(57) && k.starts_with("injected_file") {
-            continue;
-        }
-        v[k] = json!(l);
-    }
-    if !ctx.at(36) {
-        for (k, l) in [
-            ("fixed_ips", -1),
-            ("floating_ips", 10),
-            ("security_group_rules", 20),
-            ("security_groups", 10),
-        ] {
-            v[k] = json!(l);
-        }
-    }
-    v
-}
-
-async fn quota_show(State(api): St, ctx: Ctx, Path(project): Path<String>) -> Result<Response> {
-    let svc = &api.svc;
-    svc.authorize(
-        &ctx.auth,
-        "os_compute_api:os-quota-sets:show",
-        &json!({"project_id": project}),
-    )?;
-    let mut limits = Vec::new();
-    for (r, _) in crate::config::QUOTA_RESOURCES {
-        limits.push((r.to_string(), svc.quota_limit(&project, r).await?));
-    }
-    Ok(Json(json!({"quota_set": quota_doc(&ctx, &project, &limits)})).into_response())
-}
-
-async fn quota_defaults(State(api): St, ctx: Ctx, Path(project): Path<String>) -> Result<Response> {
-    let svc = &api.svc;
-    svc.authorize(
-        &ctx.auth,
-        "os_compute_api:os-quota-sets:defaults",
-        &json!({"project_id": project}),
-    )?;
-    let class = store::quota_class_limits(svc.db.conn(), "default").await?;
-    let limits: Vec<(String, i64)> = svc
-        .cfg
-        .quota_defaults
-        .iter()
-        .map(|(r, l)| {
-            let l = class.iter().find(|(c, _)| c == r).map_or(*l, |(_, x)| *x);
-            (r.to_string(), l)
-        })
-        .collect();
-    Ok(Json(json!({"quota_set": quota_doc(&ctx, &project, &limits)})).into_response())
 }

@@ -6,10 +6,15 @@
 //! validation.
 
 mod actions;
+mod events;
 mod flavors;
+mod hypervisors;
 mod misc;
+mod quotas;
 mod render;
 mod servers;
+mod services;
+mod usage;
 pub(crate) mod validate;
 
 use axum::Router;
@@ -55,7 +60,12 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(servers::routes())
         .merge(actions::routes())
         .merge(flavors::routes())
-        .merge(misc::routes());
+        .merge(misc::routes())
+        .merge(quotas::routes())
+        .merge(services::routes())
+        .merge(hypervisors::routes())
+        .merge(usage::routes())
+        .merge(events::routes());
     Router::new()
         .route("/", get(versions_root))
         .nest("/v2.1", v21.clone())

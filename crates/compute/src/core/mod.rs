@@ -1,7 +1,11 @@
 //! The compute service: what the API asks for (no HTTP here), and the roles that carry it
 //! out over the bus (conductor, scheduler, compute agents).
 
+pub mod events;
+pub mod quotas;
 pub mod servers;
+pub mod services;
+pub mod usage;
 
 use common::auth::AuthContext;
 use common::db::Database;
@@ -24,6 +28,8 @@ pub struct ComputeService {
     pub enforcer: Enforcer,
     pub network: Arc<dyn NetworkHook>,
     pub volume: Arc<dyn VolumeHook>,
+    /// Waiters for external instance events delivered to this process's agents.
+    pub events: events::EventWaiters,
     bus: OnceLock<Arc<dyn bus::Bus>>,
     clients: OnceLock<Arc<ServiceClients>>,
 }
@@ -42,6 +48,7 @@ impl ComputeService {
             enforcer,
             network: Arc::new(NoNetwork),
             volume: Arc::new(NoVolumes),
+            events: events::EventWaiters::default(),
             bus: OnceLock::new(),
             clients: OnceLock::new(),
         }))

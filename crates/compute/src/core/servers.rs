@@ -384,6 +384,7 @@ impl ComputeService {
                 attempted_hosts: Vec::new(),
                 shelved_image_id: None,
                 volume_attachments: Vec::new(),
+                external_events: Vec::new(),
             };
             store::insert_instance(&*txn, &inst).await?;
             store::insert_action(

@@ -468,6 +468,15 @@ pub async fn delete_service(c: &impl ConnectionTrait, id: i32) -> Result<()> {
     Ok(())
 }
 
+/// Remove the compute nodes of a host (with its deleted service).
+pub async fn delete_nodes_of_host(c: &impl ConnectionTrait, host: &str) -> Result<()> {
+    e::compute_node::Entity::delete_many()
+        .filter(e::compute_node::Column::Host.eq(host))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
 fn node_from(m: e::compute_node::Model) -> Result<ComputeNode> {
     Ok(ComputeNode {
         id: m.id,
