@@ -7,6 +7,7 @@
 
 mod actions;
 mod flavors;
+mod keypairs;
 mod misc;
 mod render;
 mod servers;
@@ -55,6 +56,7 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(servers::routes())
         .merge(actions::routes())
         .merge(flavors::routes())
+        .merge(keypairs::routes())
         .merge(misc::routes());
     Router::new()
         .route("/", get(versions_root))
