@@ -7,6 +7,7 @@
 
 mod actions;
 mod flavors;
+mod groups;
 mod keypairs;
 mod misc;
 mod render;
@@ -57,6 +58,7 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(actions::routes())
         .merge(flavors::routes())
         .merge(keypairs::routes())
+        .merge(groups::routes())
         .merge(misc::routes());
     Router::new()
         .route("/", get(versions_root))
