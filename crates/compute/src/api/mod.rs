@@ -6,6 +6,7 @@
 //! validation.
 
 mod actions;
+mod flavor_extras;
 mod flavors;
 mod groups;
 mod keypairs;
@@ -57,6 +58,7 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(servers::routes())
         .merge(actions::routes())
         .merge(flavors::routes())
+        .merge(flavor_extras::routes())
         .merge(keypairs::routes())
         .merge(groups::routes())
         .merge(misc::routes());
