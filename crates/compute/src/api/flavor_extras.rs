@@ -174,7 +174,10 @@ async fn spec_update(
             ));
         }
         Some(n) if n > 1 => {
-            return Err(ComputeError::bad(format!("{body} has too many properties")));
+            return Err(ComputeError::bad(format!(
+                "{} has too many properties",
+                super::groups::py(&body)
+            )));
         }
         _ => {}
     }

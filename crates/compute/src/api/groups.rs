@@ -23,7 +23,7 @@ pub fn routes() -> Router<Api> {
 }
 
 /// A JSON value as Python's `repr` shows it (jsonschema's messages).
-fn py(v: &Value) -> String {
+pub(super) fn py(v: &Value) -> String {
     match v {
         Value::String(s) => format!("'{s}'"),
         Value::Array(a) => format!("[{}]", a.iter().map(py).collect::<Vec<_>>().join(", ")),

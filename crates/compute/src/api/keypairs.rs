@@ -168,10 +168,14 @@ async fn create(State(api): St, ctx: Ctx, JsonBody(body): JsonBody) -> Result<Re
         None => SSH.to_string(),
         Some(Value::String(t)) if t == SSH || t == X509 => t.clone(),
         Some(other) => {
+            let shown = match other {
+                Value::String(t) => format!("'{t}'"),
+                x => x.to_string(),
+            };
             return Err(v::invalid(
                 "type",
                 other,
-                format!("{other} is not one of ['ssh', 'x509']"),
+                format!("{shown} is not one of ['ssh', 'x509']"),
             ));
         }
     };
