@@ -1,4 +1,5 @@
-//! `/flavors`: list, detail, show, create, delete (extra specs and access: see below).
+//! `/flavors`: list, detail, show, create, delete (update, extra specs and access:
+//! `flavor_extras.rs`).
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
@@ -19,23 +20,52 @@ pub fn routes() -> Router<Api> {
         .route("/flavors/{id}", get(show).delete(delete))
 }
 
+/// Nova's `is_public` filter: absent = public (and, for a project, its private ones),
+/// `none` = all, else a strict boolean (400 otherwise). Only an admin may choose.
+fn is_public_filter(admin: bool, is_public: Option<&str>) -> Result<Option<bool>> {
+    if !admin {
+        return Ok(Some(true));
+    }
+    let Some(x) = is_public else {
+        return Ok(Some(true));
+    };
+    match x.to_ascii_lowercase().as_str() {
+        "none" => Ok(None),
+        "1" | "t" | "true" | "on" | "y" | "yes" => Ok(Some(true)),
+        "0" | "f" | "false" | "off" | "n" | "no" => Ok(Some(false)),
+        _ => Err(ComputeError::bad(format!("Invalid is_public filter [{x}]"))),
+    }
+}
+
 async fn visible(api: &Api, ctx: &Ctx, is_public: Option<&str>) -> Result<Vec<Flavor>> {
     let all = fs::list_flavors(api.svc.db.conn()).await?;
     let admin = ctx.is_admin();
+    let filter = is_public_filter(admin, is_public)?;
     let mine: Vec<i32> = match ctx.auth.project_id() {
         Some(p) => fs::flavors_of_project(api.svc.db.conn(), p).await?,
         None => vec![],
     };
     Ok(all
         .into_iter()
-        .filter(|f| match (admin, is_public) {
-            (true, Some("none")) => true,
-            (true, Some(x)) if x.eq_ignore_ascii_case("false") => !f.is_public,
-            (true, _) => f.is_public || is_public.is_none(),
-            (false, _) => f.is_public || mine.contains(&f.id),
+        .filter(|f| match filter {
+            None => true,
+            Some(true) => f.is_public || mine.contains(&f.id),
+            Some(false) => !f.is_public,
         })
-        .filter(|f| !f.disabled)
+        .filter(|f| admin || !f.disabled)
         .collect())
+}
+
+/// A flavor as shown, without extra specs for whom the policy hides them (2.61+).
+fn shown(api: &Api, ctx: &Ctx, f: &Flavor, detail: bool) -> Value {
+    let mut v = render::flavor(ctx, f, detail);
+    if let Some(o) = v.as_object_mut()
+        && o.contains_key("extra_specs")
+        && !api.svc.sees_extra_specs(&ctx.auth)
+    {
+        o.remove("extra_specs");
+    }
+    v
 }
 
 async fn list_common(api: &Api, ctx: &Ctx, q: Option<String>, detail: bool) -> Result<Response> {
@@ -90,10 +120,7 @@ async fn list_common(api: &Api, ctx: &Ctx, q: Option<String>, detail: bool) -> R
         let n = v::positive_int("limit", &json!(l), 0)? as usize;
         flavors.truncate(n.min(api.svc.cfg.max_limit));
     }
-    let items: Vec<Value> = flavors
-        .iter()
-        .map(|f| render::flavor(ctx, f, detail))
-        .collect();
+    let items: Vec<Value> = flavors.iter().map(|f| shown(api, ctx, f, detail)).collect();
     Ok(Json(json!({"flavors": items})).into_response())
 }
 
@@ -111,7 +138,7 @@ async fn show(State(api): St, ctx: Ctx, Path(id): Path<String>) -> Result<Respon
         .usable_flavor(&ctx.auth, &id)
         .await?
         .ok_or_else(|| ComputeError::flavor_not_found(&id))?;
-    Ok(Json(json!({"flavor": render::flavor(&ctx, &f, true)})).into_response())
+    Ok(Json(json!({"flavor": shown(&api, &ctx, &f, true)})).into_response())
 }
 
 async fn create(State(api): St, ctx: Ctx, JsonBody(body): JsonBody) -> Result<Response> {
@@ -213,7 +240,7 @@ async fn create(State(api): St, ctx: Ctx, JsonBody(body): JsonBody) -> Result<Re
     }
     let made = fs::insert_flavor(&*txn, &flavor).await?;
     txn.commit().await?;
-    Ok(Json(json!({"flavor": render::flavor(&ctx, &made, true)})).into_response())
+    Ok(Json(json!({"flavor": shown(&api, &ctx, &made, true)})).into_response())
 }
 
 async fn delete(State(api): St, ctx: Ctx, Path(id): Path<String>) -> Result<Response> {

@@ -7,8 +7,11 @@
 
 mod actions;
 mod events;
+mod flavor_extras;
 mod flavors;
+mod groups;
 mod hypervisors;
+mod keypairs;
 mod misc;
 mod quotas;
 mod render;
@@ -60,6 +63,9 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(servers::routes())
         .merge(actions::routes())
         .merge(flavors::routes())
+        .merge(flavor_extras::routes())
+        .merge(keypairs::routes())
+        .merge(groups::routes())
         .merge(misc::routes())
         .merge(quotas::routes())
         .merge(services::routes())

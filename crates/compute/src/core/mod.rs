@@ -2,6 +2,9 @@
 //! out over the bus (conductor, scheduler, compute agents).
 
 pub mod events;
+pub mod flavors;
+pub mod groups;
+pub mod keypairs;
 pub mod quotas;
 pub mod servers;
 pub mod services;

@@ -294,7 +294,7 @@ impl ComputeService {
                     .await?
                     .filter(|grp| grp.project_id == project_id || ctx.has_role("admin"))
                     .ok_or_else(|| {
-                        ComputeError::bad(format!("Invalid server group {g}: not found"))
+                        ComputeError::bad(format!("Instance group {g} could not be found."))
                     })?,
             ),
             None => None,
