@@ -480,6 +480,64 @@ impl ServiceClients {
         Ok(a.body["usages"].clone())
     }
 
+    /// Add (`add` true) or remove a placement aggregate on a provider, as Nova's report
+    /// client mirrors host aggregate membership: read the provider's aggregates with its
+    /// generation, write the new set, and retry when another writer got there first.
+    pub async fn provider_aggregate(
+        &self,
+        rp_uuid: &str,
+        aggregate_uuid: &str,
+        add: bool,
+        request_id: &str,
+    ) -> Result<()> {
+        let path = format!("/resource_providers/{rp_uuid}/aggregates");
+        for _ in 0..5 {
+            let cur = self.placement(Method::GET, &path, None, request_id).await?;
+            if !cur.ok() {
+                return Err(upstream(
+                    "placement",
+                    format!(
+                        "aggregates of provider {rp_uuid}: {} {}",
+                        cur.status, cur.body
+                    ),
+                ));
+            }
+            let mut aggs: Vec<String> = cur.body["aggregates"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            let present = aggs.iter().any(|a| a == aggregate_uuid);
+            match (add, present) {
+                (true, true) | (false, false) => return Ok(()),
+                (true, false) => aggs.push(aggregate_uuid.to_string()),
+                (false, true) => aggs.retain(|a| a != aggregate_uuid),
+            }
+            let body = json!({"aggregates": aggs,
+                "resource_provider_generation": cur.body["resource_provider_generation"]});
+            let put = self
+                .placement(Method::PUT, &path, Some(&body), request_id)
+                .await?;
+            if put.ok() {
+                return Ok(());
+            }
+            if put.status != StatusCode::CONFLICT {
+                return Err(upstream(
+                    "placement",
+                    format!(
+                        "setting aggregates of {rp_uuid}: {} {}",
+                        put.status, put.body
+                    ),
+                ));
+            }
+        }
+        Err(upstream(
+            "placement",
+            format!("aggregates of provider {rp_uuid} kept changing"),
+        ))
+    }
+
     // ------------------------------------------------------------------ image
 
     /// The image as the caller sees it; None when it does not exist (or is not visible).

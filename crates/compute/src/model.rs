@@ -212,8 +212,14 @@ pub struct Instance {
     pub metadata: BTreeMap<String, String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The zone the user asked for (or `default_schedule_zone`): the scheduler keeps the
+    /// instance in it.
     #[serde(default)]
     pub availability_zone: Option<String>,
+    /// The zone of the host the scheduler chose (what `OS-EXT-AZ:availability_zone` shows);
+    /// it does not pin later moves, as Nova's request spec does not.
+    #[serde(default)]
+    pub host_availability_zone: Option<String>,
     #[serde(default)]
     pub config_drive: bool,
     #[serde(default)]

@@ -5,10 +5,11 @@
 
 use bus::{Dispatcher, RequestMeta};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::core::ComputeService;
+use crate::core::aggregates::extra_specs_pass;
 use crate::error::{ComputeError, Result};
 use crate::model::*;
 use crate::rpc::{Destination, SelectDestination};
@@ -32,7 +33,8 @@ pub struct HostState {
     pub free_disk_gb: f64,
     /// Instances of the request's server group on this host.
     pub group_members_here: usize,
-    pub aggregate_metadata: BTreeMap<String, String>,
+    /// The union of the metadata of the host's aggregates (key -> values).
+    pub aggregate_metadata: BTreeMap<String, BTreeSet<String>>,
     /// The candidate's allocation request body.
     pub allocation: Value,
 }
@@ -90,18 +92,9 @@ pub fn filter_by_name(name: &str) -> Option<Filter> {
         },
         "SameHostFilter" => |h, s| s.same_host.is_empty() || s.same_host.contains(&h.host),
         "DifferentHostFilter" => |h, s| !s.different_host.contains(&h.host),
-        "AggregateInstanceExtraSpecsFilter" => |h, s| {
-            s.instance.flavor.extra_specs.iter().all(|(k, v)| {
-                let key = match k.split_once(':') {
-                    Some(("aggregate_instance_extra_specs", key)) => key,
-                    Some(_) => return true,
-                    None => k.as_str(),
-                };
-                h.aggregate_metadata
-                    .get(key)
-                    .is_some_and(|have| have.split(',').any(|x| x.trim() == v.trim()))
-            })
-        },
+        "AggregateInstanceExtraSpecsFilter" => {
+            |h, s| extra_specs_pass(&s.instance.flavor.extra_specs, &h.aggregate_metadata)
+        }
         _ => return None,
     })
 }
@@ -282,6 +275,8 @@ impl ComputeService {
             same_host: hosts_of("same_host"),
             different_host: hosts_of("different_host"),
         };
+        // One load of the aggregates for every host's zone and metadata.
+        let aggs = self.host_aggregates().await?;
         let now = chrono::Utc::now();
         let mut hosts = Vec::new();
         for areq in candidates["allocation_requests"]
@@ -314,7 +309,7 @@ impl ComputeService {
                 host: node.host.clone(),
                 node: node.hypervisor_hostname.clone(),
                 rp_uuid: rp.clone(),
-                zone: self.host_zone(&node.host).await?,
+                zone: aggs.zone(&node.host),
                 service_up: !svc.forced_down
                     && svc
                         .last_seen_up
@@ -325,7 +320,7 @@ impl ComputeService {
                 free_vcpus: free("VCPU"),
                 free_disk_gb: free("DISK_GB"),
                 group_members_here: members_here,
-                aggregate_metadata: BTreeMap::new(),
+                aggregate_metadata: aggs.metadata(&node.host),
                 allocation: areq["allocations"].clone(),
             });
         }
@@ -383,6 +378,7 @@ pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
                     // Record the host before the next decision, so it counts for groups. An
                     // instance deleted meanwhile gives its claim back.
                     let d2 = d.clone();
+                    let zone = svc.host_zone(&d.host).await.ok();
                     let recorded = svc
                         .update_instance(
                             &msg.instance_uuid,
@@ -390,6 +386,7 @@ pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
                             move |i| {
                                 i.host = Some(d2.host.clone());
                                 i.node = Some(d2.node.clone());
+                                i.host_availability_zone = zone;
                                 Ok(())
                             },
                         )

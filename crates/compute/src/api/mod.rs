@@ -6,6 +6,7 @@
 //! validation.
 
 mod actions;
+mod aggregates;
 mod events;
 mod flavor_extras;
 mod flavors;
@@ -62,6 +63,7 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .route("/", get(version_v21))
         .merge(servers::routes())
         .merge(actions::routes())
+        .merge(aggregates::routes())
         .merge(flavors::routes())
         .merge(flavor_extras::routes())
         .merge(keypairs::routes())

@@ -17,6 +17,14 @@ pub fn naive(t: &DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
+/// The zone a server shows: its host's once scheduled, else the one it asked for.
+pub fn zone_of(i: &Instance) -> String {
+    i.host_availability_zone
+        .clone()
+        .or_else(|| i.availability_zone.clone())
+        .unwrap_or_default()
+}
+
 /// Nova's hostId: sha224 of project id + host, empty without a host.
 pub fn host_id(project_id: &str, host: Option<&str>) -> String {
     match host {
@@ -117,7 +125,7 @@ pub fn server(ctx: &Ctx, i: &Instance, show: bool, server_groups: Option<Vec<Str
         "links": links(ctx, "servers", &i.uuid),
         "OS-DCF:diskConfig": "MANUAL",
         "progress": i.progress,
-        "OS-EXT-AZ:availability_zone": i.availability_zone.clone().unwrap_or_default(),
+        "OS-EXT-AZ:availability_zone": zone_of(i),
         "config_drive": if i.config_drive { "True" } else { "" },
         "key_name": i.key_name,
         "OS-SRV-USG:launched_at": i.launched_at.as_ref().map(naive),

@@ -629,7 +629,7 @@ async fn list_servers(api: &Api, ctx: &Ctx, q: Option<String>, detail: bool) -> 
     }
     if admin_filters {
         if let Some(z) = get("availability_zone") {
-            servers.retain(|i| i.availability_zone.as_deref() == Some(z.as_str()));
+            servers.retain(|i| render::zone_of(i) == z);
         }
         if let Some(n) = get("node") {
             servers.retain(|i| i.node.as_deref() == Some(n.as_str()));

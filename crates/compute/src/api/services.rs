@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 
 use super::validate as v;
 use super::{Api, Ctx, JsonBody, St, no_content, render};
+use crate::core::ComputeService;
+use crate::core::aggregates::HostAggregates;
 use crate::core::services::{ServiceChange, service_is_up};
 use crate::error::{ComputeError, Result};
 use crate::model::Service;
@@ -29,13 +31,13 @@ fn query(q: &Option<String>, key: &str) -> Option<String> {
     })
 }
 
-async fn view(api: &Api, ctx: &Ctx, s: &Service) -> Result<Value> {
+fn view(aggs: &HostAggregates, ctx: &Ctx, s: &Service) -> Value {
     let now = chrono::Utc::now();
     let mut d = json!({
         "binary": s.binary,
         "host": s.host,
         "id": if ctx.at(53) { json!(s.uuid) } else { json!(s.id) },
-        "zone": api.svc.service_zone(s).await?,
+        "zone": ComputeService::service_zone(aggs, s),
         "status": if s.disabled { "disabled" } else { "enabled" },
         "state": if service_is_up(s, now) { "up" } else { "down" },
         "updated_at": s.last_seen_up.or(s.updated_at).map(|t| render::naive(&t)),
@@ -44,7 +46,7 @@ async fn view(api: &Api, ctx: &Ctx, s: &Service) -> Result<Value> {
     if ctx.at(11) {
         d["forced_down"] = json!(s.forced_down);
     }
-    Ok(d)
+    d
 }
 
 async fn list(State(api): St, ctx: Ctx, RawQuery(q): RawQuery) -> Result<Response> {
@@ -52,10 +54,13 @@ async fn list(State(api): St, ctx: Ctx, RawQuery(q): RawQuery) -> Result<Respons
     svc.authorize(&ctx.auth, "os_compute_api:os-services:list", &json!({}))?;
     let host = query(&q, "host");
     let binary = query(&q, "binary");
-    let mut out = Vec::new();
-    for s in svc.services(host.as_deref(), binary.as_deref()).await? {
-        out.push(view(&api, &ctx, &s).await?);
-    }
+    let aggs = svc.host_aggregates().await?;
+    let out: Vec<Value> = svc
+        .services(host.as_deref(), binary.as_deref())
+        .await?
+        .iter()
+        .map(|s| view(&aggs, &ctx, s))
+        .collect();
     Ok(Json(json!({"services": out})).into_response())
 }
 
@@ -147,7 +152,7 @@ async fn update(
         ));
     }
     let s = svc.update_service(s, &change).await?;
-    let mut d = view(&api, &ctx, &s).await?;
+    let mut d = view(&svc.host_aggregates().await?, &ctx, &s);
     d["forced_down"] = json!(s.forced_down);
     Ok(Json(json!({"service": d})).into_response())
 }
@@ -257,8 +262,9 @@ async fn zones_detail(State(api): St, ctx: Ctx) -> Result<Response> {
     let now = chrono::Utc::now();
     let mut available: BTreeMap<String, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
     let mut disabled_zones: Vec<String> = Vec::new();
+    let aggs = svc.host_aggregates().await?;
     for s in svc.services(None, None).await? {
-        let zone = svc.service_zone(&s).await?;
+        let zone = ComputeService::service_zone(&aggs, &s);
         if s.disabled {
             disabled_zones.push(zone);
             continue;

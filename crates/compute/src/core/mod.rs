@@ -1,6 +1,7 @@
 //! The compute service: what the API asks for (no HTTP here), and the roles that carry it
 //! out over the bus (conductor, scheduler, compute agents).
 
+pub mod aggregates;
 pub mod events;
 pub mod flavors;
 pub mod groups;

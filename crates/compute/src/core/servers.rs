@@ -355,6 +355,7 @@ impl ComputeService {
                     .filter(|z| !z.is_empty())
                     .map(|z| z.split(':').next().unwrap_or(&z).to_string())
                     .or_else(|| self.cfg.default_schedule_zone.clone()),
+                host_availability_zone: None,
                 config_drive: req.config_drive,
                 locked: false,
                 locked_by: None,
@@ -422,20 +423,21 @@ impl ComputeService {
     /// aggregates; every host without a zone is in `default_availability_zone`.
     pub async fn availability_zones(&self) -> Result<Vec<(String, Vec<String>)>> {
         let services = store::list_services(self.db.conn()).await?;
+        let aggs = self.host_aggregates().await?;
         let mut zones: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for s in services.iter().filter(|s| s.binary == "nova-compute") {
             zones
-                .entry(self.host_zone(&s.host).await?)
+                .entry(aggs.zone(&s.host))
                 .or_default()
                 .push(s.host.clone());
         }
         Ok(zones.into_iter().collect())
     }
 
-    /// The zone of a host (aggregates with a zone are not modelled yet: every host is in
-    /// the default zone).
-    pub async fn host_zone(&self, _host: &str) -> Result<String> {
-        Ok(self.cfg.default_availability_zone.clone())
+    /// The zone of a host: the `availability_zone` of an aggregate it is in, else the
+    /// default zone. For many hosts, load [`Self::host_aggregates`] once instead.
+    pub async fn host_zone(&self, host: &str) -> Result<String> {
+        Ok(self.host_aggregates().await?.zone(host))
     }
 
     /// A live instance the caller may see, or 404 (Nova answers 404 for other projects').

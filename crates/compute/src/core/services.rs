@@ -5,6 +5,7 @@
 use chrono::Utc;
 
 use super::ComputeService;
+use super::aggregates::HostAggregates;
 use crate::error::{ComputeError, Result};
 use crate::model::*;
 use crate::scheduler::SERVICE_DOWN_TIME;
@@ -82,11 +83,11 @@ pub fn node_usage(instances: &[Instance], reserved_mb: i64) -> NodeUsage {
 
 impl ComputeService {
     /// The zone a service is in: its host's for nova-compute, `internal` for the others.
-    pub async fn service_zone(&self, s: &Service) -> Result<String> {
+    pub fn service_zone(aggs: &HostAggregates, s: &Service) -> String {
         if s.binary == "nova-compute" {
-            self.host_zone(&s.host).await
+            aggs.zone(&s.host)
         } else {
-            Ok(INTERNAL_ZONE.to_string())
+            INTERNAL_ZONE.to_string()
         }
     }
 
@@ -179,6 +180,13 @@ impl ComputeService {
                 ));
             }
             store::delete_nodes_of_host(&*txn, &s.host).await?;
+            // The host leaves its aggregates, as Nova's service delete does.
+            for mut a in store::aggregates::list_aggregates(&*txn).await? {
+                if a.hosts.contains(&s.host) {
+                    a.hosts.retain(|h| *h != s.host);
+                    store::aggregates::save_aggregate(&*txn, &mut a).await?;
+                }
+            }
         }
         store::delete_service(&*txn, s.id).await?;
         txn.commit().await?;

@@ -1,6 +1,7 @@
 //! Persistence of the compute service: free functions over any sea-orm connection or
 //! transaction. An instance is a row of searchable columns plus its JSON document.
 
+pub mod aggregates;
 pub mod entities;
 pub mod flavors;
 pub mod migration;
