@@ -368,7 +368,8 @@ class KumoDriver:
         argv = [self.bin, *[str(a) for a in args], "--state-dir", str(cloud.state_dir)]
         return run(argv, env=env, timeout=timeout, cwd=cloud.workdir, check=check)
 
-    def start(self) -> Cloud:
+    def start(self, extra_conf: str = "") -> Cloud:
+        """Start kumo; `extra_conf` is appended to its kumo.conf (e.g. "[fake]\nhosts = 3\n")."""
         if not os.access(self.bin, os.X_OK):
             raise RuntimeError(f"kumo binary not found at {self.bin} (build with `cargo build --release` "
                                f"or set KUMO_BIN)")
@@ -377,7 +378,7 @@ class KumoDriver:
         state.mkdir(mode=0o700)
         conf = state / "kumo.conf"
         conf.write_text("# written by tests/e2e: cheap bcrypt for fast tests (kumo's default stays 12)\n"
-                        "[identity]\npassword_hash_rounds = 4\n")
+                        "[identity]\npassword_hash_rounds = 4\n" + extra_conf)
         cloud = Cloud(target="kumo", workdir=work, state_dir=state, clouds_yaml=state / "clouds.yaml",
                       fernet_dir=state / "fernet-keys", _driver=self)
         try:

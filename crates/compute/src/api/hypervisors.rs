@@ -1,5 +1,6 @@
 //! `/os-hypervisors`: list, detail, show, statistics; `{pattern}/search` and
-//! `{pattern}/servers` before 2.53 (query parameters from 2.53).
+//! `{pattern}/servers` before 2.53 (query parameters from 2.53); `{id}/uptime` (2.1-2.87)
+//! answers Nova's 501 for a driver without uptime, which the CLI's `hypervisor show` expects.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +21,7 @@ pub fn routes() -> Router<Api> {
         .route("/os-hypervisors/detail", get(detail))
         .route("/os-hypervisors/statistics", get(statistics))
         .route("/os-hypervisors/{id}", get(show))
+        .route("/os-hypervisors/{id}/uptime", get(uptime))
         .route("/os-hypervisors/{pattern}/search", get(search))
         .route("/os-hypervisors/{pattern}/servers", get(servers))
 }
@@ -366,4 +368,42 @@ async fn legacy(api: &Api, ctx: &Ctx, pattern: &str, with_servers: bool) -> Resu
         out.push(view(ctx, &n, &s, None, servers));
     }
     Ok(Json(json!({"hypervisors": out})).into_response())
+}
+
+/// `GET /os-hypervisors/{id}/uptime`: the hypervisor is looked up as Nova does, then 501 (no
+/// driver of kumo reports a host's uptime; Nova answers the same for such drivers).
+async fn uptime(State(api): St, ctx: Ctx, Path(id): Path<String>) -> Result<Response> {
+    let svc = &api.svc;
+    svc.authorize(
+        &ctx.auth,
+        "os_compute_api:os-hypervisors:uptime",
+        &json!({}),
+    )?;
+    let not_found =
+        || ComputeError::NotFound(format!("Hypervisor with ID '{id}' could not be found."));
+    if ctx.at(88) {
+        return Err(ComputeError::NotFound(
+            "The resource could not be found.".into(),
+        ));
+    }
+    if ctx.at(53) {
+        if !v::is_uuid(&id) {
+            return Err(ComputeError::bad(format!("Invalid uuid {id}")));
+        }
+    } else if id.parse::<i32>().is_err() {
+        return Err(not_found());
+    }
+    let found = svc.nodes_with_services().await?.into_iter().any(|(n, _)| {
+        if ctx.at(53) {
+            n.uuid == id
+        } else {
+            n.id.to_string() == id
+        }
+    });
+    if !found {
+        return Err(not_found());
+    }
+    Err(ComputeError::NotImplemented(
+        "The requested functionality is not supported.".into(),
+    ))
 }
