@@ -610,7 +610,7 @@ async fn rebuild(api: &Api, ctx: &Ctx, id: &str, arg: &Value) -> Result<Response
         .clients()?
         .image_get(&ctx.token, &image_id, &ctx.request_id)
         .await?
-        .ok_or_else(|| ComputeError::bad(format!("Image {image_id} could not be found.")))?;
+        .ok_or_else(|| ComputeError::bad("Cannot find image for rebuild"))?;
     if image["status"] != "active" {
         return Err(ComputeError::bad(format!(
             "Image {image_id} is not active."

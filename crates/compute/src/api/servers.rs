@@ -553,7 +553,7 @@ async fn list_servers(api: &Api, ctx: &Ctx, q: Option<String>, detail: bool) -> 
             }
             // From 2.38 an unknown status is an error, before it matches nothing.
             None if ctx.at(38) => {
-                return Err(ComputeError::bad(format!("Invalid status value: {st}")));
+                return Err(ComputeError::bad("Invalid status value"));
             }
             None => return Ok(empty(ctx, detail)),
         }
