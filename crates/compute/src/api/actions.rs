@@ -672,11 +672,11 @@ async fn rebuild(api: &Api, ctx: &Ctx, id: &str, arg: &Value) -> Result<Response
         .await?;
     svc.cast_operation(&i, Operation::Rebuild, &ctx.request_id, &ctx.token)
         .await?;
-    let mut server = render::server(
+    let mut server = render::server_changed(
         ctx,
         &i,
-        true,
         Some(i.server_group.iter().cloned().collect()),
+        ctx.at(54),
     );
     let pass = a
         .get("adminPass")

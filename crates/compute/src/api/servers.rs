@@ -768,7 +768,10 @@ async fn update(
         })
         .await?;
     let groups = server_groups_of(&api, &i).await?;
-    Ok(Json(json!({"server": render::server(&ctx, &i, true, Some(groups))})).into_response())
+    Ok(
+        Json(json!({"server": render::server_changed(&ctx, &i, Some(groups), false)}))
+            .into_response(),
+    )
 }
 
 async fn delete(State(api): St, ctx: Ctx, Path(id): Path<String>) -> Result<Response> {
