@@ -33,13 +33,21 @@ impl ComputeService {
                 "Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance {uuid}."
             );
             self.event_finish(ev, Some(&msg)).await?;
-            self.set_error(
-                uuid,
-                500,
-                &msg,
-                &format!("tried: {}", i.attempted_hosts.join(", ")),
-            )
-            .await?;
+            // The details name the hosts and the last failure with its step, e.g. "Build of
+            // instance X failed at step spawning on fake-3: ...".
+            let mut details = format!("tried: {}", i.attempted_hosts.join(", "));
+            if let Some(a) = crate::store::find_action(self.db.conn(), uuid, request_id).await? {
+                // newest first
+                let last = crate::store::list_events(self.db.conn(), a.id)
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.result.as_deref() == Some("Error"))
+                    .find_map(|e| e.traceback.filter(|t| t.starts_with("Build of instance")));
+                if let Some(t) = last {
+                    details = format!("{details}; last failure: {t}");
+                }
+            }
+            self.set_error(uuid, 500, &msg, &details).await?;
             return self.action_finish(uuid, request_id).await;
         }
         let sel = self
