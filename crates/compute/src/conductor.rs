@@ -161,8 +161,10 @@ impl ComputeService {
     }
 
     /// At start: instances that were waiting for a host when kumo stopped are scheduled
-    /// again (their claim, if one was made, is released first).
-    pub async fn recover_unscheduled(&self) -> Result<()> {
+    /// again (their claim, if one was made, is released first). A build that has a host which
+    /// runs here is its compute agent's to resume (`reconcile`), even while it is still in
+    /// `scheduling`; a build on a host that no longer runs here is scheduled again.
+    pub async fn recover_unscheduled(&self, live_hosts: &[String]) -> Result<()> {
         // Deletes of instances on no host that a stop interrupted.
         for i in crate::store::list_instances(self.db.conn(), &Default::default()).await? {
             if i.host.is_none() && i.task_state.as_deref() == Some(task_state::DELETING) {
@@ -185,7 +187,7 @@ impl ComputeService {
             .into_iter()
             .filter(|i| {
                 i.task_state.as_deref() != Some(task_state::DELETING)
-                    && (i.host.is_none() || i.task_state.as_deref() == Some(task_state::SCHEDULING))
+                    && i.host.as_ref().is_none_or(|h| !live_hosts.contains(h))
             })
             .collect();
         for i in waiting {
