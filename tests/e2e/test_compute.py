@@ -26,12 +26,12 @@ FAST = "[fake]\nhosts = 3\nspawn_delay_ms = 0\n"
 
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def cc(tmp_path_factory):
+def cc():
     """This module's kumo: 3 fake hosts, instant spawns, a qcow2 image; stopped at the end."""
     c = start_kumo(FAST)
     try:
         if shutil.which("qemu-img"):
-            src = make_qcow2(tmp_path_factory.mktemp("img") / "tiny.qcow2")
+            src = make_qcow2(c.workdir / "tiny.qcow2")
             img = c.osc("image", "create", "--file", src, "--disk-format", "qcow2", "--container-format", "bare",
                         "--public", unique("cirros"), fmt_json=True)
             c.image_id = img["id"]
@@ -469,12 +469,12 @@ def test_versions_and_flavors(cc):
 
 # ------------------------------------------------------------------ reschedule
 @needs_qemu
-def test_reschedule_around_a_failing_host(tmp_path):
+def test_reschedule_around_a_failing_host():
     """fake-1's spawns fail: every server still ends ACTIVE, on fake-2 or fake-3, and at least one
     build shows the failed attempt in its events."""
     c = start_kumo("[fake]\nhosts = 3\nspawn_delay_ms = 0\nfail_spawn_hosts = fake-1\n")
     try:
-        img = c.osc("image", "create", "--file", make_qcow2(tmp_path / "r.qcow2"), "--disk-format", "qcow2",
+        img = c.osc("image", "create", "--file", make_qcow2(c.workdir / "r.qcow2"), "--disk-format", "qcow2",
                     "--container-format", "bare", "--public", unique("img"), fmt_json=True)
         ids = create_servers(c, 6, image=img["id"], flavor="42")
         states = [wait_server(c, sid) for sid in ids]
@@ -495,10 +495,10 @@ def test_reschedule_around_a_failing_host(tmp_path):
 
 
 @needs_qemu
-def test_all_hosts_failing_ends_in_error_with_a_fault(tmp_path):
+def test_all_hosts_failing_ends_in_error_with_a_fault():
     c = start_kumo("[fake]\nhosts = 3\nspawn_delay_ms = 0\nfail_spawn_hosts = fake-1, fake-2, fake-3\n")
     try:
-        img = c.osc("image", "create", "--file", make_qcow2(tmp_path / "e.qcow2"), "--disk-format", "qcow2",
+        img = c.osc("image", "create", "--file", make_qcow2(c.workdir / "e.qcow2"), "--disk-format", "qcow2",
                     "--container-format", "bare", "--public", unique("img"), fmt_json=True)
         name = unique("doomed")
         err = c.osc_fail("server", "create", "--image", img["id"], "--flavor", "m1.nano", "--nic", "none",

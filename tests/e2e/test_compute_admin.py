@@ -22,10 +22,10 @@ NO_VALID_HOST = "No valid host was found. There are not enough hosts available."
 
 
 @pytest.fixture(scope="module")
-def ac(tmp_path_factory):
+def ac():
     c = start_kumo("[fake]\nhosts = 3\nspawn_delay_ms = 0\n")
     try:
-        src = make_qcow2(tmp_path_factory.mktemp("img") / "a.qcow2")
+        src = make_qcow2(c.workdir / "a.qcow2")
         c.image_id = c.osc("image", "create", "--file", src, "--disk-format", "qcow2", "--container-format",
                            "bare", "--public", unique("img"), fmt_json=True)["id"]
         yield c
@@ -76,7 +76,7 @@ def ed25519_public_key() -> str:
 
 # ------------------------------------------------------------------ key pairs
 @needs_qemu
-def test_keypairs(ac, project_user, tmp_path):
+def test_keypairs(ac, project_user):
     u = project_user()
     osc = u["osc"]
     # generated: the CLI prints the private key, Nova keeps only the public one
@@ -88,9 +88,10 @@ def test_keypairs(ac, project_user, tmp_path):
     assert len(shown["fingerprint"].split(":")) == 16, shown
     # imported: the fingerprint is the MD5 of the key, as Nova computes it
     pub = ed25519_public_key()
-    (tmp_path / "k.pub").write_text(pub + "\n")
+    pub_file = ac.workdir / f"{unique('k')}.pub"  # in the kumo's temp dir: removed with it
+    pub_file.write_text(pub + "\n")
     imp = unique("kp-imp")
-    made = osc("keypair", "create", "--public-key", tmp_path / "k.pub", imp, fmt_json=True)
+    made = osc("keypair", "create", "--public-key", pub_file, imp, fmt_json=True)
     assert made["fingerprint"] == md5_fingerprint(pub), made
     raw = ac.compute("GET", f"/os-keypairs/{imp}", token=u["token"], version=MAXV).json()["keypair"]
     assert raw["public_key"].split()[:2] == pub.split()[:2] and raw["type"] == "ssh"

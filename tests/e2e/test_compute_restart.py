@@ -24,10 +24,10 @@ NANO = {"VCPU": 1, "MEMORY_MB": 192, "DISK_GB": 1}
 
 
 @pytest.fixture(scope="module")
-def rc(tmp_path_factory):
+def rc():
     c = start_kumo(CONF)
     try:
-        src = make_qcow2(tmp_path_factory.mktemp("img") / "r.qcow2")
+        src = make_qcow2(c.workdir / "r.qcow2")
         c.image_id = c.osc("image", "create", "--file", src, "--disk-format", "qcow2", "--container-format",
                            "bare", "--public", unique("img"), fmt_json=True)["id"]
         yield c
