@@ -242,7 +242,10 @@ def test_private_flavor_access(ac, project_user):
                "--vcpus", "1", name, fmt_json=True)
     assert f["os-flavor-access:is_public"] is False, f
     fid = f["id"]
-    access = ac.compute("GET", f"/flavors/{fid}/os-flavor-access").json()["flavor_access"]
+    # (the CLI only logs a failed addTenantAccess and exits 0: the access list is what counts)
+    r = ac.compute("GET", f"/flavors/{fid}/os-flavor-access")
+    assert r.status_code == 200, r.text
+    access = r.json()["flavor_access"]
     assert access == [{"flavor_id": fid, "tenant_id": p["project"]["id"]}], access
     # visible to P, in its list and by id; P boots with it
     assert name in [x["Name"] for x in p["osc"]("flavor", "list", fmt_json=True)]
