@@ -8,7 +8,6 @@ peer target is Keystone)."""
 from __future__ import annotations
 
 import datetime
-import re
 import shutil
 
 import pytest
