@@ -6,7 +6,7 @@
 # Stages: setup (Debian packages, cargo, the Python venv of tests/requirements.txt) -> one release build
 # of the workspace -> cargo tests (nextest if installed) -> end-to-end tests (pytest tests/e2e against a
 # kumo started on a free port in a temp dir) -> Tempest (tests/tempest/run.sh SERVICE, for each service
-# in KUMO_TEMPEST_SERVICES, default: identity image).
+# in KUMO_TEMPEST_SERVICES, default: identity image compute).
 # The last line is `run_tests: N passed, M failed` summed over the stages; skipped tests are not
 # passes and are counted on the line before. Exit status 0 only when nothing failed and every stage ran.
 #
@@ -162,7 +162,7 @@ fi
 
 # ------------------------------------------------------------------ Tempest (tests/tempest/run.sh)
 # One run per service that kumo serves; each prints `N passed, N failed, N skipped` last.
-TEMPEST_SERVICES=${KUMO_TEMPEST_SERVICES:-identity image}
+TEMPEST_SERVICES=${KUMO_TEMPEST_SERVICES:-identity image compute}
 for svc in $TEMPEST_SERVICES; do
   t0=$(date +%s)
   if [[ ! -x $ROOT/tests/tempest/run.sh ]]; then

@@ -311,6 +311,26 @@ class Cloud:
         r = self.http("DELETE", f"/{kind}/{ident}", token=self.admin_token)
         assert r.status_code in (204, 404), f"DELETE /{kind}/{ident}: {r.status_code} {r.text[:300]}"
 
+    # ---------------------------------------------------------------- compute (raw API)
+    @property
+    def compute_url(self) -> str:
+        return self.base_url + "/compute/v2.1"
+
+    def compute(self, method: str, path: str, *, token: str | None = None, version: str | None = None,
+                headers: dict | None = None, **kw) -> requests.Response:
+        """One request to the compute API (path relative to .../compute/v2.1), as admin unless
+        `token` is given ("" for none), at microversion `version` when given."""
+        h = {"Accept": "application/json"}
+        tok = self.admin_token if token is None else token
+        if tok:
+            h["X-Auth-Token"] = tok
+        if version:
+            h["OpenStack-API-Version"] = f"compute {version}"
+        h.update(headers or {})
+        kw.setdefault("timeout", HTTP_TIMEOUT)
+        kw.setdefault("allow_redirects", False)
+        return requests.request(method, self.compute_url + path, headers=h, **kw)
+
     # ---------------------------------------------------------------- placement (raw API)
     @property
     def placement_url(self) -> str:
@@ -356,11 +376,12 @@ class KumoDriver:
     supports_lifecycle = True
     name = "kumo"
 
-    def __init__(self):
+    def __init__(self, extra_conf: str = ""):
         default_target = os.environ.get("CARGO_TARGET_DIR", str(REPO / "target"))
         self.bin = os.environ.get("KUMO_BIN", str(Path(default_target) / "release" / "kumo"))
         self.pid: int | None = None
         self.last_up_output = ""
+        self.extra_conf = extra_conf  # appended to kumo.conf (e.g. "[fake]\nhosts = 3")
 
     def kumo(self, cloud: Cloud, *args, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
         env = clean_env()
@@ -378,7 +399,8 @@ class KumoDriver:
         state.mkdir(mode=0o700)
         conf = state / "kumo.conf"
         conf.write_text("# written by tests/e2e: cheap bcrypt for fast tests (kumo's default stays 12)\n"
-                        "[identity]\npassword_hash_rounds = 4\n" + extra_conf)
+                        "[identity]\npassword_hash_rounds = 4\n" + extra_conf
+                        + (f"\n{self.extra_conf}\n" if self.extra_conf else ""))
         cloud = Cloud(target="kumo", workdir=work, state_dir=state, clouds_yaml=state / "clouds.yaml",
                       fernet_dir=state / "fernet-keys", _driver=self)
         try:
@@ -619,6 +641,12 @@ class PeerDriver:
 
 
 DRIVERS = {"kumo": KumoDriver, "keystone-peer": PeerDriver}
+
+
+def start_kumo(extra_conf: str = "") -> Cloud:
+    """A kumo of its own (e.g. for one test module) with EXTRA_CONF appended to its kumo.conf;
+    the caller stops it with cloud.stop()."""
+    return KumoDriver(extra_conf).start()
 
 
 def start_target(name: str) -> Cloud:

@@ -33,13 +33,21 @@ impl ComputeService {
                 "Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance {uuid}."
             );
             self.event_finish(ev, Some(&msg)).await?;
-            self.set_error(
-                uuid,
-                500,
-                &msg,
-                &format!("tried: {}", i.attempted_hosts.join(", ")),
-            )
-            .await?;
+            // The details name the hosts and the last failure with its step, e.g. "Build of
+            // instance X failed at step spawning on fake-3: ...".
+            let mut details = format!("tried: {}", i.attempted_hosts.join(", "));
+            if let Some(a) = crate::store::find_action(self.db.conn(), uuid, request_id).await? {
+                // newest first
+                let last = crate::store::list_events(self.db.conn(), a.id)
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.result.as_deref() == Some("Error"))
+                    .find_map(|e| e.traceback.filter(|t| t.starts_with("Build of instance")));
+                if let Some(t) = last {
+                    details = format!("{details}; last failure: {t}");
+                }
+            }
+            self.set_error(uuid, 500, &msg, &details).await?;
             return self.action_finish(uuid, request_id).await;
         }
         let sel = self
@@ -153,8 +161,10 @@ impl ComputeService {
     }
 
     /// At start: instances that were waiting for a host when kumo stopped are scheduled
-    /// again (their claim, if one was made, is released first).
-    pub async fn recover_unscheduled(&self) -> Result<()> {
+    /// again (their claim, if one was made, is released first). A build that has a host which
+    /// runs here is its compute agent's to resume (`reconcile`), even while it is still in
+    /// `scheduling`; a build on a host that no longer runs here is scheduled again.
+    pub async fn recover_unscheduled(&self, live_hosts: &[String]) -> Result<()> {
         // Deletes of instances on no host that a stop interrupted.
         for i in crate::store::list_instances(self.db.conn(), &Default::default()).await? {
             if i.host.is_none() && i.task_state.as_deref() == Some(task_state::DELETING) {
@@ -177,7 +187,7 @@ impl ComputeService {
             .into_iter()
             .filter(|i| {
                 i.task_state.as_deref() != Some(task_state::DELETING)
-                    && (i.host.is_none() || i.task_state.as_deref() == Some(task_state::SCHEDULING))
+                    && i.host.as_ref().is_none_or(|h| !live_hosts.contains(h))
             })
             .collect();
         for i in waiting {

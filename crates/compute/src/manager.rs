@@ -133,12 +133,12 @@ impl ComputeAgent {
                     self.terminate(&i.uuid, &rid).await?;
                     continue;
                 }
-                (vm_state::BUILDING, _)
-                    if i.task_state.as_deref() != Some(task_state::SCHEDULING) =>
-                {
+                (vm_state::BUILDING, _) => {
                     // A build a restart cut short: nothing of it is visible to the user yet, so
                     // it starts again on this host with the claim it holds (Nova would leave
-                    // the server in ERROR).
+                    // the server in ERROR). That includes a build still in `scheduling` whose
+                    // host the scheduler had recorded: the conductor leaves those to the host
+                    // (before, the arm below cleared its task and the server stayed in BUILD).
                     tracing::info!(instance = %i.uuid, task_state = ?i.task_state, "resuming a build interrupted by a restart");
                     let _ = self.driver.destroy(&i.uuid).await;
                     svc.network.deallocate(i).await?;

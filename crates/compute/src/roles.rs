@@ -134,7 +134,8 @@ pub async fn start(
         txn.commit().await?;
     }
     spawn_heartbeat(svc.clone(), here);
-    svc.recover_unscheduled().await?;
+    let live: Vec<String> = agents.iter().map(|a| a.host.clone()).collect();
+    svc.recover_unscheduled(&live).await?;
     tracing::info!(hosts = agents.len(), driver = %svc.cfg.compute_driver, "compute roles started");
     Ok(Roles {
         subscriptions,

@@ -376,13 +376,17 @@ pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
             match r {
                 Ok(d) => {
                     // Record the host before the next decision, so it counts for groups. An
-                    // instance deleted meanwhile gives its claim back.
+                    // instance deleted meanwhile gives its claim back. A build is scheduling;
+                    // an unshelve of an offloaded server is unshelving.
                     let d2 = d.clone();
                     let zone = svc.host_zone(&d.host).await.ok();
                     let recorded = svc
                         .update_instance(
                             &msg.instance_uuid,
-                            Some(&[Some(crate::model::task_state::SCHEDULING)]),
+                            Some(&[
+                                Some(crate::model::task_state::SCHEDULING),
+                                Some(crate::model::task_state::UNSHELVING),
+                            ]),
                             move |i| {
                                 i.host = Some(d2.host.clone());
                                 i.node = Some(d2.node.clone());

@@ -610,7 +610,7 @@ async fn rebuild(api: &Api, ctx: &Ctx, id: &str, arg: &Value) -> Result<Response
         .clients()?
         .image_get(&ctx.token, &image_id, &ctx.request_id)
         .await?
-        .ok_or_else(|| ComputeError::bad(format!("Image {image_id} could not be found.")))?;
+        .ok_or_else(|| ComputeError::bad("Cannot find image for rebuild"))?;
     if image["status"] != "active" {
         return Err(ComputeError::bad(format!(
             "Image {image_id} is not active."
@@ -672,11 +672,11 @@ async fn rebuild(api: &Api, ctx: &Ctx, id: &str, arg: &Value) -> Result<Response
         .await?;
     svc.cast_operation(&i, Operation::Rebuild, &ctx.request_id, &ctx.token)
         .await?;
-    let mut server = render::server(
+    let mut server = render::server_changed(
         ctx,
         &i,
-        true,
         Some(i.server_group.iter().cloned().collect()),
+        ctx.at(54),
     );
     let pass = a
         .get("adminPass")

@@ -124,7 +124,6 @@ pub fn server(ctx: &Ctx, i: &Instance, show: bool, server_groups: Option<Vec<Str
         "accessIPv6": i.access_ip_v6.clone().unwrap_or_default(),
         "links": links(ctx, "servers", &i.uuid),
         "OS-DCF:diskConfig": "MANUAL",
-        "progress": i.progress,
         "OS-EXT-AZ:availability_zone": zone_of(i),
         "config_drive": if i.config_drive { "True" } else { "" },
         "key_name": i.key_name,
@@ -148,6 +147,13 @@ pub fn server(ctx: &Ctx, i: &Instance, show: bool, server_groups: Option<Vec<Str
                 .map(|n| json!({"name": n}))
                 .collect::<Vec<_>>()
         );
+    }
+    // Nova shows progress only in the statuses where something is under way or just done.
+    if matches!(
+        s["status"].as_str(),
+        Some("ACTIVE" | "BUILD" | "REBUILD" | "RESIZE" | "VERIFY_RESIZE" | "MIGRATING")
+    ) {
+        s["progress"] = json!(i.progress);
     }
     if let Some(f) = &i.fault
         && matches!(i.vm_state.as_str(), "error" | "deleted")
@@ -189,6 +195,36 @@ pub fn server(ctx: &Ctx, i: &Instance, show: bool, server_groups: Option<Vec<Str
     }
     if show && ctx.at(71) {
         s["server_groups"] = json!(server_groups.unwrap_or_default());
+    }
+    s
+}
+
+/// The server in the answer of `PUT /servers/{id}` and of rebuild: below 2.75 Nova leaves out
+/// the extended attributes (availability zone, config drive, usage dates, OS-EXT-STS,
+/// OS-EXT-SRV-ATTR, host_status, volumes, security groups) and key_name unless `keypair`
+/// (rebuild from 2.54).
+pub fn server_changed(
+    ctx: &Ctx,
+    i: &Instance,
+    server_groups: Option<Vec<String>>,
+    keypair: bool,
+) -> Value {
+    let mut s = server(ctx, i, true, server_groups);
+    if !ctx.at(75)
+        && let Some(o) = s.as_object_mut()
+    {
+        o.retain(|k, _| {
+            !(k.starts_with("OS-EXT-")
+                || k.starts_with("OS-SRV-USG:")
+                || matches!(
+                    k.as_str(),
+                    "config_drive"
+                        | "os-extended-volumes:volumes_attached"
+                        | "security_groups"
+                        | "host_status"
+                )
+                || (k == "key_name" && !keypair))
+        });
     }
     s
 }

@@ -553,7 +553,7 @@ async fn list_servers(api: &Api, ctx: &Ctx, q: Option<String>, detail: bool) -> 
             }
             // From 2.38 an unknown status is an error, before it matches nothing.
             None if ctx.at(38) => {
-                return Err(ComputeError::bad(format!("Invalid status value: {st}")));
+                return Err(ComputeError::bad("Invalid status value"));
             }
             None => return Ok(empty(ctx, detail)),
         }
@@ -768,7 +768,10 @@ async fn update(
         })
         .await?;
     let groups = server_groups_of(&api, &i).await?;
-    Ok(Json(json!({"server": render::server(&ctx, &i, true, Some(groups))})).into_response())
+    Ok(
+        Json(json!({"server": render::server_changed(&ctx, &i, Some(groups), false)}))
+            .into_response(),
+    )
 }
 
 async fn delete(State(api): St, ctx: Ctx, Path(id): Path<String>) -> Result<Response> {

@@ -178,7 +178,10 @@ pub fn is_uuid(s: &str) -> bool {
 pub fn ipv4(field: &str, v: &Value) -> Result<Option<String>> {
     match v {
         Value::String(s) if s.is_empty() => Ok(None),
-        Value::String(s) if s.parse::<std::net::Ipv4Addr>().is_ok() => Ok(Some(s.clone())),
+        // stored in the canonical form, as Nova's IP fields (netaddr) do
+        Value::String(s) if s.parse::<std::net::Ipv4Addr>().is_ok() => {
+            Ok(s.parse::<std::net::Ipv4Addr>().ok().map(|a| a.to_string()))
+        }
         other => Err(invalid(
             field,
             other,
@@ -190,7 +193,10 @@ pub fn ipv4(field: &str, v: &Value) -> Result<Option<String>> {
 pub fn ipv6(field: &str, v: &Value) -> Result<Option<String>> {
     match v {
         Value::String(s) if s.is_empty() => Ok(None),
-        Value::String(s) if s.parse::<std::net::Ipv6Addr>().is_ok() => Ok(Some(s.clone())),
+        // stored in the canonical (RFC 5952) form, as Nova's IP fields (netaddr) do
+        Value::String(s) if s.parse::<std::net::Ipv6Addr>().is_ok() => {
+            Ok(s.parse::<std::net::Ipv6Addr>().ok().map(|a| a.to_string()))
+        }
         other => Err(invalid(
             field,
             other,

@@ -239,7 +239,7 @@ impl ComputeService {
                     .clients()?
                     .image_get(user_token, &id, request_id)
                     .await?
-                    .ok_or_else(|| ComputeError::bad(format!("Image {id} could not be found.")))?;
+                    .ok_or_else(|| ComputeError::bad("Can not find requested image"))?;
                 if image["status"] != "active" {
                     return Err(ComputeError::bad(format!("Image {id} is not active.")));
                 }
