@@ -3,12 +3,13 @@
 //!
 //! - [`fake`]: keeps instances in memory, as Nova's fake driver does; tests and benches run the
 //!   whole control plane on it, with several fake hosts in one process.
-//! - `qemu` (issue "Real guests"): QEMU driven over QMP.
+//! - [`qemu`] (issue "Real guests"): QEMU driven over QMP; so far its QMP client, [`qemu::qmp`].
 //!
 //! The agent owns the state machine (vm_state/task_state); a driver only does the work and
 //! reports power states.
 
 pub mod fake;
+pub mod qemu;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
