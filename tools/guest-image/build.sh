@@ -79,7 +79,7 @@ if [ -z "$kernel_pkg" ]; then
 	fi
 fi
 kver=${kernel_pkg#linux-image-}
-guest_pkgs=("$kernel_pkg" busybox-static dropbear-bin libc6 libcrypt1 zlib1g libtomcrypt1 libtommath1)
+guest_pkgs=("$kernel_pkg" busybox-static dropbear-bin libc6 libcrypt1 zlib1g libtomcrypt1 libtommath1 libgmp10)
 manifest=""
 for p in "${guest_pkgs[@]}"; do
 	v=$(candidate "$p")
@@ -150,12 +150,20 @@ cp "$pk/bin/busybox" "$r/bin/busybox"
 done
 cp "$pk/usr/sbin/dropbear" "$r/usr/sbin/"
 cp "$pk/usr/bin/dropbearkey" "$pk/usr/bin/dbclient" "$r/usr/bin/"
-for lib in libc.so.6 libcrypt.so.1 libz.so.1 libtomcrypt.so.1 libtommath.so.1; do
-	f=$(find "$pk/lib/x86_64-linux-gnu" "$pk/usr/lib/x86_64-linux-gnu" -name "$lib" -print -quit 2>/dev/null)
-	[ -n "$f" ] || { log "missing $lib"; exit 1; }
-	cp -L "$f" "$r/lib/x86_64-linux-gnu/$lib"
+# Shared libraries of the dynamic binaries, resolved by the guest's own ld.so against the
+# unpacked packages (a library missing from guest_pkgs fails the build).
+libpath=$pk/lib/x86_64-linux-gnu:$pk/usr/lib/x86_64-linux-gnu
+for bin in "$r/usr/sbin/dropbear" "$r/usr/bin/dropbearkey" "$r/usr/bin/dbclient"; do
+	"$pk/lib64/ld-linux-x86-64.so.2" --library-path "$libpath" --list "$bin"
+done >"$tmp/libs"
+if grep -q 'not found' "$tmp/libs"; then
+	log "missing shared libraries:"
+	grep 'not found' "$tmp/libs" >&2
+	exit 1
+fi
+awk '$2 == "=>" && $3 ~ /^\// { print $3 }' "$tmp/libs" | LC_ALL=C sort -u | while read -r f; do
+	cp -L "$f" "$r/lib/x86_64-linux-gnu/$(basename "$f")"
 done
-cp -L "$pk/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" "$r/lib/x86_64-linux-gnu/"
 ln -s /lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$r/lib64/ld-linux-x86-64.so.2"
 
 # Kernel modules the guest needs, with their dependencies (resolved by the host's kmod against
