@@ -62,11 +62,8 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt_install "${need[@]}"
 fi
 
-# Exact versions of the guest packages: the candidates of the host's apt lists, or overrides.
+# Exact versions of the guest packages: the apt candidates of the host's apt lists, or overrides.
 # KUMO_TINY_KERNEL=linux-image-6.1.0-NN-cloud-amd64 picks another kernel package.
-candidate() {
-	apt-cache show --no-all-versions "$1" 2>/dev/null | awk '/^Version:/ && !n++ { print $2 }'
-}
 kernel_pkg=${KUMO_TINY_KERNEL:-}
 if [ -z "$kernel_pkg" ]; then
 	kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
@@ -80,11 +77,12 @@ if [ -z "$kernel_pkg" ]; then
 fi
 kver=${kernel_pkg#linux-image-}
 guest_pkgs=("$kernel_pkg" busybox-static dropbear-bin libc6 libcrypt1 zlib1g libtomcrypt1 libtommath1 libgmp10)
-manifest=""
+# One apt-cache call for all of them (each call costs ~0.5 s of cache loading).
+manifest=$(apt-cache show --no-all-versions "${guest_pkgs[@]}" 2>/dev/null |
+	awk '/^Package:/ { p = $2 } /^Version:/ && p != "" { print p "=" $2; p = "" }' |
+	LC_ALL=C sort)$'\n'
 for p in "${guest_pkgs[@]}"; do
-	v=$(candidate "$p")
-	[ -n "$v" ] || { log "no version of $p in the apt lists"; exit 1; }
-	manifest+="$p=$v"$'\n'
+	grep -q "^$p=" <<<"$manifest" || { log "no version of $p in the apt lists"; exit 1; }
 done
 # Files from host packages that end up in the image (bootloader).
 for p in syslinux syslinux-common; do
@@ -205,8 +203,8 @@ touch -d "@$epoch" "$tmp/vmlinuz" "$tmp/initrd.gz" "$tmp/syslinux.cfg"
 payload_kib=$(du -k --apparent-size -c "$tmp/vmlinuz" "$tmp/initrd.gz" | tail -n1 | cut -f1)
 fat_mib=$(((payload_kib / 1024) + 4))
 fat=$tmp/fat.img
+export MTOOLS_SKIP_CHECK=1 SOURCE_DATE_EPOCH=$epoch # mkfs.fat, mtools: fixed FAT timestamps
 mkfs.vfat -C -n KUMOTINY -i 4b554d4f "$fat" $((fat_mib * 1024)) >/dev/null
-export MTOOLS_SKIP_CHECK=1
 mcopy -m -i "$fat" "$tmp/vmlinuz" "$tmp/initrd.gz" "$tmp/syslinux.cfg" ::/
 syslinux --install "$fat"
 raw=$tmp/disk.raw
@@ -215,10 +213,16 @@ printf 'label: dos\nlabel-id: 0x4b554d4f\nstart=2048, type=c, bootable\n' | sfdi
 dd if="$fat" of="$raw" bs=1M seek=1 conv=notrunc status=none
 dd if=/usr/lib/syslinux/mbr/mbr.bin of="$raw" bs=440 count=1 conv=notrunc status=none
 
-qemu-img convert -c -f raw -O qcow2 "$raw" "$tmp/image.qcow2"
+# One coroutine: the compressed clusters are then written in order, the qcow2 is bit-for-bit
+# reproducible (the raw disk already is).
+qemu-img convert -c -m 1 -f raw -O qcow2 "$raw" "$tmp/image.qcow2"
 mv "$tmp/image.qcow2" "$image.part"
 mv "$image.part" "$image"
 printf '%s' "$manifest" >"$images/kumo-tiny-$key.manifest"
+# Older builds are not needed any more (kumo uploads the image into Glance).
+for f in "$images"/kumo-tiny-*; do
+	case "$f" in "$images/kumo-tiny-$key".*) ;; *) rm -f "$f" ;; esac
+done
 log "built in $(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo '?') s:" \
 	"$(du -h --apparent-size "$image" | cut -f1) qcow2, $((fat_mib + 1)) MiB virtual, kernel $kver"
 finish
