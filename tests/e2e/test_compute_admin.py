@@ -232,6 +232,31 @@ def test_quota_set_instances(ac, project_user):
     delete_all(ac, ids)
 
 
+@needs_qemu
+def test_user_quota_is_enforced_on_create(ac, project_user):
+    u = project_user()
+    pid, uid = u["project"]["id"], u["user"]["id"]
+    r = ac.compute("PUT", f"/os-quota-sets/{pid}", params={"user_id": uid},
+                   json={"quota_set": {"instances": 1}})
+    assert r.status_code == 200, r.text
+    ids = create_servers(ac, 1, image=ac.image_id, flavor="42", token=u["token"])
+    wait_server(ac, ids[0])
+    # the project allows 10, the user 1
+    r = ac.compute("POST", "/servers", token=u["token"], version=MAXV,
+                   json={"server": {"name": unique("second"), "imageRef": ac.image_id, "flavorRef": "42",
+                                    "networks": "none"}})
+    assert nova_error(r, 403) == "Quota exceeded for instances: Requested 1, but already used 1 of 1 instances"
+    # another user of the same project is not held by it
+    other = ac.create_user(unique("cuser2"), "pw-other-1", default_project_id=pid)
+    try:
+        ac.grant("member", project_id=pid, user_id=other["id"])
+        tok = ac.login(other["name"], "pw-other-1", project_id=pid)
+        ids += create_servers(ac, 1, image=ac.image_id, flavor="42", token=tok)
+    finally:
+        delete_all(ac, ids)
+        ac.delete("users", other["id"])
+
+
 # ------------------------------------------------------------------ flavors
 @needs_qemu
 def test_private_flavor_access(ac, project_user):

@@ -107,57 +107,41 @@ impl ComputeService {
             .map_or(-1, |(_, l)| *l))
     }
 
-    /// How many of `count` servers of `flavor` fit the project's quota: Err when not even
-    /// `min` fit, with Nova's message.
+    /// How many of `count` servers of `flavor` fit the project's quota and, where the user has
+    /// limits of their own (`os-quota-sets?user_id=`), the user's: Err when not even `min` fit,
+    /// with Nova's message.
     async fn check_instance_quota(
         &self,
         project_id: &str,
+        user_id: &str,
         flavor: &Flavor,
         min: u32,
         max: u32,
     ) -> Result<u32> {
-        let (n, cores, ram) = store::project_usage(self.db.conn(), project_id, None).await?;
-        let lim_n = self.quota_limit(project_id, "instances").await?;
-        let lim_c = self.quota_limit(project_id, "cores").await?;
-        let lim_r = self.quota_limit(project_id, "ram").await?;
-        let fits = |k: i64| {
-            (lim_n < 0 || n + k <= lim_n)
-                && (lim_c < 0 || cores + k * flavor.vcpus <= lim_c)
-                && (lim_r < 0 || ram + k * flavor.memory_mb <= lim_r)
-        };
-        let mut count = max as i64;
-        while count >= min as i64 && !fits(count) {
-            count -= 1;
+        let c = self.db.conn();
+        let usage = store::project_usage(c, project_id, None).await?;
+        let limits = [
+            self.quota_limit(project_id, "instances").await?,
+            self.quota_limit(project_id, "cores").await?,
+            self.quota_limit(project_id, "ram").await?,
+        ];
+        let count = fit_quota(usage, limits, flavor, min, max)?;
+        let own = store::quota_limits(c, project_id, Some(user_id)).await?;
+        let own_limit = |r: &str| own.iter().find(|(k, _)| k == r).map(|(_, l)| *l);
+        if ["instances", "cores", "ram"]
+            .iter()
+            .all(|r| own_limit(r).is_none())
+        {
+            return Ok(count);
         }
-        if count >= min as i64 && count > 0 {
-            return Ok(count as u32);
-        }
-        let k = min as i64;
-        let mut overs = Vec::new();
-        let mut req = Vec::new();
-        let mut used = Vec::new();
-        let mut allowed = Vec::new();
-        if lim_c >= 0 && cores + k * flavor.vcpus > lim_c {
-            overs.push("cores");
-            req.push(k * flavor.vcpus);
-            used.push(cores);
-            allowed.push(lim_c);
-        }
-        if lim_n >= 0 && n + k > lim_n {
-            overs.push("instances");
-            req.push(k);
-            used.push(n);
-            allowed.push(lim_n);
-        }
-        if lim_r >= 0 && ram + k * flavor.memory_mb > lim_r {
-            overs.push("ram");
-            req.push(k * flavor.memory_mb);
-            used.push(ram);
-            allowed.push(lim_r);
-        }
-        Err(ComputeError::QuotaExceeded(quota_message(
-            &overs, &req, &used, &allowed,
-        )))
+        let user_usage = store::project_usage(c, project_id, Some(user_id)).await?;
+        // A user's missing limit is the project's.
+        let user_limits = [
+            own_limit("instances").unwrap_or(limits[0]),
+            own_limit("cores").unwrap_or(limits[1]),
+            own_limit("ram").unwrap_or(limits[2]),
+        ];
+        fit_quota(user_usage, user_limits, flavor, min, count)
     }
 
     /// A flavor the caller may use: public, or private with access for the project.
@@ -301,7 +285,13 @@ impl ComputeService {
         };
 
         let count = self
-            .check_instance_quota(&project_id, &flavor, req.min_count, req.max_count)
+            .check_instance_quota(
+                &project_id,
+                &ctx.user_id,
+                &flavor,
+                req.min_count,
+                req.max_count,
+            )
             .await?;
         if let Some(g) = &group {
             let lim = self
@@ -649,6 +639,57 @@ impl ComputeService {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// How many of `max` servers of `flavor` fit `limits` (instances, cores, ram; -1 unlimited)
+/// over `usage` (same order): at least `min`, else Nova's "Quota exceeded for ..." error.
+fn fit_quota(
+    usage: (i64, i64, i64),
+    limits: [i64; 3],
+    flavor: &Flavor,
+    min: u32,
+    max: u32,
+) -> Result<u32> {
+    let (n, cores, ram) = usage;
+    let [lim_n, lim_c, lim_r] = limits;
+    let fits = |k: i64| {
+        (lim_n < 0 || n + k <= lim_n)
+            && (lim_c < 0 || cores + k * flavor.vcpus <= lim_c)
+            && (lim_r < 0 || ram + k * flavor.memory_mb <= lim_r)
+    };
+    let mut count = max as i64;
+    while count >= min as i64 && !fits(count) {
+        count -= 1;
+    }
+    if count >= min as i64 && count > 0 {
+        return Ok(count as u32);
+    }
+    let k = min as i64;
+    let mut overs = Vec::new();
+    let mut req = Vec::new();
+    let mut used = Vec::new();
+    let mut allowed = Vec::new();
+    if lim_c >= 0 && cores + k * flavor.vcpus > lim_c {
+        overs.push("cores");
+        req.push(k * flavor.vcpus);
+        used.push(cores);
+        allowed.push(lim_c);
+    }
+    if lim_n >= 0 && n + k > lim_n {
+        overs.push("instances");
+        req.push(k);
+        used.push(n);
+        allowed.push(lim_n);
+    }
+    if lim_r >= 0 && ram + k * flavor.memory_mb > lim_r {
+        overs.push("ram");
+        req.push(k * flavor.memory_mb);
+        used.push(ram);
+        allowed.push(lim_r);
+    }
+    Err(ComputeError::QuotaExceeded(quota_message(
+        &overs, &req, &used, &allowed,
+    )))
 }
 
 /// Nova's `check_instance_state`: the vm_state first, then the task_state.
