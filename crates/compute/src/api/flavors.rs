@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::validate as v;
-use super::{Api, Ctx, JsonBody, St, accepted, render};
+use super::{Api, Ctx, JsonBody, St, accepted, query_pairs, render};
 use crate::error::{ComputeError, Result};
 use crate::model::Flavor;
 use crate::store::flavors as fs;
@@ -69,14 +69,7 @@ fn shown(api: &Api, ctx: &Ctx, f: &Flavor, detail: bool) -> Value {
 }
 
 async fn list_common(api: &Api, ctx: &Ctx, q: Option<String>, detail: bool) -> Result<Response> {
-    let pairs: Vec<(String, String)> = q
-        .as_deref()
-        .map(|s| {
-            form_urlencoded::parse(s.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let pairs = query_pairs(q.as_deref());
     let get = |k: &str| {
         pairs
             .iter()

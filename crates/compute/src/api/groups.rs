@@ -9,9 +9,9 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-use super::keypairs::{last, query_pairs, query_uint};
+use super::keypairs::{last, query_uint};
 use super::validate as v;
-use super::{Api, Ctx, JsonBody, St, no_content};
+use super::{Api, Ctx, JsonBody, St, no_content, query_pairs};
 use crate::core::groups::MAX_SERVER_PER_HOST;
 use crate::error::{ComputeError, Result};
 use crate::model::ServerGroup;

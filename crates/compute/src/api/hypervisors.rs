@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::validate as v;
-use super::{Api, Ctx, St, render};
+use super::{Api, Ctx, St, query_get, query_pairs, render};
 use crate::core::services::{NodeUsage, service_is_up};
 use crate::error::{ComputeError, Result};
 use crate::model::{ComputeNode, Service};
@@ -24,20 +24,6 @@ pub fn routes() -> Router<Api> {
         .route("/os-hypervisors/{id}/uptime", get(uptime))
         .route("/os-hypervisors/{pattern}/search", get(search))
         .route("/os-hypervisors/{pattern}/servers", get(servers))
-}
-
-fn pairs(q: &Option<String>) -> Vec<(String, String)> {
-    q.as_deref()
-        .map(|s| {
-            form_urlencoded::parse(s.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn get_q(p: &[(String, String)], key: &str) -> Option<String> {
-    p.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
 }
 
 /// Nova's strict boolean of `with_servers`.
@@ -166,19 +152,19 @@ async fn detail(State(api): St, ctx: Ctx, RawQuery(q): RawQuery) -> Result<Respo
 
 async fn index(api: &Api, ctx: &Ctx, q: Option<String>, detailed: bool) -> Result<Response> {
     let svc = &api.svc;
-    let p = pairs(&q);
+    let p = query_pairs(q.as_deref());
     let (pattern, with_servers) = if ctx.at(53) {
-        let ws = match get_q(&p, "with_servers") {
+        let ws = match query_get(&p, "with_servers") {
             Some(s) => strict_bool("with_servers", &s)?,
             None => false,
         };
-        (get_q(&p, "hypervisor_hostname_pattern"), ws)
+        (query_get(&p, "hypervisor_hostname_pattern"), ws)
     } else {
         (None, false)
     };
     let (mut limit, mut marker) = (None, None);
     if ctx.at(33) {
-        if let Some(l) = get_q(&p, "limit") {
+        if let Some(l) = query_get(&p, "limit") {
             let n = l.parse::<u64>().map_err(|_| {
                 ComputeError::bad(format!(
                     "Invalid input for query parameters limit. Value: {l}. '{l}' does not match '^[0-9]*$'"
@@ -186,11 +172,11 @@ async fn index(api: &Api, ctx: &Ctx, q: Option<String>, detailed: bool) -> Resul
             })?;
             limit = Some(n as usize);
         }
-        marker = get_q(&p, "marker");
+        marker = query_get(&p, "marker");
     }
     let all = svc.nodes_with_services().await?;
     let mut nodes = if let Some(pat) = &pattern {
-        if get_q(&p, "limit").is_some() || marker.is_some() {
+        if query_get(&p, "limit").is_some() || marker.is_some() {
             return Err(ComputeError::bad(
                 "Paging over hypervisors with the hypervisor_hostname_pattern query parameter is not supported.",
             ));
@@ -257,8 +243,8 @@ async fn show(
     RawQuery(q): RawQuery,
 ) -> Result<Response> {
     let svc = &api.svc;
-    let p = pairs(&q);
-    let with_servers = match get_q(&p, "with_servers") {
+    let p = query_pairs(q.as_deref());
+    let with_servers = match query_get(&p, "with_servers") {
         Some(s) if ctx.at(53) => strict_bool("with_servers", &s)?,
         _ => false,
     };

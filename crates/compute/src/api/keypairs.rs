@@ -9,7 +9,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::validate as v;
-use super::{Api, Ctx, JsonBody, St, accepted, no_content, render};
+use super::{Api, Ctx, JsonBody, St, accepted, no_content, query_pairs, render};
 use crate::core::keypairs::{CreateKeypair, SSH, X509};
 use crate::error::{ComputeError, Result};
 use crate::model::Keypair;
@@ -18,16 +18,6 @@ pub fn routes() -> Router<Api> {
     Router::new()
         .route("/os-keypairs", get(list).post(create))
         .route("/os-keypairs/{name}", get(show).delete(delete))
-}
-
-/// A query string's pairs, in order.
-pub(super) fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
-    q.map(|s| {
-        form_urlencoded::parse(s.as_bytes())
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
-            .collect()
-    })
-    .unwrap_or_default()
 }
 
 /// The last value of a query parameter (webob's `GET[key]`).

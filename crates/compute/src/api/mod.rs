@@ -209,6 +209,21 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     }
 }
 
+/// A query string's pairs, in order.
+pub(crate) fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    q.map(|s| {
+        form_urlencoded::parse(s.as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The first value given for `key`.
+pub(crate) fn query_get(pairs: &[(String, String)], key: &str) -> Option<String> {
+    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+}
+
 /// A JSON request body, with Nova's errors for a bad one.
 pub struct JsonBody(pub Value);
 

@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
 use super::validate as v;
-use super::{Api, Ctx, JsonBody, St, accepted};
+use super::{Api, Ctx, JsonBody, St, accepted, query_get, query_pairs};
 use crate::core::quotas::{QuotaApi, shown_keys};
 use crate::error::Result;
 
@@ -27,12 +27,7 @@ pub fn routes() -> Router<Api> {
 
 /// The `user_id` query parameter (the first one given, as Nova reads it).
 fn user_id(q: &Option<String>) -> Option<String> {
-    q.as_deref().and_then(|s| {
-        form_urlencoded::parse(s.as_bytes())
-            .find(|(k, _)| k == "user_id")
-            .map(|(_, v)| v.into_owned())
-            .filter(|v| !v.is_empty())
-    })
+    query_get(&query_pairs(q.as_deref()), "user_id").filter(|v| !v.is_empty())
 }
 
 fn render(

@@ -10,7 +10,7 @@ use regex::Regex;
 use serde_json::{Value, json};
 
 use super::validate as v;
-use super::{Api, Ctx, JsonBody, St, no_content, render};
+use super::{Api, Ctx, JsonBody, St, no_content, query_pairs, render};
 use crate::core::servers::CreateRequest;
 use crate::error::{ComputeError, Result};
 use crate::model::*;
@@ -41,16 +41,6 @@ pub fn routes() -> Router<Api> {
         )
         .route("/servers/{id}/os-instance-actions", get(actions_list))
         .route("/servers/{id}/os-instance-actions/{req}", get(action_show))
-}
-
-fn query_pairs(q: &Option<String>) -> Vec<(String, String)> {
-    q.as_deref()
-        .map(|s| {
-            form_urlencoded::parse(s.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 // ------------------------------------------------------------------ create
@@ -466,7 +456,7 @@ async fn list_servers(api: &Api, ctx: &Ctx, q: Option<String>, detail: bool) -> 
         "os_compute_api:servers:index"
     };
     svc.authorize(&ctx.auth, policy, &own)?;
-    let pairs = query_pairs(&q);
+    let pairs = query_pairs(q.as_deref());
     let get = |k: &str| {
         pairs
             .iter()
@@ -1135,7 +1125,7 @@ async fn actions_list(
 ) -> Result<Response> {
     let i = instance_any(&api, &ctx, &id, "os_compute_api:os-instance-actions:list").await?;
     let mut actions = store::list_actions(api.svc.db.conn(), &i.uuid).await?;
-    let pairs = query_pairs(&q);
+    let pairs = query_pairs(q.as_deref());
     let get = |k: &str| {
         pairs
             .iter()

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
 use super::validate as v;
-use super::{Api, Ctx, JsonBody, St, no_content, render};
+use super::{Api, Ctx, JsonBody, St, no_content, query_get, query_pairs, render};
 use crate::core::ComputeService;
 use crate::core::aggregates::HostAggregates;
 use crate::core::services::{ServiceChange, service_is_up};
@@ -21,14 +21,6 @@ pub fn routes() -> Router<Api> {
         .route("/os-services", get(list))
         .route("/os-services/{id}", put(update).delete(delete))
         .route("/os-availability-zone/detail", get(zones_detail))
-}
-
-fn query(q: &Option<String>, key: &str) -> Option<String> {
-    q.as_deref().and_then(|s| {
-        form_urlencoded::parse(s.as_bytes())
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.into_owned())
-    })
 }
 
 fn view(aggs: &HostAggregates, ctx: &Ctx, s: &Service) -> Value {
@@ -52,8 +44,9 @@ fn view(aggs: &HostAggregates, ctx: &Ctx, s: &Service) -> Value {
 async fn list(State(api): St, ctx: Ctx, RawQuery(q): RawQuery) -> Result<Response> {
     let svc = &api.svc;
     svc.authorize(&ctx.auth, "os_compute_api:os-services:list", &json!({}))?;
-    let host = query(&q, "host");
-    let binary = query(&q, "binary");
+    let pairs = query_pairs(q.as_deref());
+    let host = query_get(&pairs, "host");
+    let binary = query_get(&pairs, "binary");
     let aggs = svc.host_aggregates().await?;
     let out: Vec<Value> = svc
         .services(host.as_deref(), binary.as_deref())

@@ -6,7 +6,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::{Api, Ctx, St};
+use super::{Api, Ctx, St, query_get, query_pairs};
 use crate::core::ComputeService;
 use crate::core::usage::{TenantUsage, isoformat, parse_period_time, summarize};
 use crate::error::{ComputeError, Result};
@@ -18,20 +18,6 @@ pub fn routes() -> Router<Api> {
         .route("/os-simple-tenant-usage/{tenant}", get(show))
 }
 
-fn pairs(q: &Option<String>) -> Vec<(String, String)> {
-    q.as_deref()
-        .map(|s| {
-            form_urlencoded::parse(s.as_bytes())
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn get_q(p: &[(String, String)], key: &str) -> Option<String> {
-    p.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
-}
-
 struct Period {
     start: Timestamp,
     stop: Timestamp,
@@ -41,8 +27,8 @@ struct Period {
 }
 
 fn period(api: &Api, ctx: &Ctx, p: &[(String, String)]) -> Result<Period> {
-    let start = parse_period_time(get_q(p, "start").as_deref())?;
-    let stop = parse_period_time(get_q(p, "end").as_deref())?;
+    let start = parse_period_time(query_get(p, "start").as_deref())?;
+    let stop = parse_period_time(query_get(p, "end").as_deref())?;
     if start >= stop {
         return Err(ComputeError::bad(
             "Invalid start time. The start time cannot occur after the end time.",
@@ -53,7 +39,7 @@ fn period(api: &Api, ctx: &Ctx, p: &[(String, String)]) -> Result<Period> {
     let max = api.svc.cfg.max_limit;
     let (mut limit, mut marker) = (max, None);
     if ctx.at(40) {
-        if let Some(l) = get_q(p, "limit") {
+        if let Some(l) = query_get(p, "limit") {
             let n = l.parse::<u64>().map_err(|_| {
                 ComputeError::bad(format!(
                     "Invalid input for query parameters limit. Value: {l}. '{l}' does not match '^[0-9]*$'"
@@ -61,12 +47,12 @@ fn period(api: &Api, ctx: &Ctx, p: &[(String, String)]) -> Result<Period> {
             })?;
             limit = (n as usize).min(max);
         }
-        marker = get_q(p, "marker");
+        marker = query_get(p, "marker");
     }
     Ok(Period {
         start,
         stop,
-        detailed: get_q(p, "detailed").as_deref() == Some("1"),
+        detailed: query_get(p, "detailed").as_deref() == Some("1"),
         limit,
         marker,
     })
@@ -135,7 +121,7 @@ async fn list(State(api): St, ctx: Ctx, RawQuery(q): RawQuery) -> Result<Respons
         "os_compute_api:os-simple-tenant-usage:list",
         &ComputeService::own_target(&ctx.auth),
     )?;
-    let p = pairs(&q);
+    let p = query_pairs(q.as_deref());
     let per = period(&api, &ctx, &p)?;
     let instances = svc
         .instances_in_period(None, per.start, per.stop, per.limit, per.marker.as_deref())
@@ -169,7 +155,7 @@ async fn show(
         "os_compute_api:os-simple-tenant-usage:show",
         &json!({"project_id": tenant}),
     )?;
-    let p = pairs(&q);
+    let p = query_pairs(q.as_deref());
     let per = period(&api, &ctx, &p)?;
     let instances = svc
         .instances_in_period(
