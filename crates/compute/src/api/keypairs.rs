@@ -9,7 +9,7 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::validate as v;
-use super::{Api, Ctx, JsonBody, St, accepted, no_content, query_pairs, render};
+use super::{Api, Ctx, JsonBody, St, accepted, no_content, query_get, query_pairs, render};
 use crate::core::keypairs::{CreateKeypair, SSH, X509};
 use crate::error::{ComputeError, Result};
 use crate::model::Keypair;
@@ -48,10 +48,7 @@ fn user_param(ctx: &Ctx, pairs: &[(String, String)]) -> Option<String> {
     if !ctx.at(10) {
         return None;
     }
-    pairs
-        .iter()
-        .find(|(k, _)| k == "user_id")
-        .map(|(_, v)| v.clone())
+    query_get(pairs, "user_id")
 }
 
 /// The key pair's short form (list, create).
@@ -169,27 +166,15 @@ async fn create(State(api): St, ctx: Ctx, JsonBody(body): JsonBody) -> Result<Re
             ));
         }
     };
+    // No length bound.
     let public_key = match k.get("public_key") {
+        Some(x) => v::string("public_key", x, usize::MAX, false)?,
         None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            return Err(v::invalid(
-                "public_key",
-                other,
-                format!("{other} is not of type 'string'"),
-            ));
-        }
     };
+    // No length bound.
     let user_id = match k.get("user_id") {
+        Some(x) => v::string("user_id", x, usize::MAX, false)?,
         None => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(other) => {
-            return Err(v::invalid(
-                "user_id",
-                other,
-                format!("{other} is not of type 'string'"),
-            ));
-        }
     };
     let (made, private) = api
         .svc
