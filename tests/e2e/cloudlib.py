@@ -320,16 +320,7 @@ class Cloud:
                 headers: dict | None = None, **kw) -> requests.Response:
         """One request to the compute API (path relative to .../compute/v2.1), as admin unless
         `token` is given ("" for none), at microversion `version` when given."""
-        h = {"Accept": "application/json"}
-        tok = self.admin_token if token is None else token
-        if tok:
-            h["X-Auth-Token"] = tok
-        if version:
-            h["OpenStack-API-Version"] = f"compute {version}"
-        h.update(headers or {})
-        kw.setdefault("timeout", HTTP_TIMEOUT)
-        kw.setdefault("allow_redirects", False)
-        return requests.request(method, self.compute_url + path, headers=h, **kw)
+        return self._service_request("compute", self.compute_url + path, method, token, version, headers, kw)
 
     # ---------------------------------------------------------------- placement (raw API)
     @property
@@ -340,16 +331,20 @@ class Cloud:
                   headers: dict | None = None, **kw) -> requests.Response:
         """One request to the placement API (path relative to .../placement), as admin unless
         `token` is given ("" for none), at microversion `version` when given."""
+        return self._service_request("placement", self.placement_url + path, method, token, version, headers, kw)
+
+    def _service_request(self, service: str, url: str, method: str, token: str | None, version: str | None,
+                         headers: dict | None, kw: dict) -> requests.Response:
         h = {"Accept": "application/json"}
         tok = self.admin_token if token is None else token
         if tok:
             h["X-Auth-Token"] = tok
         if version:
-            h["OpenStack-API-Version"] = f"placement {version}"
+            h["OpenStack-API-Version"] = f"{service} {version}"
         h.update(headers or {})
         kw.setdefault("timeout", HTTP_TIMEOUT)
         kw.setdefault("allow_redirects", False)
-        return requests.request(method, self.placement_url + path, headers=h, **kw)
+        return requests.request(method, url, headers=h, **kw)
 
     # ---------------------------------------------------------------- lifecycle (kumo; partly peer)
     def restart(self):
