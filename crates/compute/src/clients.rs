@@ -606,6 +606,56 @@ impl ServiceClients {
         }
     }
 
+    /// Make a queued image's formats those of the data about to be uploaded.
+    pub async fn image_set_formats(
+        &self,
+        user_token: &str,
+        image_id: &str,
+        disk_format: &str,
+        container_format: &str,
+        request_id: &str,
+    ) -> Result<()> {
+        let Some(current) = self.image_get(user_token, image_id, request_id).await? else {
+            return Err(ComputeError::NotFound(format!(
+                "Image {image_id} could not be found."
+            )));
+        };
+        if current["disk_format"] == disk_format && current["container_format"] == container_format
+        {
+            return Ok(());
+        }
+        let patch = json!([
+            {"op": "replace", "path": "/disk_format", "value": disk_format},
+            {"op": "replace", "path": "/container_format", "value": container_format},
+        ]);
+        let a = self
+            .call(
+                "image",
+                "image",
+                Method::PATCH,
+                &format!("/v2/images/{image_id}"),
+                Some(&patch),
+                &[(
+                    "content-type",
+                    "application/openstack-images-v2.1-json-patch",
+                )],
+                Some(user_token),
+                request_id,
+            )
+            .await?;
+        if a.status.is_success() {
+            Ok(())
+        } else {
+            Err(upstream(
+                "image",
+                format!(
+                    "setting image {image_id}'s formats: {} {}",
+                    a.status, a.body
+                ),
+            ))
+        }
+    }
+
     /// Upload image data.
     pub async fn image_upload(
         &self,
@@ -650,5 +700,106 @@ impl ServiceClients {
                 request_id,
             )
             .await;
+    }
+}
+
+/// The QEMU driver's image source: the image service, as compute's service user (an admin, so
+/// private and shared images of any project can be booted as Nova's service user can).
+pub struct ServiceImages(pub Arc<ServiceClients>);
+
+#[async_trait::async_trait]
+impl hypervisor::ImageSource for ServiceImages {
+    async fn download(
+        &self,
+        image_id: &str,
+        dest: &std::path::Path,
+    ) -> hypervisor::Result<hypervisor::ImageRecord> {
+        use tokio::io::AsyncWriteExt;
+        let fail = |reason: String| hypervisor::DriverError::Failed {
+            step: "fetching the image",
+            reason,
+        };
+        let rid = bus::new_request_id();
+        let rec = self
+            .0
+            .call(
+                "image",
+                "image",
+                Method::GET,
+                &format!("/v2/images/{image_id}"),
+                None,
+                &[],
+                None,
+                &rid,
+            )
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        if !rec.status.is_success() {
+            return Err(fail(format!("image {image_id}: {}", rec.status)));
+        }
+        let b = &rec.body;
+        if b["status"] != "active" {
+            return Err(hypervisor::DriverError::ImageUnacceptable {
+                image_id: image_id.to_string(),
+                reason: format!("its status is {}, not active", b["status"]),
+            });
+        }
+        let record = hypervisor::ImageRecord {
+            id: image_id.to_string(),
+            disk_format: b["disk_format"].as_str().unwrap_or_default().to_string(),
+            checksum: b["checksum"].as_str().map(str::to_string),
+            os_hash_algo: b["os_hash_algo"].as_str().map(str::to_string),
+            os_hash_value: b["os_hash_value"].as_str().map(str::to_string),
+            size: b["size"].as_u64(),
+        };
+        let base = self
+            .0
+            .endpoint("image")
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let token = self
+            .0
+            .service_token(false)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        let url = format!("{base}/v2/images/{image_id}/file");
+        let mut resp = self
+            .0
+            .http
+            .get(&url)
+            .header("x-auth-token", &token.token)
+            .header("x-openstack-request-id", &rid)
+            .timeout(Duration::from_secs(3600))
+            .send()
+            .await
+            .map_err(|e| fail(format!("GET {url}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(fail(format!("GET {url}: {}", resp.status())));
+        }
+        let mut file = tokio::fs::File::create(dest)
+            .await
+            .map_err(|e| fail(format!("{}: {e}", dest.display())))?;
+        let mut bytes = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| fail(format!("GET {url}: {e}")))?
+        {
+            bytes += chunk.len() as u64;
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| fail(format!("{}: {e}", dest.display())))?;
+        }
+        file.sync_all()
+            .await
+            .map_err(|e| fail(format!("{}: {e}", dest.display())))?;
+        if let Some(size) = record.size
+            && size != bytes
+        {
+            return Err(fail(format!(
+                "image {image_id}: {bytes} bytes received, {size} expected"
+            )));
+        }
+        Ok(record)
     }
 }

@@ -24,13 +24,10 @@ pub const EVENT_BDM: &str = "compute_build_block_device_mapping";
 pub const EVENT_SPAWNING: &str = "compute_build_spawning";
 pub const EVENT_TERMINATE: &str = "compute_terminate_instance";
 
-/// Nova's initial allocation ratios and reserved host memory (nova.conf defaults).
-const CPU_ALLOCATION_RATIO: f64 = 4.0;
-const RESERVED_HOST_MEMORY_MB: u64 = 512;
-
-/// The host memory kept from guests on a node of `memory_mb` (placement's reserved MEMORY_MB).
-pub fn reserved_host_memory_mb(memory_mb: u64) -> u64 {
-    RESERVED_HOST_MEMORY_MB.min(memory_mb / 2)
+/// The host memory kept from guests on a node of `memory_mb` (placement's reserved MEMORY_MB):
+/// `reserved_host_memory_mb`, at most half the node's.
+pub fn reserved_host_memory_mb(configured: u64, memory_mb: u64) -> u64 {
+    configured.min(memory_mb / 2)
 }
 
 /// One compute host: a name, a driver, its node's provider.
@@ -98,14 +95,19 @@ impl ComputeAgent {
             txn.commit().await?;
             n
         };
+        let cfg = &self.svc.cfg;
+        let reserved_disk_gb = cfg.reserved_host_disk_mb.div_ceil(1024).min(res.local_gb);
         let inventories = json!({
-            "VCPU": {"total": res.vcpus, "reserved": 0, "min_unit": 1, "max_unit": res.vcpus,
-                     "step_size": 1, "allocation_ratio": CPU_ALLOCATION_RATIO},
+            "VCPU": {"total": res.vcpus, "reserved": cfg.reserved_host_cpus.min(res.vcpus),
+                     "min_unit": 1, "max_unit": res.vcpus,
+                     "step_size": 1, "allocation_ratio": cfg.cpu_allocation_ratio},
             "MEMORY_MB": {"total": res.memory_mb,
-                     "reserved": reserved_host_memory_mb(res.memory_mb),
-                     "min_unit": 1, "max_unit": res.memory_mb, "step_size": 1, "allocation_ratio": 1.0},
-            "DISK_GB": {"total": res.local_gb, "reserved": 0, "min_unit": 1,
-                     "max_unit": res.local_gb, "step_size": 1, "allocation_ratio": 1.0},
+                     "reserved": reserved_host_memory_mb(cfg.reserved_host_memory_mb, res.memory_mb),
+                     "min_unit": 1, "max_unit": res.memory_mb, "step_size": 1,
+                     "allocation_ratio": cfg.ram_allocation_ratio},
+            "DISK_GB": {"total": res.local_gb, "reserved": reserved_disk_gb, "min_unit": 1,
+                     "max_unit": res.local_gb, "step_size": 1,
+                     "allocation_ratio": cfg.disk_allocation_ratio},
         });
         self.svc
             .clients()?
@@ -192,24 +194,34 @@ impl ComputeAgent {
     /// Nova's `_sync_power_states`: the database follows the hypervisor; a guest that stopped
     /// on its own makes its server SHUTOFF.
     pub async fn sync_power_states(&self) -> Result<()> {
-        let svc = &self.svc;
-        for i in store::instances_on_host(svc.db.conn(), &self.host).await? {
-            if i.task_state.is_some() || i.vm_state == vm_state::BUILDING {
-                continue;
+        for i in store::instances_on_host(self.svc.db.conn(), &self.host).await? {
+            self.sync_power_state(&i).await;
+        }
+        Ok(())
+    }
+
+    /// One instance's power state from the driver (skipped while an action runs on it).
+    async fn sync_power_state(&self, i: &Instance) {
+        if i.task_state.is_some() || i.vm_state == vm_state::BUILDING || i.deleted {
+            return;
+        }
+        let power = match self.driver.instance_info(&i.uuid).await {
+            Ok(info) => info.power_state,
+            Err(DriverError::InstanceNotFound(_)) => PowerState::NoState,
+            Err(e) => {
+                tracing::warn!(instance = %i.uuid, error = %e, "power state unknown: not synced");
+                return;
             }
-            let power = match self.driver.instance_info(&i.uuid).await {
-                Ok(info) => info.power_state,
-                Err(DriverError::InstanceNotFound(_)) => PowerState::NoState,
-                Err(e) => return Err(e.into()),
-            };
-            let stopped_on_its_own = i.vm_state == vm_state::ACTIVE
-                && matches!(
-                    power,
-                    PowerState::Shutdown | PowerState::NoState | PowerState::Crashed
-                );
-            if power.code() != i.power_state || stopped_on_its_own {
-                tracing::info!(instance = %i.uuid, db = i.power_state, hypervisor = power.code(), "power state sync");
-                svc.update_instance(&i.uuid, Some(&[None]), |x| {
+        };
+        let stopped_on_its_own = i.vm_state == vm_state::ACTIVE
+            && matches!(
+                power,
+                PowerState::Shutdown | PowerState::NoState | PowerState::Crashed
+            );
+        if power.code() != i.power_state || stopped_on_its_own {
+            tracing::info!(instance = %i.uuid, db = i.power_state, hypervisor = power.code(), "power state sync");
+            self.svc
+                .update_instance(&i.uuid, Some(&[None]), |x| {
                     x.power_state = power.code();
                     if stopped_on_its_own {
                         x.vm_state = vm_state::STOPPED.into();
@@ -218,13 +230,36 @@ impl ComputeAgent {
                 })
                 .await
                 .ok();
-            }
         }
-        Ok(())
+    }
+
+    /// Guests that changed on their own (powered off inside, QEMU died) are synced at once,
+    /// as Nova's lifecycle events do, a moment later so an action in flight sets its task first.
+    fn spawn_lifecycle_sync(self: &Arc<Self>) {
+        let Some(mut events) = self.driver.lifecycle_events() else {
+            return;
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let uuid = match events.recv().await {
+                    Ok(u) => u,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if let Ok(Some(i)) = me.svc.get_instance(&uuid).await
+                    && i.host.as_deref() == Some(me.host.as_str())
+                {
+                    me.sync_power_state(&i).await;
+                }
+            }
+        });
     }
 
     /// Heartbeat and power sync, until the process ends.
     pub fn spawn_periodic(self: &Arc<Self>) {
+        self.spawn_lifecycle_sync();
         let me = self.clone();
         tokio::spawn(async move {
             let mut beat = tokio::time::interval(Duration::from_secs(10));
@@ -283,7 +318,11 @@ impl ComputeAgent {
                     self.host
                 );
                 svc.event_finish(ev, Some(&reason)).await?;
-                if step == "spawning" {
+                let image_unusable = matches!(
+                    e,
+                    ComputeError::Driver(DriverError::ImageUnacceptable { .. })
+                );
+                if step == "spawning" && !image_unusable {
                     // A hypervisor failure: another host may do better (Nova's reschedule).
                     let host = self.host.clone();
                     let r = svc
@@ -310,7 +349,7 @@ impl ComputeAgent {
                 svc.set_error(
                     uuid,
                     500,
-                    &format!("Build of instance {uuid} aborted: {e}"),
+                    &format!("Build of instance {uuid} aborted at step {step}: {e}"),
                     &reason,
                 )
                 .await?;
@@ -400,7 +439,11 @@ impl ComputeAgent {
             .await
             .map_err(at("spawning"))?;
         if let Err(e) = self.driver.spawn(&spec_of(&i)).await {
-            let e = driver_failed("spawn", e);
+            let e = match e {
+                // Kept as the driver's error: the build is not rescheduled for it.
+                e @ DriverError::ImageUnacceptable { .. } => ComputeError::Driver(e),
+                e => driver_failed("spawn", e),
+            };
             let _ = svc.event_finish(ev, Some(&e.to_string())).await;
             return Err(("spawning", e));
         }
@@ -792,6 +835,19 @@ impl ComputeAgent {
     async fn snapshot_to(&self, uuid: &str, image_id: &str, token: &str, rid: &str) -> Result<()> {
         let data = self.driver.snapshot(uuid).await?;
         let clients = self.svc.clients()?;
+        if let Err(e) = clients
+            .image_set_formats(
+                token,
+                image_id,
+                &data.disk_format,
+                &data.container_format,
+                rid,
+            )
+            .await
+        {
+            clients.image_delete(token, image_id, rid).await;
+            return Err(e);
+        }
         if let Err(e) = clients.image_upload(token, image_id, data.data, rid).await {
             clients.image_delete(token, image_id, rid).await;
             return Err(e);

@@ -4,9 +4,10 @@
 
 use bus::{Bus, Subscription, Target};
 use hypervisor::fake::{FakeDriver, FakeHost};
+use hypervisor::qemu::{QemuConfig, QemuDriver};
 use std::sync::Arc;
 
-use crate::clients::ServiceClients;
+use crate::clients::{ServiceClients, ServiceImages};
 use crate::core::ComputeService;
 use crate::error::{ComputeError, Result};
 use crate::manager::{self, ComputeAgent};
@@ -55,7 +56,7 @@ pub async fn start(
     bus: Arc<dyn Bus>,
     clients: Arc<ServiceClients>,
 ) -> Result<Roles> {
-    svc.attach(bus.clone(), clients);
+    svc.attach(bus.clone(), clients.clone());
     let mut subscriptions = Vec::new();
     subscriptions.push(
         bus.serve(
@@ -104,9 +105,39 @@ pub async fn start(
                 }));
             }
         }
+        "qemu" | "libvirt.LibvirtDriver" => {
+            let cfg = &svc.cfg;
+            let accel = cfg
+                .qemu_accel
+                .parse()
+                .map_err(|e: String| ComputeError::Internal(format!("[qemu] {e}")))?;
+            let instances_dir = std::path::absolute(cfg.state_dir.join("instances"))
+                .map_err(|e| ComputeError::Internal(format!("instances directory: {e}")))?;
+            let driver = Arc::new(QemuDriver::new(
+                QemuConfig {
+                    hostname: this_host(),
+                    host_ip: cfg.my_ip.clone(),
+                    instances_dir,
+                    qemu_binary: cfg.qemu_binary.clone(),
+                    qemu_img: cfg.qemu_img.clone(),
+                    accel,
+                    shutdown_timeout: cfg.shutdown_timeout,
+                    console_log_max_bytes: cfg.qemu_console_log_max_bytes,
+                    root_ports: cfg.qemu_pcie_root_ports,
+                    kumo_version: env!("CARGO_PKG_VERSION").to_string(),
+                },
+                Arc::new(ServiceImages(clients.clone())),
+            ));
+            driver.spawn_housekeeping();
+            agents.push(Arc::new(ComputeAgent {
+                svc: svc.clone(),
+                host: this_host(),
+                driver,
+            }));
+        }
         other => {
             return Err(ComputeError::Internal(format!(
-                "[DEFAULT] compute_driver = {other} is not available (fake; qemu comes with the real-guests work)"
+                "[DEFAULT] compute_driver = {other} is not available: use qemu (real guests) or fake (guests are records)"
             )));
         }
     }

@@ -3,7 +3,8 @@
 //!
 //! - [`fake`]: keeps instances in memory, as Nova's fake driver does; tests and benches run the
 //!   whole control plane on it, with several fake hosts in one process.
-//! - [`qemu`] (issue "Real guests"): QEMU driven over QMP; so far its QMP client, [`qemu::qmp`].
+//! - [`qemu`]: real guests, one detached `qemu-system-x86_64` per instance driven over QMP
+//!   ([`qemu::qmp`]), disks as qcow2 overlays on cached base images.
 //!
 //! The agent owns the state machine (vm_state/task_state); a driver only does the work and
 //! reports power states.
@@ -14,6 +15,7 @@ pub mod qemu;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
 
 /// Nova's power states, with Nova's numbers (what `OS-EXT-STS:power_state` shows).
@@ -76,6 +78,25 @@ pub struct InstanceSpec {
     pub block_device_info: Value,
 }
 
+/// An image's record as the image service returned it, for checking the downloaded data.
+#[derive(Debug, Clone, Default)]
+pub struct ImageRecord {
+    pub id: String,
+    pub disk_format: String,
+    /// Glance's md5 `checksum`.
+    pub checksum: Option<String>,
+    pub os_hash_algo: Option<String>,
+    pub os_hash_value: Option<String>,
+    pub size: Option<u64>,
+}
+
+/// Where a driver gets image data: the image service, as compute's service user.
+#[async_trait]
+pub trait ImageSource: Send + Sync {
+    /// Write the data of image `image_id` to `dest` and return its record.
+    async fn download(&self, image_id: &str, dest: &Path) -> Result<ImageRecord>;
+}
+
 /// A snapshot the driver made, ready to upload.
 #[derive(Debug, Clone)]
 pub struct SnapshotData {
@@ -107,6 +128,10 @@ pub struct InstanceInfo {
 pub enum DriverError {
     #[error("instance {0} could not be found on this host")]
     InstanceNotFound(String),
+    /// The image's data cannot boot here (Nova's ImageUnacceptable): another host would not do
+    /// better, so the build is not rescheduled.
+    #[error("Image {image_id} is unacceptable: {reason}")]
+    ImageUnacceptable { image_id: String, reason: String },
     #[error("{step} failed: {reason}")]
     Failed { step: &'static str, reason: String },
     #[error("{0} is not supported by this driver")]
@@ -160,4 +185,9 @@ pub trait Driver: Send + Sync {
     /// Where a VNC client connects (for the console proxy).
     async fn vnc_target(&self, uuid: &str) -> Result<String>;
     async fn instance_info(&self, uuid: &str) -> Result<InstanceInfo>;
+    /// Uuids of guests whose power state changed on their own (a guest that powered off, a
+    /// QEMU that died), so the agent syncs them at once instead of at the next periodic sync.
+    fn lifecycle_events(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }

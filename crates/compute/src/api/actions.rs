@@ -720,8 +720,18 @@ async fn create_image(api: &Api, ctx: &Ctx, id: &str, arg: &Value) -> Result<Res
         ],
         NO_TASK,
     )?;
+    // The source image's formats, as Nova takes them from the instance's image metadata; the
+    // driver corrects them at upload if its snapshot differs.
+    let fmt = |k: &str, default: &str| {
+        i.image_meta[k]
+            .as_str()
+            .filter(|f| !f.is_empty())
+            .unwrap_or(default)
+            .to_string()
+    };
     let mut props = json!({
-        "name": name, "disk_format": "raw", "container_format": "bare",
+        "name": name, "disk_format": fmt("disk_format", "raw"),
+        "container_format": fmt("container_format", "bare"),
         "image_type": "snapshot", "instance_uuid": i.uuid, "base_image_ref": i.image_ref,
         "user_id": i.user_id,
     });

@@ -214,7 +214,10 @@ impl ComputeService {
     /// What a node has in use.
     pub async fn node_usage(&self, n: &ComputeNode) -> Result<NodeUsage> {
         let on_host = store::instances_on_host(self.db.conn(), &n.host).await?;
-        let reserved = crate::manager::reserved_host_memory_mb(n.resources.memory_mb) as i64;
+        let reserved = crate::manager::reserved_host_memory_mb(
+            self.cfg.reserved_host_memory_mb,
+            n.resources.memory_mb,
+        ) as i64;
         Ok(node_usage(&on_host, reserved))
     }
 }

@@ -1,4 +1,12 @@
-//! The QEMU driver's pieces (issue "Real guests"). So far only [`qmp`], kumo's own QMP client;
-//! the driver itself (processes, disks, hot-plug) builds on it.
+//! The QEMU driver (DESIGN §6): one detached `qemu-system-x86_64` per instance, driven over
+//! QMP by kumo's own client ([`qmp`]); disks are qcow2 overlays on base images cached once per
+//! host ([`disk`]); the command line ([`cmdline`]) is q35 with hot-plug root ports.
 
+mod cmdline;
+pub mod disk;
+mod driver;
+pub mod host;
 pub mod qmp;
+
+pub use driver::{QemuConfig, QemuDriver};
+pub use host::{Accel, AccelChoice};

@@ -1,0 +1,220 @@
+//! The QEMU command line of one guest: q35 with pre-created PCIe root ports (hot-plug only works
+//! into those), virtio disks by node name, the serial console to a file, QMP and VNC on unix
+//! sockets, SMBIOS that tells cloud-init it runs on OpenStack. Started paused (`-S`) and
+//! daemonized, so the guest outlives kumo and kumo resumes it once QMP is connected.
+
+use std::path::Path;
+
+use super::host::Accel;
+use crate::InstanceSpec;
+
+/// Files of one instance (the directory layout of DESIGN §6).
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub dir: std::path::PathBuf,
+    pub disk: std::path::PathBuf,
+    pub ephemeral: std::path::PathBuf,
+    pub swap: std::path::PathBuf,
+    pub console_log: std::path::PathBuf,
+    pub pidfile: std::path::PathBuf,
+    pub qmp: std::path::PathBuf,
+    pub vnc: std::path::PathBuf,
+}
+
+/// Longest unix socket path the kernel takes (sun_path is 108 bytes with the NUL).
+const SUN_PATH_MAX: usize = 107;
+
+impl Paths {
+    /// `instances/<uuid>/…`; the sockets go to a short directory under /tmp when the state
+    /// directory's path is too long for a unix socket.
+    pub fn new(instances: &Path, uuid: &str) -> Self {
+        let dir = instances.join(uuid);
+        let mut sock_dir = dir.clone();
+        if dir.join("qmp.sock").as_os_str().len() > SUN_PATH_MAX {
+            use sha2::Digest;
+            let h = hex::encode(sha2::Sha256::digest(
+                instances.as_os_str().as_encoded_bytes(),
+            ));
+            sock_dir = std::env::temp_dir()
+                .join(format!("kumo-{}", &h[..12]))
+                .join(uuid);
+        }
+        Self {
+            disk: dir.join("disk"),
+            ephemeral: dir.join("disk.eph0"),
+            swap: dir.join("disk.swap"),
+            console_log: dir.join("console.log"),
+            pidfile: dir.join("qemu.pid"),
+            qmp: sock_dir.join("qmp.sock"),
+            vnc: sock_dir.join("vnc.sock"),
+            dir,
+        }
+    }
+}
+
+/// Knobs of the command line that come from the host, not the instance.
+pub struct Launch<'a> {
+    pub accel: Accel,
+    pub root_ports: u32,
+    pub base_format: &'a str,
+    pub kumo_version: &'a str,
+}
+
+fn p(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// QEMU's option values separate with commas; a comma in a value is written twice.
+fn esc(v: &str) -> String {
+    v.replace(',', ",,")
+}
+
+pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+    let name = format!("guest={},debug-threads=on", esc(&spec.name));
+    let accel = match l.accel {
+        Accel::Kvm => "kvm".to_string(),
+        // Multi-threaded TCG: one host thread per vCPU.
+        Accel::Tcg => "tcg,thread=multi,tb-size=64".to_string(),
+    };
+    push(&["-name", &name, "-uuid", &spec.uuid]);
+    push(&["-machine", "q35,usb=off,vmport=off,dump-guest-core=off"]);
+    push(&["-accel", &accel]);
+    if l.accel == Accel::Kvm {
+        push(&["-cpu", "host"]);
+    }
+    let smp = spec.vcpus.max(1).to_string();
+    let mem = format!("{}M", spec.memory_mb.max(16));
+    push(&["-smp", &smp, "-m", &mem]);
+    let smbios = format!(
+        "type=1,manufacturer=OpenStack Foundation,product=OpenStack Nova,version={},serial={},uuid={},family=Virtual Machine",
+        esc(l.kumo_version),
+        spec.uuid,
+        spec.uuid
+    );
+    push(&["-smbios", &smbios]);
+    push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+    push(&["-rtc", "base=utc,driftfix=slew"]);
+    push(&["-boot", "strict=on"]);
+    // QMP and VNC on unix sockets; serial console appended to console.log.
+    let qmp = format!(
+        "socket,id=qmp,path={},server=on,wait=off",
+        esc(&p(&paths.qmp))
+    );
+    push(&["-chardev", &qmp, "-mon", "chardev=qmp,mode=control"]);
+    let log = format!(
+        "file,id=serial0,path={},append=on",
+        esc(&p(&paths.console_log))
+    );
+    push(&["-chardev", &log, "-serial", "chardev:serial0"]);
+    let vnc = format!("unix:{}", p(&paths.vnc));
+    push(&["-vnc", &vnc]);
+    push(&["-device", "VGA,id=video0,bus=pcie.0"]);
+    // Root ports 1..N; the first ones carry the boot disks, the rest wait for hot-plug.
+    for n in 1..=l.root_ports {
+        let port = format!("pcie-root-port,id=rp{n},bus=pcie.0,chassis={n}");
+        push(&["-device", &port]);
+    }
+    let mut port = 1;
+    let mut disk = |a: &mut Vec<String>, node: &str, file: &Path, fmt: &str, boot: bool| {
+        a.push("-blockdev".into());
+        a.push(format!(
+            "driver=file,filename={},node-name={node}-file,cache.direct=off,discard=unmap",
+            esc(&p(file))
+        ));
+        a.push("-blockdev".into());
+        a.push(format!(
+            "driver={fmt},file={node}-file,node-name={node},discard=unmap"
+        ));
+        a.push("-device".into());
+        a.push(format!(
+            "virtio-blk-pci,drive={node},id={node}-dev,bus=rp{port}{}",
+            if boot { ",bootindex=1" } else { "" }
+        ));
+        port += 1;
+    };
+    disk(&mut a, "root", &paths.disk, "qcow2", true);
+    if spec.ephemeral_gb > 0 {
+        disk(&mut a, "eph0", &paths.ephemeral, "raw", false);
+    }
+    if spec.swap_mb > 0 {
+        disk(&mut a, "swap", &paths.swap, "raw", false);
+    }
+    let _ = l.base_format;
+    let rng = format!("virtio-rng-pci,id=rng0,bus=rp{port}");
+    a.extend([
+        "-object".to_string(),
+        "rng-random,id=rng-src,filename=/dev/urandom".to_string(),
+    ]);
+    a.extend(["-device".to_string(), format!("{rng},rng=rng-src")]);
+    a.extend([
+        "-pidfile".to_string(),
+        p(&paths.pidfile),
+        "-daemonize".to_string(),
+        "-S".to_string(),
+    ]);
+    a
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec() -> InstanceSpec {
+        InstanceSpec {
+            uuid: "11111111-2222-3333-4444-555555555555".into(),
+            name: "web,1".into(),
+            hostname: "web-1".into(),
+            vcpus: 2,
+            memory_mb: 256,
+            root_gb: 1,
+            ephemeral_gb: 1,
+            swap_mb: 0,
+            image_id: Some("img".into()),
+            image_meta: json!({}),
+            user_data: None,
+            key_data: None,
+            metadata: json!({}),
+            config_drive: false,
+            network_info: json!([]),
+            block_device_info: json!([]),
+        }
+    }
+
+    #[test]
+    fn command_line_has_what_cloud_init_and_hotplug_need() {
+        let paths = Paths::new(Path::new("/var/lib/kumo/instances"), &spec().uuid);
+        let a = build(
+            &spec(),
+            &paths,
+            &Launch {
+                accel: Accel::Tcg,
+                root_ports: 8,
+                base_format: "qcow2",
+                kumo_version: "0.1.0",
+            },
+        )
+        .join(" ");
+        assert!(a.contains("product=OpenStack Nova"), "{a}");
+        assert!(a.contains("serial=11111111-2222-3333-4444-555555555555"));
+        assert!(a.contains("guest=web,,1"), "commas escaped: {a}");
+        assert!(a.contains("rp8"));
+        assert!(a.contains("-smp 2 -m 256M"));
+        assert!(a.contains("bootindex=1"));
+        assert!(a.contains("node-name=eph0"));
+        assert!(a.contains("-S"));
+        assert!(!a.contains("-kernel"));
+    }
+
+    #[test]
+    fn long_state_dirs_get_short_socket_paths() {
+        let long = Path::new("/tmp").join("x".repeat(120));
+        let paths = Paths::new(&long, "11111111-2222-3333-4444-555555555555");
+        assert!(paths.qmp.as_os_str().len() <= SUN_PATH_MAX);
+        assert!(paths.disk.starts_with(&long));
+        let short = Paths::new(Path::new("/s"), "u");
+        assert_eq!(short.qmp, Path::new("/s/u/qmp.sock"));
+    }
+}

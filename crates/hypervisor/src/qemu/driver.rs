@@ -1,0 +1,811 @@
+//! The QEMU driver: one detached `qemu-system-x86_64` per instance, driven over QMP.
+//!
+//! Per instance, `instances/<uuid>/` holds `spec.json` (what the guest was built from, to
+//! start it again), `disk` (qcow2 overlay on `_base/`), `console.log` (+ `console.log.0` after
+//! rotation), `qemu.pid`, the QMP and VNC sockets, and `suspended` while suspended. A stopped
+//! guest has no QEMU process; starting it launches one from `spec.json`. QEMU daemonizes, so
+//! neither a restart nor a `kill -9` of kumo stops a guest; `init_host` finds them again by pid.
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::process::Command;
+use tokio::sync::broadcast;
+
+use super::cmdline::{self, Launch, Paths};
+use super::disk::{self, BaseCache};
+use super::host::{self, Accel, AccelChoice};
+use super::qmp::{QmpClient, QmpError};
+use crate::{
+    Driver, DriverError, HostResources, ImageSource, InstanceInfo, InstanceSpec, PowerState,
+    RebootKind, Result, SnapshotData,
+};
+
+/// The driver's settings (`[qemu]` and a few `[DEFAULT]` options of compute).
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    pub hostname: String,
+    pub host_ip: String,
+    /// `<state_dir>/instances`.
+    pub instances_dir: PathBuf,
+    pub qemu_binary: PathBuf,
+    pub qemu_img: PathBuf,
+    pub accel: AccelChoice,
+    /// How long a soft reboot waits for the guest to power off before it is reset hard.
+    pub shutdown_timeout: Duration,
+    /// console.log is rotated (to console.log.0) above this size.
+    pub console_log_max_bytes: u64,
+    /// PCIe root ports created at launch (boot disks use the first ones, hot-plug the rest).
+    pub root_ports: u32,
+    pub kumo_version: String,
+}
+
+const QMP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long QEMU's daemonizing parent may take to set the guest up.
+const LAUNCH_TIMEOUT: Duration = Duration::from_secs(60);
+const SPEC_FILE: &str = "spec.json";
+const SUSPENDED_FILE: &str = "suspended";
+const RESIZE_SPEC: &str = "spec.resize.json";
+const RESIZE_DISK: &str = "disk.resize";
+
+fn failed(step: &'static str, reason: impl std::fmt::Display) -> DriverError {
+    DriverError::Failed {
+        step,
+        reason: reason.to_string(),
+    }
+}
+
+fn qmp_failed(step: &'static str) -> impl Fn(QmpError) -> DriverError {
+    move |e| failed(step, e)
+}
+
+pub struct QemuDriver {
+    cfg: QemuConfig,
+    accel: Accel,
+    images: Arc<dyn ImageSource>,
+    bases: BaseCache,
+    /// One QMP connection per running guest (QEMU takes one client per socket).
+    qmp: Mutex<HashMap<String, QmpClient>>,
+    /// Serialises launches and stops of one guest against each other.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    lifecycle: broadcast::Sender<String>,
+    qemu_version: Mutex<u64>,
+}
+
+impl QemuDriver {
+    pub fn new(cfg: QemuConfig, images: Arc<dyn ImageSource>) -> Self {
+        let (accel, why) = host::pick_accel(cfg.accel);
+        tracing::info!(accel = accel.as_str(), reason = %why, "QEMU accelerator chosen");
+        let bases = BaseCache::new(cfg.instances_dir.join("_base"), cfg.qemu_img.clone());
+        let (lifecycle, _) = broadcast::channel(256);
+        Self {
+            cfg,
+            accel,
+            images,
+            bases,
+            qmp: Default::default(),
+            locks: Default::default(),
+            lifecycle,
+            qemu_version: Mutex::new(0),
+        }
+    }
+
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    fn paths(&self, uuid: &str) -> Paths {
+        Paths::new(&self.cfg.instances_dir, uuid)
+    }
+
+    fn lock(&self, uuid: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .entry(uuid.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn exists(&self, uuid: &str) -> Result<Paths> {
+        let paths = self.paths(uuid);
+        if paths.dir.join(SPEC_FILE).exists() {
+            Ok(paths)
+        } else {
+            Err(DriverError::InstanceNotFound(uuid.to_string()))
+        }
+    }
+
+    fn read_spec(&self, paths: &Paths) -> Result<InstanceSpec> {
+        let bytes = std::fs::read(paths.dir.join(SPEC_FILE))
+            .map_err(|e| failed("reading the instance", e))?;
+        serde_json::from_slice(&bytes).map_err(|e| failed("reading the instance", e))
+    }
+
+    fn write_spec(&self, paths: &Paths, spec: &InstanceSpec) -> Result<()> {
+        let bytes =
+            serde_json::to_vec_pretty(spec).map_err(|e| failed("saving the instance", e))?;
+        let tmp = paths.dir.join("spec.json.tmp");
+        std::fs::write(&tmp, bytes).map_err(|e| failed("saving the instance", e))?;
+        std::fs::rename(&tmp, paths.dir.join(SPEC_FILE))
+            .map_err(|e| failed("saving the instance", e))
+    }
+
+    /// The pid of this instance's QEMU, if it runs (a zombie or a reused pid does not count).
+    fn running_pid(&self, paths: &Paths, uuid: &str) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(&paths.pidfile)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        process_is_guest(pid, uuid).then_some(pid)
+    }
+
+    /// The QMP connection of a running guest (made again when the old one closed).
+    async fn qmp(&self, uuid: &str, paths: &Paths) -> Result<QmpClient> {
+        if let Some(c) = self.qmp.lock().get(uuid)
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
+        }
+        if self.running_pid(paths, uuid).is_none() {
+            return Err(failed("connecting to QEMU", "the guest is not running"));
+        }
+        let c = QmpClient::connect(&paths.qmp, QMP_TIMEOUT)
+            .await
+            .map_err(qmp_failed("connecting to QEMU"))?;
+        *self.qemu_version.lock() = {
+            let v = c.version();
+            v.major as u64 * 1_000_000 + v.minor as u64 * 1000 + v.micro as u64
+        };
+        self.watch(uuid, &c);
+        self.qmp.lock().insert(uuid.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Tell the agent when a guest stops, pauses or resumes on its own, or QEMU goes away.
+    fn watch(&self, uuid: &str, c: &QmpClient) {
+        let mut events = c.subscribe_events();
+        let tx = self.lifecycle.clone();
+        let uuid = uuid.to_string();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(ev) => {
+                        if matches!(
+                            ev.event.as_str(),
+                            "SHUTDOWN" | "STOP" | "RESUME" | "RESET" | "GUEST_PANICKED"
+                        ) {
+                            tracing::debug!(instance = %uuid, event = %ev.event, "QEMU lifecycle event");
+                            let _ = tx.send(uuid.clone());
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        tracing::info!(instance = %uuid, "QEMU closed its monitor (the guest stopped)");
+                        let _ = tx.send(uuid.clone());
+                        break;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Start QEMU for the instance as it is on disk, paused; connect QMP; run it.
+    async fn launch(&self, spec: &InstanceSpec, paths: &Paths) -> Result<()> {
+        let started = Instant::now();
+        if let Some(dir) = paths.qmp.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| failed("starting QEMU", e))?;
+        }
+        let _ = std::fs::remove_file(&paths.qmp);
+        let _ = std::fs::remove_file(&paths.vnc);
+        let _ = std::fs::remove_file(&paths.pidfile);
+        let args = cmdline::build(
+            spec,
+            paths,
+            &Launch {
+                accel: self.accel,
+                root_ports: self.cfg.root_ports,
+                base_format: "qcow2",
+                kumo_version: &self.cfg.kumo_version,
+            },
+        );
+        tracing::debug!(instance = %spec.uuid, args = ?args, "starting QEMU");
+        let child = Command::new(&self.cfg.qemu_binary)
+            .args(&args)
+            .current_dir(&paths.dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                failed(
+                    "starting QEMU",
+                    format!(
+                        "cannot run {}: {e} (install Debian's qemu-system-x86)",
+                        self.cfg.qemu_binary.display()
+                    ),
+                )
+            })?;
+        // With -daemonize the process we started exits once the guest is set up; its error
+        // output is QEMU's reason when it cannot start.
+        let out = tokio::time::timeout(LAUNCH_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| failed("starting QEMU", "QEMU did not finish starting in 60 s"))?
+            .map_err(|e| failed("starting QEMU", e))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(failed(
+                "starting QEMU",
+                format!("QEMU exited with {}: {err}", out.status),
+            ));
+        }
+        let c = self.qmp(&spec.uuid, paths).await?;
+        c.cont().await.map_err(qmp_failed("starting the guest"))?;
+        let _ = std::fs::remove_file(paths.dir.join(SUSPENDED_FILE));
+        tracing::info!(instance = %spec.uuid, ms = started.elapsed().as_millis() as u64,
+            pid = ?self.running_pid(paths, &spec.uuid), accel = self.accel.as_str(), "guest started");
+        Ok(())
+    }
+
+    /// Stop QEMU: ACPI power button and up to `grace` for the guest to power off, then `quit`,
+    /// then SIGKILL. Returns whether the guest powered off by itself.
+    async fn stop_process(&self, uuid: &str, paths: &Paths, grace: Duration) -> Result<bool> {
+        let Some(pid) = self.running_pid(paths, uuid) else {
+            self.qmp.lock().remove(uuid);
+            return Ok(true);
+        };
+        let mut clean = false;
+        if !grace.is_zero()
+            && let Ok(c) = self.qmp(uuid, paths).await
+            && c.system_powerdown().await.is_ok()
+        {
+            clean = wait_exit(pid, uuid, grace).await;
+        }
+        if !clean {
+            if let Ok(c) = self.qmp(uuid, paths).await {
+                let _ = c.quit().await;
+            }
+            if !wait_exit(pid, uuid, Duration::from_secs(5)).await {
+                tracing::warn!(instance = %uuid, pid, "QEMU ignored quit: killing it");
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                if !wait_exit(pid, uuid, Duration::from_secs(10)).await {
+                    return Err(failed("stopping QEMU", format!("pid {pid} does not die")));
+                }
+            }
+        }
+        self.qmp.lock().remove(uuid);
+        let _ = std::fs::remove_file(&paths.qmp);
+        let _ = std::fs::remove_file(&paths.vnc);
+        Ok(clean)
+    }
+
+    /// Disks for a spec: base, overlay, ephemeral, swap (the instance directory must exist).
+    async fn make_disks(&self, spec: &InstanceSpec, paths: &Paths) -> Result<()> {
+        let image_id = spec.image_id.as_deref().ok_or_else(|| {
+            failed(
+                "creating the root disk",
+                "booting without an image needs a volume, which this host cannot attach yet",
+            )
+        })?;
+        let base = self.bases.ensure(self.images.as_ref(), image_id).await?;
+        let _ = std::fs::remove_file(&paths.disk);
+        disk::create_overlay(
+            &self.cfg.qemu_img,
+            &base,
+            &paths.disk,
+            spec.root_gb,
+            image_id,
+        )
+        .await?;
+        if spec.ephemeral_gb > 0 {
+            disk::create_formatted(&paths.ephemeral, spec.ephemeral_gb << 30, "ext4").await?;
+        }
+        if spec.swap_mb > 0 {
+            disk::create_formatted(&paths.swap, spec.swap_mb << 20, "swap").await?;
+        }
+        Ok(())
+    }
+
+    /// Create the instance directory, disks and spec, then launch.
+    async fn build(&self, spec: &InstanceSpec) -> Result<()> {
+        let paths = self.paths(&spec.uuid);
+        std::fs::create_dir_all(&paths.dir).map_err(|e| failed("creating the instance", e))?;
+        set_private(&paths.dir);
+        self.make_disks(spec, &paths).await?;
+        self.write_spec(&paths, spec)?;
+        self.launch(spec, &paths).await
+    }
+
+    /// console.log -> console.log.0 when it grew past the limit. QEMU appends (O_APPEND), so
+    /// truncating the file under it is safe: its next write lands at the new end.
+    fn rotate_console(&self, paths: &Paths) {
+        let Ok(meta) = std::fs::metadata(&paths.console_log) else {
+            return;
+        };
+        if meta.len() <= self.cfg.console_log_max_bytes {
+            return;
+        }
+        let old = paths.dir.join("console.log.0");
+        if std::fs::copy(&paths.console_log, &old).is_ok()
+            && let Ok(f) = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&paths.console_log)
+        {
+            let _ = f.set_len(0);
+        }
+    }
+
+    /// Rotate every guest's console log now and then.
+    pub fn spawn_housekeeping(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(15));
+            loop {
+                tick.tick().await;
+                let Some(me) = me.upgrade() else { break };
+                for uuid in me.scan() {
+                    me.rotate_console(&me.paths(&uuid));
+                }
+            }
+        });
+    }
+
+    /// Instance directories (those with a spec).
+    fn scan(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.cfg.instances_dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.path().join(SPEC_FILE).exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect()
+    }
+
+    async fn power_state(&self, uuid: &str, paths: &Paths) -> PowerState {
+        if self.running_pid(paths, uuid).is_none() {
+            return PowerState::Shutdown;
+        }
+        let status = match self.qmp(uuid, paths).await {
+            Ok(c) => c.query_status().await,
+            Err(_) => return PowerState::NoState,
+        };
+        match status {
+            Ok(s) => match s.status.as_str() {
+                "running" => PowerState::Running,
+                "paused" | "suspended" if paths.dir.join(SUSPENDED_FILE).exists() => {
+                    PowerState::Suspended
+                }
+                "paused" | "suspended" | "prelaunch" | "inmigrate" | "postmigrate" => {
+                    PowerState::Paused
+                }
+                "guest-panicked" | "internal-error" | "io-error" => PowerState::Crashed,
+                "shutdown" => PowerState::Shutdown,
+                _ => PowerState::NoState,
+            },
+            Err(QmpError::Closed) => PowerState::Shutdown,
+            Err(_) => PowerState::NoState,
+        }
+    }
+
+    fn bases_in_use(&self) -> Vec<PathBuf> {
+        let mut used = Vec::new();
+        for uuid in self.scan() {
+            for disk in ["disk", RESIZE_DISK] {
+                let p = self.paths(&uuid).dir.join(disk);
+                if let Ok(out) = std::process::Command::new(&self.cfg.qemu_img)
+                    .args(["info", "-U", "--output=json"])
+                    .arg(&p)
+                    .output()
+                    && let Ok(v) = serde_json::from_slice::<Value>(&out.stdout)
+                    && let Some(b) = v["full-backing-filename"].as_str()
+                {
+                    used.push(PathBuf::from(b));
+                }
+            }
+        }
+        used
+    }
+}
+
+/// Owner-only: the directory holds user data and keys.
+fn set_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+}
+
+/// Whether `pid` is a live (not zombie) QEMU of this instance.
+fn process_is_guest(pid: i32, uuid: &str) -> bool {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let Ok(stat) = std::fs::read_to_string(proc.join("stat")) else {
+        return false;
+    };
+    // The state is the first field after the parenthesised command name.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .unwrap_or("");
+    if state == "Z" || state == "X" {
+        return false;
+    }
+    std::fs::read(proc.join("cmdline"))
+        .map(|c| c.split(|b| *b == 0).any(|arg| arg == uuid.as_bytes()))
+        .unwrap_or(false)
+}
+
+async fn wait_exit(pid: i32, uuid: &str, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if !process_is_guest(pid, uuid) {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The last `length` lines of `text` (all with None).
+fn tail_lines(text: &str, length: Option<usize>) -> String {
+    match length {
+        None => text.to_string(),
+        Some(n) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(n);
+            let mut out = lines[from..].join("\n");
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for QemuDriver {
+    fn name(&self) -> &'static str {
+        "qemu"
+    }
+
+    /// Find the guests that outlived kumo and reconnect to them.
+    async fn init_host(&self, _host: &str) -> Result<()> {
+        std::fs::create_dir_all(&self.cfg.instances_dir)
+            .map_err(|e| failed("preparing the instances directory", e))?;
+        if let Ok(out) = Command::new(&self.cfg.qemu_binary)
+            .arg("--version")
+            .output()
+            .await
+        {
+            *self.qemu_version.lock() =
+                host::parse_qemu_version(&String::from_utf8_lossy(&out.stdout));
+        } else {
+            tracing::warn!(binary = %self.cfg.qemu_binary.display(),
+                "QEMU is not installed: guests cannot start (install Debian's qemu-system-x86 and qemu-utils)");
+        }
+        let mut running = 0;
+        let mut stopped = 0;
+        for uuid in self.scan() {
+            let paths = self.paths(&uuid);
+            if self.running_pid(&paths, &uuid).is_some() {
+                match self.qmp(&uuid, &paths).await {
+                    Ok(_) => running += 1,
+                    Err(e) => {
+                        tracing::warn!(instance = %uuid, error = %e, "a running guest's QMP socket does not answer")
+                    }
+                }
+            } else {
+                stopped += 1;
+            }
+        }
+        tracing::info!(
+            running,
+            stopped,
+            accel = self.accel.as_str(),
+            "QEMU guests found at start"
+        );
+        Ok(())
+    }
+
+    async fn host_resources(&self) -> Result<HostResources> {
+        Ok(HostResources {
+            hypervisor_hostname: self.cfg.hostname.clone(),
+            hypervisor_type: "QEMU".into(),
+            hypervisor_version: *self.qemu_version.lock(),
+            vcpus: host::cpus(),
+            memory_mb: host::memory_mb(),
+            local_gb: host::disk_gb(&self.cfg.instances_dir),
+            cpu_info: host::cpu_info(self.accel),
+            host_ip: self.cfg.host_ip.clone(),
+        })
+    }
+
+    async fn list_instances(&self) -> Result<Vec<String>> {
+        Ok(self.scan())
+    }
+
+    async fn spawn(&self, spec: &InstanceSpec) -> Result<()> {
+        let lock = self.lock(&spec.uuid);
+        let _g = lock.lock().await;
+        let r = self.build(spec).await;
+        if r.is_err() {
+            // Nothing of a failed build stays (the agent may reschedule it elsewhere).
+            let paths = self.paths(&spec.uuid);
+            let _ = self.stop_process(&spec.uuid, &paths, Duration::ZERO).await;
+            let _ = std::fs::remove_dir_all(&paths.dir);
+        }
+        r
+    }
+
+    async fn destroy(&self, uuid: &str) -> Result<()> {
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.paths(uuid);
+        self.stop_process(uuid, &paths, Duration::ZERO).await?;
+        if paths.dir.exists() {
+            std::fs::remove_dir_all(&paths.dir).map_err(|e| failed("removing the instance", e))?;
+        }
+        if let Some(sock_dir) = paths.qmp.parent()
+            && sock_dir != paths.dir
+        {
+            let _ = std::fs::remove_dir_all(sock_dir);
+        }
+        self.locks.lock().remove(uuid);
+        let used = self.bases_in_use();
+        self.bases.remove_unused(&used);
+        tracing::info!(instance = %uuid, "guest destroyed");
+        Ok(())
+    }
+
+    async fn reboot(&self, uuid: &str, kind: RebootKind) -> Result<()> {
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(uuid)?;
+        let spec = self.read_spec(&paths)?;
+        let grace = match kind {
+            // Nova's soft reboot: a clean shutdown, then a new start; hard if the guest ignores it.
+            RebootKind::Soft => self.cfg.shutdown_timeout,
+            RebootKind::Hard => Duration::ZERO,
+        };
+        let clean = self.stop_process(uuid, &paths, grace).await?;
+        if kind == RebootKind::Soft && !clean {
+            tracing::warn!(instance = %uuid, "the guest ignored the power button: rebooted hard");
+        }
+        self.launch(&spec, &paths).await
+    }
+
+    async fn power_off(&self, uuid: &str, timeout: Duration) -> Result<()> {
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(uuid)?;
+        let clean = self.stop_process(uuid, &paths, timeout).await?;
+        tracing::info!(instance = %uuid, clean, "guest powered off");
+        let _ = std::fs::remove_file(paths.dir.join(SUSPENDED_FILE));
+        Ok(())
+    }
+
+    async fn power_on(&self, uuid: &str) -> Result<()> {
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(uuid)?;
+        if self.running_pid(&paths, uuid).is_some() {
+            let c = self.qmp(uuid, &paths).await?;
+            return c.cont().await.map_err(qmp_failed("starting the guest"));
+        }
+        let spec = self.read_spec(&paths)?;
+        self.launch(&spec, &paths).await
+    }
+
+    async fn pause(&self, uuid: &str) -> Result<()> {
+        let paths = self.exists(uuid)?;
+        let c = self.qmp(uuid, &paths).await?;
+        c.stop().await.map_err(qmp_failed("pausing the guest"))
+    }
+
+    async fn unpause(&self, uuid: &str) -> Result<()> {
+        let paths = self.exists(uuid)?;
+        let c = self.qmp(uuid, &paths).await?;
+        c.cont().await.map_err(qmp_failed("unpausing the guest"))
+    }
+
+    /// Suspend keeps the guest's memory in the paused QEMU (no savevm): the state file marks it
+    /// suspended, which is what the API and the power state show.
+    async fn suspend(&self, uuid: &str) -> Result<()> {
+        let paths = self.exists(uuid)?;
+        let c = self.qmp(uuid, &paths).await?;
+        c.stop().await.map_err(qmp_failed("suspending the guest"))?;
+        std::fs::write(paths.dir.join(SUSPENDED_FILE), b"")
+            .map_err(|e| failed("suspending the guest", e))
+    }
+
+    async fn resume(&self, uuid: &str) -> Result<()> {
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(uuid)?;
+        if self.running_pid(&paths, uuid).is_none() {
+            let spec = self.read_spec(&paths)?;
+            return self.launch(&spec, &paths).await;
+        }
+        let c = self.qmp(uuid, &paths).await?;
+        c.cont().await.map_err(qmp_failed("resuming the guest"))?;
+        let _ = std::fs::remove_file(paths.dir.join(SUSPENDED_FILE));
+        Ok(())
+    }
+
+    async fn rebuild(&self, spec: &InstanceSpec) -> Result<()> {
+        let lock = self.lock(&spec.uuid);
+        let _g = lock.lock().await;
+        let paths = self.paths(&spec.uuid);
+        self.stop_process(&spec.uuid, &paths, Duration::ZERO)
+            .await?;
+        let _ = std::fs::remove_file(&paths.console_log);
+        self.build(spec).await
+    }
+
+    /// Same-host resize: the old spec and disk are kept until confirm (deleted) or revert
+    /// (put back). The guest restarts with the new flavor's CPUs and memory; the disk grows.
+    async fn resize(&self, spec: &InstanceSpec) -> Result<()> {
+        let lock = self.lock(&spec.uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(&spec.uuid)?;
+        let old = self.read_spec(&paths)?;
+        self.stop_process(&spec.uuid, &paths, self.cfg.shutdown_timeout)
+            .await?;
+        std::fs::copy(&paths.disk, paths.dir.join(RESIZE_DISK))
+            .map_err(|e| failed("resizing", e))?;
+        let old_json = serde_json::to_vec(&old).map_err(|e| failed("resizing", e))?;
+        std::fs::write(paths.dir.join(RESIZE_SPEC), old_json).map_err(|e| failed("resizing", e))?;
+        disk::grow(&self.cfg.qemu_img, &paths.disk, spec.root_gb).await?;
+        if spec.ephemeral_gb > 0 && old.ephemeral_gb != spec.ephemeral_gb {
+            disk::create_formatted(&paths.ephemeral, spec.ephemeral_gb << 30, "ext4").await?;
+        }
+        if spec.swap_mb > 0 && old.swap_mb != spec.swap_mb {
+            disk::create_formatted(&paths.swap, spec.swap_mb << 20, "swap").await?;
+        }
+        self.write_spec(&paths, spec)?;
+        self.launch(spec, &paths).await
+    }
+
+    async fn confirm_resize(&self, uuid: &str) -> Result<()> {
+        let paths = self.exists(uuid)?;
+        let _ = std::fs::remove_file(paths.dir.join(RESIZE_DISK));
+        let _ = std::fs::remove_file(paths.dir.join(RESIZE_SPEC));
+        Ok(())
+    }
+
+    async fn revert_resize(&self, spec: &InstanceSpec) -> Result<()> {
+        let lock = self.lock(&spec.uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(&spec.uuid)?;
+        self.stop_process(&spec.uuid, &paths, self.cfg.shutdown_timeout)
+            .await?;
+        let backup = paths.dir.join(RESIZE_DISK);
+        if backup.exists() {
+            std::fs::rename(&backup, &paths.disk).map_err(|e| failed("reverting the resize", e))?;
+        }
+        let old = match std::fs::read(paths.dir.join(RESIZE_SPEC)) {
+            Ok(b) => serde_json::from_slice(&b).map_err(|e| failed("reverting the resize", e))?,
+            Err(_) => spec.clone(),
+        };
+        let _ = std::fs::remove_file(paths.dir.join(RESIZE_SPEC));
+        self.write_spec(&paths, &old)?;
+        self.launch(&old, &paths).await
+    }
+
+    /// The root disk flattened into one qcow2. A running guest is paused while it is copied, so
+    /// the copy is consistent, and resumed after.
+    async fn snapshot(&self, uuid: &str) -> Result<SnapshotData> {
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(uuid)?;
+        let was_running = self.power_state(uuid, &paths).await == PowerState::Running;
+        if was_running {
+            let c = self.qmp(uuid, &paths).await?;
+            c.stop()
+                .await
+                .map_err(qmp_failed("pausing for the snapshot"))?;
+        }
+        let out = paths.dir.join("snapshot.qcow2");
+        let started = Instant::now();
+        let r = disk::qemu_img(
+            &self.cfg.qemu_img,
+            &[
+                "convert",
+                "-U",
+                "-O",
+                "qcow2",
+                &paths.disk.to_string_lossy(),
+                &out.to_string_lossy(),
+            ],
+        )
+        .await;
+        if was_running && let Ok(c) = self.qmp(uuid, &paths).await {
+            let _ = c.cont().await;
+        }
+        r.map_err(|e| failed("snapshotting the disk", e))?;
+        let data = tokio::fs::read(&out)
+            .await
+            .map_err(|e| failed("snapshotting the disk", e))?;
+        let _ = tokio::fs::remove_file(&out).await;
+        tracing::info!(instance = %uuid, bytes = data.len(), ms = started.elapsed().as_millis() as u64, "disk snapshot taken");
+        Ok(SnapshotData {
+            disk_format: "qcow2".into(),
+            container_format: "bare".into(),
+            data,
+        })
+    }
+
+    async fn attach_volume(&self, _uuid: &str, _volume_id: &str, _device: &str) -> Result<()> {
+        Err(DriverError::Unsupported("attaching volumes"))
+    }
+
+    async fn detach_volume(&self, _uuid: &str, _volume_id: &str) -> Result<()> {
+        Err(DriverError::Unsupported("detaching volumes"))
+    }
+
+    async fn attach_interface(&self, _uuid: &str, _vif: &Value) -> Result<()> {
+        Err(DriverError::Unsupported("attaching interfaces"))
+    }
+
+    async fn detach_interface(&self, _uuid: &str, _port_id: &str) -> Result<()> {
+        Err(DriverError::Unsupported("detaching interfaces"))
+    }
+
+    async fn console_output(&self, uuid: &str, length: Option<usize>) -> Result<String> {
+        let paths = self.exists(uuid)?;
+        self.rotate_console(&paths);
+        let mut bytes = std::fs::read(paths.dir.join("console.log.0")).unwrap_or_default();
+        bytes.extend(std::fs::read(&paths.console_log).unwrap_or_default());
+        let text = String::from_utf8_lossy(&bytes).replace('\r', "");
+        Ok(tail_lines(&text, length))
+    }
+
+    async fn vnc_target(&self, uuid: &str) -> Result<String> {
+        let paths = self.exists(uuid)?;
+        if self.running_pid(&paths, uuid).is_none() {
+            return Err(failed("opening the console", "the guest is not running"));
+        }
+        Ok(format!("unix:{}", paths.vnc.display()))
+    }
+
+    async fn instance_info(&self, uuid: &str) -> Result<InstanceInfo> {
+        let paths = self.exists(uuid)?;
+        Ok(InstanceInfo {
+            power_state: self.power_state(uuid, &paths).await,
+        })
+    }
+
+    fn lifecycle_events(&self) -> Option<broadcast::Receiver<String>> {
+        Some(self.lifecycle.subscribe())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_tail() {
+        assert_eq!(tail_lines("a\nb\nc\n", Some(2)), "b\nc\n");
+        assert_eq!(tail_lines("a\nb\nc\n", None), "a\nb\nc\n");
+        assert_eq!(tail_lines("", Some(3)), "");
+    }
+
+    #[test]
+    fn our_own_process_is_not_a_guest() {
+        let me = std::process::id() as i32;
+        assert!(!process_is_guest(
+            me,
+            "11111111-2222-3333-4444-555555555555"
+        ));
+        assert!(!process_is_guest(i32::MAX, "x"));
+    }
+}
