@@ -267,3 +267,43 @@ def test_hypervisor_reports_the_real_host(gc):
     assert inv["MEMORY_MB"]["total"] == mem_kb // 1024, inv
     assert inv["MEMORY_MB"]["reserved"] == 512
     assert inv["DISK_GB"]["total"] == shutil.disk_usage(c.state_dir).total // (1 << 30), inv
+
+
+def qemu_memory_arg(c, sid: str) -> str:
+    pid = qemu_pid(c, sid)
+    assert pid, "a QEMU runs the server"
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    return args[args.index("-m") + 1]
+
+
+def test_resize_restarts_the_guest_with_the_new_flavor(gc):
+    c = gc
+    sid = boot(c, unique("rs"))
+    assert qemu_memory_arg(c, sid) == "192M"
+    c.osc_run("server", "resize", "--flavor", "m1.micro", "--wait", sid)
+    s = wait_server(c, sid, "VERIFY_RESIZE", timeout=90)
+    assert s["flavor"]["ram"] == 256 and qemu_memory_arg(c, sid) == "256M"
+    wait_marker(c, sid, 2)
+    c.osc_run("server", "resize", "revert", sid)
+    wait_server(c, sid, "ACTIVE", timeout=90)
+    assert qemu_memory_arg(c, sid) == "192M", "revert runs the old flavor again"
+    c.osc_run("server", "resize", "--flavor", "m1.micro", "--wait", sid)
+    wait_server(c, sid, "VERIFY_RESIZE", timeout=90)
+    c.osc_run("server", "resize", "confirm", sid)
+    s = wait_server(c, sid, "ACTIVE", timeout=60)
+    assert s["flavor"]["ram"] == 256 and qemu_memory_arg(c, sid) == "256M"
+    assert not (c.state_dir / "instances" / sid / "disk.resize").exists(), "confirm drops the old disk"
+    c.osc_run("server", "delete", "--wait", sid)
+
+
+def test_a_guest_that_dies_shows_shutoff_at_once(gc):
+    """No periodic sync needed (it runs every 600 s): QEMU's monitor closing is an event."""
+    c = gc
+    sid = boot(c, unique("dies"))
+    pid = qemu_pid(c, sid)
+    os.kill(pid, signal.SIGTERM)  # QEMU shuts the guest down and exits
+    t0 = time.monotonic()
+    s = wait_server(c, sid, "SHUTOFF", timeout=15)
+    assert s["OS-EXT-STS:power_state"] == 4
+    print(f"SHUTOFF {time.monotonic() - t0:.1f} s after QEMU was terminated")
+    c.osc_run("server", "delete", "--wait", sid)

@@ -176,7 +176,12 @@ async fn a_kumo_tiny_guest_lives_through_every_lifecycle_step() {
     assert!(!tmp.path().join("instances").join(bad).exists());
 
     let t0 = Instant::now();
-    d.spawn(&spec(uuid, "tiny")).await.expect("spawn");
+    let mut with_disks = spec(uuid, "tiny");
+    with_disks.ephemeral_gb = 1;
+    with_disks.swap_mb = 32;
+    d.spawn(&with_disks).await.expect("spawn");
+    let dir = tmp.path().join("instances").join(uuid);
+    assert!(dir.join("disk.eph0").exists() && dir.join("disk.swap").exists());
     let active = t0.elapsed();
     assert_eq!(
         d.instance_info(uuid).await.unwrap().power_state,

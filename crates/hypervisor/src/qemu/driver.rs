@@ -799,6 +799,55 @@ mod tests {
         assert_eq!(tail_lines("", Some(3)), "");
     }
 
+    struct NoImages;
+    #[async_trait]
+    impl ImageSource for NoImages {
+        async fn download(&self, id: &str, _: &Path) -> Result<crate::ImageRecord> {
+            Err(DriverError::InstanceNotFound(id.into()))
+        }
+    }
+
+    #[tokio::test]
+    async fn console_log_rotates_above_the_limit_and_reads_across_both_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = QemuDriver::new(
+            QemuConfig {
+                hostname: "h".into(),
+                host_ip: "127.0.0.1".into(),
+                instances_dir: tmp.path().to_path_buf(),
+                qemu_binary: "qemu-system-x86_64".into(),
+                qemu_img: "qemu-img".into(),
+                accel: AccelChoice::Tcg,
+                shutdown_timeout: Duration::from_secs(1),
+                console_log_max_bytes: 100,
+                root_ports: 2,
+                kumo_version: "t".into(),
+            },
+            Arc::new(NoImages),
+        );
+        let dir = tmp.path().join("u1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(SPEC_FILE), b"{}").unwrap();
+        let old: String = (0..20).map(|n| format!("line {n}\n")).collect();
+        std::fs::write(dir.join("console.log"), &old).unwrap();
+        let all = d.console_output("u1", None).await.unwrap();
+        assert_eq!(all, old);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("console.log.0")).unwrap(),
+            old
+        );
+        assert_eq!(std::fs::metadata(dir.join("console.log")).unwrap().len(), 0);
+        std::fs::write(dir.join("console.log"), "new\n").unwrap();
+        assert_eq!(
+            d.console_output("u1", Some(2)).await.unwrap(),
+            "line 19\nnew\n"
+        );
+        assert!(matches!(
+            d.console_output("nope", None).await,
+            Err(DriverError::InstanceNotFound(_))
+        ));
+    }
+
     #[test]
     fn our_own_process_is_not_a_guest() {
         let me = std::process::id() as i32;
