@@ -7,10 +7,12 @@ use std::pin::Pin;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use chrono::{Duration, Utc};
+use common::auth::{AuthContext, RoleRef, Scope};
 use common::config::Config;
 use futures::Stream;
 use identity::bootstrap::BootstrapReport;
-use identity::core::{AuthRequest, ScopeRequest, UserRef};
+use identity::model::Target;
 use image::core::{CreateRequest, ListParams};
 use image::model::{Status, Visibility};
 use image::store::{ColFilter, ImageCol};
@@ -91,30 +93,54 @@ fn file_stream(
     }))
 }
 
+/// The admin user on the admin project, as a token of theirs would resolve (effective roles,
+/// `is_admin_project`), without a token: kumo acts for the operator here, in-process.
+async fn admin_context(cloud: &Cloud, report: &BootstrapReport) -> Result<AuthContext> {
+    let id = &cloud.identity;
+    let user = id.get_user(&report.admin_user_id).await?;
+    let user_domain = id.get_domain(&user.domain_id).await?;
+    let project = id.get_project(&report.admin_project_id).await?;
+    let project_domain = id.get_domain(&project.domain_id).await?;
+    let roles = id
+        .effective_roles(&user.id, &Target::Project(project.id.clone()))
+        .await?;
+    let now = Utc::now();
+    Ok(AuthContext {
+        user_id: user.id,
+        user_name: user.name,
+        user_domain_id: user_domain.id,
+        user_domain_name: user_domain.name,
+        scope: Scope::Project {
+            id: project.id,
+            name: project.name,
+            domain_id: project_domain.id,
+            domain_name: project_domain.name,
+        },
+        roles: roles
+            .into_iter()
+            .map(|r| RoleRef {
+                id: r.id,
+                name: r.name,
+            })
+            .collect(),
+        methods: vec!["password".into()],
+        audit_ids: Vec::new(),
+        issued_at: now,
+        expires_at: now + Duration::minutes(10),
+        app_cred: None,
+        is_admin_project: true,
+    })
+}
+
 /// Upload `path` as the public image `kumo-tiny` unless an active one exists. Returns the new
 /// image's id (`None`: there was one already). A `kumo-tiny` left `queued` by an interrupted
 /// start (owned by the admin project) gets the data instead of a second image.
 pub async fn ensure_guest_image(
     cloud: &Cloud,
     report: &BootstrapReport,
-    admin_password: &str,
     path: &Path,
 ) -> Result<Option<String>> {
-    let issued = cloud
-        .identity
-        .issue_token(&AuthRequest {
-            methods: vec!["password".into()],
-            password: Some((
-                UserRef::Id(report.admin_user_id.clone()),
-                admin_password.to_string(),
-            )),
-            token: None,
-            app_cred: None,
-            scope: ScopeRequest::ProjectId(report.admin_project_id.clone()),
-        })
-        .await
-        .context("admin token for the demo image")?;
-    let ctx = issued.validated.ctx.clone();
+    let ctx = admin_context(cloud, report).await?;
     let found = cloud
         .image
         .list(

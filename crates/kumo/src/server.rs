@@ -226,7 +226,7 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
         {
             tracing::info!(flavor = %name, "demo flavor created");
         }
-        ensure_demo_image(&cloud, cfg, &report, &password).await?;
+        ensure_demo_image(&cloud, cfg, &report).await?;
         write_file(
             &state.demo_marker(),
             "demo project and user created\n",
@@ -289,7 +289,6 @@ async fn ensure_demo_image(
     cloud: &Cloud,
     cfg: &Config,
     report: &identity::bootstrap::BootstrapReport,
-    admin_password: &str,
 ) -> Result<()> {
     use crate::demo::GuestImage;
     let path = match crate::demo::guest_image(cfg)? {
@@ -307,7 +306,7 @@ async fn ensure_demo_image(
         return Ok(());
     }
     let t0 = Instant::now();
-    match crate::demo::ensure_guest_image(cloud, report, admin_password, &path).await {
+    match crate::demo::ensure_guest_image(cloud, report, &path).await {
         Ok(Some(id)) => tracing::info!(
             image = %id,
             name = crate::demo::GUEST_IMAGE_NAME,
