@@ -4,15 +4,16 @@
 #   ./run_tests.sh
 #
 # Stages: setup (Debian packages, cargo, the Python venv of tests/requirements.txt) -> one release build
-# of the workspace -> cargo tests (nextest if installed) -> end-to-end tests (pytest tests/e2e against a
-# kumo started on a free port in a temp dir) -> Tempest (tests/tempest/run.sh SERVICE, for each service
+# of the workspace -> cargo tests (nextest if installed) -> guest image (tools/guest-image/build.sh,
+# cached, then boot-test.sh: one pass or fail) -> end-to-end tests (pytest tests/e2e against a kumo
+# started on a free port in a temp dir, with KUMO_TINY_IMAGE set to the image) -> Tempest (tests/tempest/run.sh SERVICE, for each service
 # in KUMO_TEMPEST_SERVICES, default: identity image compute).
 # The last line is `run_tests: N passed, M failed` summed over the stages; skipped tests are not
 # passes and are counted on the line before. Exit status 0 only when nothing failed and every stage ran.
 #
 # Environment: KUMO_E2E_TARGET=keystone-peer runs the end-to-end tests against the real Keystone;
 # PYTEST_ARGS adds pytest arguments; CARGO_TARGET_DIR is honoured; KUMO_STAGE_TIMEOUT_<STAGE> (seconds)
-# bounds a stage (defaults: BUILD 1800, CARGO 900, E2E 900, TEMPEST 1200).
+# bounds a stage (defaults: BUILD 1800, CARGO 900, GUEST 300, E2E 900, TEMPEST 1200).
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -60,6 +61,11 @@ banner "setup"
 t0=$(date +%s)
 if ! kumo_ensure_packages build tools tests; then
   could_not_run setup "Debian packages could not be installed" "$(( $(date +%s) - t0 ))"
+fi
+HAVE_GUEST=1
+if ! kumo_ensure_packages guest; then
+  HAVE_GUEST=0
+  say "the guest packages (QEMU, image build tools) could not be installed: no guest image stage"
 fi
 HAVE_CARGO=1
 kumo_require_cargo || HAVE_CARGO=0
@@ -121,6 +127,29 @@ if ((BUILD_OK)); then
   fi
 else
   could_not_run "cargo tests" "no build" 0
+fi
+
+# ------------------------------------------------------------------ guest image (kumo-tiny)
+# Built once here; the e2e tests get it as KUMO_TINY_IMAGE. boot-test.sh boots it three times on TCG
+# (plain, config drive, network: DHCP, metadata service, SSH, ACPI power-off) and counts as one test.
+banner "guest image: tools/guest-image/build.sh, boot-test.sh"
+t0=$(date +%s)
+if ((!HAVE_GUEST)); then
+  could_not_run "guest image" "QEMU and the image build tools could not be installed" 0
+elif ! KUMO_TINY_IMAGE=$(kumo_guest_image "$ROOT"); then
+  unset KUMO_TINY_IMAGE
+  could_not_run "guest image" "tools/guest-image/build.sh failed" "$(( $(date +%s) - t0 ))"
+else
+  export KUMO_TINY_IMAGE
+  say "kumo-tiny image: $KUMO_TINY_IMAGE"
+  rc=0
+  run_logged "$WORK/guest.log" timeout -k 30 "$(stage_timeout GUEST 300)" \
+    "$ROOT/tools/guest-image/boot-test.sh" "$KUMO_TINY_IMAGE" || rc=$?
+  if ((rc == 0)); then
+    record "guest image" 1 0 0 "$(( $(date +%s) - t0 ))"
+  else
+    record "guest image" 0 1 0 "$(( $(date +%s) - t0 ))" "boot-test.sh exit status $rc"
+  fi
 fi
 
 # ------------------------------------------------------------------ end-to-end tests

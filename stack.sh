@@ -9,7 +9,14 @@
 #                                   placement-api, horizon / identity, compute, image, network, volume,
 #                                   placement, dashboard) -> kumo up --services
 #   KUMO_STATE_DIR=~/.kumo         state dir;  KUMO_LISTEN=127.0.0.1:5000  listen address
-# Safe to run again: a running kumo is left running. ./unstack.sh stops it, ./clean.sh removes its data.
+#   VIRT_DRIVER=qemu               compute driver: qemu (default; devstack's libvirt means the same) or
+#                                   fake. qemu needs QEMU (installed here); when it cannot be installed,
+#                                   or this kumo has no QEMU driver yet, stack.sh says so and uses fake.
+# Real guests: the kumo-tiny image is built (tools/guest-image/build.sh, cached) and `kumo up --demo`
+# uploads it as the public image kumo-tiny. Both settings go into STATE_DIR/kumo.conf
+# ([DEFAULT] compute_driver, [demo] guest_image); its other options are kept.
+# Safe to run again: a running kumo is left running (`./unstack.sh && ./stack.sh` applies a changed
+# kumo.conf). ./unstack.sh stops it, ./clean.sh removes its data.
 set -euo pipefail
 
 T0=$(date +%s)
@@ -31,6 +38,41 @@ kumo_require_cargo
 kumo_log "building kumo (cargo build --release)"
 cargo build --release
 
+# Real guests: QEMU and the kumo-tiny image, else the fake driver.
+VIRT_DRIVER=${VIRT_DRIVER:-qemu}
+case $VIRT_DRIVER in
+  libvirt|qemu|kvm) VIRT_DRIVER=qemu;;
+  fake) ;;
+  *) kumo_log "VIRT_DRIVER=$VIRT_DRIVER: expected qemu or fake; using fake"; VIRT_DRIVER=fake;;
+esac
+if [[ $VIRT_DRIVER == qemu ]]; then
+  if ! kumo_ensure_packages guest || ! command -v qemu-system-x86_64 >/dev/null || ! command -v qemu-img >/dev/null
+  then
+    kumo_log "QEMU could not be installed (qemu-system-x86, qemu-utils): using the fake compute driver" \
+      "(servers are records, no guests boot). Install both, then ./unstack.sh && ./stack.sh for real guests."
+    VIRT_DRIVER=fake
+  fi
+fi
+GUEST_IMAGE=""
+if GUEST_IMAGE=$(kumo_guest_image "$ROOT"); then
+  kumo_log "guest image: $GUEST_IMAGE (uploaded by kumo up --demo as kumo-tiny)"
+else
+  GUEST_IMAGE=""
+  kumo_log "the kumo-tiny guest image could not be built: the demo cloud will have no image"
+fi
+mkdir -p "$STATE_DIR"
+chmod 700 "$STATE_DIR"
+CONF=$STATE_DIR/kumo.conf
+pid=$(cat "$STATE_DIR/kumo.pid" 2>/dev/null || true)
+if [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+  # left running as it is: its kumo.conf stays what it runs with
+  VIRT_DRIVER=$(awk -F' *= *' '/^\[/ { s = $0 } s == "[DEFAULT]" && $1 == "compute_driver" { print $2 }' "$CONF" 2>/dev/null)
+  VIRT_DRIVER=${VIRT_DRIVER:-fake}
+else
+  kumo_iniset "$CONF" DEFAULT compute_driver "$VIRT_DRIVER"
+  [[ -n $GUEST_IMAGE ]] && kumo_iniset "$CONF" demo guest_image "$GUEST_IMAGE"
+fi
+
 args=(up --demo)
 [[ -n ${KUMO_STATE_DIR:-} ]] && args+=(--state-dir "$STATE_DIR")
 [[ -n ${KUMO_LISTEN:-} ]] && args+=(--listen "$KUMO_LISTEN")
@@ -43,8 +85,20 @@ if [[ -z ${ADMIN_PASSWORD:-} && ! -f $STATE_DIR/admin-password && -t 0 ]]; then
 fi
 if [[ -n ${ADMIN_PASSWORD:-} ]]; then export ADMIN_PASSWORD; else unset ADMIN_PASSWORD; fi
 
-kumo_log "$KUMO ${args[*]}"
-"$KUMO" "${args[@]}"
+kumo_log "$KUMO ${args[*]} (config $CONF: compute_driver = $VIRT_DRIVER)"
+LOG=$STATE_DIR/logs/kumo.log
+log_size=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
+rc=0
+"$KUMO" "${args[@]}" || rc=$?
+# kumo refuses a driver it does not have at start; its reason is in this start's part of the log
+if ((rc != 0)) && [[ $VIRT_DRIVER == qemu ]] &&
+  tail -c +$((log_size + 1)) "$LOG" 2>/dev/null | grep -q "compute_driver = qemu is not available"; then
+  kumo_log "this kumo has no QEMU driver yet: using the fake compute driver (servers are records, no guests boot)"
+  kumo_iniset "$CONF" DEFAULT compute_driver fake
+  "$KUMO" "${args[@]}"
+elif ((rc != 0)); then
+  exit "$rc"
+fi
 
 echo
 echo "Use it:  source $STATE_DIR/openrc      # or: export OS_CLIENT_CONFIG_FILE=$STATE_DIR/clouds.yaml"

@@ -393,9 +393,11 @@ class KumoDriver:
         state = work / "state"
         state.mkdir(mode=0o700)
         conf = state / "kumo.conf"
+        extra = extra_conf + (f"\n{self.extra_conf}\n" if self.extra_conf else "")
+        # no kumo-tiny demo image unless a test asks for one (it would show in every image list)
+        demo = "" if "guest_image" in extra else "[demo]\nguest_image = none\n"
         conf.write_text("# written by tests/e2e: cheap bcrypt for fast tests (kumo's default stays 12)\n"
-                        "[identity]\npassword_hash_rounds = 4\n" + extra_conf
-                        + (f"\n{self.extra_conf}\n" if self.extra_conf else ""))
+                        "[identity]\npassword_hash_rounds = 4\n" + demo + extra)
         cloud = Cloud(target="kumo", workdir=work, state_dir=state, clouds_yaml=state / "clouds.yaml",
                       fernet_dir=state / "fernet-keys", _driver=self)
         try:

@@ -5,17 +5,24 @@
 #   kumo_ensure_packages LIST...   install the Debian packages of the named lists that are missing
 #   kumo_require_cargo             exit 1 with install instructions when cargo is missing
 #   kumo_test_venv                 create (once) and print the path of the test venv
+#   kumo_guest_image [ROOT]        build (or reuse the cached) kumo-tiny guest image, print its path
+#   kumo_iniset FILE SECTION NAME VALUE   set one option of an INI file (devstack's iniset)
 #
 # The Debian packages the project needs, in one place. Lists by purpose:
 #   build : what `cargo build` of the workspace needs (C compiler for bundled SQLite, ring, ...)
 #   tools : what the scripts and kumo itself use (qemu-utils: qemu-img checks image data)
 #   tests : what the end-to-end tests need (memcached: the real Keystone "peer" caches with it)
+#   guest : real guests (compute_driver = qemu): QEMU (qemu-system-x86 and qemu-utils of one
+#           release, see kumo_apt_args), noVNC (the console proxy serves it), what
+#           tools/guest-image/build.sh and boot-test.sh use
 #   peer_compute : what ../shared/peer/nova.sh (the real Nova, bench/compute.sh) needs: private
 #           RabbitMQ and MariaDB instances (their system services are not used), a C compiler
 #           for the uWSGI that pip builds, python3-venv for the venvs
 KUMO_PKGS_build=(build-essential pkg-config)
 KUMO_PKGS_tools=(curl qemu-utils)
 KUMO_PKGS_tests=(memcached)
+KUMO_PKGS_guest=(qemu-system-x86 qemu-utils novnc syslinux syslinux-common dosfstools mtools fdisk cpio kmod
+  genisoimage socat openssh-client)
 KUMO_PKGS_peer_compute=(build-essential curl python3-venv memcached rabbitmq-server mariadb-server)
 
 kumo_log() { printf '%s\n' "[${KUMO_LOG_TAG:-kumo}] $*" >&2; }
@@ -23,6 +30,34 @@ kumo_log() { printf '%s\n' "[${KUMO_LOG_TAG:-kumo}] $*" >&2; }
 # True when the Debian package is installed.
 kumo_pkg_installed() {
   [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]
+}
+
+# kumo_apt_args PKG...: the apt-get install arguments for these missing packages, one a line.
+# qemu-system-x86 and qemu-utils must be of one QEMU release: installing Debian's qemu-system-x86
+# alone removes a qemu-utils from another release (backports). So qemu-system-x86 comes with
+# qemu-utils pinned to its candidate version, in the same call; a missing qemu-utils alone is pinned
+# to the installed qemu-system-x86's version. A pin is dropped when apt has no such qemu-utils.
+kumo_apt_args() {
+  local p sys=0 utils=0 v=""
+  for p in "$@"; do
+    case $p in
+      qemu-system-x86) sys=1;;
+      qemu-utils) utils=1;;
+      *) echo "$p";;
+    esac
+  done
+  ((sys || utils)) || return 0
+  if ((sys)); then
+    v=$(apt-cache policy qemu-system-x86 2>/dev/null | awk '$1 == "Candidate:" && $2 != "(none)" { print $2 }')
+    echo "qemu-system-x86${v:+=$v}"
+  else
+    v=$(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null || true)
+  fi
+  if [[ -n $v ]] && apt-cache show "qemu-utils=$v" >/dev/null 2>&1; then
+    echo "qemu-utils=$v"
+  else
+    echo qemu-utils
+  fi
 }
 
 kumo_ensure_packages() {
@@ -54,7 +89,11 @@ kumo_ensure_packages() {
   fi
   kumo_log "installing Debian packages: ${missing[*]}"
   "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  local args=()
+  mapfile -t args < <(kumo_apt_args "${missing[@]}")
+  # --allow-downgrades: a pinned qemu-utils may be older than the installed one (backports)
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    --allow-downgrades "${args[@]}" >/dev/null
 }
 
 kumo_require_cargo() {
@@ -166,6 +205,38 @@ kumo_read_local_conf() {
   if ((_kumo_services_changed)); then
     KUMO_SERVICES=$(IFS=,; echo "${_kumo_services[*]}")
   fi
+}
+
+# kumo_guest_image [ROOT]: build the kumo-tiny guest image with tools/guest-image/build.sh (cached in
+# ~/.cache/kumo/images by a content key: ~1 s when cached) and print its path.
+kumo_guest_image() {
+  local root=${1:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)} out
+  out=$("$root/tools/guest-image/build.sh") || { kumo_log "tools/guest-image/build.sh failed"; return 1; }
+  out=$(tail -n1 <<<"$out")
+  if [[ ! -f $out ]]; then
+    kumo_log "tools/guest-image/build.sh printed no image path"
+    return 1
+  fi
+  echo "$out"
+}
+
+# kumo_iniset FILE SECTION NAME VALUE: set NAME in [SECTION] of FILE (created if missing), keeping
+# everything else; the first `NAME =` line of the section is replaced, else one is added.
+kumo_iniset() {
+  local file=$1 section=$2 name=$3 value=$4 tmp
+  [[ -f $file ]] || : >"$file"
+  tmp=$(mktemp "$file.XXXXXX")
+  awk -v sec="$section" -v name="$name" -v val="$value" '
+    function flush() { if (insec && !done) { print name " = " val; done = 1 } }
+    /^[ \t]*\[[^]]*\][ \t]*$/ {
+      s = $0; gsub(/^[ \t]*\[|\][ \t]*$/, "", s)
+      flush(); insec = (s == sec); if (insec) seen = 1
+      print; next
+    }
+    insec && !done && $0 ~ "^[ \t]*" name "[ \t]*=" { print name " = " val; done = 1; next }
+    { print }
+    END { flush(); if (!seen) { print ""; print "[" sec "]"; print name " = " val } }
+  ' "$file" >"$tmp" && chmod --reference="$file" "$tmp" && mv "$tmp" "$file"
 }
 
 # kumo_state_dir: where kumo keeps its state (KUMO_STATE_DIR, else ~/.kumo)

@@ -7,6 +7,7 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod credentials;
+mod demo;
 mod lifecycle;
 mod server;
 mod settings;

@@ -226,6 +226,7 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
         {
             tracing::info!(flavor = %name, "demo flavor created");
         }
+        ensure_demo_image(&cloud, cfg, &report).await?;
         write_file(
             &state.demo_marker(),
             "demo project and user created\n",
@@ -280,6 +281,50 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     }
     tracing::info!("kumo stopped");
     result.context("serving HTTP")
+}
+
+/// `kumo up --demo`: the kumo-tiny guest image as a public image, once. A missing file or a
+/// failed upload is a warning, never a failed start.
+async fn ensure_demo_image(
+    cloud: &Cloud,
+    cfg: &Config,
+    report: &identity::bootstrap::BootstrapReport,
+) -> Result<()> {
+    use crate::demo::GuestImage;
+    let path = match crate::demo::guest_image(cfg)? {
+        GuestImage::Off => return Ok(()),
+        GuestImage::NotBuilt => {
+            tracing::info!(
+                "no kumo-tiny image to upload ([demo] guest_image is empty and no cached build): tools/guest-image/build.sh makes one"
+            );
+            return Ok(());
+        }
+        GuestImage::File(p) => p,
+    };
+    if !path.is_file() {
+        tracing::warn!(path = %path.display(), "[demo] guest_image: no such file; the demo cloud has no kumo-tiny image");
+        return Ok(());
+    }
+    let t0 = Instant::now();
+    match crate::demo::ensure_guest_image(cloud, report, &path).await {
+        Ok(Some(id)) => tracing::info!(
+            image = %id,
+            name = crate::demo::GUEST_IMAGE_NAME,
+            path = %path.display(),
+            elapsed_ms = t0.elapsed().as_millis() as u64,
+            "demo image uploaded (public)"
+        ),
+        Ok(None) => tracing::debug!(
+            name = crate::demo::GUEST_IMAGE_NAME,
+            "demo image already there"
+        ),
+        Err(e) => tracing::warn!(
+            path = %path.display(),
+            error = format!("{e:#}"),
+            "could not upload the demo image; the demo cloud has no kumo-tiny image"
+        ),
+    }
+    Ok(())
 }
 
 /// Drop the trailing slash of a path (but `/`), except for Glance's resource paths.

@@ -31,6 +31,12 @@ pub static KUMO_OPTS: &[Opt] = &[
         help: "Region of this cloud's endpoints.",
     },
     Opt {
+        section: "demo",
+        name: "guest_image",
+        default: "",
+        help: "kumo up --demo: qcow2 file uploaded once as the public image kumo-tiny (owned by the admin project). Empty: the newest kumo-tiny-*.qcow2 that tools/guest-image/build.sh cached in $KUMO_CACHE_DIR/images (default ~/.cache/kumo/images), if any. none: no demo image. A missing file is a logged warning.",
+    },
+    Opt {
         section: "database",
         name: "connection",
         default: "sqlite://$state_dir/db/$service.sqlite",

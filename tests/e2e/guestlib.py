@@ -1,0 +1,96 @@
+"""Helpers of the real-guest end-to-end tests (QEMU driver): is QEMU there, the kumo-tiny image
+(tools/guest-image/build.sh, docs/guest-image.md), waiting for a marker on a server's console.
+
+    ok, why = qemu_available()
+    needs_qemu_guest = pytest.mark.skipif(not ok, reason=why)
+    path = kumo_tiny_image()                      # KUMO_TINY_IMAGE, else build.sh (cached)
+    text = wait_for_console(cloud, server_id)     # until "kumo-tiny: ready" is in the console log
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Callable, Union
+
+import pytest
+
+from cloudlib import REPO, Cloud, CommandError, run
+
+BUILD_SH = REPO / "tools" / "guest-image" / "build.sh"
+READY = "kumo-tiny: ready"  # the image's last boot line on its serial console
+
+
+def qemu_available() -> tuple[bool, str]:
+    """(True, "") when qemu-system-x86_64 and qemu-img are on PATH, else (False, why)."""
+    missing = [b for b in ("qemu-system-x86_64", "qemu-img") if shutil.which(b) is None]
+    if missing:
+        return False, (f"{' and '.join(missing)} not installed (Debian: apt-get install "
+                       f"qemu-system-x86 qemu-utils, both from the same release)")
+    return True, ""
+
+
+_ok, _why = qemu_available()
+# for tests that boot real guests: @needs_qemu_guest
+needs_qemu_guest = pytest.mark.skipif(not _ok, reason=_why or "qemu available")
+
+_IMAGE: Path | None = None
+
+
+def kumo_tiny_image() -> Path:
+    """The kumo-tiny qcow2: $KUMO_TINY_IMAGE (run_tests.sh sets it), else the path that
+    tools/guest-image/build.sh prints last (a cached build takes ~1 s, a fresh one ~5 s plus
+    downloads). Built once per test session."""
+    global _IMAGE
+    env = os.environ.get("KUMO_TINY_IMAGE", "").strip()
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise RuntimeError(f"KUMO_TINY_IMAGE={env}: no such file")
+        return p
+    if _IMAGE is not None and _IMAGE.is_file():
+        return _IMAGE
+    proc = run([str(BUILD_SH)], timeout=900)
+    lines = proc.stdout.strip().splitlines()
+    if not lines or not Path(lines[-1]).is_file():
+        raise RuntimeError(f"{BUILD_SH} printed no image path:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    _IMAGE = Path(lines[-1])
+    return _IMAGE
+
+
+ConsoleSource = Union[Cloud, Callable[..., str]]  # a Cloud, or a callable running the CLI
+
+
+def console_log(source: ConsoleSource, server: str) -> str:
+    """`openstack console log show SERVER`'s output. `source` is a cloudlib.Cloud (the CLI as
+    kumo-admin) or a callable taking the CLI's arguments and returning its stdout (e.g.
+    `lambda *a: cloud.osc(*a, cloud="kumo")`). Raises CommandError when the CLI fails."""
+    if isinstance(source, Cloud):
+        return source.osc("console", "log", "show", server)
+    return source("console", "log", "show", server)
+
+
+def wait_for_console(source: ConsoleSource, server: str, marker: str = READY, timeout: float = 30,
+                     interval: float = 1.0) -> str:
+    """Poll the server's console log until a line contains `marker`; returns the whole log.
+    CLI failures while the server builds (no console yet) are retried until the timeout, which
+    fails the test with the last log (or error) seen."""
+    deadline = time.monotonic() + timeout
+    last, error = "", ""
+    while True:
+        try:
+            last = console_log(source, server)
+            error = ""
+            if any(marker in line for line in last.splitlines()):
+                return last
+        except CommandError as e:
+            error = f"{e.stderr.strip()[-1000:]}"
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    tail = "\n".join(last.splitlines()[-40:])
+    raise AssertionError(f"no {marker!r} on the console of server {server} within {timeout} s"
+                         + (f"; last CLI error: {error}" if error else "")
+                         + f"; console log (tail):\n{tail}")
