@@ -11,7 +11,7 @@
 #   KUMO_STATE_DIR=~/.kumo         state dir;  KUMO_LISTEN=127.0.0.1:5000  listen address
 #   VIRT_DRIVER=qemu               compute driver: qemu (default; devstack's libvirt means the same) or
 #                                   fake. qemu needs QEMU (installed here); when it cannot be installed,
-#                                   or this kumo has no QEMU driver yet, stack.sh says so and uses fake.
+#                                   stack.sh says so and uses fake.
 # Real guests: the kumo-tiny image is built (tools/guest-image/build.sh, cached) and `kumo up --demo`
 # uploads it as the public image kumo-tiny. Both settings go into STATE_DIR/kumo.conf
 # ([DEFAULT] compute_driver, [demo] guest_image); its other options are kept.
@@ -86,19 +86,7 @@ fi
 if [[ -n ${ADMIN_PASSWORD:-} ]]; then export ADMIN_PASSWORD; else unset ADMIN_PASSWORD; fi
 
 kumo_log "$KUMO ${args[*]} (config $CONF: compute_driver = $VIRT_DRIVER)"
-LOG=$STATE_DIR/logs/kumo.log
-log_size=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
-rc=0
-"$KUMO" "${args[@]}" || rc=$?
-# kumo refuses a driver it does not have at start; its reason is in this start's part of the log
-if ((rc != 0)) && [[ $VIRT_DRIVER == qemu ]] &&
-  tail -c +$((log_size + 1)) "$LOG" 2>/dev/null | grep -q "compute_driver = qemu is not available"; then
-  kumo_log "this kumo has no QEMU driver yet: using the fake compute driver (servers are records, no guests boot)"
-  kumo_iniset "$CONF" DEFAULT compute_driver fake
-  "$KUMO" "${args[@]}"
-elif ((rc != 0)); then
-  exit "$rc"
-fi
+"$KUMO" "${args[@]}"
 
 echo
 echo "Use it:  source $STATE_DIR/openrc      # or: export OS_CLIENT_CONFIG_FILE=$STATE_DIR/clouds.yaml"

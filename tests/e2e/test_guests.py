@@ -10,34 +10,20 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from cloudlib import REPO, pid_alive, start_kumo, unique
-from computelib import MAXV, server, wait_server
+from cloudlib import pid_alive, start_kumo, unique
+from computelib import server, wait_server
+from guestlib import READY as MARKER
+from guestlib import console_log, kumo_tiny_image, needs_qemu_guest
 
-QEMU = shutil.which("qemu-system-x86_64")
-pytestmark = [pytest.mark.kumo_only("real guests under kumo's QEMU driver"),
-              pytest.mark.skipif(QEMU is None or shutil.which("qemu-img") is None,
-                                 reason="QEMU is not installed (apt-get install qemu-system-x86 qemu-utils)")]
+pytestmark = [pytest.mark.kumo_only("real guests under kumo's QEMU driver"), needs_qemu_guest]
 
-MARKER = "kumo-tiny: ready"
 CONF = ("[DEFAULT]\ncompute_driver = qemu\nshutdown_timeout = 20\n\n"
         "[quota]\ninstances = 50\ncores = 100\nram = -1\n")
-
-
-def tiny_image() -> Path:
-    """kumo-tiny: KUMO_TINY_IMAGE (run_tests.sh builds it once), else built now (cached)."""
-    env = os.environ.get("KUMO_TINY_IMAGE")
-    if env and Path(env).is_file():
-        return Path(env)
-    out = subprocess.run(["bash", str(REPO / "tools/guest-image/build.sh")], capture_output=True, text=True,
-                         timeout=600)
-    assert out.returncode == 0, f"building kumo-tiny failed:\n{out.stderr[-3000:]}"
-    return Path(out.stdout.strip().splitlines()[-1])
 
 
 def qemu_pid(c, sid: str) -> int | None:
@@ -68,7 +54,7 @@ def kill_guests(c):
 
 @pytest.fixture(scope="module")
 def gc():
-    image = tiny_image()
+    image = kumo_tiny_image()
     c = start_kumo(CONF)
     try:
         c.image_id = c.osc("image", "create", "--file", str(image), "--disk-format", "qcow2",
@@ -89,10 +75,9 @@ def gc():
 
 
 def console(c, sid: str, lines: int | None = None) -> str:
-    args = ["console", "log", "show", sid]
     if lines:
-        args[3:3] = ["--lines", str(lines)]
-    return c.osc_run(*args).stdout
+        return c.osc_run("console", "log", "show", "--lines", str(lines), sid).stdout
+    return console_log(c, sid)
 
 
 def wait_marker(c, sid: str, count: int = 1, timeout: float = 30) -> float:
