@@ -13,7 +13,7 @@
 #
 # Environment: KUMO_E2E_TARGET=keystone-peer runs the end-to-end tests against the real Keystone;
 # PYTEST_ARGS adds pytest arguments; CARGO_TARGET_DIR is honoured; KUMO_STAGE_TIMEOUT_<STAGE> (seconds)
-# bounds a stage (defaults: BUILD 1800, CARGO 900, GUEST 300, E2E 900, TEMPEST 1200).
+# bounds a stage (defaults: BUILD 1800, CARGO 900, GUEST 300, E2E 1500, TEMPEST 1200).
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -164,7 +164,7 @@ else
   rc=0
   # SIGINT on timeout: pytest then still runs the fixtures' teardown (kumo down, temp dirs removed)
   # shellcheck disable=SC2086 # PYTEST_ARGS is a list of words
-  KUMO_BIN=$KUMO_BIN run_logged "$WORK/e2e.log" timeout -s INT -k 60 "$(stage_timeout E2E 900)" \
+  KUMO_BIN=$KUMO_BIN run_logged "$WORK/e2e.log" timeout -s INT -k 60 "$(stage_timeout E2E 1500)" \
     "$VENV/bin/python" -m pytest "$ROOT/tests/e2e" -q --junitxml="$WORK/e2e.xml" ${PYTEST_ARGS:-} || rc=$?
   dt=$(( $(date +%s) - t0 ))
   if [[ -f $WORK/e2e.xml ]]; then
