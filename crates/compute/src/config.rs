@@ -192,6 +192,18 @@ pub static OPTS: &[Opt] = &[
         help: "PCIe root ports each guest gets at launch (its disks use the first, hot-plug the others).",
     },
     Opt {
+        section: "image_cache",
+        name: "remove_unused_original_minimum_age_seconds",
+        default: "86400",
+        help: "A cached base image (instances/_base) no instance used for this long is deleted.",
+    },
+    Opt {
+        section: "image_cache",
+        name: "manager_interval",
+        default: "2400",
+        help: "Seconds between checks of the base image cache.",
+    },
+    Opt {
         section: "fake",
         name: "hosts",
         default: "1",
@@ -323,6 +335,8 @@ pub struct ComputeConfig {
     pub qemu_img: PathBuf,
     pub qemu_console_log_max_bytes: u64,
     pub qemu_pcie_root_ports: u32,
+    pub unused_base_min_age: Duration,
+    pub image_cache_interval: Duration,
     pub fake_hosts: u32,
     pub fake_vcpus: u32,
     pub fake_memory_mb: u64,
@@ -400,6 +414,12 @@ impl ComputeConfig {
             qemu_img: PathBuf::from(c.get_str("qemu", "qemu_img")?),
             qemu_console_log_max_bytes: c.get("qemu", "console_log_max_bytes")?,
             qemu_pcie_root_ports: c.get::<u32>("qemu", "pcie_root_ports")?.clamp(2, 30),
+            unused_base_min_age: Duration::from_secs(
+                c.get("image_cache", "remove_unused_original_minimum_age_seconds")?,
+            ),
+            image_cache_interval: Duration::from_secs(
+                c.get::<u64>("image_cache", "manager_interval")?.max(15),
+            ),
             fake_hosts: c.get::<u32>("fake", "hosts")?.max(1),
             fake_vcpus: c.get("fake", "vcpus")?,
             fake_memory_mb: c.get("fake", "memory_mb")?,

@@ -92,6 +92,7 @@ impl BaseCache {
         if let Ok(format) = tokio::fs::read_to_string(&meta).await
             && path.exists()
         {
+            touch(&path);
             let format = format.trim().to_string();
             let virtual_size = self.virtual_size(image_id, &path, &format).await?;
             return Ok(Base {
@@ -223,8 +224,9 @@ impl BaseCache {
         Ok(info["virtual-size"].as_u64().unwrap_or(0))
     }
 
-    /// Delete bases no instance uses (Nova's image cache manager).
-    pub fn remove_unused(&self, in_use: &[PathBuf]) {
+    /// Nova's image cache manager: bases in use are marked used now; a base no instance has
+    /// used for `min_age` is deleted (so create/delete cycles keep a warm base).
+    pub fn remove_unused(&self, in_use: &[PathBuf], min_age: std::time::Duration) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -233,12 +235,29 @@ impl BaseCache {
             if p.extension().is_some() {
                 continue;
             }
-            if !in_use.contains(&p) {
-                tracing::info!(base = %p.display(), "removing an unused base image");
+            if in_use.contains(&p) {
+                touch(&p);
+                continue;
+            }
+            let idle = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            if idle >= min_age {
+                tracing::info!(base = %p.display(), idle_s = idle.as_secs(), "removing an unused base image");
                 let _ = std::fs::remove_file(&p);
                 let _ = std::fs::remove_file(p.with_extension("format"));
             }
         }
+    }
+}
+
+/// Mark a base as used now (its mtime; the data is never written after it is cached).
+fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().write(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
     }
 }
 
@@ -374,6 +393,31 @@ pub async fn create_formatted(path: &Path, bytes: u64, kind: &str) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_bases_unused_for_the_minimum_age_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cache = BaseCache::new(tmp.path().to_path_buf(), "qemu-img".into());
+        let day = std::time::Duration::from_secs(86400);
+        let old = std::time::SystemTime::now() - 2 * day;
+        for name in ["used", "idle-old", "idle-new"] {
+            let p = tmp.path().join(name);
+            std::fs::write(&p, b"x").unwrap();
+            std::fs::write(p.with_extension("format"), b"qcow2").unwrap();
+            if name != "idle-new" {
+                let f = std::fs::File::options().write(true).open(&p).unwrap();
+                f.set_modified(old).unwrap();
+            }
+        }
+        cache.remove_unused(&[tmp.path().join("used")], day);
+        assert!(tmp.path().join("used").exists());
+        assert!(tmp.path().join("idle-new").exists());
+        assert!(!tmp.path().join("idle-old").exists());
+        assert!(!tmp.path().join("idle-old.format").exists());
+        // the one in use was marked used now: it survives the next check too
+        cache.remove_unused(&[], day);
+        assert!(tmp.path().join("used").exists());
+    }
 
     #[test]
     fn boot_signature_or_iso() {

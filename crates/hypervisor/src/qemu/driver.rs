@@ -41,6 +41,9 @@ pub struct QemuConfig {
     pub console_log_max_bytes: u64,
     /// PCIe root ports created at launch (boot disks use the first ones, hot-plug the rest).
     pub root_ports: u32,
+    /// A base image no instance used for this long is deleted (checked every `cache_interval`).
+    pub unused_base_min_age: Duration,
+    pub cache_interval: Duration,
     pub kumo_version: String,
 }
 
@@ -343,16 +346,26 @@ impl QemuDriver {
         }
     }
 
-    /// Rotate every guest's console log now and then.
+    /// Rotate every guest's console log now and then; clean the base image cache.
     pub fn spawn_housekeeping(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(15));
+            let mut last_cache_check = Instant::now();
             loop {
                 tick.tick().await;
                 let Some(me) = me.upgrade() else { break };
                 for uuid in me.scan() {
                     me.rotate_console(&me.paths(&uuid));
+                }
+                if last_cache_check.elapsed() >= me.cfg.cache_interval {
+                    last_cache_check = Instant::now();
+                    let d = me.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let used = d.bases_in_use();
+                        d.bases.remove_unused(&used, d.cfg.unused_base_min_age);
+                    })
+                    .await;
                 }
             }
         });
@@ -559,8 +572,6 @@ impl Driver for QemuDriver {
             let _ = std::fs::remove_dir_all(sock_dir);
         }
         self.locks.lock().remove(uuid);
-        let used = self.bases_in_use();
-        self.bases.remove_unused(&used);
         tracing::info!(instance = %uuid, "guest destroyed");
         Ok(())
     }
@@ -821,6 +832,8 @@ mod tests {
                 shutdown_timeout: Duration::from_secs(1),
                 console_log_max_bytes: 100,
                 root_ports: 2,
+                unused_base_min_age: Duration::from_secs(86400),
+                cache_interval: Duration::from_secs(2400),
                 kumo_version: "t".into(),
             },
             Arc::new(NoImages),
