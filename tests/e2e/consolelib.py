@@ -18,11 +18,14 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def websocket_target(console_url: str) -> tuple[str, str, int, str]:
-    """(scheme, host, port, resource) of the websocket a console URL's page opens."""
+    """(scheme, host, port, resource) of the websocket a console URL's page opens. A URL
+    without `path` (e.g. `<base>/novnc/websockify?token=T`) is taken as the websocket itself."""
     u = urllib.parse.urlsplit(console_url)
-    path = urllib.parse.parse_qs(u.query).get("path", ["websockify"])[-1]
     port = u.port or (443 if u.scheme == "https" else 80)
-    return u.scheme, u.hostname or "", port, "/" + path.lstrip("/")
+    paths = urllib.parse.parse_qs(u.query).get("path")
+    if paths is None:
+        return u.scheme, u.hostname or "", port, u.path + (f"?{u.query}" if u.query else "")
+    return u.scheme, u.hostname or "", port, "/" + paths[-1].lstrip("/")
 
 
 def _open(console_url: str, timeout: float):

@@ -5,7 +5,15 @@ console is tested with the QEMU driver. kumo only."""
 
 from __future__ import annotations
 
+import base64
+import datetime
+import hashlib
 import os
+import shutil
+import sqlite3
+import subprocess
+import tempfile
+import time
 import uuid
 
 import pytest
@@ -13,7 +21,7 @@ import requests
 
 from cloudlib import start_kumo
 from computelib import create_servers, delete_all, make_qcow2, needs_qemu, nova_error, wait_server
-from consolelib import websocket_status, websocket_target
+from consolelib import rfb_handshake, websocket_status, websocket_target
 
 pytestmark = pytest.mark.kumo_only("the compute service is kumo's")
 
@@ -115,3 +123,60 @@ def test_proxy_serves_novnc(cc):
     assert r.status_code == 200 and "readQueryVariable('path'" in r.text, r.text[:300]
     assert requests.get(f"{cc.base_url}/novnc/core/rfb.js", timeout=10).status_code == 200
     # Path traversal (a client normalises `..` away, so raw requests): crates/compute/tests/novnc_proxy.rs.
+
+
+def _plant_token(cc, target: str, ttl: int = 600) -> str:
+    """A console token row as the API stores it (SHA-256 of the token), written straight into
+    kumo's compute database: the fake driver has no VNC server to ask the API for one."""
+    token = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    db = sqlite3.connect(cc.state_dir / "db" / "compute.sqlite")
+    try:
+        db.execute("INSERT INTO console_auth_tokens (token_hash, instance_uuid, console_type, host, target,"
+                   " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (hashlib.sha256(token.encode()).hexdigest(), "11111111-2222-3333-4444-555555555555", "novnc",
+                    "fake-1", target, now.isoformat(), (now + datetime.timedelta(seconds=ttl)).isoformat()))
+        db.commit()
+    finally:
+        db.close()
+    return token
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 not installed")
+def test_proxy_reaches_a_qemu_vnc_server_once(cc):
+    """The whole path through kumo's listener: console URL -> websocket -> QEMU's VNC socket."""
+    d = tempfile.mkdtemp(prefix="kvnc", dir="/tmp")
+    qemu = subprocess.Popen(["qemu-system-x86_64", "-machine", "q35,accel=tcg", "-nodefaults", "-display", "none",
+                             "-vnc", f"unix:{d}/vnc.sock", "-S", "-qmp", f"unix:{d}/qmp.sock,server=on,wait=off"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not os.path.exists(f"{d}/vnc.sock"):
+            assert qemu.poll() is None and time.monotonic() < deadline, "QEMU made no VNC socket"
+            time.sleep(0.05)
+        token = _plant_token(cc, f"unix:{d}/vnc.sock")
+        # The admin sees what it opens (2.31+ for VNC tokens) without using it.
+        r = cc.compute("GET", f"/os-console-auth-tokens/{token}", version="2.31")
+        assert r.status_code == 200, r.text
+        assert r.json()["console"] == {"instance_uuid": "11111111-2222-3333-4444-555555555555",
+                                       "host": f"{d}/vnc.sock", "port": None, "internal_access_path": None}
+        nova_error(cc.compute("GET", f"/os-console-auth-tokens/{token}", version="2.30"), 401)
+        url = f"{cc.base_url}/novnc/vnc_lite.html?path=novnc%2Fwebsockify%3Ftoken%3D{token}"
+        assert rfb_handshake(url) == b"RFB 003.008\n"
+        assert websocket_status(url) == 401, "a console token opens once"
+        assert nova_error(cc.compute("GET", f"/os-console-auth-tokens/{token}", version="2.31"), 404) == \
+            "Token not found"
+        expired = _plant_token(cc, f"unix:{d}/vnc.sock", ttl=-1)
+        assert websocket_status(f"{cc.base_url}/novnc/websockify?token={expired}") == 401
+    finally:
+        qemu.kill()
+        qemu.wait()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_console_auth_tokens_are_admin_only(cc):
+    auth = cc.cloud_auth("kumo")
+    member = cc.login(auth["username"], auth["password"], project=auth["project_name"])
+    msg = nova_error(cc.compute("GET", "/os-console-auth-tokens/x", version="2.31", token=member), 403)
+    assert msg == "Policy doesn't allow os_compute_api:os-console-auth-tokens to be performed.", msg
+    assert nova_error(cc.compute("GET", "/os-console-auth-tokens/x", version="2.31"), 404) == "Token not found"
