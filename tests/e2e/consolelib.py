@@ -28,7 +28,7 @@ def websocket_target(console_url: str) -> tuple[str, str, int, str]:
     return u.scheme, u.hostname or "", port, "/" + paths[-1].lstrip("/")
 
 
-def _open(console_url: str, timeout: float):
+def _open(console_url: str, timeout: float, origin: str | None = None):
     """Send the upgrade request; returns (socket, status, headers, key, bytes after the head)."""
     scheme, host, port, resource = websocket_target(console_url)
     sock = socket.create_connection((host, port), timeout=timeout)
@@ -37,7 +37,7 @@ def _open(console_url: str, timeout: float):
     key = base64.b64encode(os.urandom(16)).decode()
     head = (f"GET {resource} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            "Sec-WebSocket-Protocol: binary\r\n\r\n")
+            "Sec-WebSocket-Protocol: binary\r\n" + (f"Origin: {origin}\r\n" if origin else "") + "\r\n")
     sock.sendall(head.encode())
     data = b""
     while b"\r\n\r\n" not in data:
@@ -86,11 +86,11 @@ def _close_frame() -> bytes:
     return bytes([0x88, 0x80 | len(payload)]) + mask + bytes(p ^ mask[i % 4] for i, p in enumerate(payload))
 
 
-def rfb_handshake(url: str, timeout: float = 10) -> bytes:
+def rfb_handshake(url: str, timeout: float = 10, origin: str | None = None) -> bytes:
     """Open the console URL's websocket, check the upgrade (101, Sec-WebSocket-Accept, the
     `binary` subprotocol), and return the payload of the server's first frame, which must be
     binary: the VNC server's `RFB 003.008\\n`. Closes the connection cleanly."""
-    sock, status, headers, key, rest = _open(url, timeout)
+    sock, status, headers, key, rest = _open(url, timeout, origin)
     try:
         assert status == 101, f"websocket upgrade refused: {status} {headers} {rest[:500]!r}"
         want = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
@@ -107,8 +107,9 @@ def rfb_handshake(url: str, timeout: float = 10) -> bytes:
         sock.close()
 
 
-def websocket_status(url: str, timeout: float = 10) -> int:
-    """The HTTP status the console URL's websocket upgrade gets (101 when accepted)."""
-    sock, status, _headers, _key, _rest = _open(url, timeout)
+def websocket_status(url: str, timeout: float = 10, origin: str | None = None) -> int:
+    """The HTTP status the console URL's websocket upgrade gets (101 when accepted); `origin`:
+    the Origin header a browser would send (none by default, as a non-browser client)."""
+    sock, status, _headers, _key, _rest = _open(url, timeout, origin)
     sock.close()
     return status

@@ -162,7 +162,9 @@ def test_proxy_reaches_a_qemu_vnc_server_once(cc):
                                        "host": f"{d}/vnc.sock", "port": None, "internal_access_path": None}
         nova_error(cc.compute("GET", f"/os-console-auth-tokens/{token}", version="2.30"), 401)
         url = f"{cc.base_url}/novnc/vnc_lite.html?path=novnc%2Fwebsockify%3Ftoken%3D{token}"
-        assert rfb_handshake(url) == b"RFB 003.008\n"
+        # A page of another site is refused before the token is looked at (nova-novncproxy's check).
+        assert websocket_status(url, origin="https://evil.example") == 403
+        assert rfb_handshake(url, origin=cc.base_url) == b"RFB 003.008\n"
         assert websocket_status(url) == 401, "a console token opens once"
         assert nova_error(cc.compute("GET", f"/os-console-auth-tokens/{token}", version="2.31"), 404) == \
             "Token not found"

@@ -174,6 +174,12 @@ pub static OPTS: &[Opt] = &[
         help: "Directory of noVNC's files served under /novnc/ (Debian: apt-get install novnc).",
     },
     Opt {
+        section: "console",
+        name: "allowed_origins",
+        default: "",
+        help: "Host names, besides the one the proxy is reached at, whose pages may open console websockets (the Origin header), comma-separated, as nova.conf.",
+    },
+    Opt {
         section: "consoleauth",
         name: "token_ttl",
         default: "600",
@@ -276,6 +282,8 @@ pub struct ComputeConfig {
     pub novncproxy_base_url: Option<String>,
     pub novnc_path: PathBuf,
     pub console_token_ttl: Duration,
+    /// `[console] allowed_origins`.
+    pub console_allowed_origins: Vec<String>,
 }
 
 /// Quota resources and their `[quota]` option names.
@@ -344,6 +352,7 @@ impl ComputeConfig {
             novncproxy_base_url: c.get::<Option<String>>("vnc", "novncproxy_base_url")?,
             novnc_path: PathBuf::from(c.get_str("vnc", "novnc_path")?),
             console_token_ttl: Duration::from_secs(c.get("consoleauth", "token_ttl")?),
+            console_allowed_origins: list("console", "allowed_origins")?,
         })
     }
 }

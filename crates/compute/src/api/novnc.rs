@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use common::{Family, Fault};
 use futures::SinkExt;
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -68,6 +68,7 @@ fn token_of(query: Option<&str>) -> Option<String> {
 async fn websockify(
     State(svc): State<Arc<ComputeService>>,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     // Checked before the token, so a plain GET (a link preview, a curl) does not use it up.
@@ -80,6 +81,10 @@ async fn websockify(
             .into_response();
         }
     };
+    if let Err(why) = check_origin(&headers, &svc.cfg.console_allowed_origins) {
+        tracing::warn!(origin = ?headers.get(http::header::ORIGIN), "console connection refused: {why}");
+        return Fault::forbidden(why).into_response();
+    }
     let Some(token) = token_of(query.as_deref()) else {
         return Fault::unauthorized("The token is invalid or has expired").into_response();
     };
@@ -116,6 +121,43 @@ async fn websockify(
     upgrade
         .protocols(["binary"])
         .on_upgrade(move |socket| pump(socket, stream, auth))
+}
+
+/// nova-novncproxy's Origin check: a page of another site must not open a console with a
+/// token it got hold of (cross-site websocket hijacking). Browsers always send `Origin`; its
+/// host must be the one the proxy was reached at (`Host`) or one of `[console]
+/// allowed_origins`. No `Origin`: not a browser, nothing to check.
+fn check_origin(headers: &HeaderMap, allowed: &[String]) -> Result<(), &'static str> {
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.parse::<http::Uri>().ok())
+        // A serialized origin is scheme://host[:port]; "null" (a sandboxed page) is not one.
+        .filter(|u| u.scheme().is_some())
+        .and_then(|u| {
+            u.host()
+                .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+        })
+        .filter(|h| !h.is_empty())
+        .ok_or("Origin header not valid.")?;
+    let expected = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| format!("http://{h}").parse::<http::Uri>().ok())
+        .and_then(|u| {
+            u.host()
+                .map(|h| h.trim_matches(['[', ']']).to_ascii_lowercase())
+        });
+    let matches = expected.as_deref() == Some(origin_host.as_str())
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(&origin_host));
+    if matches {
+        Ok(())
+    } else {
+        Err("Origin header does not match this host.")
+    }
 }
 
 /// Copy bytes both ways until either side ends, then close the other cleanly.
@@ -207,6 +249,40 @@ async fn static_file(State(svc): State<Arc<ComputeService>>, req: Request) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_as_nova_novncproxy_checks_them() {
+        let h = |origin: Option<&'static str>, host: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(http::header::HOST, http::HeaderValue::from_static(host));
+            if let Some(o) = origin {
+                m.insert(http::header::ORIGIN, http::HeaderValue::from_static(o));
+            }
+            m
+        };
+        let none: &[String] = &[];
+        assert!(check_origin(&h(None, "10.0.0.5:5000"), none).is_ok());
+        assert!(check_origin(&h(Some("http://10.0.0.5:5000"), "10.0.0.5:5000"), none).is_ok());
+        // The port may differ (a TLS terminator in front), the host may not.
+        assert!(
+            check_origin(
+                &h(Some("https://Cloud.example"), "cloud.example:5000"),
+                none
+            )
+            .is_ok()
+        );
+        assert!(check_origin(&h(Some("http://[::1]:5000"), "[::1]:5000"), none).is_ok());
+        assert_eq!(
+            check_origin(&h(Some("https://evil.example"), "cloud.example"), none),
+            Err("Origin header does not match this host.")
+        );
+        assert_eq!(
+            check_origin(&h(Some("null"), "cloud.example"), none),
+            Err("Origin header not valid.")
+        );
+        let allowed = vec!["dash.example".to_string()];
+        assert!(check_origin(&h(Some("https://dash.example"), "cloud.example"), &allowed).is_ok());
+    }
 
     #[test]
     fn the_token_comes_from_the_query() {
