@@ -17,6 +17,7 @@ import pytest
 
 from cloudlib import pid_alive, start_kumo, unique
 from computelib import server, wait_server
+from consolelib import rfb_handshake, websocket_status
 from guestlib import READY as MARKER
 from guestlib import console_log, kumo_tiny_image, needs_qemu_guest
 
@@ -291,4 +292,24 @@ def test_a_guest_that_dies_shows_shutoff_at_once(gc):
     s = wait_server(c, sid, "SHUTOFF", timeout=15)
     assert s["OS-EXT-STS:power_state"] == 4
     print(f"SHUTOFF {time.monotonic() - t0:.1f} s after QEMU was terminated")
+    c.osc_run("server", "delete", "--wait", sid)
+
+
+def test_novnc_console_reaches_the_guest_once_per_token(gc):
+    c = gc
+    sid = boot(c, unique("vnc"))
+    url = c.osc("console", "url", "show", "--novnc", sid, fmt_json=True)["url"]
+    assert "/novnc/vnc_lite.html?path=" in url, url
+    assert rfb_handshake(url) == b"RFB 003.008\n", "the guest's VNC server answers through the proxy"
+    assert websocket_status(url) == 401, "a console token works once"
+    bad = url.replace("token%3D", "token%3Dx")
+    assert websocket_status(bad) == 401
+    # noVNC's page itself is served where the URL points
+    page = c.http("GET", url.split("?")[0])
+    assert page.status_code == 200 and "noVNC" in page.text
+    c.osc_run("server", "stop", sid)
+    wait_server(c, sid, "SHUTOFF", timeout=60)
+    r = c.compute("POST", f"/servers/{sid}/remote-consoles", version="2.6",
+                  json={"remote_console": {"protocol": "vnc", "type": "novnc"}})
+    assert r.status_code == 409, r.text
     c.osc_run("server", "delete", "--wait", sid)

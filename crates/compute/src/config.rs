@@ -240,6 +240,36 @@ pub static OPTS: &[Opt] = &[
         help: "Fake hosts whose spawns fail (comma-separated), to exercise rescheduling.",
     },
     Opt {
+        section: "vnc",
+        name: "enabled",
+        default: "true",
+        help: "Hand out VNC consoles (noVNC in the browser). false: the console APIs answer 400 \"Unavailable console type novnc.\", as Nova.",
+    },
+    Opt {
+        section: "vnc",
+        name: "novncproxy_base_url",
+        default: "",
+        help: "Public URL of noVNC's page, as nova.conf (e.g. https://cloud.example/novnc/vnc_lite.html); console URLs add ?path=<dir>/websockify?token=... to it. Empty: kumo's own /novnc/vnc_lite.html on the address the API was called at.",
+    },
+    Opt {
+        section: "vnc",
+        name: "novnc_path",
+        default: "/usr/share/novnc",
+        help: "Directory of noVNC's files served under /novnc/ (Debian: apt-get install novnc).",
+    },
+    Opt {
+        section: "console",
+        name: "allowed_origins",
+        default: "",
+        help: "Host names, besides the one the proxy is reached at, whose pages may open console websockets (the Origin header), comma-separated, as nova.conf.",
+    },
+    Opt {
+        section: "consoleauth",
+        name: "token_ttl",
+        default: "600",
+        help: "Seconds a console token stays valid before its first use (tokens are one-time).",
+    },
+    Opt {
         section: "quota",
         name: "instances",
         default: "10",
@@ -345,6 +375,13 @@ pub struct ComputeConfig {
     pub fake_fail_spawn_hosts: Vec<String>,
     /// Default quota limits (resource name as the API spells it -> limit).
     pub quota_defaults: Vec<(&'static str, i64)>,
+    pub vnc_enabled: bool,
+    /// `[vnc] novncproxy_base_url`; None: kumo's own `/novnc/vnc_lite.html`.
+    pub novncproxy_base_url: Option<String>,
+    pub novnc_path: PathBuf,
+    pub console_token_ttl: Duration,
+    /// `[console] allowed_origins`.
+    pub console_allowed_origins: Vec<String>,
 }
 
 /// Quota resources and their `[quota]` option names.
@@ -427,6 +464,11 @@ impl ComputeConfig {
             fake_spawn_delay: Duration::from_millis(c.get("fake", "spawn_delay_ms")?),
             fake_fail_spawn_hosts: list("fake", "fail_spawn_hosts")?,
             quota_defaults,
+            vnc_enabled: c.get("vnc", "enabled")?,
+            novncproxy_base_url: c.get::<Option<String>>("vnc", "novncproxy_base_url")?,
+            novnc_path: PathBuf::from(c.get_str("vnc", "novnc_path")?),
+            console_token_ttl: Duration::from_secs(c.get("consoleauth", "token_ttl")?),
+            console_allowed_origins: list("console", "allowed_origins")?,
         })
     }
 }

@@ -9,6 +9,8 @@ pub enum ComputeError {
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
@@ -73,6 +75,7 @@ impl ComputeError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::QuotaExceeded(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
@@ -112,6 +115,7 @@ impl From<Fault> for ComputeError {
     fn from(f: Fault) -> Self {
         match f.status.as_u16() {
             400 => Self::BadRequest(f.message),
+            401 => Self::Unauthorized(f.message),
             403 => Self::Forbidden(f.message),
             404 => Self::NotFound(f.message),
             409 => Self::Conflict(f.message),

@@ -9,12 +9,14 @@
 //! - [`conductor`], [`scheduler`], [`manager`]: the roles, over the bus ([`rpc`] messages).
 //! - [`clients`]: placement and image over their REST APIs.
 //! - [`hooks`]: the network and volume steps of a build.
+//! - [`console`]: remote consoles (targets, one-time tokens, noVNC URLs).
 //! - [`api`]: the HTTP API.
 
 pub mod api;
 pub mod clients;
 pub mod conductor;
 pub mod config;
+pub mod console;
 pub mod core;
 pub mod error;
 pub mod hooks;

@@ -14,7 +14,8 @@ use crate::core::ComputeService;
 use crate::error::{ComputeError, Result};
 use crate::model::*;
 use crate::rpc::{
-    self, BuildAndRun, ConsoleOutput, ExternalInstanceEvents, Operation, RunOperation, Terminate,
+    self, BuildAndRun, ConsoleOutput, ExternalInstanceEvents, GetVncConsole, Operation,
+    RunOperation, Terminate,
 };
 use crate::store;
 
@@ -922,6 +923,7 @@ pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
     let a2 = agent.clone();
     let a3 = agent.clone();
     let a4 = agent.clone();
+    let a5 = agent.clone();
     Dispatcher::new()
         .on(move |meta: RequestMeta, msg: BuildAndRun| {
             let a = a1.clone();
@@ -966,6 +968,22 @@ pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
                     .console_output(&msg.instance_uuid, msg.length)
                     .await
                     .map_err(|e| bus::Fault::remote("ConsoleNotAvailable", e.to_string()))
+            }
+        })
+        .on(move |_meta: RequestMeta, msg: GetVncConsole| {
+            let a = a5.clone();
+            async move {
+                a.driver.vnc_target(&msg.instance_uuid).await.map_err(|e| {
+                    // The kinds the API words as Nova does (501, 404); the rest is a 500.
+                    let kind = match e {
+                        DriverError::Unsupported(_) => "NotImplementedError",
+                        DriverError::InstanceNotFound(_) => "InstanceNotFound",
+                        DriverError::Failed { .. } | DriverError::ImageUnacceptable { .. } => {
+                            "ConsoleNotAvailable"
+                        }
+                    };
+                    bus::Fault::remote(kind, e.to_string())
+                })
             }
         })
 }

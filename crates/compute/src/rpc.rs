@@ -137,6 +137,19 @@ impl Message for ConsoleOutput {
     type Reply = String;
 }
 
+/// compute.<host>: where the guest's VNC server listens (the driver's `vnc_target`:
+/// `unix:/path` or `tcp:HOST:PORT`). Remote fault kinds: `NotImplementedError` (the driver
+/// has no VNC), `InstanceNotFound`, `ConsoleNotAvailable`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GetVncConsole {
+    pub instance_uuid: String,
+}
+impl Message for GetVncConsole {
+    const METHOD: &'static str = "get_vnc_console";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = String;
+}
+
 /// An event another service reported about an instance (os-server-external-events).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExternalEvent {

@@ -182,7 +182,13 @@ pub trait Driver: Send + Sync {
     async fn detach_interface(&self, uuid: &str, port_id: &str) -> Result<()>;
     /// The tail of the serial console log (`length` lines; None: all of it).
     async fn console_output(&self, uuid: &str, length: Option<usize>) -> Result<String>;
-    /// Where a VNC client connects (for the console proxy).
+    /// Where the console proxy connects to reach the guest's VNC server (RFB spoken directly,
+    /// no TLS, no VNC password: the proxy's one-time token is the authentication).
+    ///
+    /// Contract: `unix:/abs/path/vnc.sock` (QEMU's `-vnc unix:PATH`; the path is absolute) or
+    /// `tcp:HOST:PORT` (an IPv6 host in brackets, `tcp:[::1]:5900`). A driver without VNC
+    /// answers [`DriverError::Unsupported`] (the API then answers 501, as Nova does for
+    /// `NotImplementedError`); a guest this host does not know, [`DriverError::InstanceNotFound`].
     async fn vnc_target(&self, uuid: &str) -> Result<String>;
     async fn instance_info(&self, uuid: &str) -> Result<InstanceInfo>;
     /// Uuids of guests whose power state changed on their own (a guest that powered off, a

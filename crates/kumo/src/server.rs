@@ -171,6 +171,8 @@ pub fn app(cloud: &Cloud) -> Router {
         .nest("/identity", identity.clone())
         .nest("/placement", placement)
         .nest("/image", image)
+        // The console proxy: noVNC's page and its websocket, authenticated by console tokens.
+        .nest("/novnc", compute::api::novnc::router(cloud.compute.clone()))
         .merge(identity)
         .layer(axum::middleware::from_fn(common::request_id::middleware))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {

@@ -525,6 +525,9 @@ async fn action(
                 })?;
             return Ok(Json(json!({"output": out})).into_response());
         }
+        "os-getVNCConsole" | "os-getSPICEConsole" | "os-getRDPConsole" | "os-getSerialConsole" => {
+            return super::consoles::legacy(&api, &ctx, &id, name, arg).await;
+        }
         other => {
             return Err(ComputeError::bad(format!(
                 "There is no such action: {other}"

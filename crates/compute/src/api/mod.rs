@@ -7,6 +7,7 @@
 
 mod actions;
 mod aggregates;
+mod consoles;
 mod events;
 mod flavor_extras;
 mod flavors;
@@ -14,6 +15,7 @@ mod groups;
 mod hypervisors;
 mod keypairs;
 mod misc;
+pub mod novnc;
 mod quotas;
 mod render;
 mod servers;
@@ -64,6 +66,7 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(servers::routes())
         .merge(actions::routes())
         .merge(aggregates::routes())
+        .merge(consoles::routes())
         .merge(flavors::routes())
         .merge(flavor_extras::routes())
         .merge(keypairs::routes())
@@ -136,6 +139,13 @@ impl Ctx {
     /// The request's microversion is at least 2.`minor`.
     pub fn at(&self, minor: u16) -> bool {
         self.mv >= Version::new(2, minor)
+    }
+    /// kumo's root URL as the caller reached it (compute is mounted at `/compute`), for URLs
+    /// of kumo's other endpoints such as the console proxy.
+    pub fn public_base(&self) -> &str {
+        self.bookmark
+            .strip_suffix("/compute")
+            .unwrap_or(&self.bookmark)
     }
     pub fn is_admin(&self) -> bool {
         self.auth.has_role("admin")

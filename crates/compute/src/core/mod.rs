@@ -2,6 +2,7 @@
 //! out over the bus (conductor, scheduler, compute agents).
 
 pub mod aggregates;
+pub mod consoles;
 pub mod events;
 pub mod flavors;
 pub mod groups;

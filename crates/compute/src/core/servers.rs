@@ -555,6 +555,9 @@ impl ComputeService {
             grp.members.retain(|m| m != uuid);
             store::save_group(&*txn, &grp).await?;
         }
+        // Console URLs handed out for it open nothing any more (Nova's
+        // clean_console_auths_for_instance).
+        store::console_tokens::delete_for_instance(&*txn, uuid).await?;
         txn.commit().await?;
         Ok(())
     }

@@ -10,7 +10,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial)]
+        vec![Box::new(M0001Initial), Box::new(M0002ConsoleAuthTokens)]
     }
 }
 
@@ -282,6 +282,49 @@ impl MigrationTrait for M0001Initial {
         )
         .await?;
         m.create_index(index("aggregates", &["name"], true)).await?;
+        Ok(())
+    }
+
+    async fn down(&self, _m: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(
+            "the compute schema cannot be migrated down".into(),
+        ))
+    }
+}
+
+/// Nova's `console_auth_tokens`: one row per console URL handed out. Only the token's SHA-256
+/// is stored, so a copy of the database opens no console.
+struct M0002ConsoleAuthTokens;
+
+impl MigrationName for M0002ConsoleAuthTokens {
+    fn name(&self) -> &str {
+        "m0002_console_auth_tokens"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002ConsoleAuthTokens {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("console_auth_tokens")
+                .col(pk_auto("id"))
+                .col(string_len("token_hash", 64))
+                .col(string_len("instance_uuid", 36))
+                .col(string_len("console_type", 32))
+                .col(string_len("host", 255))
+                .col(string_len("target", 1024))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("expires_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(index("console_auth_tokens", &["token_hash"], true))
+            .await?;
+        m.create_index(index("console_auth_tokens", &["instance_uuid"], false))
+            .await?;
+        m.create_index(index("console_auth_tokens", &["expires_at"], false))
+            .await?;
         Ok(())
     }
 

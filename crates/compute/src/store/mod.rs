@@ -2,6 +2,7 @@
 //! transaction. An instance is a row of searchable columns plus its JSON document.
 
 pub mod aggregates;
+pub mod console_tokens;
 pub mod entities;
 pub mod flavors;
 pub mod migration;
