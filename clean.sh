@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# clean.sh - stop kumo and remove its state dir (~/.kumo: databases, keys, images, logs, credentials).
+# clean.sh - stop kumo and its guests (QEMU) and remove its state dir (~/.kumo: databases, keys,
+# images, instances, logs, credentials).
 #
 #   ./clean.sh        asks first (on a terminal only)
 #   ./clean.sh -f     no question
@@ -33,5 +34,6 @@ if ((!force)); then
   read -r -p "Remove $STATE_DIR and everything kumo keeps there? [y/N] " answer
   [[ $answer == [yY]* ]] || { kumo_log "kept $STATE_DIR"; exit 0; }
 fi
+kumo_stop_guests "$STATE_DIR"
 rm -rf -- "$STATE_DIR"
 kumo_log "removed $STATE_DIR"

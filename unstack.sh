@@ -11,6 +11,10 @@ kumo_read_local_conf "$ROOT/local.conf"
 STATE_DIR=$(kumo_state_dir)
 KUMO=$(kumo_bin "$ROOT")
 
+guests=$(kumo_guest_pids "$STATE_DIR" | wc -l)
+if ((guests)); then
+  kumo_log "$guests guest(s) keep running (as libvirt's do); ./stack.sh finds them again, ./clean.sh stops them"
+fi
 if [[ -x $KUMO ]]; then
   "$KUMO" down --state-dir "$STATE_DIR"
   exit 0

@@ -244,3 +244,33 @@ kumo_state_dir() { echo "${KUMO_STATE_DIR:-$HOME/.kumo}"; }
 
 # kumo_bin ROOT: the kumo binary (KUMO_BIN, else the release build)
 kumo_bin() { echo "${KUMO_BIN:-${CARGO_TARGET_DIR:-$1/target}/release/kumo}"; }
+
+# kumo_guest_pids STATE_DIR: the pids of the QEMU guests of that state dir that run (each checked
+# against its command line, which names the instance uuid: a reused pid is never taken).
+kumo_guest_pids() {
+  local dir pid uuid
+  for dir in "$1"/instances/*/; do
+    [[ -f $dir/qemu.pid ]] || continue
+    uuid=$(basename "$dir")
+    pid=$(tr -dc 0-9 <"$dir/qemu.pid")
+    [[ -n $pid && -r /proc/$pid/cmdline ]] || continue
+    tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "$uuid" && echo "$pid"
+  done
+  return 0
+}
+
+# kumo_stop_guests STATE_DIR: stop the state dir's QEMU guests (SIGTERM: QEMU shuts down at once;
+# SIGKILL after 10 s), by pid. Guests outlive `kumo down` by design; this is for ./clean.sh.
+kumo_stop_guests() {
+  local pids pid
+  mapfile -t pids < <(kumo_guest_pids "$1")
+  ((${#pids[@]})) || return 0
+  kumo_log "stopping ${#pids[@]} guest(s) of $1"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 1 100); do
+    mapfile -t pids < <(kumo_guest_pids "$1")
+    ((${#pids[@]})) || return 0
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
