@@ -9,7 +9,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A subnet served by the network's dnsmasq.
@@ -275,7 +275,7 @@ impl Dnsmasq {
             Err(e) => return Err(Error::sys("SIGTERM dnsmasq", e)),
         }
         for _ in 0..250 {
-            if !Path::new(&format!("/proc/{pid}")).exists() || self.pid().is_none() {
+            if !process_alive(pid) {
                 let _ = std::fs::remove_file(self.pid_path());
                 return Ok(());
             }
@@ -296,6 +296,18 @@ impl Dnsmasq {
                 e,
             )),
         }
+    }
+}
+
+/// Whether `pid` is a live process (an exited one waiting to be reaped, state `Z`, is not).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the `(comm)` field, which may itself contain spaces or `)`.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
     }
 }
 

@@ -183,7 +183,25 @@ pub async fn remove_namespace(name: &str) -> Result<()> {
 /// tokio runtime) that entered the namespace with `setns`. Sockets created there keep that
 /// namespace, so a listener bound inside serves that namespace's addresses for as long as `f`
 /// runs. The returned future is `Send` even when `f`'s future is not.
-pub async fn run_in_namespace<F, Fut, T>(name: &str, f: F) -> Result<T>
+pub fn run_in_namespace<F, Fut, T>(
+    name: &str,
+    f: F,
+) -> impl Future<Output = Result<T>> + Send + 'static
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    // The thread starts now; the returned future only waits for its answer (and borrows
+    // nothing, so it can be spawned).
+    let started = spawn_in_namespace(name, f);
+    async move { started?.await.map_err(|_| Error::Worker)? }
+}
+
+fn spawn_in_namespace<F, Fut, T>(
+    name: &str,
+    f: F,
+) -> Result<tokio::sync::oneshot::Receiver<Result<T>>>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: Future<Output = T> + 'static,
@@ -212,7 +230,7 @@ where
             let _ = tx.send(result);
         })
         .map_err(|e| Error::io("spawning a namespace thread", e))?;
-    rx.await.map_err(|_| Error::Worker)?
+    Ok(rx)
 }
 
 /// Sets a sysctl under /proc/sys/net inside the namespace (e.g. `ipv4/ip_forward`): those
