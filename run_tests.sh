@@ -59,7 +59,7 @@ run_logged() {
 # ------------------------------------------------------------------ setup
 banner "setup"
 t0=$(date +%s)
-if ! kumo_ensure_packages build tools tests; then
+if ! kumo_ensure_packages build tools tests network; then
   could_not_run setup "Debian packages could not be installed" "$(( $(date +%s) - t0 ))"
 fi
 HAVE_GUEST=1
