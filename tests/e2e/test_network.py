@@ -277,3 +277,51 @@ def test_bulk_create_and_no_token(cloud, demo):
     neutron_error(r, 401)
     for n in nets:
         assert demo("DELETE", f"/networks/{n['id']}").status_code == 204
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/networks", {"network": None}),
+    ("/networks", {"network": []}),
+    ("/networks", {"networks": "x"}),
+    ("/networks", {"networks": []}),
+    ("/networks", [1, 2]),
+    ("/networks", {"network": {"name": 5}}),
+    ("/networks", {"network": {"availability_zone_hints": "az"}}),
+    ("/networks", {"network": {"mtu": 9000}}),
+    ("/subnets", {"subnet": {}}),
+    ("/subnets", {"subnet": {"network_id": 1, "ip_version": 4, "cidr": "10.0.0.0/24"}}),
+    ("/subnets", {"subnet": {"network_id": "x", "ip_version": "four", "cidr": "10.0.0.0/24"}}),
+    ("/subnets", {"subnet": {"network_id": "x", "ip_version": 4, "cidr": 10}}),
+    ("/subnets", {"subnet": {"network_id": "x", "ip_version": 4, "cidr": "10.0.0.0/24",
+                             "allocation_pools": "a"}}),
+    ("/subnets", {"subnet": {"network_id": "x", "ip_version": 4, "cidr": "10.0.0.0/24",
+                             "allocation_pools": [{"start": 1}]}}),
+    ("/subnets", {"subnet": {"network_id": "x", "ip_version": 4, "cidr": "10.0.0.0/24", "host_routes": [1]}}),
+    ("/subnets", {"subnet": {"network_id": "x", "ip_version": 4, "cidr": "10.0.0.0/24",
+                             "dns_nameservers": ["1.1.1.1", "1.1.1.1"]}}),
+    ("/subnets", {"subnet": {"network_id": "x", "ip_version": 6, "cidr": "10.0.0.0/24"}}),
+    ("/subnets", {"subnet": {"network_id": "x", "ip_version": 4, "cidr": "10.0.0.0/24", "ipv6_ra_mode": "slaac"}}),
+])
+def test_bad_bodies_are_400s(demo, path, body):
+    r = demo("POST", path, json=body)
+    neutron_error(r, 400)
+
+
+def test_bad_updates_and_queries(demo):
+    net = demo("POST", "/networks", json={"network": {"name": unique("bu")}}).json()["network"]
+    sub = demo("POST", "/subnets", json={"subnet": {"network_id": net["id"], "ip_version": 4,
+                                                    "cidr": "10.20.0.0/24"}}).json()["subnet"]
+    try:
+        for body in ({"network": {"mtu": 1}}, {"network": {"id": "x"}}, {"network": {"admin_state_up": None}},
+                     {"network": 3}, {}):
+            neutron_error(demo("PUT", f"/networks/{net['id']}", json=body), 400)
+        for body in ({"subnet": {"cidr": "10.0.0.0/8"}}, {"subnet": {"gateway_ip": "nope"}},
+                     {"subnet": {"allocation_pools": [{"start": "10.20.0.1", "end": "10.20.0.5"}]}}):
+            assert demo("PUT", f"/subnets/{sub['id']}", json=body).status_code in (400, 409)
+        r = demo("PUT", f"/subnets/{sub['id']}", json={"subnet": {"gateway_ip": None, "dns_nameservers": ["9.9.9.9"]}})
+        assert r.status_code == 200 and r.json()["subnet"]["gateway_ip"] is None, r.text
+        for q in ({"sort_key": "nope"}, {"sort_dir": "up", "sort_key": "name"}, {"limit": "-1"},
+                  {"marker": "missing"}):
+            assert demo("GET", "/networks", params=q).status_code in (400, 404), q
+    finally:
+        demo("DELETE", f"/networks/{net['id']}")
