@@ -239,7 +239,7 @@ def test_filters_fields_pagination(cloud, demo):
                                              "sort_dir": "desc"})
         assert [n["name"] for n in r.json()["networks"]] == [f"{tag}-{i}" for i in range(4, -1, -1)]
         seen = []
-        url = cloud.base_url + "/network/v2.0/networks?" + f"description={tag}&limit=2&sort_key=name"
+        url = cloud.base_url + "/network/v2.0/networks?" + f"description={tag}&limit=2&sort_key=name&sort_dir=asc"
         while url:
             page = requests.get(url, headers={"X-Auth-Token": demo.token}, timeout=30).json()
             seen += [n["name"] for n in page["networks"]]
@@ -320,8 +320,8 @@ def test_bad_updates_and_queries(demo):
             assert demo("PUT", f"/subnets/{sub['id']}", json=body).status_code in (400, 409)
         r = demo("PUT", f"/subnets/{sub['id']}", json={"subnet": {"gateway_ip": None, "dns_nameservers": ["9.9.9.9"]}})
         assert r.status_code == 200 and r.json()["subnet"]["gateway_ip"] is None, r.text
-        for q in ({"sort_key": "nope"}, {"sort_dir": "up", "sort_key": "name"}, {"limit": "-1"},
-                  {"marker": "missing"}):
+        for q in ({"sort_key": "nope", "sort_dir": "asc"}, {"sort_dir": "up", "sort_key": "name"},
+                  {"sort_key": "name"}, {"limit": "-1"}, {"limit": "1", "marker": "missing"}):
             assert demo("GET", "/networks", params=q).status_code in (400, 404), q
     finally:
         demo("DELETE", f"/networks/{net['id']}")

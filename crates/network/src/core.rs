@@ -137,7 +137,7 @@ fn check_keys(
     Ok(())
 }
 
-const NETWORK_KEYS: &[&str] = &[
+pub const NETWORK_KEYS: &[&str] = &[
     "id",
     "name",
     "description",
@@ -178,7 +178,7 @@ const NETWORK_PUT: &[&str] = &[
     "router:external",
     "port_security_enabled",
 ];
-const SUBNET_KEYS: &[&str] = &[
+pub const SUBNET_KEYS: &[&str] = &[
     "id",
     "name",
     "description",

@@ -114,18 +114,22 @@ pub struct Page {
 /// collection's URL, `not_found` builds the 404 of a marker that does not exist.
 pub fn apply(
     mut items: Vec<Value>,
+    attrs: &[&str],
     q: &Query,
     href: &str,
     max_limit: i64,
     not_found: impl Fn(&str) -> NetError,
 ) -> Result<Page> {
-    // Filters.
+    // Filters (empty values are dropped, as Neutron's get_filters does).
     let mut filters: Vec<(&str, Vec<&str>)> = Vec::new();
     for (k, _) in &q.pairs {
         if RESERVED.contains(&k.as_str()) || filters.iter().any(|(f, _)| f == k) {
             continue;
         }
-        filters.push((k.as_str(), q.all(k)));
+        let wants: Vec<&str> = q.all(k).into_iter().filter(|v| !v.is_empty()).collect();
+        if !wants.is_empty() {
+            filters.push((k.as_str(), wants));
+        }
     }
     items.retain(|it| {
         filters.iter().all(|(k, wants)| match it.get(*k) {
@@ -135,52 +139,85 @@ pub fn apply(
         })
     });
 
-    // Sorting.
-    let keys = q.all("sort_key");
-    let dirs = q.all("sort_dir");
-    if !dirs.is_empty() && dirs.len() != keys.len() {
+    // Sorting: as many sort_dir as sort_key, keys among the attributes.
+    let keys: Vec<&str> = q
+        .all("sort_key")
+        .into_iter()
+        .filter(|v| !v.is_empty())
+        .collect();
+    let dirs: Vec<&str> = q
+        .all("sort_dir")
+        .into_iter()
+        .filter(|v| !v.is_empty())
+        .collect();
+    if dirs.len() != keys.len() {
         return Err(NetError::bad(
             "The number of sort_keys and sort_dirs must be same",
         ));
     }
-    let mut sorts: Vec<(String, bool)> = Vec::new();
-    for (i, k) in keys.iter().enumerate() {
-        if let Some(first) = items.first()
-            && first.get(*k).is_none()
-        {
-            return Err(NetError::bad(format!(
-                "{k} is an invalid attribute for sort_keys"
-            )));
-        }
-        let asc = match dirs.get(i).copied().unwrap_or("asc") {
-            "asc" => true,
-            "desc" => false,
-            other => {
-                return Err(NetError::bad(format!(
-                    "{other} is an invalid value for sort_dirs, valid values are: asc, desc"
-                )));
-            }
-        };
-        sorts.push((k.to_string(), asc));
+    let pylist = |v: &[&str]| {
+        format!(
+            "[{}]",
+            v.iter()
+                .map(|x| format!("'{x}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let absent: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !attrs.contains(k))
+        .collect();
+    if !absent.is_empty() {
+        return Err(NetError::bad(format!(
+            "{} is invalid attribute for sort_keys",
+            pylist(&absent)
+        )));
     }
-    let limit: Option<usize> = match q.one("limit") {
-        None => None,
+    let bad_dirs: Vec<&str> = dirs
+        .iter()
+        .copied()
+        .filter(|d| *d != "asc" && *d != "desc")
+        .collect();
+    if !bad_dirs.is_empty() {
+        return Err(NetError::bad(format!(
+            "{} is invalid value for sort_dirs, valid value is 'asc' and 'desc'",
+            pylist(&bad_dirs)
+        )));
+    }
+    let mut sorts: Vec<(String, bool)> = keys
+        .iter()
+        .zip(&dirs)
+        .map(|(k, d)| (k.to_string(), *d == "asc"))
+        .collect();
+    let limit: usize = match q.one("limit") {
+        None => 0,
         Some(l) => match l.parse::<i64>() {
-            Ok(n) if n >= 0 => Some(n as usize),
+            Ok(n) if n >= 0 => n as usize,
             _ => {
-                return Err(NetError::bad(format!(
-                    "Limit must be an integer 0 or greater and not '{l}'"
-                )));
+                return Err(NetError::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!(
+                        "Bad limit request: Limit must be an integer 0 or greater and not '{l}'."
+                    ),
+                ));
             }
         },
     };
-    let limit = match (limit.filter(|l| *l > 0), max_limit) {
-        (Some(l), m) if m > 0 => Some(l.min(m as usize)),
-        (None, m) if m > 0 => Some(m as usize),
-        (l, _) => l,
+    // Neutron's get_limit_and_marker: the cap applies, 0 means no paging, and a marker
+    // without a limit is ignored.
+    let limit = if max_limit > 0 {
+        match limit.min(max_limit as usize) {
+            0 => max_limit as usize,
+            l => l,
+        }
+    } else {
+        limit
     };
-    let paging = limit.is_some() || q.one("marker").is_some();
-    if !sorts.is_empty() || paging {
+    let limit = (limit > 0).then_some(limit);
+    if !sorts.is_empty() || limit.is_some() {
         if !sorts.iter().any(|(k, _)| k == "id") {
             sorts.push(("id".into(), true));
         }
@@ -200,10 +237,16 @@ pub fn apply(
     }
 
     // Pagination.
+    let Some(limit) = limit else {
+        return Ok(Page {
+            items,
+            links: vec![],
+        });
+    };
     let reverse = q
         .one("page_reverse")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-    if let Some(m) = q.one("marker") {
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if let Some(m) = q.one("marker").filter(|m| !m.is_empty()) {
         let Some(pos) = items.iter().position(|i| i["id"] == json!(m)) else {
             return Err(not_found(m));
         };
@@ -213,31 +256,24 @@ pub fn apply(
             items.drain(..=pos);
         }
     }
-    let Some(limit) = limit else {
-        return Ok(Page {
-            items,
-            links: vec![],
-        });
-    };
     if reverse {
         let start = items.len().saturating_sub(limit);
         items.drain(..start);
     } else {
         items.truncate(limit);
     }
-    let mut links = Vec::new();
     let keep: Vec<(String, String)> = q
         .pairs
         .iter()
         .filter(|(k, _)| k != "marker" && k != "page_reverse")
         .cloned()
         .collect();
-    let link = |marker: &Value, rev: bool| -> String {
+    let link = |marker: Option<&Value>, rev: bool| -> String {
         let mut s = form_urlencoded::Serializer::new(String::new());
         for (k, v) in &keep {
             s.append_pair(k, v);
         }
-        if let Some(m) = marker.as_str() {
+        if let Some(m) = marker.and_then(Value::as_str) {
             s.append_pair("marker", m);
         }
         if rev {
@@ -245,14 +281,15 @@ pub fn apply(
         }
         format!("{href}?{}", s.finish())
     };
-    let full = items.len() >= limit;
-    if let (Some(first), Some(last)) = (items.first(), items.last()) {
-        if full || reverse {
-            links.push(json!({"rel": "next", "href": link(&last["id"], false)}));
-        }
-        if (full || !reverse) && (q.one("marker").is_some() || reverse) {
-            links.push(json!({"rel": "previous", "href": link(&first["id"], true)}));
-        }
+    // Neutron's get_pagination_links: `next` unless a forward page came back short,
+    // `previous` unless a reverse page came back short.
+    let short = items.len() < limit;
+    let mut links = Vec::new();
+    if !short || reverse {
+        links.push(json!({"rel": "next", "href": link(items.last().map(|i| &i["id"]), false)}));
+    }
+    if !short || !reverse {
+        links.push(json!({"rel": "previous", "href": link(items.first().map(|i| &i["id"]), true)}));
     }
     Ok(Page { items, links })
 }
@@ -272,6 +309,8 @@ pub fn body(collection: &str, page: Page, fields: &[String]) -> Value {
 mod tests {
     use super::*;
 
+    const ATTRS: &[&str] = &["id", "name", "shared"];
+
     fn nets() -> Vec<Value> {
         (0..5)
             .map(|i| json!({"id": format!("id{i}"), "name": format!("n{}", 4 - i), "shared": i % 2 == 0}))
@@ -281,6 +320,7 @@ mod tests {
     fn run(q: &str) -> Page {
         apply(
             nets(),
+            ATTRS,
             &Query::parse(Some(q)),
             "http://x/v2.0/networks",
             -1,
@@ -297,8 +337,27 @@ mod tests {
         assert_eq!(p.items[0]["name"], "n0");
         let p = run("limit=2");
         assert_eq!(p.items.len(), 2);
-        assert_eq!(p.links.len(), 1);
+        assert_eq!(p.links.len(), 2);
+        assert_eq!(p.links[0]["rel"], "next");
         assert!(p.links[0]["href"].as_str().unwrap().contains("marker=id1"));
+        // Neutron: as many sort_dir as sort_key, known keys only.
+        for bad in [
+            "sort_key=name",
+            "sort_key=nope&sort_dir=asc",
+            "sort_key=name&sort_dir=up",
+        ] {
+            assert!(
+                apply(
+                    nets(),
+                    ATTRS,
+                    &Query::parse(Some(bad)),
+                    "h",
+                    -1,
+                    NetError::network_not_found
+                )
+                .is_err()
+            );
+        }
         let p = run("limit=2&marker=id1");
         assert_eq!(p.items[0]["id"], "id2");
         assert_eq!(p.links.len(), 2);
@@ -312,6 +371,7 @@ mod tests {
         assert!(
             apply(
                 nets(),
+                ATTRS,
                 &Query::parse(Some("limit=x")),
                 "h",
                 -1,
@@ -321,7 +381,8 @@ mod tests {
         );
         let e = apply(
             nets(),
-            &Query::parse(Some("marker=nope")),
+            ATTRS,
+            &Query::parse(Some("limit=1&marker=nope")),
             "h",
             -1,
             NetError::network_not_found,

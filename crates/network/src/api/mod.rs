@@ -298,6 +298,7 @@ async fn list_networks(
     let items = api.svc.list_networks(&ctx).await?;
     let page = list::apply(
         items,
+        crate::core::NETWORK_KEYS,
         &q,
         &format!("{base}/v2.0/networks"),
         api.svc.cfg.pagination_max_limit,
@@ -358,6 +359,7 @@ async fn list_subnets(
     let items = api.svc.list_subnets(&ctx).await?;
     let page = list::apply(
         items,
+        crate::core::SUBNET_KEYS,
         &q,
         &format!("{base}/v2.0/subnets"),
         api.svc.cfg.pagination_max_limit,
