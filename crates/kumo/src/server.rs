@@ -91,6 +91,7 @@ pub struct Cloud {
     pub placement: Arc<placement::Placement>,
     pub image: Arc<image::ImageService>,
     pub compute: Arc<compute::ComputeService>,
+    pub network: Arc<network::NetworkService>,
 }
 
 /// Open every enabled service (databases migrated, keys created).
@@ -114,11 +115,18 @@ pub async fn open(cfg: &Config) -> Result<Cloud> {
     )?)
     .await
     .context("opening the compute service")?;
+    let network = network::NetworkService::open(network::config::NetworkConfig::from_config(
+        cfg,
+        &db_template,
+    )?)
+    .await
+    .context("opening the network service")?;
     Ok(Cloud {
         identity,
         placement,
         image,
         compute,
+        network,
     })
 }
 
@@ -149,6 +157,13 @@ pub fn catalog(base: &str) -> Vec<CatalogService> {
             description: "Compute (Nova v2.1)".into(),
             url: format!("{base}/compute/v2.1"),
         },
+        CatalogService {
+            service_type: "network".into(),
+            name: "neutron".into(),
+            description: "Network (Neutron v2.0)".into(),
+            // Neutron's endpoint has no version: clients append /v2.0.
+            url: format!("{base}/network"),
+        },
     ]
 }
 
@@ -166,11 +181,13 @@ pub fn app(cloud: &Cloud) -> Router {
     let placement = placement::api::router(cloud.placement.clone(), cloud.token_validator());
     let image = image::api::router(cloud.image.clone(), cloud.token_validator());
     let compute = compute::api::router(cloud.compute.clone(), cloud.token_validator());
+    let network = network::api::router(cloud.network.clone(), cloud.token_validator());
     Router::new()
         .nest("/compute", compute)
         .nest("/identity", identity.clone())
         .nest("/placement", placement)
         .nest("/image", image)
+        .nest("/network", network)
         // The console proxy: noVNC's page and its websocket, authenticated by console tokens.
         .nest("/novnc", compute::api::novnc::router(cloud.compute.clone()))
         .merge(identity)

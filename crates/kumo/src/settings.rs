@@ -74,4 +74,5 @@ pub fn declare_all(cfg: &mut Config) {
     cfg.declare(placement::config::OPTS);
     cfg.declare(image::config::OPTS);
     cfg.declare(compute::config::OPTS);
+    cfg.declare(network::config::OPTS);
 }

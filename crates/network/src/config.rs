@@ -1,0 +1,138 @@
+//! The network service's options. Names are Neutron's where Neutron has one; the section is
+//! kumo's `[network]` (Neutron's `[DEFAULT]` and `[quotas]` are shared by kumo's services).
+
+use common::config::{Config, ConfigError, Opt};
+use std::path::PathBuf;
+
+pub static OPTS: &[Opt] = &[
+    Opt {
+        section: "network",
+        name: "connection",
+        default: "",
+        help: "Database URL of the network service. Empty: [database] connection with $service = network.",
+    },
+    Opt {
+        section: "network",
+        name: "public_endpoint",
+        default: "",
+        help: "Base URL of the network API as clients reach it (e.g. http://cloud:5000/network). Empty: derived from each request's Host header.",
+    },
+    Opt {
+        section: "network",
+        name: "policy_file",
+        default: "$state_dir/network-policy.yaml",
+        help: "Operator overrides of the network policy defaults (YAML or JSON); ignored if absent.",
+    },
+    Opt {
+        section: "network",
+        name: "enforce_scope",
+        default: "true",
+        help: "Deny network calls made with a token whose scope the policy does not list (project).",
+    },
+    Opt {
+        section: "network",
+        name: "global_physnet_mtu",
+        default: "1500",
+        help: "MTU of the underlying physical network; a new network's mtu (Neutron's option).",
+    },
+    Opt {
+        section: "network",
+        name: "max_request_body_size",
+        default: "114688",
+        help: "Largest request body of the network API, in bytes (413 above), as Neutron's api.max_request_body_size.",
+    },
+    Opt {
+        section: "network",
+        name: "pagination_max_limit",
+        default: "-1",
+        help: "Largest page a list returns whatever limit is asked (-1: no cap), as Neutron's option.",
+    },
+    Opt {
+        section: "network",
+        name: "max_dns_nameservers",
+        default: "5",
+        help: "DNS nameservers a subnet may have.",
+    },
+    Opt {
+        section: "network",
+        name: "max_subnet_host_routes",
+        default: "20",
+        help: "Host routes a subnet may have.",
+    },
+    Opt {
+        section: "network",
+        name: "quota_network",
+        default: "100",
+        help: "Networks a project may have by default (-1: unlimited).",
+    },
+    Opt {
+        section: "network",
+        name: "quota_subnet",
+        default: "100",
+        help: "Subnets a project may have by default (-1: unlimited).",
+    },
+];
+
+/// Typed view of the options above.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub database_url: String,
+    pub public_endpoint: Option<String>,
+    pub policy_file: PathBuf,
+    pub enforce_scope: bool,
+    pub global_physnet_mtu: u32,
+    pub max_request_body_size: usize,
+    pub pagination_max_limit: i64,
+    pub max_dns_nameservers: usize,
+    pub max_subnet_host_routes: usize,
+    pub quota_network: i64,
+    pub quota_subnet: i64,
+}
+
+impl NetworkConfig {
+    /// Read the network options; `database_template` is `[database] connection`.
+    pub fn from_config(c: &Config, database_template: &str) -> Result<Self, ConfigError> {
+        let database_url = match c.get::<Option<String>>("network", "connection")? {
+            Some(u) => u,
+            None => database_template.replace("$service", "network"),
+        };
+        Ok(Self {
+            database_url,
+            public_endpoint: c
+                .get::<Option<String>>("network", "public_endpoint")?
+                .map(|s| s.trim_end_matches('/').to_string()),
+            policy_file: c.get_str("network", "policy_file")?.into(),
+            enforce_scope: c.get("network", "enforce_scope")?,
+            global_physnet_mtu: c.get("network", "global_physnet_mtu")?,
+            max_request_body_size: c.get("network", "max_request_body_size")?,
+            pagination_max_limit: c.get("network", "pagination_max_limit")?,
+            max_dns_nameservers: c.get("network", "max_dns_nameservers")?,
+            max_subnet_host_routes: c.get("network", "max_subnet_host_routes")?,
+            quota_network: c.get("network", "quota_network")?,
+            quota_subnet: c.get("network", "quota_subnet")?,
+        })
+    }
+
+    /// Defaults, rooted at `state_dir` (tests and tools).
+    pub fn defaults(state_dir: &std::path::Path) -> Self {
+        let mut c = Config::new(state_dir);
+        c.declare(OPTS);
+        let template = format!("sqlite://{}/db/$service.sqlite", state_dir.display());
+        match Self::from_config(&c, &template) {
+            Ok(cfg) => cfg,
+            Err(e) => panic!("network option defaults do not parse: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn defaults_parse() {
+        let d = tempfile::tempdir().unwrap();
+        let c = super::NetworkConfig::defaults(d.path());
+        assert!(c.database_url.ends_with("/db/network.sqlite"));
+        assert_eq!(c.global_physnet_mtu, 1500);
+        assert_eq!(c.quota_network, 100);
+    }
+}

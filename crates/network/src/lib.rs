@@ -1,0 +1,17 @@
+//! Neutron v2.0: the network service of kumo (first slice: networks, subnets, quotas).
+//!
+//! - [`ipam`]: CIDRs, gateways and allocation pools (pure logic).
+//! - [`model`]: networks and subnets as stored and as rendered.
+//! - [`store`]: persistence (sea-orm) and the migration.
+//! - [`core`]: [`core::NetworkService`], Neutron's rules (no HTTP, no SQL).
+//! - [`api`]: the HTTP API, Neutron's paths, bodies, filters and pagination.
+
+pub mod api;
+pub mod config;
+pub mod core;
+pub mod error;
+pub mod ipam;
+pub mod model;
+pub mod store;
+
+pub use core::NetworkService;
