@@ -56,7 +56,6 @@ impl Paths {
 pub struct Launch<'a> {
     pub accel: Accel,
     pub root_ports: u32,
-    pub base_format: &'a str,
     pub kumo_version: &'a str,
 }
 
@@ -141,7 +140,6 @@ pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> 
     if spec.swap_mb > 0 {
         disk(&mut a, "swap", &paths.swap, "raw", false);
     }
-    let _ = l.base_format;
     let rng = format!("virtio-rng-pci,id=rng0,bus=rp{port}");
     a.extend([
         "-object".to_string(),
@@ -192,7 +190,6 @@ mod tests {
             &Launch {
                 accel: Accel::Tcg,
                 root_ports: 8,
-                base_format: "qcow2",
                 kumo_version: "0.1.0",
             },
         )

@@ -73,7 +73,7 @@ impl BaseCache {
     }
 
     /// The file name of an image's base (Nova names them by a hash of the image id too).
-    fn base_path(&self, image_id: &str) -> PathBuf {
+    pub fn base_path(&self, image_id: &str) -> PathBuf {
         let digest = hex::encode(Sha256::digest(image_id.as_bytes()));
         self.dir.join(&digest[..40])
     }

@@ -160,10 +160,6 @@ impl QemuDriver {
         let c = QmpClient::connect(&paths.qmp, QMP_TIMEOUT)
             .await
             .map_err(qmp_failed("connecting to QEMU"))?;
-        *self.qemu_version.lock() = {
-            let v = c.version();
-            v.major as u64 * 1_000_000 + v.minor as u64 * 1000 + v.micro as u64
-        };
         self.watch(uuid, &c);
         self.qmp.lock().insert(uuid.to_string(), c.clone());
         Ok(c)
@@ -212,7 +208,6 @@ impl QemuDriver {
             &Launch {
                 accel: self.accel,
                 root_ports: self.cfg.root_ports,
-                base_format: "qcow2",
                 kumo_version: &self.cfg.kumo_version,
             },
         );
@@ -361,9 +356,11 @@ impl QemuDriver {
                 if last_cache_check.elapsed() >= me.cfg.cache_interval {
                     last_cache_check = Instant::now();
                     let d = me.clone();
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let used = d.bases_in_use();
-                        d.bases.remove_unused(&used, d.cfg.unused_base_min_age);
+                    let _ = tokio::task::spawn_blocking(move || match d.bases_in_use() {
+                        Some(used) => d.bases.remove_unused(&used, d.cfg.unused_base_min_age),
+                        None => tracing::warn!(
+                            "an instance spec is unreadable: base image cache not cleaned"
+                        ),
                     })
                     .await;
                 }
@@ -409,23 +406,25 @@ impl QemuDriver {
         }
     }
 
-    fn bases_in_use(&self) -> Vec<PathBuf> {
+    /// The bases the instances' disks (and resize backups) stand on, from their specs (a disk is
+    /// always made from `spec.image_id`'s base). None when a spec cannot be read: then nothing
+    /// is known to be unused.
+    fn bases_in_use(&self) -> Option<Vec<PathBuf>> {
         let mut used = Vec::new();
         for uuid in self.scan() {
-            for disk in ["disk", RESIZE_DISK] {
-                let p = self.paths(&uuid).dir.join(disk);
-                if let Ok(out) = std::process::Command::new(&self.cfg.qemu_img)
-                    .args(["info", "-U", "--output=json"])
-                    .arg(&p)
-                    .output()
-                    && let Ok(v) = serde_json::from_slice::<Value>(&out.stdout)
-                    && let Some(b) = v["full-backing-filename"].as_str()
-                {
-                    used.push(PathBuf::from(b));
-                }
+            let paths = self.paths(&uuid);
+            let mut specs = vec![self.read_spec(&paths).ok()?];
+            if let Ok(b) = std::fs::read(paths.dir.join(RESIZE_SPEC)) {
+                specs.push(serde_json::from_slice(&b).ok()?);
             }
+            used.extend(
+                specs
+                    .iter()
+                    .filter_map(|s: &InstanceSpec| s.image_id.as_deref())
+                    .map(|id| self.bases.base_path(id)),
+            );
         }
-        used
+        Some(used)
     }
 }
 
