@@ -73,8 +73,9 @@ def console_log(source: ConsoleSource, server: str) -> str:
 
 
 def wait_for_console(source: ConsoleSource, server: str, marker: str = READY, timeout: float = 30,
-                     interval: float = 1.0) -> str:
-    """Poll the server's console log until a line contains `marker`; returns the whole log.
+                     interval: float = 1.0, count: int = 1) -> str:
+    """Poll the server's console log until `count` lines contain `marker` (count > 1: after
+    reboots, each boot prints it again); returns the whole log.
     CLI failures while the server builds (no console yet) are retried until the timeout, which
     fails the test with the last log (or error) seen."""
     deadline = time.monotonic() + timeout
@@ -83,7 +84,7 @@ def wait_for_console(source: ConsoleSource, server: str, marker: str = READY, ti
         try:
             last = console_log(source, server)
             error = ""
-            if any(marker in line for line in last.splitlines()):
+            if sum(marker in line for line in last.splitlines()) >= count:
                 return last
         except CommandError as e:
             error = f"{e.stderr.strip()[-1000:]}"
@@ -91,6 +92,6 @@ def wait_for_console(source: ConsoleSource, server: str, marker: str = READY, ti
             break
         time.sleep(interval)
     tail = "\n".join(last.splitlines()[-40:])
-    raise AssertionError(f"no {marker!r} on the console of server {server} within {timeout} s"
+    raise AssertionError(f"{marker!r} not {count} time(s) on the console of server {server} within {timeout} s"
                          + (f"; last CLI error: {error}" if error else "")
                          + f"; console log (tail):\n{tail}")

@@ -19,7 +19,7 @@ from cloudlib import pid_alive, start_kumo, unique
 from computelib import server, wait_server
 from consolelib import rfb_handshake, websocket_status
 from guestlib import READY as MARKER
-from guestlib import console_log, kumo_tiny_image, needs_qemu_guest
+from guestlib import console_log, kumo_tiny_image, needs_qemu_guest, wait_for_console
 
 pytestmark = [pytest.mark.kumo_only("real guests under kumo's QEMU driver"), needs_qemu_guest]
 
@@ -81,16 +81,8 @@ def console(c, sid: str, lines: int | None = None) -> str:
     return console_log(c, sid)
 
 
-def wait_marker(c, sid: str, count: int = 1, timeout: float = 30) -> float:
-    """Seconds until the console shows the marker `count` times; fails with the console's tail."""
-    t0 = time.monotonic()
-    text = ""
-    while time.monotonic() - t0 < timeout:
-        text = console(c, sid)
-        if text.count(MARKER) >= count:
-            return time.monotonic() - t0
-        time.sleep(0.5)
-    raise AssertionError(f"marker #{count} not on {sid}'s console after {timeout} s; tail:\n{text[-2000:]}")
+def wait_marker(c, sid: str, count: int = 1, timeout: float = 30) -> str:
+    return wait_for_console(c, sid, MARKER, timeout=timeout, interval=0.5, count=count)
 
 
 def boot(c, name: str, image: str | None = None, flavor: str = "m1.nano", wait: bool = True) -> str:
