@@ -10,13 +10,18 @@
 //! - [`dnsmasq`]: one dnsmasq per network in its `qdhcp-` namespace, Neutron-style hosts/opts
 //!   files, SIGHUP on changes, found again by its pid file after a restart.
 //!
+//! - [`plan`]: the desired state of a host (networks, guest ports, routers) and its names;
+//!   [`filter`]: guest ports' anti-spoofing and security groups as nftables rules.
+//!
 //! Everything is idempotent: `ensure_*` succeeds when the thing is already there, `remove_*`
 //! when it is already gone. Nothing here touches the root namespace unless a caller names it.
 
 pub mod dnsmasq;
+pub mod filter;
 pub mod link;
 pub mod netns;
 pub mod nft;
+pub mod plan;
 
 mod cmd;
 
