@@ -1,22 +1,22 @@
 //! Neutron v2.0 over HTTP: thin handlers that parse, call the core and render.
 
 pub mod list;
+pub mod resource;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, OriginalUri, Path, RawQuery, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use common::auth::{Authenticated, TokenValidator};
 use common::{Family, Fault};
 use http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::sync::Arc;
 
 use crate::core::{NetworkService, resource_body};
 use crate::error::{NetError, Result};
-use list::Query;
 
 #[derive(Clone)]
 pub struct Api {
@@ -30,20 +30,10 @@ type St = State<Api>;
 pub fn router(svc: Arc<NetworkService>, validator: Arc<dyn TokenValidator>) -> Router {
     let limit = svc.cfg.max_request_body_size;
     let api = Api { svc };
-    let v2 = Router::new()
+    let mut v2 = Router::new()
         .route("/", get(resources))
         .route("/extensions", get(extensions))
         .route("/extensions/{alias}", get(extension))
-        .route("/networks", get(list_networks).post(create_networks))
-        .route(
-            "/networks/{id}",
-            get(show_network).put(update_network).delete(delete_network),
-        )
-        .route("/subnets", get(list_subnets).post(create_subnets))
-        .route(
-            "/subnets/{id}",
-            get(show_subnet).put(update_subnet).delete(delete_subnet),
-        )
         .route("/quotas", get(list_quotas))
         .route(
             "/quotas/{project}",
@@ -52,6 +42,8 @@ pub fn router(svc: Arc<NetworkService>, validator: Arc<dyn TokenValidator>) -> R
         .route("/quotas/{project}/default", get(default_quota))
         .route("/quotas/{project}/details", get(quota_details))
         .route("/quotas/{project}/details.json", get(quota_details));
+    v2 = resource::routes::<resource::Networks>(v2);
+    v2 = resource::routes::<resource::Subnets>(v2);
     Router::new()
         .route("/", get(versions))
         .nest("/v2.0", v2)
@@ -250,164 +242,6 @@ async fn extension(_: Authenticated, Path(alias): Path<String>) -> Result<Respon
         .find(|e| e.0 == alias)
         .map(|e| ok(json!({"extension": extension_view(e)})))
         .ok_or_else(|| NetError::not_found(format!("Extension with alias {alias} does not exist")))
-}
-
-// ------------------------------------------------------------ networks / subnets
-
-/// The single resource or the bulk list of a create request.
-fn create_bodies<'a>(
-    body: &'a Value,
-    one: &str,
-    many: &str,
-) -> Result<(Vec<&'a Map<String, Value>>, bool)> {
-    if let Some(list) = body.get(many) {
-        let items = list.as_array().ok_or_else(|| {
-            NetError::bad(format!("Invalid input for {many}. Reason: not a list."))
-        })?;
-        if items.is_empty() {
-            return Err(NetError::bad("Resources required"));
-        }
-        let mut out = Vec::new();
-        for it in items {
-            out.push(it.as_object().ok_or_else(|| {
-                NetError::bad(format!(
-                    "Invalid input for {one}. Reason: not a dictionary."
-                ))
-            })?);
-        }
-        return Ok((out, true));
-    }
-    Ok((vec![resource_body(body, one)?], false))
-}
-
-fn created_response(one: &str, many: &str, mut items: Vec<Value>, bulk: bool) -> Response {
-    if bulk {
-        created(json!({ many: items }))
-    } else {
-        created(json!({ one: items.pop().unwrap_or(Value::Null) }))
-    }
-}
-
-async fn list_networks(
-    State(api): St,
-    Authenticated(ctx): Authenticated,
-    Base(base): Base,
-    RawQuery(raw): RawQuery,
-) -> Result<Response> {
-    let q = Query::parse(raw.as_deref());
-    let items = api.svc.list_networks(&ctx).await?;
-    let page = list::apply(
-        items,
-        crate::core::NETWORK_KEYS,
-        &q,
-        &format!("{base}/v2.0/networks"),
-        api.svc.cfg.pagination_max_limit,
-        NetError::network_not_found,
-    )?;
-    Ok(ok(list::body("networks", page, &q.fields())))
-}
-
-async fn create_networks(
-    State(api): St,
-    Authenticated(ctx): Authenticated,
-    JsonBody(body): JsonBody,
-) -> Result<Response> {
-    let (bodies, bulk) = create_bodies(&body, "network", "networks")?;
-    let made = api.svc.create_networks(&ctx, &bodies).await?;
-    Ok(created_response("network", "networks", made, bulk))
-}
-
-async fn show_network(
-    State(api): St,
-    Authenticated(ctx): Authenticated,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response> {
-    let q = Query::parse(raw.as_deref());
-    let v = api.svc.get_network(&ctx, &id).await?;
-    Ok(ok(json!({"network": list::select(v, &q.fields())})))
-}
-
-async fn update_network(
-    State(api): St,
-    Authenticated(ctx): Authenticated,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody,
-) -> Result<Response> {
-    let b = resource_body(&body, "network")?;
-    Ok(ok(
-        json!({"network": api.svc.update_network(&ctx, &id, b).await?}),
-    ))
-}
-
-async fn delete_network(
-    State(api): St,
-    Authenticated(ctx): Authenticated,
-    Path(id): Path<String>,
-) -> Result<Response> {
-    api.svc.delete_network(&ctx, &id).await?;
-    Ok(no_content())
-}
-
-async fn list_subnets(
-    State(api): St,
-    Authenticated(ctx): Authenticated,
-    Base(base): Base,
-    RawQuery(raw): RawQuery,
-) -> Result<Response> {
-    let q = Query::parse(raw.as_deref());
-    let items = api.svc.list_subnets(&ctx).await?;
-    let page = list::apply(
-        items,
-        crate::core::SUBNET_KEYS,
-        &q,
-        &format!("{base}/v2.0/subnets"),
-        api.svc.cfg.pagination_max_limit,
-        NetError::subnet_not_found,
-    )?;
-    Ok(ok(list::body("subnets", page, &q.fields())))
-}
-
-async fn create_subnets(
-    State(api): St,
-    Authenticated(ctx): Authenticated,
-    JsonBody(body): JsonBody,
-) -> Result<Response> {
-    let (bodies, bulk) = create_bodies(&body, "subnet", "subnets")?;
-    let made = api.svc.create_subnets(&ctx, &bodies).await?;
-    Ok(created_response("subnet", "subnets", made, bulk))
-}
-
-async fn show_subnet(
-    State(api): St,
-    Authenticated(ctx): Authenticated,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response> {
-    let q = Query::parse(raw.as_deref());
-    let v = api.svc.get_subnet(&ctx, &id).await?;
-    Ok(ok(json!({"subnet": list::select(v, &q.fields())})))
-}
-
-async fn update_subnet(
-    State(api): St,
-    Authenticated(ctx): Authenticated,
-    Path(id): Path<String>,
-    JsonBody(body): JsonBody,
-) -> Result<Response> {
-    let b = resource_body(&body, "subnet")?;
-    Ok(ok(
-        json!({"subnet": api.svc.update_subnet(&ctx, &id, b).await?}),
-    ))
-}
-
-async fn delete_subnet(
-    State(api): St,
-    Authenticated(ctx): Authenticated,
-    Path(id): Path<String>,
-) -> Result<Response> {
-    api.svc.delete_subnet(&ctx, &id).await?;
-    Ok(no_content())
 }
 
 // ------------------------------------------------------------ quotas

@@ -1,0 +1,379 @@
+//! The network service core: Neutron's rules, no HTTP.
+//!
+//! Every change runs in the database's serialised write transaction (read, check, write):
+//! quota counts, cidr overlap and address checks and the write cannot interleave with another
+//! request's. One file per resource; [`attrs`] holds neutron-lib's attribute validation.
+
+pub mod attrs;
+mod networks;
+mod quotas;
+mod subnets;
+
+pub use attrs::resource_body;
+pub use networks::NETWORK_KEYS;
+pub use subnets::SUBNET_KEYS;
+
+use common::auth::AuthContext;
+use common::db::Database;
+use common::policy::{Credentials, Enforcer};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+use crate::config::NetworkConfig;
+use crate::error::{NetError, Result};
+use crate::model::{Network, Subnet};
+use crate::store;
+/// Policy defaults Neutron registers (secure RBAC) for what kumo implements, as data.
+pub const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
+
+pub const NETWORK: &str = "network";
+pub const SUBNET: &str = "subnet";
+/// Resources with a quota, in the order Neutron lists them.
+pub const QUOTA_RESOURCES: &[&str] = &[NETWORK, SUBNET];
+
+pub struct NetworkService {
+    pub cfg: NetworkConfig,
+    pub(crate) db: Database,
+    pub(crate) policy: Enforcer,
+}
+
+impl std::fmt::Debug for NetworkService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetworkService")
+            .field("db", &self.db.url())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Db(#[from] common::db::DbError),
+    #[error("migrating the network database failed: {0}")]
+    Migrate(sea_orm::DbErr),
+    #[error("policy: {0}")]
+    Policy(String),
+}
+
+impl NetworkService {
+    /// Open the service: database (migrated), policy.
+    pub async fn open(cfg: NetworkConfig) -> std::result::Result<Arc<Self>, OpenError> {
+        let db = Database::connect(&cfg.database_url).await?;
+        store::migrate(db.conn())
+            .await
+            .map_err(OpenError::Migrate)?;
+        let policy = load_policy(&cfg).map_err(OpenError::Policy)?;
+        Ok(Arc::new(Self { cfg, db, policy }))
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    // ------------------------------------------------------------ policy
+
+    pub(crate) fn creds(ctx: &AuthContext) -> Credentials {
+        Credentials::from_auth(ctx)
+    }
+
+    pub fn is_admin(&self, ctx: &AuthContext) -> bool {
+        self.policy
+            .check("context_is_admin", &json!({}), &Self::creds(ctx))
+    }
+
+    pub fn allowed(&self, ctx: &AuthContext, action: &str, target: &Value) -> bool {
+        self.policy.check(action, target, &Self::creds(ctx))
+    }
+
+    /// Enforce `action` and the `action:attr` rules of the attributes set, as Neutron's
+    /// policy engine combines them: "(rule:a and rule:a:x) is disallowed by policy".
+    pub fn authorize(
+        &self,
+        ctx: &AuthContext,
+        action: &str,
+        attrs: &[&str],
+        target: &Value,
+    ) -> Result<()> {
+        let mut rules = vec![action.to_string()];
+        rules.extend(attrs.iter().map(|a| format!("{action}:{a}")));
+        let ok = rules.iter().all(|r| self.allowed(ctx, r, target));
+        if ok {
+            return Ok(());
+        }
+        tracing::info!(%action, "network policy denied");
+        let text = if rules.len() == 1 {
+            format!("rule:{action}")
+        } else {
+            format!(
+                "({})",
+                rules
+                    .iter()
+                    .map(|r| format!("rule:{r}"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )
+        };
+        Err(NetError::policy(&text))
+    }
+
+    pub(crate) fn net_target(n: &Network) -> Value {
+        json!({
+            "id": n.id, "project_id": n.project_id, "tenant_id": n.project_id,
+            "shared": if n.shared { "True" } else { "False" },
+            "router:external": if n.external { "True" } else { "False" },
+            "name": n.name,
+        })
+    }
+
+    pub(crate) fn subnet_target(s: &Subnet, net: &Network) -> Value {
+        json!({
+            "id": s.id, "project_id": s.project_id, "tenant_id": s.project_id,
+            "network_id": s.network_id,
+            "network:project_id": net.project_id, "network:tenant_id": net.project_id,
+            "shared": if net.shared { "True" } else { "False" },
+            "router:external": if net.external { "True" } else { "False" },
+        })
+    }
+
+    /// Neutron's query scoping: admin sees everything; others their project's, shared and
+    /// external networks.
+    pub(crate) fn net_visible(&self, ctx: &AuthContext, n: &Network) -> bool {
+        self.is_admin(ctx) || ctx.project_id() == Some(&n.project_id) || n.shared || n.external
+    }
+
+    pub(crate) fn net_readable(&self, ctx: &AuthContext, n: &Network) -> bool {
+        self.net_visible(ctx, n) && self.allowed(ctx, "get_network", &Self::net_target(n))
+    }
+
+    pub(crate) async fn load_network<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        id: &str,
+    ) -> Result<Option<Network>> {
+        Ok(match store::get(c, NETWORK, id).await? {
+            Some(b) => Some(serde_json::from_str(&b)?),
+            None => None,
+        })
+    }
+
+    pub(crate) async fn load_subnet<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        id: &str,
+    ) -> Result<Option<Subnet>> {
+        Ok(match store::get(c, SUBNET, id).await? {
+            Some(b) => Some(serde_json::from_str(&b)?),
+            None => None,
+        })
+    }
+
+    /// The network `id` if the caller may see it, else NetworkNotFound.
+    pub(crate) async fn lookup_network<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        ctx: &AuthContext,
+        id: &str,
+    ) -> Result<Network> {
+        match self.load_network(c, id).await? {
+            Some(n) if self.net_readable(ctx, &n) => Ok(n),
+            _ => Err(NetError::network_not_found(id)),
+        }
+    }
+
+    pub(crate) async fn subnet_ids<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        net: &str,
+    ) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for b in store::children(c, SUBNET, net).await? {
+            let s: Subnet = serde_json::from_str(&b)?;
+            ids.push(s.id);
+        }
+        Ok(ids)
+    }
+
+    pub(crate) async fn check_quota<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        project: &str,
+        resource: &str,
+        adding: i64,
+    ) -> Result<()> {
+        let limit = self.quota_limits(c, project).await?[resource];
+        if limit >= 0 && store::count(c, resource, project).await? + adding > limit {
+            return Err(NetError::over_quota(resource));
+        }
+        Ok(())
+    }
+}
+
+fn load_policy(cfg: &NetworkConfig) -> std::result::Result<Enforcer, String> {
+    let mut b = Enforcer::builder()
+        .defaults_yaml(POLICY_DEFAULTS)
+        .map_err(|e| e.to_string())?
+        .enforce_scope(cfg.enforce_scope);
+    if cfg.policy_file.exists() {
+        let text = std::fs::read_to_string(&cfg.policy_file)
+            .map_err(|e| format!("cannot read {}: {e}", cfg.policy_file.display()))?;
+        b = b
+            .overrides_file(&text)
+            .map_err(|e| format!("{}: {e}", cfg.policy_file.display()))?;
+        tracing::info!(file = %cfg.policy_file.display(), "network policy overrides loaded");
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use common::auth::{AuthContext, RoleRef, Scope};
+    use serde_json::Map;
+
+    fn ctx(project: &str, roles: &[&str]) -> AuthContext {
+        AuthContext {
+            user_id: format!("u-{project}"),
+            user_name: project.into(),
+            user_domain_id: "default".into(),
+            user_domain_name: "Default".into(),
+            scope: Scope::Project {
+                id: project.into(),
+                name: project.into(),
+                domain_id: "default".into(),
+                domain_name: "Default".into(),
+            },
+            roles: roles
+                .iter()
+                .map(|r| RoleRef {
+                    id: (*r).into(),
+                    name: (*r).into(),
+                })
+                .collect(),
+            methods: vec!["password".into()],
+            audit_ids: vec![],
+            issued_at: chrono::Utc::now(),
+            expires_at: chrono::Utc::now(),
+            app_cred: None,
+            is_admin_project: false,
+        }
+    }
+
+    async fn svc(dir: &std::path::Path) -> Arc<NetworkService> {
+        NetworkService::open(NetworkConfig::defaults(dir))
+            .await
+            .unwrap()
+    }
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[tokio::test]
+    async fn networks_policy_and_visibility() {
+        let d = tempfile::tempdir().unwrap();
+        let s = svc(d.path()).await;
+        let admin = ctx("adm", &["admin", "member", "reader"]);
+        let alice = ctx("pa", &["member", "reader"]);
+        let bob = ctx("pb", &["member", "reader"]);
+        let e = s
+            .create_networks(&alice, &[&obj(json!({"shared": true}))])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "PolicyNotAuthorized");
+        assert_eq!(
+            e.message,
+            "(rule:create_network and rule:create_network:shared) is disallowed by policy"
+        );
+        let own = s
+            .create_networks(&alice, &[&obj(json!({"name": "a"}))])
+            .await
+            .unwrap();
+        let ext = s
+            .create_networks(&admin, &[&obj(json!({"router:external": true}))])
+            .await
+            .unwrap();
+        let id = own[0]["id"].as_str().unwrap();
+        let ext_id = ext[0]["id"].as_str().unwrap();
+        assert_eq!(s.list_networks(&alice).await.unwrap().len(), 2);
+        assert_eq!(s.list_networks(&bob).await.unwrap().len(), 1);
+        assert_eq!(
+            s.get_network(&bob, id).await.unwrap_err().kind,
+            "NetworkNotFound"
+        );
+        assert!(s.get_network(&bob, ext_id).await.is_ok());
+        let e = s.delete_network(&bob, ext_id, None).await.unwrap_err();
+        assert_eq!(e.kind, "PolicyNotAuthorized");
+        // subnets: defaults, overlap, cascade
+        let sub = s
+            .create_subnets(
+                &alice,
+                &[&obj(
+                    json!({"network_id": id, "ip_version": 4, "cidr": "10.0.0.0/24"}),
+                )],
+            )
+            .await
+            .unwrap();
+        assert_eq!(sub[0]["gateway_ip"], "10.0.0.1");
+        assert_eq!(
+            sub[0]["allocation_pools"],
+            json!([{"start": "10.0.0.2", "end": "10.0.0.254"}])
+        );
+        let e = s
+            .create_subnets(
+                &alice,
+                &[&obj(
+                    json!({"network_id": id, "ip_version": 4, "cidr": "10.0.0.128/25"}),
+                )],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "InvalidInput");
+        let e = s
+            .create_subnets(
+                &bob,
+                &[&obj(
+                    json!({"network_id": ext_id, "ip_version": 4, "cidr": "10.9.0.0/24"}),
+                )],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "PolicyNotAuthorized");
+        assert_eq!(
+            s.get_network(&alice, id).await.unwrap()["subnets"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
+        s.delete_network(&alice, id, None).await.unwrap();
+        assert!(s.list_subnets(&admin).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn quotas() {
+        let d = tempfile::tempdir().unwrap();
+        let s = svc(d.path()).await;
+        let admin = ctx("adm", &["admin", "member", "reader"]);
+        let alice = ctx("pa", &["member", "reader"]);
+        s.update_quota(&admin, "pa", &obj(json!({"network": 1})))
+            .await
+            .unwrap();
+        s.create_networks(&alice, &[&obj(json!({}))]).await.unwrap();
+        let e = s
+            .create_networks(&alice, &[&obj(json!({}))])
+            .await
+            .unwrap_err();
+        assert_eq!(e.message, "Quota exceeded for resources: ['network'].");
+        assert_eq!(e.status, http::StatusCode::CONFLICT);
+        assert!(
+            s.update_quota(&alice, "pa", &obj(json!({"network": 9})))
+                .await
+                .is_err()
+        );
+        assert!(
+            s.update_quota(&admin, "pa", &obj(json!({"port": 9})))
+                .await
+                .is_err()
+        );
+    }
+}

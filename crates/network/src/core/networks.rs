@@ -1,0 +1,224 @@
+//! Networks.
+
+use common::auth::AuthContext;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+use super::attrs::*;
+use super::{NETWORK, NetworkService, SUBNET};
+use crate::error::Result;
+use crate::model::{Network, Subnet, now};
+use crate::store;
+
+pub const NETWORK_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "tenant_id",
+    "project_id",
+    "admin_state_up",
+    "status",
+    "subnets",
+    "shared",
+    "router:external",
+    "mtu",
+    "port_security_enabled",
+    "availability_zone_hints",
+    "availability_zones",
+    "ipv4_address_scope",
+    "ipv6_address_scope",
+    "tags",
+    "created_at",
+    "updated_at",
+    "revision_number",
+];
+const NETWORK_POST: &[&str] = &[
+    "name",
+    "description",
+    "tenant_id",
+    "project_id",
+    "admin_state_up",
+    "shared",
+    "router:external",
+    "port_security_enabled",
+    "availability_zone_hints",
+];
+const NETWORK_PUT: &[&str] = &[
+    "name",
+    "description",
+    "admin_state_up",
+    "shared",
+    "router:external",
+    "port_security_enabled",
+];
+impl NetworkService {
+    // ------------------------------------------------------------ networks
+
+    pub(crate) fn parse_new_network(
+        &self,
+        ctx: &AuthContext,
+        body: &Map<String, Value>,
+    ) -> Result<Network> {
+        check_keys(body, NETWORK_KEYS, NETWORK_POST, false)?;
+        let s = |k: &str| -> Result<String> {
+            body.get(k)
+                .map(|v| to_string(k, v, 255))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let b = |k: &str, d: bool| -> Result<bool> {
+            body.get(k)
+                .map(|v| to_bool(k, v))
+                .transpose()
+                .map(|o| o.unwrap_or(d))
+        };
+        let hints = match body.get("availability_zone_hints") {
+            None | Some(Value::Null) => vec![],
+            Some(v) => to_list("availability_zone_hints", v)?
+                .iter()
+                .map(|h| to_string("availability_zone_hints", h, 255))
+                .collect::<Result<_>>()?,
+        };
+        let ts = now();
+        Ok(Network {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: s("name")?,
+            description: s("description")?,
+            project_id: owner(ctx, body)?,
+            admin_state_up: b("admin_state_up", true)?,
+            shared: b("shared", false)?,
+            external: b("router:external", false)?,
+            mtu: self.cfg.global_physnet_mtu,
+            port_security_enabled: b("port_security_enabled", true)?,
+            availability_zone_hints: hints,
+            created_at: ts.clone(),
+            updated_at: ts,
+            revision_number: 0,
+        })
+    }
+
+    /// Create networks (one, or a bulk request: all or nothing).
+    pub async fn create_networks(
+        &self,
+        ctx: &AuthContext,
+        bodies: &[&Map<String, Value>],
+    ) -> Result<Vec<Value>> {
+        let mut nets = Vec::new();
+        for body in bodies {
+            let n = self.parse_new_network(ctx, body)?;
+            let mut attrs = Vec::new();
+            if n.shared {
+                attrs.push("shared");
+            }
+            if n.external {
+                attrs.push("router:external");
+            }
+            if body.contains_key("port_security_enabled") {
+                attrs.push("port_security_enabled");
+            }
+            self.authorize(ctx, "create_network", &attrs, &Self::net_target(&n))?;
+            nets.push(n);
+        }
+        let w = self.db.write().await?;
+        let mut per_project: HashMap<&str, i64> = HashMap::new();
+        for n in &nets {
+            *per_project.entry(&n.project_id).or_default() += 1;
+        }
+        for (p, k) in &per_project {
+            self.check_quota(&*w, p, NETWORK, *k).await?;
+        }
+        for n in &nets {
+            store::insert(
+                &*w,
+                store::NewRow {
+                    kind: NETWORK,
+                    id: &n.id,
+                    project_id: &n.project_id,
+                    parent_id: None,
+                    created_at: &n.created_at,
+                    body: serde_json::to_string(n)?,
+                },
+            )
+            .await?;
+        }
+        w.commit().await?;
+        Ok(nets.iter().map(|n| n.render(vec![])).collect())
+    }
+
+    /// Every network the caller may see, rendered.
+    pub async fn list_networks(&self, ctx: &AuthContext) -> Result<Vec<Value>> {
+        let c = self.db.conn();
+        let mut subnets: HashMap<String, Vec<String>> = HashMap::new();
+        for b in store::list(c, SUBNET).await? {
+            let s: Subnet = serde_json::from_str(&b)?;
+            subnets.entry(s.network_id).or_default().push(s.id);
+        }
+        let mut out = Vec::new();
+        for b in store::list(c, NETWORK).await? {
+            let n: Network = serde_json::from_str(&b)?;
+            if self.net_readable(ctx, &n) {
+                let ids = subnets.remove(&n.id).unwrap_or_default();
+                out.push(n.render(ids));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn get_network(&self, ctx: &AuthContext, id: &str) -> Result<Value> {
+        let c = self.db.conn();
+        let n = self.lookup_network(c, ctx, id).await?;
+        Ok(n.render(self.subnet_ids(c, id).await?))
+    }
+
+    pub async fn update_network(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        body: &Map<String, Value>,
+        if_match: Option<u64>,
+    ) -> Result<Value> {
+        check_keys(body, NETWORK_KEYS, NETWORK_PUT, true)?;
+        let w = self.db.write().await?;
+        let mut n = self.lookup_network(&*w, ctx, id).await?;
+        check_revision(if_match, n.revision_number)?;
+        let attrs: Vec<&str> = ["shared", "router:external", "port_security_enabled"]
+            .into_iter()
+            .filter(|a| body.contains_key(*a))
+            .collect();
+        self.authorize(ctx, "update_network", &attrs, &Self::net_target(&n))?;
+        for (k, v) in body {
+            match k.as_str() {
+                "name" => n.name = to_string(k, v, 255)?,
+                "description" => n.description = to_string(k, v, 255)?,
+                "admin_state_up" => n.admin_state_up = to_bool(k, v)?,
+                "shared" => n.shared = to_bool(k, v)?,
+                "router:external" => n.external = to_bool(k, v)?,
+                "port_security_enabled" => n.port_security_enabled = to_bool(k, v)?,
+                _ => {}
+            }
+        }
+        n.updated_at = now();
+        n.revision_number += 1;
+        store::update(&*w, &n.id, serde_json::to_string(&n)?).await?;
+        let ids = self.subnet_ids(&*w, id).await?;
+        w.commit().await?;
+        Ok(n.render(ids))
+    }
+
+    /// Delete a network and its subnets (there are no ports yet that could hold it).
+    pub async fn delete_network(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<()> {
+        let w = self.db.write().await?;
+        let n = self.lookup_network(&*w, ctx, id).await?;
+        check_revision(if_match, n.revision_number)?;
+        self.authorize(ctx, "delete_network", &[], &Self::net_target(&n))?;
+        store::delete_children(&*w, id).await?;
+        store::delete(&*w, id).await?;
+        w.commit().await?;
+        Ok(())
+    }
+}

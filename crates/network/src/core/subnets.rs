@@ -1,0 +1,390 @@
+//! Subnets.
+
+use common::auth::AuthContext;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+use super::attrs::*;
+use super::{NETWORK, NetworkService, SUBNET};
+use crate::error::{NetError, Result};
+use crate::ipam;
+use crate::model::{Network, Subnet, now};
+use crate::store;
+
+pub const SUBNET_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "description",
+    "tenant_id",
+    "project_id",
+    "network_id",
+    "ip_version",
+    "cidr",
+    "gateway_ip",
+    "allocation_pools",
+    "enable_dhcp",
+    "dns_nameservers",
+    "host_routes",
+    "ipv6_ra_mode",
+    "ipv6_address_mode",
+    "subnetpool_id",
+    "service_types",
+    "segment_id",
+    "tags",
+    "created_at",
+    "updated_at",
+    "revision_number",
+];
+const SUBNET_POST: &[&str] = &[
+    "name",
+    "description",
+    "tenant_id",
+    "project_id",
+    "network_id",
+    "ip_version",
+    "cidr",
+    "gateway_ip",
+    "allocation_pools",
+    "enable_dhcp",
+    "dns_nameservers",
+    "host_routes",
+    "ipv6_ra_mode",
+    "ipv6_address_mode",
+    "subnetpool_id",
+];
+const SUBNET_PUT: &[&str] = &[
+    "name",
+    "description",
+    "gateway_ip",
+    "allocation_pools",
+    "enable_dhcp",
+    "dns_nameservers",
+    "host_routes",
+];
+impl NetworkService {
+    // ------------------------------------------------------------ subnets
+
+    pub(crate) async fn lookup_subnet<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        ctx: &AuthContext,
+        id: &str,
+    ) -> Result<(Subnet, Network)> {
+        let Some(s) = self.load_subnet(c, id).await? else {
+            return Err(NetError::subnet_not_found(id));
+        };
+        let Some(n) = self.load_network(c, &s.network_id).await? else {
+            return Err(NetError::subnet_not_found(id));
+        };
+        let visible = self.net_visible(ctx, &n) || ctx.project_id() == Some(&s.project_id);
+        if visible && self.allowed(ctx, "get_subnet", &Self::subnet_target(&s, &n)) {
+            Ok((s, n))
+        } else {
+            Err(NetError::subnet_not_found(id))
+        }
+    }
+
+    pub(crate) async fn parse_new_subnet<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        ctx: &AuthContext,
+        body: &Map<String, Value>,
+    ) -> Result<(Subnet, Network)> {
+        check_keys(body, SUBNET_KEYS, SUBNET_POST, false)?;
+        let required = |k: &str| -> Result<&Value> {
+            body.get(k).ok_or_else(|| {
+                NetError::bad(format!(
+                    "Failed to parse request. Required attribute '{k}' not specified"
+                ))
+            })
+        };
+        let network_id = to_string("network_id", required("network_id")?, 36)?;
+        let ip_version = match required("ip_version")? {
+            Value::Number(n) if n.as_u64() == Some(4) => 4,
+            Value::Number(n) if n.as_u64() == Some(6) => 6,
+            Value::String(s) if s == "4" => 4,
+            Value::String(s) if s == "6" => 6,
+            other => {
+                return Err(NetError::invalid_attr(
+                    "ip_version",
+                    format!("{} is not in [4, 6]", py(other)),
+                ));
+            }
+        };
+        if let Some(p) = body.get("subnetpool_id")
+            && !p.is_null()
+        {
+            return Err(NetError::bad(
+                "Invalid input for operation: subnet pools are not supported by this cloud."
+                    .to_string(),
+            ));
+        }
+        let cidr_s = match body.get("cidr") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => {
+                return Err(NetError::bad(
+                    "Bad subnets request: a subnetpool must be specified in the absence of a cidr.",
+                ));
+            }
+            Some(other) => {
+                return Err(NetError::invalid_attr(
+                    "cidr",
+                    format!("'{}' is not a valid IP subnet", py(other)),
+                ));
+            }
+        };
+        let net_cidr = ipam::parse_cidr(&cidr_s)?;
+        let is_v6 = net_cidr.addr().is_ipv6();
+        if is_v6 != (ip_version == 6) {
+            return Err(NetError::invalid_input(format!(
+                "Cidr {net_cidr} does not match the ip_version {ip_version}"
+            )));
+        }
+        let s = |k: &str| -> Result<String> {
+            body.get(k)
+                .map(|v| to_string(k, v, 255))
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let enable_dhcp = body
+            .get("enable_dhcp")
+            .map(|v| to_bool("enable_dhcp", v))
+            .transpose()?
+            .unwrap_or(true);
+        let ra = body
+            .get("ipv6_ra_mode")
+            .map(|v| parse_mode("ipv6_ra_mode", v))
+            .transpose()?
+            .flatten();
+        let am = body
+            .get("ipv6_address_mode")
+            .map(|v| parse_mode("ipv6_address_mode", v))
+            .transpose()?
+            .flatten();
+        if ra.is_some() || am.is_some() {
+            if ip_version == 4 {
+                let attr = if ra.is_some() {
+                    "ipv6_ra_mode"
+                } else {
+                    "ipv6_address_mode"
+                };
+                return Err(NetError::invalid_input(format!(
+                    "{attr} is not valid when ip_version is 4"
+                )));
+            }
+            if !enable_dhcp {
+                return Err(NetError::invalid_input(
+                    "ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False",
+                ));
+            }
+            if let (Some(r), Some(a)) = (&ra, &am)
+                && r != a
+            {
+                return Err(NetError::invalid_input(format!(
+                    "ipv6_ra_mode set to '{r}' with ipv6_address_mode set to '{a}' is not valid. If both attributes are set, they must be the same value"
+                )));
+            }
+            let slaac = |m: &Option<String>| {
+                matches!(m.as_deref(), Some("slaac") | Some("dhcpv6-stateless"))
+            };
+            if (slaac(&ra) || slaac(&am)) && net_cidr.prefix_len() != 64 {
+                return Err(NetError::invalid_input(format!(
+                    "Invalid CIDR {net_cidr} for IPv6 address mode. OpenStack uses the EUI-64 address format, which requires the prefix to be /64"
+                )));
+            }
+        }
+        let gateway = match body.get("gateway_ip") {
+            None => ipam::default_gateway(&net_cidr),
+            Some(v) => parse_gateway(v)?,
+        };
+        if let Some(g) = gateway {
+            ipam::validate_gateway(&net_cidr, g)?;
+        }
+        let pools = match body.get("allocation_pools") {
+            None | Some(Value::Null) => ipam::default_pools(&net_cidr, gateway),
+            Some(v) => {
+                let p = parse_pools(v)?;
+                ipam::validate_pools(&net_cidr, &p, gateway)?;
+                p
+            }
+        };
+        let dns = match body.get("dns_nameservers") {
+            None | Some(Value::Null) => vec![],
+            Some(v) => parse_nameservers(v, self.cfg.max_dns_nameservers)?,
+        };
+        let routes = match body.get("host_routes") {
+            None | Some(Value::Null) => vec![],
+            Some(v) => parse_routes(v, self.cfg.max_subnet_host_routes)?,
+        };
+        let project_id = owner(ctx, body)?;
+        let net = self.lookup_network(c, ctx, &network_id).await?;
+        let ts = now();
+        let sub = Subnet {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: s("name")?,
+            description: s("description")?,
+            project_id,
+            network_id,
+            ip_version,
+            cidr: net_cidr.to_string(),
+            gateway_ip: gateway.map(|g| g.to_string()),
+            allocation_pools: pools,
+            enable_dhcp,
+            dns_nameservers: dns,
+            host_routes: routes,
+            ipv6_ra_mode: ra,
+            ipv6_address_mode: am,
+            created_at: ts.clone(),
+            updated_at: ts,
+            revision_number: 0,
+        };
+        Ok((sub, net))
+    }
+
+    /// Create subnets (one, or a bulk request: all or nothing).
+    pub async fn create_subnets(
+        &self,
+        ctx: &AuthContext,
+        bodies: &[&Map<String, Value>],
+    ) -> Result<Vec<Value>> {
+        let w = self.db.write().await?;
+        let mut made: Vec<Subnet> = Vec::new();
+        let mut per_project: HashMap<String, i64> = HashMap::new();
+        for body in bodies {
+            let (sub, net) = self.parse_new_subnet(&*w, ctx, body).await?;
+            self.authorize(ctx, "create_subnet", &[], &Self::subnet_target(&sub, &net))?;
+            let cidr = ipam::parse_cidr(&sub.cidr)?;
+            let mut siblings: Vec<Subnet> = Vec::new();
+            for b in store::children(&*w, SUBNET, &net.id).await? {
+                siblings.push(serde_json::from_str(&b)?);
+            }
+            siblings.extend(made.iter().filter(|s| s.network_id == net.id).cloned());
+            for other in &siblings {
+                if let Ok(oc) = ipam::parse_cidr(&other.cidr)
+                    && ipam::overlaps(&cidr, &oc)
+                {
+                    return Err(NetError::invalid_input(format!(
+                        "Requested subnet with cidr: {} for network: {} overlaps with another subnet",
+                        sub.cidr, net.id
+                    )));
+                }
+            }
+            *per_project.entry(sub.project_id.clone()).or_default() += 1;
+            made.push(sub);
+        }
+        for (p, k) in &per_project {
+            self.check_quota(&*w, p, SUBNET, *k).await?;
+        }
+        for s in &made {
+            store::insert(
+                &*w,
+                store::NewRow {
+                    kind: SUBNET,
+                    id: &s.id,
+                    project_id: &s.project_id,
+                    parent_id: Some(&s.network_id),
+                    created_at: &s.created_at,
+                    body: serde_json::to_string(s)?,
+                },
+            )
+            .await?;
+        }
+        w.commit().await?;
+        Ok(made.iter().map(Subnet::render).collect())
+    }
+
+    pub async fn list_subnets(&self, ctx: &AuthContext) -> Result<Vec<Value>> {
+        let c = self.db.conn();
+        let mut nets: HashMap<String, Network> = HashMap::new();
+        for b in store::list(c, NETWORK).await? {
+            let n: Network = serde_json::from_str(&b)?;
+            nets.insert(n.id.clone(), n);
+        }
+        let mut out = Vec::new();
+        for b in store::list(c, SUBNET).await? {
+            let s: Subnet = serde_json::from_str(&b)?;
+            let Some(n) = nets.get(&s.network_id) else {
+                continue;
+            };
+            let visible = self.net_visible(ctx, n) || ctx.project_id() == Some(&s.project_id);
+            if visible && self.allowed(ctx, "get_subnet", &Self::subnet_target(&s, n)) {
+                out.push(s.render());
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn get_subnet(&self, ctx: &AuthContext, id: &str) -> Result<Value> {
+        let (s, _) = self.lookup_subnet(self.db.conn(), ctx, id).await?;
+        Ok(s.render())
+    }
+
+    pub async fn update_subnet(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        body: &Map<String, Value>,
+        if_match: Option<u64>,
+    ) -> Result<Value> {
+        check_keys(body, SUBNET_KEYS, SUBNET_PUT, true)?;
+        let w = self.db.write().await?;
+        let (mut s, n) = self.lookup_subnet(&*w, ctx, id).await?;
+        check_revision(if_match, s.revision_number)?;
+        self.authorize(ctx, "update_subnet", &[], &Self::subnet_target(&s, &n))?;
+        let cidr = ipam::parse_cidr(&s.cidr)?;
+        for (k, v) in body {
+            match k.as_str() {
+                "name" => s.name = to_string(k, v, 255)?,
+                "description" => s.description = to_string(k, v, 255)?,
+                "enable_dhcp" => s.enable_dhcp = to_bool(k, v)?,
+                "dns_nameservers" => {
+                    s.dns_nameservers = if v.is_null() {
+                        vec![]
+                    } else {
+                        parse_nameservers(v, self.cfg.max_dns_nameservers)?
+                    }
+                }
+                "host_routes" => {
+                    s.host_routes = if v.is_null() {
+                        vec![]
+                    } else {
+                        parse_routes(v, self.cfg.max_subnet_host_routes)?
+                    }
+                }
+                "gateway_ip" => {
+                    let g = parse_gateway(v)?;
+                    if let Some(g) = g {
+                        ipam::validate_gateway(&cidr, g)?;
+                    }
+                    s.gateway_ip = g.map(|g| g.to_string());
+                }
+                "allocation_pools" => {
+                    s.allocation_pools = if v.is_null() { vec![] } else { parse_pools(v)? }
+                }
+                _ => {}
+            }
+        }
+        let gateway = s.gateway_ip.as_deref().and_then(|g| g.parse().ok());
+        ipam::validate_pools(&cidr, &s.allocation_pools, gateway)?;
+        s.updated_at = now();
+        s.revision_number += 1;
+        store::update(&*w, &s.id, serde_json::to_string(&s)?).await?;
+        w.commit().await?;
+        Ok(s.render())
+    }
+
+    pub async fn delete_subnet(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<()> {
+        let w = self.db.write().await?;
+        let (s, n) = self.lookup_subnet(&*w, ctx, id).await?;
+        check_revision(if_match, s.revision_number)?;
+        self.authorize(ctx, "delete_subnet", &[], &Self::subnet_target(&s, &n))?;
+        store::delete(&*w, id).await?;
+        w.commit().await?;
+        Ok(())
+    }
+}
