@@ -219,10 +219,13 @@ fn set_mark(keep: u32, value: u32) -> Value {
     json!({"mangle": {"key": meta("mark"), "value": {"|": [and(meta("mark"), keep), value]}}})
 }
 
+/// One table's commands: the table replaced, then all chains, then the rules (a rule may jump
+/// to a chain declared after it in the code).
 struct Doc {
     family: &'static str,
     table: &'static str,
     cmds: Vec<Value>,
+    rules: Vec<Value>,
 }
 
 impl Doc {
@@ -236,7 +239,13 @@ impl Doc {
                 json!({"delete": t.clone()}),
                 json!({"add": t}),
             ],
+            rules: Vec::new(),
         }
+    }
+
+    fn finish(mut self) -> Vec<Value> {
+        self.cmds.append(&mut self.rules);
+        self.cmds
     }
 
     fn base_chain(&mut self, name: &str, hook: &str, prio: i32) {
@@ -253,7 +262,7 @@ impl Doc {
     }
 
     fn rule(&mut self, chain: &str, expr: Vec<Value>) {
-        self.cmds.push(
+        self.rules.push(
             json!({"add": {"rule": {"family": self.family, "table": self.table,
             "chain": chain, "expr": expr}}}),
         );
@@ -345,7 +354,7 @@ fn ports_table(ports: &[Indexed<'_>]) -> Vec<Value> {
         d.rule(&c, vec![set_mark(MARK_OUT_MASK, p.index)]);
         anti_spoofing(&mut d, &c, p);
     }
-    d.cmds
+    d.finish()
 }
 
 /// Traffic from the port's tap: its MACs only; ARP, IPv4 and IPv6 from its allowed pairs.
@@ -563,7 +572,7 @@ fn sg_table(ports: &[Indexed<'_>], all: &[VmPort]) -> Result<Vec<Value>> {
         }
         d.rule(&c, vec![verdict("drop")]);
     }
-    Ok(d.cmds)
+    Ok(d.finish())
 }
 
 fn udp_ports(nfproto: &str, sport: u16, dport: u16, v: &str) -> Vec<Value> {
