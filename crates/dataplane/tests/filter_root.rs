@@ -506,3 +506,54 @@ async fn applying_twice_keeps_one_copy_and_remove_clears() {
     assert_eq!(count_tables(&t.host), (0, 0, 0));
     drop(t.sb);
 }
+
+#[tokio::test]
+async fn ipv6_rules_neighbour_discovery_and_spoofing() {
+    if skip(&["ip", "nft", "ping"]) {
+        return;
+    }
+    let t = topo().await;
+    for (ns, addr) in [(&t.a, "fd00::5/64"), (&t.b, "fd00::6/64")] {
+        ip(ns, &["addr", "add", addr, "dev", "eth0", "nodad"]);
+    }
+    let v6 = |remote: &[&str]| FilterRule {
+        ethertype: EtherType::V6,
+        ..rule(None, None, remote)
+    };
+    let filter = |mac: &str, v4: &str, me: &str, other: &str| PortFilter {
+        allowed_sources: vec![(mac.into(), v4.into()), (mac.into(), me.into())],
+        ingress: vec![v6(&[other])],
+        egress: vec![v6(&[])],
+    };
+    let ports = [
+        port(
+            PORT_A,
+            MAC_A,
+            Some(filter(MAC_A, IP_A, "fd00::5", "fd00::6")),
+        ),
+        port(
+            PORT_B,
+            MAC_B,
+            Some(filter(MAC_B, IP_B, "fd00::6", "fd00::5")),
+        ),
+    ];
+    apply(&t, &ports).await;
+    // Neighbour discovery goes through (no static entries), then the rules.
+    assert!(ping(&t.a, "fd00::6"), "a cannot ping6 b");
+    assert!(ping(&t.b, "fd00::5"), "b cannot ping6 a");
+    assert!(!ping(&t.a, IP_B), "IPv6-only rules: IPv4 is dropped");
+    // a takes an address outside its pairs.
+    ip(
+        &t.a,
+        &["addr", "add", "fd00::99/64", "dev", "eth0", "nodad"],
+    );
+    let spoofed = Command::new("ip")
+        .args([
+            "netns", "exec", &t.a, "ping", "-c1", "-W1", "-I", "fd00::99", "fd00::6",
+        ])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(!spoofed, "spoofed IPv6 source must be dropped");
+    drop(t.sb);
+}
