@@ -672,8 +672,27 @@ pub fn ruleset(ports: &[VmPort]) -> Result<Value> {
 
 /// Replaces the host namespace's port filter tables with the rules of `ports`, atomically
 /// (one transaction for both tables). Ports with `filter: None` get no rules.
+///
+/// The security groups (the inet table) see bridged traffic only through br_netfilter: it is
+/// on by default in a new namespace, but apply makes sure.
 pub async fn apply(host_namespace: &str, ports: &[VmPort]) -> Result<()> {
     let doc = ruleset(ports)?.to_string();
+    for key in [
+        "bridge/bridge-nf-call-iptables",
+        "bridge/bridge-nf-call-ip6tables",
+    ] {
+        crate::netns::set_net_sysctl(host_namespace, key, "1")
+            .await
+            .map_err(|e| match e {
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                    Error::Invalid(format!(
+                        "/proc/sys/net/{key} is missing: security groups need the kernel's \
+                         br_netfilter (modprobe br_netfilter)"
+                    ))
+                }
+                e => e,
+            })?;
+    }
     crate::nft::nft(
         Some(host_namespace),
         &["-j", "-f", "-"],

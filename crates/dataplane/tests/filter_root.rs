@@ -490,7 +490,19 @@ async fn applying_twice_keeps_one_copy_and_remove_clears() {
         port(PORT_A, MAC_A, Some(default_group(MAC_A, IP_A, IP_B))),
         port(PORT_B, MAC_B, Some(default_group(MAC_B, IP_B, IP_A))),
     ];
+    // br_netfilter off in the host namespace: apply turns it back on.
+    let sysctl = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    let host = t.host.clone();
+    netns::set_net_sysctl(&host, "bridge/bridge-nf-call-iptables", "0")
+        .await
+        .expect("sysctl");
     apply(&t, &ports).await;
+    let value = netns::run_in_namespace(&host, move || async move {
+        std::fs::read_to_string(sysctl).expect("read sysctl")
+    })
+    .await
+    .expect("namespace thread");
+    assert_eq!(value.trim(), "1");
     let once = count_tables(&t.host);
     assert_eq!((once.0, once.1), (1, 1));
     apply(&t, &ports).await;
