@@ -143,7 +143,11 @@ impl NatTable {
     }
 }
 
-async fn nft(namespace: Option<&str>, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
+pub(crate) async fn nft(
+    namespace: Option<&str>,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> Result<String> {
     match namespace {
         Some(ns) => {
             if !crate::netns::namespace_exists(ns)? {
