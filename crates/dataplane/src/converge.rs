@@ -140,6 +140,13 @@ struct Converger<'a> {
     report: Report,
 }
 
+async fn lo_up(ns: &Ns) -> Result<()> {
+    if !ns.links.get("lo").is_some_and(LinkState::is_up) {
+        ns.handle.set_up("lo").await?;
+    }
+    Ok(())
+}
+
 fn normalize_all(cidrs: &[String]) -> Result<Vec<String>> {
     cidrs.iter().map(|c| normalize_cidr(c)).collect()
 }
@@ -310,16 +317,20 @@ impl<'a> Converger<'a> {
         Ok(())
     }
 
-    /// Creates the namespace unless it exists; `lo` up; reads its links.
-    async fn namespace(&mut self, name: &str) -> Result<Ns> {
+    /// Creates the namespace unless it exists.
+    async fn ensure_namespace(&mut self, name: &str) -> Result<()> {
         if !netns::namespace_exists(name)? {
             netns::ensure_namespace(name).await?;
             self.created(name, "namespace".into());
         }
+        Ok(())
+    }
+
+    /// Creates the namespace unless it exists; `lo` up; reads its links.
+    async fn namespace(&mut self, name: &str) -> Result<Ns> {
+        self.ensure_namespace(name).await?;
         let ns = Ns::read(name).await?;
-        if !ns.links.get("lo").is_some_and(LinkState::is_up) {
-            ns.handle.set_up("lo").await?;
-        }
+        lo_up(&ns).await?;
         Ok(ns)
     }
 
@@ -758,8 +769,35 @@ impl<'a> Converger<'a> {
     /// One router: namespace, forwarding, qr-/qg- ports, routes, NAT.
     async fn router(&mut self, host: &Ns, r: &RouterPlan) -> Result<()> {
         let name = self.names().router_namespace(&r.id);
-        let ns = self.namespace(&name).await?;
-        self.forwarding(&name).await?;
+        self.ensure_namespace(&name).await?;
+        // IPv6 routes only matter with IPv6 addresses (the kernel drops routes whose next hop
+        // became unreachable when an address went).
+        let v6 = r
+            .interfaces
+            .iter()
+            .chain(r.gateway.as_ref().map(|g| &g.port))
+            .flat_map(|p| &p.addresses)
+            .any(|a| a.contains(':'));
+        // The independent reads at once: links, routes, the NAT table, forwarding.
+        let handle = Netns::named(&name);
+        let (ns, routes4, routes6, listed, forwarding) = tokio::join!(
+            Ns::read(&name),
+            handle.routes(false),
+            async {
+                match v6 {
+                    true => handle.routes(true).await,
+                    false => Ok(Vec::new()),
+                }
+            },
+            crate::nft::list_table(Some(&name), NAT_TABLE),
+            netns::ensure_net_sysctl(&name, "ipv4/ip_forward", "1"),
+        );
+        let (ns, listed) = (ns?, listed?);
+        let mut routes_by_family = [routes4?, routes6?];
+        lo_up(&ns).await?;
+        if forwarding? {
+            self.changed(&name, "ipv4/ip_forward=1".into());
+        }
         let mut inside: Vec<(String, &RouterPort, Vec<String>)> = Vec::new();
         for port in &r.interfaces {
             inside.push((
@@ -819,7 +857,7 @@ impl<'a> Converger<'a> {
         // Routes: the default via the gateway, static routes; others with a next hop go.
         let default = r.gateway.as_ref().and_then(|g| g.default_route);
         for v6 in [false, true] {
-            let routes = ns.handle.routes(v6).await?;
+            let routes = std::mem::take(&mut routes_by_family[usize::from(v6)]);
             let want_default = default.filter(|gw| gw.is_ipv6() == v6);
             let cur_default = routes.iter().find(|rt| rt.dst == "default");
             match (want_default, &qg) {
@@ -895,7 +933,6 @@ impl<'a> Converger<'a> {
         if let Some(port) = r.metadata_port {
             rules.push(NatRule::MetadataRedirect { port });
         }
-        let listed = crate::nft::list_table(Some(&name), NAT_TABLE).await?;
         if rules.is_empty() {
             if listed.is_some() {
                 crate::nft::remove_table(Some(&name), NAT_TABLE).await?;
