@@ -489,11 +489,14 @@ impl<'a> Converger<'a> {
         leftovers.sort_by_key(|l| (l.kind() == Some("bridge"), l.ifname.clone()));
         let leftovers: Vec<String> = leftovers.iter().map(|l| l.ifname.clone()).collect();
         for l in leftovers {
-            host.handle
-                .remove_link(&l)
+            let existed = host
+                .handle
+                .delete_link(&l)
                 .await
                 .ctx(|| format!("removing the leftover link {l} from {name}"))?;
-            self.removed(&name, format!("link {l}"));
+            if existed {
+                self.removed(&name, format!("link {l}"));
+            }
         }
 
         for n in &p.networks {
@@ -672,11 +675,14 @@ impl<'a> Converger<'a> {
             .collect();
         for l in ext.links.values() {
             if l.ifname.starts_with("ext") && !expected.contains(&l.ifname) {
-                ext.handle
-                    .remove_link(&l.ifname)
+                let existed = ext
+                    .handle
+                    .delete_link(&l.ifname)
                     .await
                     .ctx(|| format!("removing the leftover link {} from {name}", l.ifname))?;
-                self.removed(&name, format!("link {}", l.ifname));
+                if existed {
+                    self.removed(&name, format!("link {}", l.ifname));
+                }
             }
         }
         for n in externals {
@@ -713,8 +719,7 @@ impl<'a> Converger<'a> {
         let ns = self.namespace(&name).await?;
         let inner = crate::dhcp_ns_name(&d.port_id);
         for l in ns.links.values() {
-            if l.ifname != "lo" && l.ifname != inner {
-                ns.handle.remove_link(&l.ifname).await?;
+            if l.ifname != "lo" && l.ifname != inner && ns.handle.delete_link(&l.ifname).await? {
                 self.removed(&name, format!("link {}", l.ifname));
             }
         }
@@ -819,8 +824,10 @@ impl<'a> Converger<'a> {
             inside.push((qg, port, normalize_all(&addrs)?));
         }
         for l in ns.links.values() {
-            if l.ifname != "lo" && !inside.iter().any(|(n, _, _)| *n == l.ifname) {
-                ns.handle.remove_link(&l.ifname).await?;
+            if l.ifname != "lo"
+                && !inside.iter().any(|(n, _, _)| *n == l.ifname)
+                && ns.handle.delete_link(&l.ifname).await?
+            {
                 self.removed(&name, format!("link {}", l.ifname));
             }
         }

@@ -363,6 +363,17 @@ impl Netns {
             .map(drop)
     }
 
+    /// Like [`Netns::remove_link`]; true when the link was there (a veth whose peer's
+    /// namespace was just deleted may vanish by itself first).
+    pub async fn delete_link(&self, name: &str) -> Result<bool> {
+        check_ifname(name)?;
+        match self.ip(&["link", "del", "dev", name]).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_missing(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Deletes link `name` (a veth takes its peer with it); succeeds if it is gone.
     pub async fn remove_link(&self, name: &str) -> Result<()> {
         check_ifname(name)?;
