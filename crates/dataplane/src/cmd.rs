@@ -8,7 +8,7 @@ use tokio::process::Command;
 /// The Debian package that provides a tool we run.
 fn package_of(tool: &str) -> &'static str {
     match tool {
-        "ip" => "iproute2",
+        "ip" | "bridge" => "iproute2",
         "nft" => "nftables",
         "dnsmasq" => "dnsmasq-base",
         _ => "unknown",
@@ -18,6 +18,7 @@ fn package_of(tool: &str) -> &'static str {
 fn static_tool(tool: &str) -> &'static str {
     match tool {
         "ip" => "ip",
+        "bridge" => "bridge",
         "nft" => "nft",
         "dnsmasq" => "dnsmasq",
         _ => "tool",

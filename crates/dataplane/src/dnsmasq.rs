@@ -205,6 +205,24 @@ impl Dnsmasq {
         (prog_ok && parts.any(|a| a == want)).then_some(pid)
     }
 
+    /// Whether the running dnsmasq was started with exactly [`Dnsmasq::args`] (false when it
+    /// is not running): a change of interface or subnets needs a restart, not a SIGHUP.
+    pub fn running_args_match(&self) -> Result<bool> {
+        let Some(pid) = self.pid() else {
+            return Ok(false);
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            return Ok(false);
+        };
+        let running: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .skip(1)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        Ok(running == self.args()?)
+    }
+
     pub fn is_running(&self) -> bool {
         self.pid().is_some()
     }

@@ -10,12 +10,15 @@
 //! - [`dnsmasq`]: one dnsmasq per network in its `qdhcp-` namespace, Neutron-style hosts/opts
 //!   files, SIGHUP on changes, found again by its pid file after a restart.
 //!
+//! - [`converge`]: makes one host match a [`plan::HostPlan`] (create, fix, remove leftovers),
+//!   idempotently; [`converge::teardown`] removes everything kumo made under a prefix.
 //! - [`plan`]: the desired state of a host (networks, guest ports, routers) and its names;
 //!   [`filter`]: guest ports' anti-spoofing and security groups as nftables rules.
 //!
 //! Everything is idempotent: `ensure_*` succeeds when the thing is already there, `remove_*`
 //! when it is already gone. Nothing here touches the root namespace unless a caller names it.
 
+pub mod converge;
 pub mod dnsmasq;
 pub mod filter;
 pub mod link;
@@ -48,6 +51,37 @@ pub fn dhcp_namespace(network_id: &str) -> String {
 /// The namespace of a router.
 pub fn router_namespace(router_id: &str) -> String {
     format!("qrouter-{router_id}")
+}
+
+/// The namespace end of a network's DHCP port: `ns-` + port id[:11].
+pub fn dhcp_ns_name(port_id: &str) -> String {
+    format!("ns-{}", prefix11(port_id))
+}
+
+/// A router's interface (inside its namespace): `qr-` + port id[:11].
+pub fn router_interface_name(port_id: &str) -> String {
+    format!("qr-{}", prefix11(port_id))
+}
+
+/// A router's gateway interface (inside its namespace): `qg-` + port id[:11].
+pub fn router_gateway_name(port_id: &str) -> String {
+    format!("qg-{}", prefix11(port_id))
+}
+
+/// Both ends of an external network's veth into the outside-world namespace: `ext` +
+/// network id[:11].
+pub fn external_name(network_id: &str) -> String {
+    format!("ext{}", prefix11(network_id))
+}
+
+/// A VXLAN segment's link: `vxlan-<vni>`.
+pub fn vxlan_name(vni: u32) -> String {
+    format!("vxlan-{vni}")
+}
+
+/// A VLAN segment's link: `<physdev>.<id>`.
+pub fn vlan_name(physdev: &str, id: u16) -> String {
+    format!("{physdev}.{id}")
 }
 
 fn prefix11(id: &str) -> &str {
@@ -95,6 +129,14 @@ pub enum Error {
     },
     #[error("unexpected output from `{command}`: {detail}")]
     Parse { command: String, detail: String },
+    /// An error while making the host match its plan, naming the object (network, port,
+    /// router) it happened on.
+    #[error("{object}: {source}")]
+    Converge {
+        object: String,
+        #[source]
+        source: Box<Error>,
+    },
     #[error("the namespace worker thread stopped before answering (it panicked; see the log)")]
     Worker,
 }

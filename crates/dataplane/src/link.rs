@@ -33,6 +33,115 @@ impl LinkInfo {
     }
 }
 
+/// One link with its details and addresses, as `ip -d -j addr show` reports it: what
+/// [`Netns::snapshot`] returns so a caller can diff a whole namespace from one `ip` call.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct LinkState {
+    pub ifindex: u32,
+    pub ifname: String,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    #[serde(default)]
+    pub mtu: u32,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub master: Option<String>,
+    /// The parent link (VLAN) or veth peer, by name when it is in the same namespace.
+    #[serde(default)]
+    pub link: Option<String>,
+    /// The parent link or veth peer by index (in the peer's namespace for a veth).
+    #[serde(default)]
+    pub link_index: Option<u32>,
+    #[serde(default)]
+    pub linkinfo: Option<LinkKind>,
+    #[serde(default)]
+    pub addr_info: Vec<AddrDetail>,
+}
+
+/// `linkinfo` of `ip -d`: the kind (`bridge`, `veth`, `tun`, `vlan`, `vxlan`) and its data.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct LinkKind {
+    #[serde(default)]
+    pub info_kind: Option<String>,
+    #[serde(default)]
+    pub info_data: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct AddrDetail {
+    #[serde(default)]
+    pub family: Option<String>,
+    pub local: String,
+    pub prefixlen: u8,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl LinkState {
+    /// Administratively up.
+    pub fn is_up(&self) -> bool {
+        self.flags.iter().any(|f| f == "UP")
+    }
+
+    /// The link kind (`bridge`, `veth`, `tun`, `vlan`, `vxlan`), `None` for lo or a physical NIC.
+    pub fn kind(&self) -> Option<&str> {
+        self.linkinfo.as_ref()?.info_kind.as_deref()
+    }
+
+    /// A field of the kind-specific data (`id` of a VLAN, `local` of a VXLAN, `type` of a tun).
+    pub fn info(&self, key: &str) -> Option<&serde_json::Value> {
+        self.linkinfo.as_ref()?.info_data.as_ref()?.get(key)
+    }
+
+    /// The addresses as `ADDR/LEN`, without IPv6 link-local ones (the kernel makes those).
+    pub fn cidrs(&self) -> Vec<String> {
+        self.addr_info
+            .iter()
+            .filter(|a| !(a.local.starts_with("fe80:") && a.family.as_deref() != Some("inet")))
+            .filter_map(|a| {
+                let addr: std::net::IpAddr = a.local.parse().ok()?;
+                Some(format!("{addr}/{}", a.prefixlen))
+            })
+            .collect()
+    }
+}
+
+/// One route as `ip -j route show` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct RouteInfo {
+    /// `default`, `10.0.0.0/24`, or a host address without `/LEN`.
+    pub dst: String,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub dev: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+impl RouteInfo {
+    /// The destination as `ADDR/LEN` (`default` stays `default`).
+    pub fn dst_cidr(&self) -> String {
+        if self.dst == "default" || self.dst.contains('/') {
+            return self.dst.clone();
+        }
+        match self.dst.parse::<std::net::IpAddr>() {
+            Ok(a) if a.is_ipv4() => format!("{a}/32"),
+            Ok(a) => format!("{a}/128"),
+            Err(_) => self.dst.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct FdbEntry {
+    #[serde(default)]
+    mac: Option<String>,
+    #[serde(default)]
+    dst: Option<String>,
+}
+
 #[derive(Deserialize)]
 struct AddrLink {
     #[serde(default)]
@@ -52,7 +161,7 @@ pub struct Netns {
     name: Option<String>,
 }
 
-fn check_ifname(name: &str) -> Result<()> {
+pub(crate) fn check_ifname(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > IFNAME_MAX || name.contains(['/', ' ', '\0']) {
         return Err(Error::InvalidName {
             name: name.to_owned(),
@@ -94,6 +203,12 @@ impl Netns {
         }
         all.extend_from_slice(args);
         run("ip", &all, None).await
+    }
+
+    /// Every link with its details and addresses, in one `ip -d -j addr show` call.
+    pub async fn snapshot(&self) -> Result<Vec<LinkState>> {
+        let out = self.ip(&["-d", "-j", "addr", "show"]).await?;
+        parse_json(&out, "ip -d -j addr show")
     }
 
     /// All links in the namespace.
@@ -141,6 +256,122 @@ impl Netns {
         }
         self.ip(&args).await?;
         Ok(())
+    }
+
+    /// Creates a persistent tap `name` with `vnet_hdr` (QEMU opens it by name with
+    /// `-netdev tap,ifname=NAME,script=no,downscript=no[,vnet_hdr=on]` from inside this
+    /// namespace) unless a link `name` exists. Left down, MAC chosen by the kernel.
+    pub async fn ensure_tap(&self, name: &str) -> Result<()> {
+        check_ifname(name)?;
+        if self.link(name).await?.is_some() {
+            return Ok(());
+        }
+        self.ip(&["tuntap", "add", "dev", name, "mode", "tap", "vnet_hdr"])
+            .await
+            .map(drop)
+    }
+
+    /// Creates the 802.1Q link `name` on `physdev` with VLAN `id` (no existence check).
+    pub async fn add_vlan(&self, name: &str, physdev: &str, id: u16) -> Result<()> {
+        check_ifname(name)?;
+        check_ifname(physdev)?;
+        let id = id.to_string();
+        self.ip(&[
+            "link", "add", "link", physdev, "name", name, "type", "vlan", "id", &id,
+        ])
+        .await
+        .map(drop)
+    }
+
+    /// Creates the VXLAN link `name` (VNI `vni`, UDP 4789, learning off, local `local` on
+    /// `dev`; no existence check). Peers are flood entries: [`Netns::fdb_append_peer`].
+    pub async fn add_vxlan(
+        &self,
+        name: &str,
+        vni: u32,
+        local: std::net::IpAddr,
+        dev: &str,
+    ) -> Result<()> {
+        check_ifname(name)?;
+        check_ifname(dev)?;
+        let (vni, local) = (vni.to_string(), local.to_string());
+        self.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "vxlan",
+            "id",
+            &vni,
+            "local",
+            &local,
+            "dev",
+            dev,
+            "dstport",
+            "4789",
+            "nolearning",
+        ])
+        .await
+        .map(drop)
+    }
+
+    async fn bridge_cmd(&self, args: &[&str]) -> Result<String> {
+        let mut all: Vec<&str> = Vec::with_capacity(args.len() + 2);
+        if let Some(name) = &self.name {
+            if !crate::netns::namespace_exists(name)? {
+                return Err(Error::NoNamespace(name.clone()));
+            }
+            all.extend(["-n", name.as_str()]);
+        }
+        all.extend_from_slice(args);
+        run("bridge", &all, None).await
+    }
+
+    /// The remote VTEPs of a VXLAN link: destinations of its all-zero (flood) FDB entries.
+    pub async fn fdb_peers(&self, dev: &str) -> Result<Vec<String>> {
+        check_ifname(dev)?;
+        let out = self.bridge_cmd(&["-j", "fdb", "show", "dev", dev]).await?;
+        let entries: Vec<FdbEntry> = parse_json(&out, "bridge -j fdb show")?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.mac.as_deref() == Some("00:00:00:00:00:00"))
+            .filter_map(|e| e.dst)
+            .collect())
+    }
+
+    /// `bridge fdb append 00:00:00:00:00:00 dev DEV dst PEER` (flood to PEER).
+    pub async fn fdb_append_peer(&self, dev: &str, peer: &str) -> Result<()> {
+        check_ifname(dev)?;
+        self.bridge_cmd(&[
+            "fdb",
+            "append",
+            "00:00:00:00:00:00",
+            "dev",
+            dev,
+            "dst",
+            peer,
+        ])
+        .await
+        .map(drop)
+    }
+
+    /// Removes the flood entry to PEER from DEV.
+    pub async fn fdb_del_peer(&self, dev: &str, peer: &str) -> Result<()> {
+        check_ifname(dev)?;
+        self.bridge_cmd(&["fdb", "del", "00:00:00:00:00:00", "dev", dev, "dst", peer])
+            .await
+            .map(drop)
+    }
+
+    /// Like [`Netns::remove_link`]; true when the link was there (a veth whose peer's
+    /// namespace was just deleted may vanish by itself first).
+    pub async fn delete_link(&self, name: &str) -> Result<bool> {
+        check_ifname(name)?;
+        match self.ip(&["link", "del", "dev", name]).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_missing(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes link `name` (a veth takes its peer with it); succeeds if it is gone.
@@ -223,6 +454,24 @@ impl Netns {
             .map(drop)
     }
 
+    /// Adds `cidr` to `name` without checking first (fails if it is there).
+    pub async fn add_address(&self, name: &str, cidr: &str) -> Result<()> {
+        check_ifname(name)?;
+        let cidr = normalize_cidr(cidr)?;
+        self.ip(&["addr", "add", &cidr, "dev", name])
+            .await
+            .map(drop)
+    }
+
+    /// Removes `cidr` from `name` without checking first.
+    pub async fn del_address(&self, name: &str, cidr: &str) -> Result<()> {
+        check_ifname(name)?;
+        let cidr = normalize_cidr(cidr)?;
+        self.ip(&["addr", "del", &cidr, "dev", name])
+            .await
+            .map(drop)
+    }
+
     /// Removes `cidr` from `name`; succeeds if it is not there.
     pub async fn remove_address(&self, name: &str, cidr: &str) -> Result<()> {
         let cidr = normalize_cidr(cidr)?;
@@ -245,6 +494,34 @@ impl Netns {
         ])
         .await
         .map(drop)
+    }
+
+    /// The main table's routes of one family (`v6` false: IPv4).
+    pub async fn routes(&self, v6: bool) -> Result<Vec<RouteInfo>> {
+        let family = if v6 { "-6" } else { "-4" };
+        let out = self
+            .ip(&["-j", family, "route", "show", "table", "main"])
+            .await?;
+        parse_json(&out, "ip -j route show")
+    }
+
+    /// `ip route replace DEST via NEXTHOP` (DEST in CIDR form).
+    pub async fn replace_route(&self, dest: &str, via: std::net::IpAddr) -> Result<()> {
+        let dest = normalize_cidr(dest)?;
+        let via = via.to_string();
+        self.ip(&["route", "replace", &dest, "via", &via])
+            .await
+            .map(drop)
+    }
+
+    /// Removes the route to DEST (CIDR form) via NEXTHOP; succeeds if it is gone.
+    pub async fn remove_route(&self, dest: &str, via: &str) -> Result<()> {
+        let dest = normalize_cidr(dest)?;
+        match self.ip(&["route", "del", &dest, "via", via]).await {
+            Ok(_) => Ok(()),
+            Err(Error::Command { stderr, .. }) if stderr.contains("No such process") => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Removes the default route of the family of `v4` (true: IPv4); succeeds if there is none.
@@ -275,7 +552,7 @@ fn is_mac(mac: &str) -> bool {
 }
 
 /// `ADDR/LEN` with ADDR parsed (so `fd00:0::1/64` compares equal to what `ip` prints).
-fn normalize_cidr(cidr: &str) -> Result<String> {
+pub fn normalize_cidr(cidr: &str) -> Result<String> {
     let bad = || Error::Invalid(format!("address `{cidr}` (want ADDR/PREFIXLEN)"));
     let (addr, len) = cidr.split_once('/').ok_or_else(bad)?;
     let addr: std::net::IpAddr = addr.parse().map_err(|_| bad())?;

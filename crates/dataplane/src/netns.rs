@@ -247,6 +247,49 @@ pub async fn set_net_sysctl(name: &str, key: &str, value: &str) -> Result<()> {
     .await?
 }
 
+/// Like [`set_net_sysctl`], but reads the value first and writes only when it differs;
+/// true when it wrote.
+pub async fn ensure_net_sysctl(name: &str, key: &str, value: &str) -> Result<bool> {
+    if key.contains("..") || key.starts_with('/') {
+        return Err(Error::Invalid(format!("sysctl key `{key}`")));
+    }
+    let file = format!("/proc/sys/net/{key}");
+    let value = value.to_owned();
+    run_in_namespace(name, move || async move {
+        let now =
+            std::fs::read_to_string(&file).map_err(|e| Error::io(format!("reading {file}"), e))?;
+        if now.trim() == value {
+            return Ok(false);
+        }
+        std::fs::write(&file, &value).map_err(|e| Error::io(format!("writing {file}"), e))?;
+        Ok(true)
+    })
+    .await?
+}
+
+/// SIGKILLs every process in the namespace `name` except this one (before removing it).
+pub fn kill_namespace_processes(name: &str) -> Result<usize> {
+    if !namespace_exists(name)? {
+        return Ok(0);
+    }
+    let me = std::process::id() as i32;
+    let mut killed = 0;
+    for pid in namespace_pids(name)? {
+        if pid == me {
+            continue;
+        }
+        if nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .is_ok()
+        {
+            killed += 1;
+        }
+    }
+    Ok(killed)
+}
+
 /// The pids of processes whose network namespace is `name` (as `ip netns pids NAME`).
 pub fn namespace_pids(name: &str) -> Result<Vec<i32>> {
     use std::os::unix::fs::MetadataExt;

@@ -143,6 +143,52 @@ impl NatTable {
     }
 }
 
+/// The table's chains and rules without handles: chains first, then the rules chain by chain
+/// (as `nft list` orders them), each chain's rules in order. Two tables with equal objects are
+/// the same ruleset.
+fn objects(doc: &Value, listed: bool) -> Vec<Value> {
+    let items = doc["nftables"].as_array().cloned().unwrap_or_default();
+    let mut objects: Vec<Value> = items
+        .into_iter()
+        .filter_map(|item| {
+            let item = if listed {
+                item
+            } else {
+                item.get("add")?.clone()
+            };
+            let (kind, mut obj) = ["chain", "rule"]
+                .iter()
+                .find_map(|k| item.get(*k).map(|o| (*k, o.clone())))?;
+            if let Some(map) = obj.as_object_mut() {
+                map.remove("handle");
+            }
+            Some(json!({ kind: obj }))
+        })
+        .collect();
+    let chains: Vec<Value> = objects
+        .iter()
+        .filter_map(|o| o.get("chain").map(|c| c["name"].clone()))
+        .collect();
+    objects.sort_by_key(|o| match o.get("rule") {
+        None => 0,
+        Some(r) => {
+            1 + chains
+                .iter()
+                .position(|c| *c == r["chain"])
+                .unwrap_or(chains.len())
+        }
+    });
+    objects
+}
+
+impl NatTable {
+    /// Whether `listed` (what [`list_table`] returned) is exactly this table's ruleset, so
+    /// that applying it again would change nothing.
+    pub fn matches(&self, listed: &Value) -> Result<bool> {
+        Ok(objects(&self.to_json()?, false) == objects(listed, true))
+    }
+}
+
 pub(crate) async fn nft(
     namespace: Option<&str>,
     args: &[&str],
