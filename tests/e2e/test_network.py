@@ -22,7 +22,7 @@ class NetApi:
         self.token = token
 
     def __call__(self, method: str, path: str, **kw) -> requests.Response:
-        h = {"X-Auth-Token": self.token, "Accept": "application/json"}
+        h = {"X-Auth-Token": self.token, "Accept": "application/json", **kw.pop("headers", {})}
         kw.setdefault("timeout", 60)
         return requests.request(method, self.base + path, headers=h, **kw)
 
@@ -202,7 +202,8 @@ def test_quota(cloud, admin, demo):
     project = cloud.create_project(unique("net-quota"))
     try:
         pid = project["id"]
-        assert admin("GET", f"/quotas/{pid}/default").json()["quota"] == {"network": 100, "subnet": 100}
+        defaults = admin("GET", f"/quotas/{pid}/default").json()["quota"]
+        assert (defaults["network"], defaults["subnet"], defaults["port"]) == (100, 100, 500), defaults
         r = admin("PUT", f"/quotas/{pid}", json={"quota": {"network": 1}})
         assert r.status_code == 200 and r.json()["quota"]["network"] == 1, r.text
         assert any(q["project_id"] == pid for q in admin("GET", "/quotas").json()["quotas"])

@@ -71,6 +71,18 @@ pub static OPTS: &[Opt] = &[
         default: "100",
         help: "Subnets a project may have by default (-1: unlimited).",
     },
+    Opt {
+        section: "network",
+        name: "quota_port",
+        default: "500",
+        help: "Ports a project may have by default (-1: unlimited).",
+    },
+    Opt {
+        section: "network",
+        name: "base_mac",
+        default: "fa:16:3e:00:00:00",
+        help: "The first three octets of every generated port MAC (Neutron's base_mac).",
+    },
 ];
 
 /// Typed view of the options above.
@@ -87,6 +99,8 @@ pub struct NetworkConfig {
     pub max_subnet_host_routes: usize,
     pub quota_network: i64,
     pub quota_subnet: i64,
+    pub quota_port: i64,
+    pub base_mac: String,
 }
 
 impl NetworkConfig {
@@ -110,6 +124,8 @@ impl NetworkConfig {
             max_subnet_host_routes: c.get("network", "max_subnet_host_routes")?,
             quota_network: c.get("network", "quota_network")?,
             quota_subnet: c.get("network", "quota_subnet")?,
+            quota_port: c.get("network", "quota_port")?,
+            base_mac: c.get("network", "base_mac")?,
         })
     }
 

@@ -109,3 +109,90 @@ impl Subnet {
         })
     }
 }
+
+/// One of a port's addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixedIp {
+    pub subnet_id: String,
+    pub ip_address: String,
+}
+
+/// An extra (IP or CIDR, MAC) a port may send from (allowed-address-pairs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressPair {
+    pub ip_address: String,
+    pub mac_address: String,
+}
+
+/// Device owners whose ports the network service makes and removes itself.
+pub const OWNER_DHCP: &str = "network:dhcp";
+pub const OWNER_ROUTER_INTERFACE: &str = "network:router_interface";
+pub const OWNER_ROUTER_GATEWAY: &str = "network:router_gateway";
+pub const OWNER_FLOATING_IP: &str = "network:floatingip";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Port {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub project_id: String,
+    pub network_id: String,
+    pub mac_address: String,
+    pub admin_state_up: bool,
+    /// DOWN until the data plane wired it for a host (then ACTIVE).
+    pub status: String,
+    pub device_id: String,
+    pub device_owner: String,
+    pub fixed_ips: Vec<FixedIp>,
+    pub allowed_address_pairs: Vec<AddressPair>,
+    pub security_groups: Vec<String>,
+    pub port_security_enabled: bool,
+    pub binding_host_id: String,
+    pub binding_profile: Value,
+    pub binding_vnic_type: String,
+    pub binding_vif_type: String,
+    pub binding_vif_details: Value,
+    pub created_at: String,
+    pub updated_at: String,
+    pub revision_number: u64,
+}
+
+impl Port {
+    /// The API view; `binding:*` (but vnic_type) are removed by the caller for non-admins.
+    pub fn render(&self) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "tenant_id": self.project_id,
+            "project_id": self.project_id,
+            "network_id": self.network_id,
+            "mac_address": self.mac_address,
+            "admin_state_up": self.admin_state_up,
+            "status": self.status,
+            "device_id": self.device_id,
+            "device_owner": self.device_owner,
+            "fixed_ips": self.fixed_ips,
+            "allowed_address_pairs": self.allowed_address_pairs,
+            "extra_dhcp_opts": [],
+            "security_groups": self.security_groups,
+            "port_security_enabled": self.port_security_enabled,
+            "binding:host_id": self.binding_host_id,
+            "binding:profile": self.binding_profile,
+            "binding:vnic_type": self.binding_vnic_type,
+            "binding:vif_type": self.binding_vif_type,
+            "binding:vif_details": self.binding_vif_details,
+            "tags": [],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "revision_number": self.revision_number,
+        })
+    }
+
+    /// The port's IPv4/IPv6 addresses.
+    pub fn ips(&self) -> impl Iterator<Item = std::net::IpAddr> + '_ {
+        self.fixed_ips
+            .iter()
+            .filter_map(|f| f.ip_address.parse().ok())
+    }
+}

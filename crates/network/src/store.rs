@@ -11,7 +11,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial)]
+        vec![Box::new(M0001Initial), Box::new(M0002IpAllocations)]
     }
 }
 
@@ -72,6 +72,46 @@ impl MigrationTrait for M0001Initial {
         m.drop_table(Table::drop().table("quota").to_owned())
             .await?;
         m.drop_table(Table::drop().table("resource").to_owned())
+            .await
+    }
+}
+
+/// Addresses given to ports: the primary key makes a double allocation impossible, also
+/// between concurrent requests.
+struct M0002IpAllocations;
+
+impl MigrationName for M0002IpAllocations {
+    fn name(&self) -> &str {
+        "m0002_network_ip_allocations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002IpAllocations {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("ip_allocation")
+                .col(string_len("subnet_id", 36))
+                .col(string_len("ip_address", 64))
+                .col(string_len("port_id", 36))
+                .col(string_len("network_id", 36))
+                .primary_key(Index::create().col("subnet_id").col("ip_address"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_ip_allocation_port")
+                .table("ip_allocation")
+                .col("port_id")
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("ip_allocation").to_owned())
             .await
     }
 }
@@ -252,6 +292,80 @@ pub async fn delete_quotas<C: ConnectionTrait>(c: &C, project: &str) -> Result<(
         c,
         "DELETE FROM quota WHERE project_id = $1",
         vec![project.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The addresses taken in `subnet`.
+pub async fn allocated_ips<C: ConnectionTrait>(c: &C, subnet: &str) -> Result<Vec<String>, DbErr> {
+    let rows = c
+        .query_all_raw(stmt(
+            c,
+            "SELECT ip_address FROM ip_allocation WHERE subnet_id = $1",
+            vec![subnet.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String>("", "ip_address"))
+        .collect()
+}
+
+/// The port holding `ip` in `subnet`, if any.
+pub async fn ip_holder<C: ConnectionTrait>(
+    c: &C,
+    subnet: &str,
+    ip: &str,
+) -> Result<Option<String>, DbErr> {
+    let row = c
+        .query_one_raw(stmt(
+            c,
+            "SELECT port_id FROM ip_allocation WHERE subnet_id = $1 AND ip_address = $2",
+            vec![subnet.into(), ip.into()],
+        ))
+        .await?;
+    row.map(|r| r.try_get::<String>("", "port_id")).transpose()
+}
+
+/// Ports with an address in `subnet`.
+pub async fn ports_in_subnet<C: ConnectionTrait>(
+    c: &C,
+    subnet: &str,
+) -> Result<Vec<String>, DbErr> {
+    let rows = c
+        .query_all_raw(stmt(
+            c,
+            "SELECT DISTINCT port_id FROM ip_allocation WHERE subnet_id = $1",
+            vec![subnet.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String>("", "port_id"))
+        .collect()
+}
+
+pub async fn allocate_ip<C: ConnectionTrait>(
+    c: &C,
+    subnet: &str,
+    ip: &str,
+    port: &str,
+    network: &str,
+) -> Result<(), DbErr> {
+    c.execute_raw(stmt(
+        c,
+        "INSERT INTO ip_allocation (subnet_id, ip_address, port_id, network_id) VALUES ($1, $2, $3, $4)",
+        vec![subnet.into(), ip.into(), port.into(), network.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// Free every address of `port`.
+pub async fn release_ips<C: ConnectionTrait>(c: &C, port: &str) -> Result<(), DbErr> {
+    c.execute_raw(stmt(
+        c,
+        "DELETE FROM ip_allocation WHERE port_id = $1",
+        vec![port.into()],
     ))
     .await?;
     Ok(())

@@ -84,7 +84,11 @@ fn matches(v: &Value, want: &str) -> bool {
         Value::String(s) => s == want,
         Value::Null => want.is_empty() || want == "None",
         Value::Array(items) => items.iter().any(|i| matches(i, want)),
-        Value::Object(_) => false,
+        // `fixed_ips=ip_address=10.0.0.5` / `fixed_ips=subnet_id=X` (Neutron's form).
+        Value::Object(o) => want
+            .split_once('=')
+            .and_then(|(k, w)| o.get(k).map(|v| matches(v, w)))
+            .unwrap_or(false),
     }
 }
 

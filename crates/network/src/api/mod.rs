@@ -44,6 +44,7 @@ pub fn router(svc: Arc<NetworkService>, validator: Arc<dyn TokenValidator>) -> R
         .route("/quotas/{project}/details.json", get(quota_details));
     v2 = resource::routes::<resource::Networks>(v2);
     v2 = resource::routes::<resource::Subnets>(v2);
+    v2 = resource::routes::<resource::Ports>(v2);
     Router::new()
         .route("/", get(versions))
         .nest("/v2.0", v2)
@@ -154,7 +155,7 @@ async fn resources(Base(base): Base) -> Response {
             "links": [{"rel": "self", "href": format!("{base}/v2.0/{collection}")}]})
     };
     ok(
-        json!({"resources": [r("network", "networks"), r("subnet", "subnets"), r("quota", "quotas")]}),
+        json!({"resources": [r("network", "networks"), r("subnet", "subnets"), r("port", "ports"), r("quota", "quotas")]}),
     )
 }
 
@@ -175,8 +176,26 @@ const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
     (
         "port-security",
         "Port Security",
-        "Provides port security (networks only in kumo so far).",
+        "Provides port security",
         "2012-07-23T10:00:00-00:00",
+    ),
+    (
+        "allowed-address-pairs",
+        "Allowed Address Pairs",
+        "Provides allowed address pairs",
+        "2013-07-23T10:00:00-00:00",
+    ),
+    (
+        "binding",
+        "Port Binding",
+        "Expose port bindings of a virtual port to external application",
+        "2014-02-03T10:00:00-00:00",
+    ),
+    (
+        "revision-if-match",
+        "If-Match constraints based on revision_number",
+        "Extension indicating that If-Match based on revision_number is supported.",
+        "2016-12-11T00:00:00-00:00",
     ),
     (
         "project-id",

@@ -265,3 +265,45 @@ impl Collection for Subnets {
         svc.delete_subnet(ctx, id, if_match).await
     }
 }
+
+/// Ports.
+pub struct Ports;
+
+impl Collection for Ports {
+    const ONE: &'static str = "port";
+    const MANY: &'static str = "ports";
+    const KEYS: &'static [&'static str] = crate::core::PORT_KEYS;
+    fn not_found(id: &str) -> NetError {
+        crate::core::port_not_found(id)
+    }
+    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
+        svc.list_ports(ctx).await
+    }
+    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
+        svc.get_port(ctx, id).await
+    }
+    async fn create(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        bodies: &[&Map<String, Value>],
+    ) -> Result<Vec<Value>> {
+        svc.create_ports(ctx, bodies).await
+    }
+    async fn update(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        id: &str,
+        body: &Map<String, Value>,
+        if_match: Option<u64>,
+    ) -> Result<Value> {
+        svc.update_port(ctx, id, body, if_match).await
+    }
+    async fn delete(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<()> {
+        svc.delete_port(ctx, id, if_match).await
+    }
+}

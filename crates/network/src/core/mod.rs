@@ -6,11 +6,14 @@
 
 pub mod attrs;
 mod networks;
+mod ports;
 mod quotas;
+mod sg_pending;
 mod subnets;
 
 pub use attrs::resource_body;
 pub use networks::NETWORK_KEYS;
+pub use ports::{PORT_KEYS, port_not_found};
 pub use subnets::SUBNET_KEYS;
 
 use common::auth::AuthContext;
@@ -28,13 +31,16 @@ pub const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
 
 pub const NETWORK: &str = "network";
 pub const SUBNET: &str = "subnet";
+pub const PORT: &str = "port";
 /// Resources with a quota, in the order Neutron lists them.
-pub const QUOTA_RESOURCES: &[&str] = &[NETWORK, SUBNET];
+pub const QUOTA_RESOURCES: &[&str] = &[NETWORK, SUBNET, PORT];
 
 pub struct NetworkService {
     pub cfg: NetworkConfig,
     pub(crate) db: Database,
     pub(crate) policy: Enforcer,
+    /// Bumped after every committed change the data plane may care about.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for NetworkService {
@@ -63,7 +69,23 @@ impl NetworkService {
             .await
             .map_err(OpenError::Migrate)?;
         let policy = load_policy(&cfg).map_err(OpenError::Policy)?;
-        Ok(Arc::new(Self { cfg, db, policy }))
+        let (changes, _) = tokio::sync::watch::channel(0);
+        Ok(Arc::new(Self {
+            cfg,
+            db,
+            policy,
+            changes,
+        }))
+    }
+
+    /// A receiver that sees a new value after each committed change (for the data plane).
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Say that the desired data plane may have changed (call after commit).
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn database(&self) -> &Database {
@@ -371,7 +393,7 @@ mod tests {
                 .is_err()
         );
         assert!(
-            s.update_quota(&admin, "pa", &obj(json!({"port": 9})))
+            s.update_quota(&admin, "pa", &obj(json!({"bogus": 9})))
                 .await
                 .is_err()
         );

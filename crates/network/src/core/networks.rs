@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::attrs::*;
 use super::{NETWORK, NetworkService, SUBNET};
-use crate::error::Result;
+use crate::error::{NetError, Result};
 use crate::model::{Network, Subnet, now};
 use crate::store;
 
@@ -202,10 +202,11 @@ impl NetworkService {
         store::update(&*w, &n.id, serde_json::to_string(&n)?).await?;
         let ids = self.subnet_ids(&*w, id).await?;
         w.commit().await?;
+        self.changed();
         Ok(n.render(ids))
     }
 
-    /// Delete a network and its subnets (there are no ports yet that could hold it).
+    /// Delete a network with its subnets and DHCP port; other ports keep it (NetworkInUse).
     pub async fn delete_network(
         &self,
         ctx: &AuthContext,
@@ -216,9 +217,22 @@ impl NetworkService {
         let n = self.lookup_network(&*w, ctx, id).await?;
         check_revision(if_match, n.revision_number)?;
         self.authorize(ctx, "delete_network", &[], &Self::net_target(&n))?;
+        let (auto, blocking) = self.ports_blocking_network(&*w, id).await?;
+        if !blocking.is_empty() {
+            return Err(NetError::conflict(
+                "NetworkInUse",
+                format!(
+                    "Unable to complete operation on network {id}. There are one or more ports still in use on the network."
+                ),
+            ));
+        }
+        for p in auto {
+            self.remove_port(&*w, &p.id).await?;
+        }
         store::delete_children(&*w, id).await?;
         store::delete(&*w, id).await?;
         w.commit().await?;
+        self.changed();
         Ok(())
     }
 }

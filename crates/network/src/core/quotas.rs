@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 use super::attrs::*;
-use super::{NETWORK, NetworkService, QUOTA_RESOURCES, SUBNET};
+use super::{NETWORK, NetworkService, PORT, QUOTA_RESOURCES, SUBNET};
 use crate::error::{NetError, Result};
 use crate::store;
 
@@ -16,6 +16,7 @@ impl NetworkService {
         HashMap::from([
             (NETWORK, self.cfg.quota_network),
             (SUBNET, self.cfg.quota_subnet),
+            (PORT, self.cfg.quota_port),
         ])
     }
 

@@ -289,7 +289,18 @@ impl NetworkService {
             )
             .await?;
         }
+        let mut synced: Vec<&str> = Vec::new();
+        for sub in &made {
+            if synced.contains(&sub.network_id.as_str()) {
+                continue;
+            }
+            synced.push(&sub.network_id);
+            if let Some(net) = self.load_network(&*w, &sub.network_id).await? {
+                self.sync_dhcp_port(&*w, &net).await?;
+            }
+        }
         w.commit().await?;
+        self.changed();
         Ok(made.iter().map(Subnet::render).collect())
     }
 
@@ -369,7 +380,11 @@ impl NetworkService {
         s.updated_at = now();
         s.revision_number += 1;
         store::update(&*w, &s.id, serde_json::to_string(&s)?).await?;
+        if body.contains_key("enable_dhcp") {
+            self.sync_dhcp_port(&*w, &n).await?;
+        }
         w.commit().await?;
+        self.changed();
         Ok(s.render())
     }
 
@@ -383,8 +398,18 @@ impl NetworkService {
         let (s, n) = self.lookup_subnet(&*w, ctx, id).await?;
         check_revision(if_match, s.revision_number)?;
         self.authorize(ctx, "delete_subnet", &[], &Self::subnet_target(&s, &n))?;
+        if !self.ports_blocking_subnet(&*w, id).await?.is_empty() {
+            return Err(NetError::conflict(
+                "SubnetInUse",
+                format!(
+                    "Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet."
+                ),
+            ));
+        }
         store::delete(&*w, id).await?;
+        self.sync_dhcp_port(&*w, &n).await?;
         w.commit().await?;
+        self.changed();
         Ok(())
     }
 }
