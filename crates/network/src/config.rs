@@ -83,6 +83,30 @@ pub static OPTS: &[Opt] = &[
         default: "fa:16:3e:00:00:00",
         help: "The first three octets of every generated port MAC (Neutron's base_mac).",
     },
+    Opt {
+        section: "network",
+        name: "dataplane",
+        default: "auto",
+        help: "The data plane: `linux` (bridges, namespaces, nftables, dnsmasq; needs root), `none` (API only: ports go ACTIVE when bound, no packets move), `auto` (linux when running as root with ip, nft and dnsmasq installed, else none).",
+    },
+    Opt {
+        section: "network",
+        name: "namespace_prefix",
+        default: "",
+        help: "Prepended to the names of every namespace the data plane makes (kumo-host, kumo-ext, qdhcp-..., qrouter-...); tests give each kumo its own.",
+    },
+    Opt {
+        section: "network",
+        name: "host",
+        default: "",
+        help: "This host's name for port bindings (binding:host_id); empty: the machine's hostname, as the compute agent's.",
+    },
+    Opt {
+        section: "network",
+        name: "dhcp_lease_duration",
+        default: "86400",
+        help: "DHCP lease time in seconds (Neutron's dhcp_lease_duration).",
+    },
 ];
 
 /// Typed view of the options above.
@@ -101,6 +125,11 @@ pub struct NetworkConfig {
     pub quota_subnet: i64,
     pub quota_port: i64,
     pub base_mac: String,
+    pub dataplane: String,
+    pub namespace_prefix: String,
+    pub host: String,
+    pub dhcp_lease_duration: u32,
+    pub state_dir: PathBuf,
 }
 
 impl NetworkConfig {
@@ -126,6 +155,11 @@ impl NetworkConfig {
             quota_subnet: c.get("network", "quota_subnet")?,
             quota_port: c.get("network", "quota_port")?,
             base_mac: c.get("network", "base_mac")?,
+            dataplane: c.get_str("network", "dataplane")?,
+            namespace_prefix: c.get_str("network", "namespace_prefix")?,
+            host: c.get_str("network", "host")?,
+            dhcp_lease_duration: c.get("network", "dhcp_lease_duration")?,
+            state_dir: c.state_dir().join("network"),
         })
     }
 

@@ -963,10 +963,15 @@ impl NetworkService {
             p.binding_vif_details = json!({});
         } else {
             p.binding_vif_type = "bridge".into();
+            let names = dataplane::plan::Names::new(self.cfg.namespace_prefix.clone());
+            // `namespace` is kumo's: where the bridge and the port's tap live (the compute
+            // agent starts the guest there so that its tap is on the bridge).
             p.binding_vif_details = json!({
                 "port_filter": true,
                 "connectivity": "l2",
-                "bridge_name": format!("brq{}", net.id.chars().take(11).collect::<String>()),
+                "bridge_name": dataplane::bridge_name(&net.id),
+                "devname": dataplane::tap_name(&p.id),
+                "namespace": names.host_namespace(),
             });
         }
     }
