@@ -396,8 +396,11 @@ class KumoDriver:
         extra = extra_conf + (f"\n{self.extra_conf}\n" if self.extra_conf else "")
         # no kumo-tiny demo image unless a test asks for one (it would show in every image list)
         demo = "" if "guest_image" in extra else "[demo]\nguest_image = none\n"
+        # every namespace this kumo's data plane makes carries a prefix of its own, removed by stop()
+        self.netns_prefix = f"kt{secrets.token_hex(3)}-"
+        net = "" if "namespace_prefix" in extra else f"[network]\nnamespace_prefix = {self.netns_prefix}\n"
         conf.write_text("# written by tests/e2e: cheap bcrypt for fast tests (kumo's default stays 12)\n"
-                        "[identity]\npassword_hash_rounds = 4\n" + demo + extra)
+                        "[identity]\npassword_hash_rounds = 4\n" + demo + net + extra)
         cloud = Cloud(target="kumo", workdir=work, state_dir=state, clouds_yaml=state / "clouds.yaml",
                       fernet_dir=state / "fernet-keys", _driver=self)
         try:
@@ -485,8 +488,30 @@ class KumoDriver:
         for pid in pids:
             if not wait_gone(pid, 10):
                 self._kill(pid)
+        remove_namespaces(getattr(self, "netns_prefix", None))
         if not os.environ.get("KUMO_E2E_KEEP"):
             shutil.rmtree(cloud.workdir, ignore_errors=True)
+
+
+def remove_namespaces(prefix: str | None):
+    """Delete the network namespaces named `prefix`* (a test kumo's data plane), first killing
+    the processes inside them (dnsmasq, QEMU) by PID."""
+    if not prefix or not prefix.startswith("kt"):
+        return
+    try:
+        names = [n for n in os.listdir("/run/netns") if n.startswith(prefix)]
+    except OSError:
+        return
+    for ns in names:
+        out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+        for pid in out.stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+    for ns in names:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    shutil.rmtree(f"/run/kumo/{prefix}network", ignore_errors=True)
 
 
 # ==================================================================== the real Keystone

@@ -993,6 +993,11 @@ pub async fn converge(plan: &HostPlan, state_dir: &Path) -> Result<Report> {
         crate::filter::apply(&host.name, &plan.vm_ports)
             .await
             .ctx(|| "security groups of the guest ports".to_owned())?;
+    } else if netns::namespace_exists(&host.name)? {
+        // The last filtered port is gone: no stale rules for taps that may come back.
+        crate::filter::remove(&host.name)
+            .await
+            .ctx(|| "security groups of the guest ports".to_owned())?;
     }
     Ok(c.report)
 }

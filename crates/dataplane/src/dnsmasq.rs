@@ -119,6 +119,10 @@ impl Dnsmasq {
             format!("--dhcp-optsfile={}", p(self.opts_path())),
             format!("--dhcp-leasefile={}", p(self.leases_path())),
             format!("--pid-file={}", p(self.pid_path())),
+            // Its own log next to its files (there is no syslog in a namespace); one line
+            // per lease, so a guest without an address can be diagnosed.
+            format!("--log-facility={}", p(self.config.dir.join("log"))),
+            "--log-dhcp".to_owned(),
         ]);
         Ok(args)
     }

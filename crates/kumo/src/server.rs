@@ -281,6 +281,7 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     let _roles = compute::roles::start(cloud.compute.clone(), bus, clients)
         .await
         .context("starting the compute roles")?;
+    start_network_agent(&cloud)?;
 
     // The endpoint first: `kumo up` waits for the pid file, then reads the endpoint.
     write_file(&state.endpoint_file(), &format!("{base}\n"), 0o644)?;
@@ -300,6 +301,41 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     }
     tracing::info!("kumo stopped");
     result.context("serving HTTP")
+}
+
+/// Neutron's notifications to Nova, in-process: a port is up → `network-vif-plugged`.
+struct ComputeEvents(Arc<compute::ComputeService>);
+
+#[async_trait::async_trait]
+impl network::agent::PortEvents for ComputeEvents {
+    async fn vif_plugged(&self, server: &str, port: &str) {
+        let ev = serde_json::json!({
+            "name": "network-vif-plugged",
+            "server_uuid": server,
+            "tag": port,
+            "status": "completed",
+        });
+        let Some(ev) = ev.as_object().cloned() else {
+            return;
+        };
+        if let Err(e) = self.0.external_events(vec![ev], "req-network-agent").await {
+            tracing::warn!(%server, %port, error = %e, "could not deliver network-vif-plugged");
+        }
+    }
+}
+
+/// The network agent of this host (data plane, port status, vif-plugged events).
+fn start_network_agent(cloud: &Cloud) -> Result<()> {
+    let mode =
+        network::agent::resolve_mode(&cloud.network.cfg.dataplane).map_err(anyhow::Error::msg)?;
+    let agent = network::agent::Agent::new(
+        cloud.network.clone(),
+        mode,
+        Arc::new(ComputeEvents(cloud.compute.clone())),
+    );
+    tracing::info!(mode = ?mode, prefix = %cloud.network.cfg.namespace_prefix, "network agent started");
+    tokio::spawn(agent.run());
+    Ok(())
 }
 
 /// `kumo up --demo`: the kumo-tiny guest image as a public image, once. A missing file or a

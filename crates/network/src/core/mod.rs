@@ -5,6 +5,7 @@
 //! request's. One file per resource; [`attrs`] holds neutron-lib's attribute validation.
 
 pub mod attrs;
+mod dataplane_view;
 mod networks;
 mod ports;
 mod quotas;

@@ -1,0 +1,326 @@
+//! From the database to the data plane: which networks, guest ports, DHCP servers and routers
+//! this host should have ([`dataplane::plan::HostPlan`]), and which ports are then up. Pure
+//! functions over a [`Snapshot`], so the rules are unit-tested without a kernel.
+//!
+//! Only what guests use is built: a network gets its bridge, DHCP namespace and dnsmasq when a
+//! guest port on it is bound to a host, or a router that serves such a network has an
+//! interface on it; an external network when such a router has its gateway there. A cloud
+//! with a hundred idle networks runs no hundred dnsmasqs.
+
+use dataplane::dnsmasq::{DhcpHost, DhcpSubnet};
+use dataplane::plan::{DhcpPlan, HostPlan, Names, NetworkPlan, Segment, VmPort};
+use ipnet::IpNet;
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use crate::model::{Network, OWNER_DHCP, Port, Subnet};
+
+/// Everything the plan is computed from, read in one go.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub networks: Vec<Network>,
+    pub subnets: Vec<Subnet>,
+    pub ports: Vec<Port>,
+}
+
+/// The plan and, per port, whether the data plane carries it (its status: ACTIVE or DOWN).
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub plan: HostPlan,
+    pub port_status: HashMap<String, &'static str>,
+}
+
+pub struct Options<'a> {
+    pub names: Names,
+    /// This host's binding name; empty = every bound port is this host's (all-in-one).
+    pub host: &'a str,
+    pub lease_seconds: u32,
+}
+
+pub fn is_guest_port(p: &Port) -> bool {
+    p.device_owner.starts_with("compute:")
+}
+
+fn bound_here(p: &Port, host: &str) -> bool {
+    !p.binding_host_id.is_empty()
+        && (host.is_empty() || p.binding_host_id == host)
+        && p.binding_vif_type == "bridge"
+}
+
+/// The address of `ip` with the prefix length of its subnet (`10.0.0.2/24`).
+fn with_prefix(ip: &str, subnet: Option<&Subnet>) -> Option<String> {
+    let s = subnet?;
+    let net: IpNet = s.cidr.parse().ok()?;
+    Some(format!("{ip}/{}", net.prefix_len()))
+}
+
+/// Neutron's DHCP hostname of a port without a DNS name: `host-10-0-0-5`.
+fn dhcp_hostname(ip: &IpAddr) -> String {
+    format!("host-{}", ip.to_string().replace(['.', ':'], "-"))
+}
+
+pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
+    let subnets: HashMap<&str, &Subnet> = snap.subnets.iter().map(|s| (s.id.as_str(), s)).collect();
+    let mut realized: BTreeSet<&str> = BTreeSet::new();
+    let mut vm_ports = Vec::new();
+    let mut port_status: HashMap<String, &'static str> = HashMap::new();
+    let nets: HashMap<&str, &Network> = snap.networks.iter().map(|n| (n.id.as_str(), n)).collect();
+
+    for p in snap.ports.iter().filter(|p| is_guest_port(p)) {
+        let Some(net) = nets.get(p.network_id.as_str()) else {
+            continue;
+        };
+        if !bound_here(p, opts.host) {
+            // Unbound: down. Bound to another host: that host's agent says.
+            if p.binding_host_id.is_empty() || p.binding_vif_type != "bridge" {
+                port_status.insert(p.id.clone(), "DOWN");
+            }
+            continue;
+        }
+        realized.insert(&net.id);
+        vm_ports.push(VmPort {
+            id: p.id.clone(),
+            network_id: p.network_id.clone(),
+            mac: p.mac_address.clone(),
+            mtu: net.mtu,
+            admin_up: p.admin_state_up && net.admin_state_up,
+            // Security groups reach the plan with their service (filter: None = no filtering).
+            filter: None,
+        });
+        let up = p.admin_state_up && net.admin_state_up;
+        port_status.insert(p.id.clone(), if up { "ACTIVE" } else { "DOWN" });
+    }
+
+    let mut networks = Vec::new();
+    for id in &realized {
+        let Some(net) = nets.get(id) else { continue };
+        let dhcp = snap
+            .ports
+            .iter()
+            .find(|p| p.network_id == net.id && p.device_owner == OWNER_DHCP)
+            .and_then(|dp| dhcp_plan(snap, net, dp, &subnets, opts.lease_seconds));
+        if let Some(d) = &dhcp {
+            port_status.insert(d.port_id.clone(), "ACTIVE");
+        }
+        networks.push(NetworkPlan {
+            id: net.id.clone(),
+            mtu: net.mtu,
+            segment: Segment::Local,
+            external: None,
+            dhcp,
+        });
+    }
+    // DHCP ports of networks not built here are down.
+    for p in snap.ports.iter().filter(|p| p.device_owner == OWNER_DHCP) {
+        port_status.entry(p.id.clone()).or_insert("DOWN");
+    }
+    Built {
+        plan: HostPlan {
+            names: opts.names.clone(),
+            networks,
+            vm_ports,
+            routers: vec![],
+        },
+        port_status,
+    }
+}
+
+fn dhcp_plan(
+    snap: &Snapshot,
+    net: &Network,
+    dhcp_port: &Port,
+    subnets: &HashMap<&str, &Subnet>,
+    lease_seconds: u32,
+) -> Option<DhcpPlan> {
+    let served: Vec<&Subnet> = dhcp_port
+        .fixed_ips
+        .iter()
+        .filter_map(|f| subnets.get(f.subnet_id.as_str()).copied())
+        .filter(|s| s.enable_dhcp && s.ip_version == 4)
+        .collect();
+    if served.is_empty() {
+        return None;
+    }
+    let addresses = dhcp_port
+        .fixed_ips
+        .iter()
+        .filter_map(|f| with_prefix(&f.ip_address, subnets.get(f.subnet_id.as_str()).copied()))
+        .collect();
+    let dhcp_subnets = served
+        .iter()
+        .filter_map(|s| {
+            let cidr: IpNet = s.cidr.parse().ok()?;
+            Some(DhcpSubnet {
+                tag: format!("subnet-{}", s.id),
+                network: cidr.network(),
+                prefix_len: cidr.prefix_len(),
+                gateway: s.gateway_ip.as_deref().and_then(|g| g.parse().ok()),
+                dns_servers: s
+                    .dns_nameservers
+                    .iter()
+                    .filter_map(|d| d.parse().ok())
+                    .collect(),
+                lease_seconds,
+            })
+        })
+        .collect();
+    let served_ids: BTreeSet<&str> = served.iter().map(|s| s.id.as_str()).collect();
+    let mut hosts = Vec::new();
+    for p in snap
+        .ports
+        .iter()
+        .filter(|p| p.network_id == net.id && p.id != dhcp_port.id)
+    {
+        for f in &p.fixed_ips {
+            if !served_ids.contains(f.subnet_id.as_str()) {
+                continue;
+            }
+            if let Ok(ip) = f.ip_address.parse::<IpAddr>() {
+                hosts.push(DhcpHost {
+                    mac: p.mac_address.clone(),
+                    hostname: dhcp_hostname(&ip),
+                    ip,
+                });
+            }
+        }
+    }
+    Some(DhcpPlan {
+        port_id: dhcp_port.id.clone(),
+        mac: dhcp_port.mac_address.clone(),
+        addresses,
+        subnets: dhcp_subnets,
+        hosts,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::FixedIp;
+    use serde_json::json;
+
+    fn net(id: &str) -> Network {
+        Network {
+            id: id.into(),
+            name: "n".into(),
+            description: String::new(),
+            project_id: "p".into(),
+            admin_state_up: true,
+            shared: false,
+            external: false,
+            mtu: 1500,
+            port_security_enabled: true,
+            availability_zone_hints: vec![],
+            created_at: String::new(),
+            updated_at: String::new(),
+            revision_number: 0,
+        }
+    }
+
+    fn subnet(id: &str, net: &str, cidr: &str) -> Subnet {
+        Subnet {
+            id: id.into(),
+            name: String::new(),
+            description: String::new(),
+            project_id: "p".into(),
+            network_id: net.into(),
+            ip_version: 4,
+            cidr: cidr.into(),
+            gateway_ip: Some("10.0.0.1".into()),
+            allocation_pools: vec![],
+            enable_dhcp: true,
+            dns_nameservers: vec!["192.0.2.53".into()],
+            host_routes: vec![],
+            ipv6_ra_mode: None,
+            ipv6_address_mode: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+            revision_number: 0,
+        }
+    }
+
+    fn port(id: &str, net: &str, owner: &str, ip: &str, host: &str) -> Port {
+        Port {
+            id: id.into(),
+            name: String::new(),
+            description: String::new(),
+            project_id: "p".into(),
+            network_id: net.into(),
+            mac_address: format!("fa:16:3e:00:00:{}", &id[..2]),
+            admin_state_up: true,
+            status: "DOWN".into(),
+            device_id: "d".into(),
+            device_owner: owner.into(),
+            fixed_ips: vec![FixedIp {
+                subnet_id: "s1".into(),
+                ip_address: ip.into(),
+            }],
+            allowed_address_pairs: vec![],
+            security_groups: vec![],
+            port_security_enabled: true,
+            binding_host_id: host.into(),
+            binding_profile: json!({}),
+            binding_vnic_type: "normal".into(),
+            binding_vif_type: if host.is_empty() { "unbound" } else { "bridge" }.into(),
+            binding_vif_details: json!({}),
+            created_at: String::new(),
+            updated_at: String::new(),
+            revision_number: 0,
+        }
+    }
+
+    fn opts() -> Options<'static> {
+        Options {
+            names: Names::new("kt-"),
+            host: "",
+            lease_seconds: 600,
+        }
+    }
+
+    #[test]
+    fn only_networks_with_bound_guests_are_built() {
+        let snap = Snapshot {
+            networks: vec![net("n1"), net("n2")],
+            subnets: vec![
+                subnet("s1", "n1", "10.0.0.0/24"),
+                subnet("s2", "n2", "10.1.0.0/24"),
+            ],
+            ports: vec![
+                port("d1", "n1", OWNER_DHCP, "10.0.0.2", ""),
+                port("g1", "n1", "compute:nova", "10.0.0.3", "h1"),
+                port("g2", "n1", "compute:nova", "10.0.0.4", ""),
+                port("d2", "n2", OWNER_DHCP, "10.1.0.2", ""),
+            ],
+        };
+        let b = build(&snap, &opts());
+        assert_eq!(b.plan.networks.len(), 1);
+        let n = &b.plan.networks[0];
+        assert_eq!(n.id, "n1");
+        let d = n.dhcp.as_ref().unwrap();
+        assert_eq!(d.addresses, vec!["10.0.0.2/24"]);
+        assert_eq!(d.subnets[0].lease_seconds, 600);
+        // Both guests get a lease entry (the unbound one may boot later).
+        assert_eq!(d.hosts.len(), 2);
+        assert_eq!(d.hosts[0].hostname, "host-10-0-0-3");
+        assert_eq!(b.plan.vm_ports.len(), 1);
+        assert_eq!(b.port_status["g1"], "ACTIVE");
+        assert_eq!(b.port_status["g2"], "DOWN");
+        assert_eq!(b.port_status["d1"], "ACTIVE");
+        assert_eq!(b.port_status["d2"], "DOWN");
+    }
+
+    #[test]
+    fn another_hosts_ports_are_not_built_here() {
+        let snap = Snapshot {
+            networks: vec![net("n1")],
+            subnets: vec![subnet("s1", "n1", "10.0.0.0/24")],
+            ports: vec![port("g1", "n1", "compute:nova", "10.0.0.3", "h2")],
+        };
+        let o = Options {
+            host: "h1",
+            ..opts()
+        };
+        let b = build(&snap, &o);
+        assert!(b.plan.networks.is_empty() && b.plan.vm_ports.is_empty());
+    }
+}
