@@ -71,6 +71,18 @@ pub static OPTS: &[Opt] = &[
         default: "100",
         help: "Subnets a project may have by default (-1: unlimited).",
     },
+    Opt {
+        section: "network",
+        name: "quota_security_group",
+        default: "10",
+        help: "Security groups a project may have by default, its default group included (-1: unlimited).",
+    },
+    Opt {
+        section: "network",
+        name: "quota_security_group_rule",
+        default: "100",
+        help: "Security group rules a project may have by default, those of its default group included (-1: unlimited).",
+    },
 ];
 
 /// Typed view of the options above.
@@ -87,6 +99,8 @@ pub struct NetworkConfig {
     pub max_subnet_host_routes: usize,
     pub quota_network: i64,
     pub quota_subnet: i64,
+    pub quota_security_group: i64,
+    pub quota_security_group_rule: i64,
 }
 
 impl NetworkConfig {
@@ -110,6 +124,8 @@ impl NetworkConfig {
             max_subnet_host_routes: c.get("network", "max_subnet_host_routes")?,
             quota_network: c.get("network", "quota_network")?,
             quota_subnet: c.get("network", "quota_subnet")?,
+            quota_security_group: c.get("network", "quota_security_group")?,
+            quota_security_group_rule: c.get("network", "quota_security_group_rule")?,
         })
     }
 
@@ -134,5 +150,7 @@ mod tests {
         assert!(c.database_url.ends_with("/db/network.sqlite"));
         assert_eq!(c.global_physnet_mtu, 1500);
         assert_eq!(c.quota_network, 100);
+        assert_eq!(c.quota_security_group, 10);
+        assert_eq!(c.quota_security_group_rule, 100);
     }
 }
