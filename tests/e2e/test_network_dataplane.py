@@ -16,7 +16,7 @@ import time
 import pytest
 
 from cloudlib import KumoDriver, unique
-from test_network import NetApi
+from netlib import NetApi
 
 pytestmark = [
     pytest.mark.kumo_only("kumo's network data plane"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from cloudlib import unique
-from test_network import NetApi, neutron_error, osc_demo
+from netlib import NetApi, neutron_error, osc_demo
 
 pytestmark = pytest.mark.kumo_only("the network service is kumo's")
 
@@ -48,6 +48,8 @@ def test_port_gets_an_address_and_the_network_a_dhcp_port(cloud, admin, demo):
     assert fixed["fixed_ips"] == [{"subnet_id": sub["id"], "ip_address": "10.10.0.3"}]
     # binding details are the admin's
     assert "binding:host_id" not in fixed and fixed["binding:vnic_type"] == "normal"
+    default_sg = demo("GET", "/security-groups?name=default").json()["security_groups"][0]
+    assert fixed["security_groups"] == [default_sg["id"]]
     shown = admin("GET", f"/ports/{port['id']}").json()["port"]
     assert shown["binding:vif_type"] == "unbound" and shown["binding:host_id"] == ""
     # a chosen address, then the same address again, one outside the subnet, one on no subnet
@@ -116,6 +118,9 @@ def test_update_bulk_pairs_and_if_match(cloud, admin, demo):
     assert r.json()["port"]["allowed_address_pairs"] == [
         {"ip_address": "10.12.0.200", "mac_address": b["mac_address"]}]
     r = demo("PUT", f"/ports/{b['id']}", json={"port": {"port_security_enabled": False}})
+    neutron_error(r, 409, "PortSecurityPortHasSecurityGroup")  # the default group came with it
+    r = demo("PUT", f"/ports/{b['id']}", json={"port": {"port_security_enabled": False,
+                                                          "security_groups": []}})
     neutron_error(r, 409, "AddressPairAndPortSecurityRequired")
     # binding is the admin's
     r = demo("PUT", f"/ports/{b['id']}", json={"port": {"binding:host_id": "h1"}})

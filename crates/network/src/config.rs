@@ -107,6 +107,18 @@ pub static OPTS: &[Opt] = &[
         default: "86400",
         help: "DHCP lease time in seconds (Neutron's dhcp_lease_duration).",
     },
+    Opt {
+        section: "network",
+        name: "quota_security_group",
+        default: "10",
+        help: "Security groups a project may have by default, its default group included (-1: unlimited).",
+    },
+    Opt {
+        section: "network",
+        name: "quota_security_group_rule",
+        default: "100",
+        help: "Security group rules a project may have by default, those of its default group included (-1: unlimited).",
+    },
 ];
 
 /// Typed view of the options above.
@@ -130,6 +142,8 @@ pub struct NetworkConfig {
     pub host: String,
     pub dhcp_lease_duration: u32,
     pub state_dir: PathBuf,
+    pub quota_security_group: i64,
+    pub quota_security_group_rule: i64,
 }
 
 impl NetworkConfig {
@@ -160,6 +174,8 @@ impl NetworkConfig {
             host: c.get_str("network", "host")?,
             dhcp_lease_duration: c.get("network", "dhcp_lease_duration")?,
             state_dir: c.state_dir().join("network"),
+            quota_security_group: c.get("network", "quota_security_group")?,
+            quota_security_group_rule: c.get("network", "quota_security_group_rule")?,
         })
     }
 
@@ -184,5 +200,7 @@ mod tests {
         assert!(c.database_url.ends_with("/db/network.sqlite"));
         assert_eq!(c.global_physnet_mtu, 1500);
         assert_eq!(c.quota_network, 100);
+        assert_eq!(c.quota_security_group, 10);
+        assert_eq!(c.quota_security_group_rule, 100);
     }
 }

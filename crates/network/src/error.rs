@@ -54,6 +54,24 @@ impl NetError {
             format!("Subnet {id} could not be found."),
         )
     }
+    pub fn security_group_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "SecurityGroupNotFound",
+            format!("Security group {id} does not exist"),
+        )
+    }
+    pub fn security_group_rule_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "SecurityGroupRuleNotFound",
+            format!("Security group rule {id} does not exist"),
+        )
+    }
+    /// A Neutron exception derived from InvalidInput with its own message (400, `kind`).
+    pub fn invalid(kind: &'static str, msg: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, kind, msg)
+    }
     pub fn not_found(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "HTTPNotFound", msg)
     }

@@ -110,6 +110,143 @@ impl Subnet {
     }
 }
 
+/// A security group (Neutron's `securitygroups` row). The project's default group is the one
+/// named `default`: nobody may create or rename a group to that name, as in Neutron.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecurityGroup {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub project_id: String,
+    pub stateful: bool,
+    pub created_at: String,
+    pub updated_at: String,
+    pub revision_number: u64,
+}
+
+/// A security group rule; `protocol` is as Neutron stores it: a lower-case name of its table or
+/// a number 0-255 as a string, `None` for any.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecurityGroupRule {
+    pub id: String,
+    pub project_id: String,
+    pub security_group_id: String,
+    pub direction: String,
+    pub ethertype: String,
+    pub protocol: Option<String>,
+    pub port_range_min: Option<u32>,
+    pub port_range_max: Option<u32>,
+    pub remote_ip_prefix: Option<String>,
+    pub remote_group_id: Option<String>,
+    pub description: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub revision_number: u64,
+}
+
+/// neutron-lib's IP_PROTOCOL_MAP, in its order (the order of Neutron's error message).
+pub const IP_PROTOCOLS: &[(&str, u8)] = &[
+    ("ah", 51),
+    ("dccp", 33),
+    ("egp", 8),
+    ("esp", 50),
+    ("gre", 47),
+    ("hopopt", 0),
+    ("icmp", 1),
+    ("igmp", 2),
+    ("ip", 0),
+    ("ipip", 4),
+    ("ipv6-encap", 41),
+    ("ipv6-frag", 44),
+    ("ipv6-icmp", 58),
+    ("icmpv6", 58),
+    ("ipv6-nonxt", 59),
+    ("ipv6-opts", 60),
+    ("ipv6-route", 43),
+    ("ospf", 89),
+    ("pgm", 113),
+    ("rsvp", 46),
+    ("sctp", 132),
+    ("tcp", 6),
+    ("udp", 17),
+    ("udplite", 136),
+    ("vrrp", 112),
+];
+
+/// The IP protocol number of a protocol as stored (name of [`IP_PROTOCOLS`] or number).
+pub fn protocol_number(protocol: &str) -> Option<u8> {
+    IP_PROTOCOLS
+        .iter()
+        .find(|(n, _)| *n == protocol)
+        .map(|(_, v)| *v)
+        .or_else(|| protocol.trim().parse::<u8>().ok())
+}
+
+impl SecurityGroup {
+    /// The API view, with its rules rendered.
+    pub fn render(&self, rules: &[SecurityGroupRule]) -> Value {
+        let default = self.is_default();
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "tenant_id": self.project_id,
+            "project_id": self.project_id,
+            "stateful": self.stateful,
+            "shared": false,
+            "security_group_rules": rules.iter().map(|r| r.render(default)).collect::<Vec<_>>(),
+            "tags": [],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "revision_number": self.revision_number,
+        })
+    }
+
+    /// Whether this is its project's default group.
+    pub fn is_default(&self) -> bool {
+        self.name == "default"
+    }
+}
+
+impl SecurityGroupRule {
+    /// The IP protocol number (`None`: any protocol).
+    pub fn protocol_number(&self) -> Option<u8> {
+        self.protocol.as_deref().and_then(protocol_number)
+    }
+
+    /// `remote_ip_prefix` with the host bits cleared (Neutron's `normalized_cidr`).
+    pub fn normalized_cidr(&self) -> Option<String> {
+        self.remote_ip_prefix
+            .as_deref()
+            .and_then(|p| p.parse::<ipnet::IpNet>().ok())
+            .map(|n| n.trunc().to_string())
+    }
+
+    /// The API view; `in_default_group`: the rule's group is its project's default.
+    pub fn render(&self, in_default_group: bool) -> Value {
+        json!({
+            "id": self.id,
+            "tenant_id": self.project_id,
+            "project_id": self.project_id,
+            "security_group_id": self.security_group_id,
+            "direction": self.direction,
+            "ethertype": self.ethertype,
+            "protocol": self.protocol,
+            "port_range_min": self.port_range_min,
+            "port_range_max": self.port_range_max,
+            "remote_ip_prefix": self.remote_ip_prefix,
+            "normalized_cidr": self.normalized_cidr(),
+            "remote_group_id": self.remote_group_id,
+            "belongs_to_default_sg": in_default_group,
+            "description": self.description,
+            "tags": [],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "revision_number": self.revision_number,
+        })
+    }
+}
+
 /// One of a port's addresses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FixedIp {

@@ -45,6 +45,8 @@ pub fn router(svc: Arc<NetworkService>, validator: Arc<dyn TokenValidator>) -> R
     v2 = resource::routes::<resource::Networks>(v2);
     v2 = resource::routes::<resource::Subnets>(v2);
     v2 = resource::routes::<resource::Ports>(v2);
+    v2 = resource::routes::<resource::SecurityGroups>(v2);
+    v2 = resource::routes::<resource::SecurityGroupRules>(v2);
     Router::new()
         .route("/", get(versions))
         .nest("/v2.0", v2)
@@ -154,9 +156,14 @@ async fn resources(Base(base): Base) -> Response {
         json!({"name": name, "collection": collection,
             "links": [{"rel": "self", "href": format!("{base}/v2.0/{collection}")}]})
     };
-    ok(
-        json!({"resources": [r("network", "networks"), r("subnet", "subnets"), r("port", "ports"), r("quota", "quotas")]}),
-    )
+    ok(json!({"resources": [
+        r("network", "networks"),
+        r("subnet", "subnets"),
+        r("port", "ports"),
+        r("quota", "quotas"),
+        r("security_group", "security-groups"),
+        r("security_group_rule", "security-group-rules"),
+    ]}))
 }
 
 /// The extensions kumo implements, and only those: clients and Tempest branch on this list.
@@ -226,6 +233,30 @@ const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "Sorting support",
         "Extension that indicates that sorting is enabled.",
         "2016-06-12T00:00:00-00:00",
+    ),
+    (
+        "security-group",
+        "security-group",
+        "The security groups extension.",
+        "2012-10-05T10:00:00-00:00",
+    ),
+    (
+        "security-groups-normalized-cidr",
+        "Normalized CIDR field for security group rules",
+        "Add new field with normalized remote_ip_prefix cidr in SG rule",
+        "2020-07-28T10:00:00-00:00",
+    ),
+    (
+        "security-groups-rules-belongs-to-default-sg",
+        "Security group rule belongs to the project's default security group",
+        "Flag to determine if the security group rule belongs to the project's default security group",
+        "2023-05-23T10:00:00-00:00",
+    ),
+    (
+        "stateful-security-group",
+        "Stateful security group",
+        "Indicates if the security group is stateful or not",
+        "2019-11-26T09:00:00-00:00",
     ),
     (
         "standard-attr-description",

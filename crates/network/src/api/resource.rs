@@ -22,6 +22,9 @@ pub trait Collection: Send + Sync + 'static {
     /// `network`, and its collection `networks`.
     const ONE: &'static str;
     const MANY: &'static str;
+    /// The URL path segment when it differs from the JSON collection key
+    /// (`security-groups` for `security_groups`).
+    const PATH: &'static str = Self::MANY;
     /// The rendered attributes (what filters and sort keys may name).
     const KEYS: &'static [&'static str];
     fn not_found(id: &str) -> NetError;
@@ -57,11 +60,11 @@ pub trait Collection: Send + Sync + 'static {
 /// Add `/{MANY}` and `/{MANY}/{id}` for `C`.
 pub fn routes<C: Collection>(r: Router<Api>) -> Router<Api> {
     r.route(
-        &format!("/{}", C::MANY),
+        &format!("/{}", C::PATH),
         get(list_handler::<C>).post(create_handler::<C>),
     )
     .route(
-        &format!("/{}/{{id}}", C::MANY),
+        &format!("/{}/{{id}}", C::PATH),
         get(show_handler::<C>)
             .put(update_handler::<C>)
             .delete(delete_handler::<C>),
@@ -125,7 +128,7 @@ async fn list_handler<C: Collection>(
         items,
         C::KEYS,
         &q,
-        &format!("{base}/v2.0/{}", C::MANY),
+        &format!("{base}/v2.0/{}", C::PATH),
         api.svc.cfg.pagination_max_limit,
         C::not_found,
     )?;
@@ -263,6 +266,92 @@ impl Collection for Subnets {
         if_match: Option<u64>,
     ) -> Result<()> {
         svc.delete_subnet(ctx, id, if_match).await
+    }
+}
+
+/// Security groups (`/security-groups`).
+pub struct SecurityGroups;
+
+impl Collection for SecurityGroups {
+    const ONE: &'static str = "security_group";
+    const MANY: &'static str = "security_groups";
+    const PATH: &'static str = "security-groups";
+    const KEYS: &'static [&'static str] = crate::core::SECURITY_GROUP_KEYS;
+    fn not_found(id: &str) -> NetError {
+        NetError::security_group_not_found(id)
+    }
+    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
+        svc.list_security_groups(ctx).await
+    }
+    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
+        svc.get_security_group(ctx, id).await
+    }
+    async fn create(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        bodies: &[&Map<String, Value>],
+    ) -> Result<Vec<Value>> {
+        svc.create_security_groups(ctx, bodies).await
+    }
+    async fn update(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        id: &str,
+        body: &Map<String, Value>,
+        if_match: Option<u64>,
+    ) -> Result<Value> {
+        svc.update_security_group(ctx, id, body, if_match).await
+    }
+    async fn delete(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<()> {
+        svc.delete_security_group(ctx, id, if_match).await
+    }
+}
+
+/// Security group rules (`/security-group-rules`; no update: rules are immutable).
+pub struct SecurityGroupRules;
+
+impl Collection for SecurityGroupRules {
+    const ONE: &'static str = "security_group_rule";
+    const MANY: &'static str = "security_group_rules";
+    const PATH: &'static str = "security-group-rules";
+    const KEYS: &'static [&'static str] = crate::core::SECURITY_GROUP_RULE_KEYS;
+    fn not_found(id: &str) -> NetError {
+        NetError::security_group_rule_not_found(id)
+    }
+    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
+        svc.list_security_group_rules(ctx).await
+    }
+    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
+        svc.get_security_group_rule(ctx, id).await
+    }
+    async fn create(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        bodies: &[&Map<String, Value>],
+    ) -> Result<Vec<Value>> {
+        svc.create_security_group_rules(ctx, bodies).await
+    }
+    async fn update(
+        svc: &NetworkService,
+        _ctx: &AuthContext,
+        _id: &str,
+        _body: &Map<String, Value>,
+        _if_match: Option<u64>,
+    ) -> Result<Value> {
+        svc.update_security_group_rule()
+    }
+    async fn delete(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<()> {
+        svc.delete_security_group_rule(ctx, id, if_match).await
     }
 }
 

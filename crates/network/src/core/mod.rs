@@ -9,12 +9,13 @@ mod dataplane_view;
 mod networks;
 mod ports;
 mod quotas;
-mod sg_pending;
+mod security_groups;
 mod subnets;
 
 pub use attrs::resource_body;
 pub use networks::NETWORK_KEYS;
 pub use ports::{PORT_KEYS, port_not_found};
+pub use security_groups::{SECURITY_GROUP_KEYS, SECURITY_GROUP_RULE_KEYS};
 pub use subnets::SUBNET_KEYS;
 
 use common::auth::AuthContext;
@@ -33,8 +34,10 @@ pub const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
 pub const NETWORK: &str = "network";
 pub const SUBNET: &str = "subnet";
 pub const PORT: &str = "port";
+pub const SECURITY_GROUP: &str = "security_group";
+pub const SECURITY_GROUP_RULE: &str = "security_group_rule";
 /// Resources with a quota, in the order Neutron lists them.
-pub const QUOTA_RESOURCES: &[&str] = &[NETWORK, SUBNET, PORT];
+pub const QUOTA_RESOURCES: &[&str] = &[NETWORK, SUBNET, PORT, SECURITY_GROUP, SECURITY_GROUP_RULE];
 
 pub struct NetworkService {
     pub cfg: NetworkConfig,
@@ -248,12 +251,12 @@ fn load_policy(cfg: &NetworkConfig) -> std::result::Result<Enforcer, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use common::auth::{AuthContext, RoleRef, Scope};
     use serde_json::Map;
 
-    fn ctx(project: &str, roles: &[&str]) -> AuthContext {
+    pub(crate) fn ctx(project: &str, roles: &[&str]) -> AuthContext {
         AuthContext {
             user_id: format!("u-{project}"),
             user_name: project.into(),
@@ -281,13 +284,13 @@ mod tests {
         }
     }
 
-    async fn svc(dir: &std::path::Path) -> Arc<NetworkService> {
+    pub(crate) async fn svc(dir: &std::path::Path) -> Arc<NetworkService> {
         NetworkService::open(NetworkConfig::defaults(dir))
             .await
             .unwrap()
     }
 
-    fn obj(v: Value) -> Map<String, Value> {
+    pub(crate) fn obj(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
     }
 

@@ -928,12 +928,8 @@ impl NetworkService {
             };
             self.check_security_groups(c, ctx, &p.security_groups)
                 .await?;
-        } else if creating
-            && p.port_security_enabled
-            && !p.device_owner.starts_with("network:")
-            && let Some(d) = self.default_group_for_port(c, &p.project_id).await?
-        {
-            p.security_groups = vec![d];
+        } else if creating && p.port_security_enabled && !p.device_owner.starts_with("network:") {
+            p.security_groups = vec![self.ensure_default_security_group(c, &p.project_id).await?];
         }
         if !p.port_security_enabled {
             if !p.security_groups.is_empty() {
