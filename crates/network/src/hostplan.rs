@@ -8,12 +8,14 @@
 //! with a hundred idle networks runs no hundred dnsmasqs.
 
 use dataplane::dnsmasq::{DhcpHost, DhcpSubnet};
-use dataplane::plan::{DhcpPlan, HostPlan, Names, NetworkPlan, Segment, VmPort};
+use dataplane::plan::{
+    DhcpPlan, EtherType, FilterRule, HostPlan, Names, NetworkPlan, PortFilter, Segment, VmPort,
+};
 use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use crate::model::{Network, OWNER_DHCP, Port, Subnet};
+use crate::model::{Network, OWNER_DHCP, Port, SecurityGroupRule, Subnet};
 
 /// Everything the plan is computed from, read in one go.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +23,7 @@ pub struct Snapshot {
     pub networks: Vec<Network>,
     pub subnets: Vec<Subnet>,
     pub ports: Vec<Port>,
+    pub security_group_rules: Vec<SecurityGroupRule>,
 }
 
 /// The plan and, per port, whether the data plane carries it (its status: ACTIVE or DOWN).
@@ -65,6 +68,7 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
     let mut vm_ports = Vec::new();
     let mut port_status: HashMap<String, &'static str> = HashMap::new();
     let nets: HashMap<&str, &Network> = snap.networks.iter().map(|n| (n.id.as_str(), n)).collect();
+    let groups = GroupIndex::new(snap);
 
     for p in snap.ports.iter().filter(|p| is_guest_port(p)) {
         let Some(net) = nets.get(p.network_id.as_str()) else {
@@ -84,8 +88,7 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
             mac: p.mac_address.clone(),
             mtu: net.mtu,
             admin_up: p.admin_state_up && net.admin_state_up,
-            // Security groups reach the plan with their service (filter: None = no filtering).
-            filter: None,
+            filter: groups.filter_of(p),
         });
         let up = p.admin_state_up && net.admin_state_up;
         port_status.insert(p.id.clone(), if up { "ACTIVE" } else { "DOWN" });
@@ -122,6 +125,112 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
             routers: vec![],
         },
         port_status,
+    }
+}
+
+/// Security groups as the data plane needs them: each group's rules, and each group's
+/// members' addresses (what `remote_group_id` expands to).
+struct GroupIndex<'a> {
+    rules: HashMap<&'a str, Vec<&'a SecurityGroupRule>>,
+    members: HashMap<&'a str, Vec<IpNet>>,
+}
+
+impl<'a> GroupIndex<'a> {
+    fn new(snap: &'a Snapshot) -> Self {
+        let mut rules: HashMap<&str, Vec<&SecurityGroupRule>> = HashMap::new();
+        for r in &snap.security_group_rules {
+            rules
+                .entry(r.security_group_id.as_str())
+                .or_default()
+                .push(r);
+        }
+        let mut members: HashMap<&str, Vec<IpNet>> = HashMap::new();
+        for p in &snap.ports {
+            let mut addrs: Vec<IpNet> = p.ips().map(IpNet::from).collect();
+            addrs.extend(p.allowed_address_pairs.iter().filter_map(|a| {
+                a.ip_address
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| a.ip_address.parse::<IpAddr>().ok().map(IpNet::from))
+            }));
+            for g in &p.security_groups {
+                members
+                    .entry(g.as_str())
+                    .or_default()
+                    .extend(addrs.iter().copied());
+            }
+        }
+        GroupIndex { rules, members }
+    }
+
+    /// The port's filter: `None` with port security off.
+    fn filter_of(&self, p: &Port) -> Option<PortFilter> {
+        if !p.port_security_enabled {
+            return None;
+        }
+        let mut allowed_sources: Vec<(String, String)> = p
+            .fixed_ips
+            .iter()
+            .map(|f| (p.mac_address.clone(), f.ip_address.clone()))
+            .collect();
+        allowed_sources.extend(
+            p.allowed_address_pairs
+                .iter()
+                .map(|a| (a.mac_address.clone(), a.ip_address.clone())),
+        );
+        let mut ingress = Vec::new();
+        let mut egress = Vec::new();
+        for g in &p.security_groups {
+            for r in self.rules.get(g.as_str()).into_iter().flatten() {
+                let Some(rule) = self.rule(r) else { continue };
+                if r.direction == "ingress" {
+                    ingress.push(rule);
+                } else {
+                    egress.push(rule);
+                }
+            }
+        }
+        Some(PortFilter {
+            allowed_sources,
+            ingress,
+            egress,
+        })
+    }
+
+    /// One rule for the data plane; `None` when it can match nothing (a remote group without
+    /// members of that IP version).
+    fn rule(&self, r: &SecurityGroupRule) -> Option<FilterRule> {
+        let ethertype = if r.ethertype == "IPv6" {
+            EtherType::V6
+        } else {
+            EtherType::V4
+        };
+        let v6 = ethertype == EtherType::V6;
+        let remote: Vec<String> = match (&r.remote_group_id, r.normalized_cidr()) {
+            (Some(g), _) => {
+                let addrs: Vec<String> = self
+                    .members
+                    .get(g.as_str())
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| n.addr().is_ipv6() == v6)
+                    .map(|n| n.to_string())
+                    .collect();
+                if addrs.is_empty() {
+                    return None;
+                }
+                addrs
+            }
+            (None, Some(cidr)) => vec![cidr],
+            (None, None) => vec![],
+        };
+        Some(FilterRule {
+            ethertype,
+            protocol: r.protocol_number().filter(|n| *n != 0),
+            port_min: r.port_range_min.and_then(|v| u16::try_from(v).ok()),
+            port_max: r.port_range_max.and_then(|v| u16::try_from(v).ok()),
+            remote,
+        })
     }
 }
 
@@ -280,6 +389,7 @@ mod tests {
     #[test]
     fn only_networks_with_bound_guests_are_built() {
         let snap = Snapshot {
+            security_group_rules: vec![],
             networks: vec![net("n1"), net("n2")],
             subnets: vec![
                 subnet("s1", "n1", "10.0.0.0/24"),
@@ -312,6 +422,7 @@ mod tests {
     #[test]
     fn another_hosts_ports_are_not_built_here() {
         let snap = Snapshot {
+            security_group_rules: vec![],
             networks: vec![net("n1")],
             subnets: vec![subnet("s1", "n1", "10.0.0.0/24")],
             ports: vec![port("g1", "n1", "compute:nova", "10.0.0.3", "h2")],
@@ -322,5 +433,73 @@ mod tests {
         };
         let b = build(&snap, &o);
         assert!(b.plan.networks.is_empty() && b.plan.vm_ports.is_empty());
+    }
+
+    fn rule(
+        id: &str,
+        sg: &str,
+        dir: &str,
+        proto: Option<&str>,
+        remote_group: Option<&str>,
+    ) -> SecurityGroupRule {
+        SecurityGroupRule {
+            id: id.into(),
+            project_id: "p".into(),
+            security_group_id: sg.into(),
+            direction: dir.into(),
+            ethertype: "IPv4".into(),
+            protocol: proto.map(str::to_string),
+            port_range_min: proto.map(|_| 22),
+            port_range_max: proto.map(|_| 22),
+            remote_ip_prefix: None,
+            remote_group_id: remote_group.map(str::to_string),
+            description: String::new(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            revision_number: 0,
+        }
+    }
+
+    #[test]
+    fn security_groups_become_filters() {
+        let mut g1 = port("g1", "n1", "compute:nova", "10.0.0.3", "h1");
+        let mut g2 = port("g2", "n1", "compute:nova", "10.0.0.4", "h1");
+        let mut open = port("g3", "n1", "compute:nova", "10.0.0.5", "h1");
+        g1.security_groups = vec!["def".into()];
+        g2.security_groups = vec!["def".into(), "ssh".into()];
+        open.port_security_enabled = false;
+        let snap = Snapshot {
+            networks: vec![net("n1")],
+            subnets: vec![subnet("s1", "n1", "10.0.0.0/24")],
+            ports: vec![g1, g2, open],
+            security_group_rules: vec![
+                rule("r1", "def", "egress", None, None),
+                rule("r2", "def", "ingress", None, Some("def")),
+                rule("r3", "ssh", "ingress", Some("tcp"), None),
+                // a remote group nobody is in matches nothing
+                rule("r4", "ssh", "ingress", Some("udp"), Some("empty")),
+            ],
+        };
+        let b = build(&snap, &opts());
+        let f = |id: &str| {
+            b.plan
+                .vm_ports
+                .iter()
+                .find(|p| p.id == id)
+                .and_then(|p| p.filter.clone())
+        };
+        let f1 = f("g1").unwrap();
+        assert_eq!(
+            f1.allowed_sources,
+            vec![("fa:16:3e:00:00:g1".to_string(), "10.0.0.3".to_string())]
+        );
+        assert_eq!(f1.egress.len(), 1);
+        assert_eq!(f1.ingress[0].remote, vec!["10.0.0.3/32", "10.0.0.4/32"]);
+        let f2 = f("g2").unwrap();
+        assert_eq!(f2.ingress.len(), 2);
+        assert_eq!(f2.ingress[1].protocol, Some(6));
+        assert_eq!(f2.ingress[1].port_min, Some(22));
+        assert!(f2.ingress[1].remote.is_empty());
+        assert!(f("g3").is_none(), "port security off: no filter");
     }
 }

@@ -23,10 +23,12 @@ impl NetworkService {
         let networks: Vec<Network> = parse_all(store::list(r, NETWORK).await?)?;
         let subnets: Vec<Subnet> = parse_all(store::list(r, SUBNET).await?)?;
         let ports: Vec<Port> = parse_all(store::list(r, PORT).await?)?;
+        let (_, security_group_rules) = self.security_groups_snapshot().await?;
         Ok(Snapshot {
             networks,
             subnets,
             ports,
+            security_group_rules,
         })
     }
 

@@ -591,6 +591,7 @@ impl NetworkService {
         let w = self.db.write().await?;
         self.ensure_default_security_group(&*w, project).await?;
         w.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -733,6 +734,7 @@ impl NetworkService {
             out.push(g.render(rules));
         }
         w.commit().await?;
+        self.changed();
         Ok(out)
     }
 
@@ -813,6 +815,7 @@ impl NetworkService {
         store::update(&*w, &g.id, serde_json::to_string(&g)?).await?;
         let rules = self.group_rules(&*w, id).await?;
         w.commit().await?;
+        self.changed();
         Ok(g.render(&rules))
     }
 
@@ -855,6 +858,7 @@ impl NetworkService {
         store::delete_children(&*w, id).await?;
         store::delete(&*w, id).await?;
         w.commit().await?;
+        self.changed();
         Ok(())
     }
 
@@ -1055,6 +1059,7 @@ impl NetworkService {
             self.bump_group(&*w, gid).await?;
         }
         w.commit().await?;
+        self.changed();
         Ok(out)
     }
 
@@ -1129,6 +1134,7 @@ impl NetworkService {
         store::delete(&*w, id).await?;
         self.bump_group(&*w, &g.id).await?;
         w.commit().await?;
+        self.changed();
         Ok(())
     }
 }
