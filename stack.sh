@@ -32,7 +32,8 @@ kumo_read_local_conf "$ROOT/local.conf"
 STATE_DIR=$(kumo_state_dir)
 KUMO=$(kumo_bin "$ROOT")
 
-kumo_ensure_packages build tools
+# network: the data plane (bridges, namespaces, nftables, dnsmasq; kumo runs it as root)
+kumo_ensure_packages build tools network
 kumo_require_cargo
 
 kumo_log "building kumo (cargo build --release)"
