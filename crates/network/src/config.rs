@@ -79,6 +79,24 @@ pub static OPTS: &[Opt] = &[
     },
     Opt {
         section: "network",
+        name: "quota_router",
+        default: "10",
+        help: "Routers a project may have by default (-1: unlimited).",
+    },
+    Opt {
+        section: "network",
+        name: "quota_floatingip",
+        default: "50",
+        help: "Floating IPs a project may have by default (-1: unlimited).",
+    },
+    Opt {
+        section: "network",
+        name: "max_routes",
+        default: "30",
+        help: "Extra routes a router may have (Neutron's max_routes).",
+    },
+    Opt {
+        section: "network",
         name: "base_mac",
         default: "fa:16:3e:00:00:00",
         help: "The first three octets of every generated port MAC (Neutron's base_mac).",
@@ -100,6 +118,9 @@ pub struct NetworkConfig {
     pub quota_network: i64,
     pub quota_subnet: i64,
     pub quota_port: i64,
+    pub quota_router: i64,
+    pub quota_floatingip: i64,
+    pub max_routes: usize,
     pub base_mac: String,
 }
 
@@ -125,6 +146,9 @@ impl NetworkConfig {
             quota_network: c.get("network", "quota_network")?,
             quota_subnet: c.get("network", "quota_subnet")?,
             quota_port: c.get("network", "quota_port")?,
+            quota_router: c.get("network", "quota_router")?,
+            quota_floatingip: c.get("network", "quota_floatingip")?,
+            max_routes: c.get("network", "max_routes")?,
             base_mac: c.get("network", "base_mac")?,
         })
     }

@@ -5,15 +5,19 @@
 //! request's. One file per resource; [`attrs`] holds neutron-lib's attribute validation.
 
 pub mod attrs;
+mod floating_ips;
 mod networks;
 mod ports;
 mod quotas;
+mod routers;
 mod sg_pending;
 mod subnets;
 
 pub use attrs::resource_body;
+pub use floating_ips::FLOATINGIP_KEYS;
 pub use networks::NETWORK_KEYS;
 pub use ports::{PORT_KEYS, port_not_found};
+pub use routers::ROUTER_KEYS;
 pub use subnets::SUBNET_KEYS;
 
 use common::auth::AuthContext;
@@ -32,8 +36,10 @@ pub const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
 pub const NETWORK: &str = "network";
 pub const SUBNET: &str = "subnet";
 pub const PORT: &str = "port";
+pub const ROUTER: &str = "router";
+pub const FLOATINGIP: &str = "floatingip";
 /// Resources with a quota, in the order Neutron lists them.
-pub const QUOTA_RESOURCES: &[&str] = &[NETWORK, SUBNET, PORT];
+pub const QUOTA_RESOURCES: &[&str] = &[NETWORK, SUBNET, PORT, ROUTER, FLOATINGIP];
 
 pub struct NetworkService {
     pub cfg: NetworkConfig,

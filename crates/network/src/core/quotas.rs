@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 use super::attrs::*;
-use super::{NETWORK, NetworkService, PORT, QUOTA_RESOURCES, SUBNET};
+use super::{FLOATINGIP, NETWORK, NetworkService, PORT, QUOTA_RESOURCES, ROUTER, SUBNET};
 use crate::error::{NetError, Result};
 use crate::store;
 
@@ -17,6 +17,8 @@ impl NetworkService {
             (NETWORK, self.cfg.quota_network),
             (SUBNET, self.cfg.quota_subnet),
             (PORT, self.cfg.quota_port),
+            (ROUTER, self.cfg.quota_router),
+            (FLOATINGIP, self.cfg.quota_floatingip),
         ])
     }
 
