@@ -62,9 +62,10 @@ def test_discovery(cloud, demo):
     assert {x["collection"] for x in r.json()["resources"]} >= {"networks", "subnets"}
     aliases = {e["alias"] for e in demo("GET", "/extensions").json()["extensions"]}
     assert {"net-mtu", "external-net", "quotas"} <= aliases
-    assert "router" not in aliases and "security-group" not in aliases
+    assert "router" in aliases and "security-group" not in aliases
     assert demo("GET", "/extensions/net-mtu").json()["extension"]["name"] == "Network MTU"
-    neutron_error(demo("GET", "/extensions/router"), 404)
+    assert demo("GET", "/extensions/router").json()["extension"]["name"] == "Neutron L3 Router"
+    neutron_error(demo("GET", "/extensions/l3-flavors"), 404)
     cat = cloud.osc("catalog", "show", "network", fmt_json=True)
     assert any(e["url"] == cloud.base_url + "/network" for e in cat["endpoints"]), cat
 
