@@ -34,9 +34,10 @@ def test_discovery(cloud, demo):
     assert {x["collection"] for x in r.json()["resources"]} >= {"networks", "subnets"}
     aliases = {e["alias"] for e in demo("GET", "/extensions").json()["extensions"]}
     assert {"net-mtu", "external-net", "quotas"} <= aliases
-    assert "router" not in aliases
+    assert "router" in aliases and "security-group" in aliases
     assert demo("GET", "/extensions/net-mtu").json()["extension"]["name"] == "Network MTU"
-    neutron_error(demo("GET", "/extensions/router"), 404)
+    assert demo("GET", "/extensions/router").json()["extension"]["name"] == "Neutron L3 Router"
+    neutron_error(demo("GET", "/extensions/l3-flavors"), 404)
     cat = cloud.osc("catalog", "show", "network", fmt_json=True)
     assert any(e["url"] == cloud.base_url + "/network" for e in cat["endpoints"]), cat
 
@@ -175,7 +176,8 @@ def test_quota(cloud, admin, demo):
     try:
         pid = project["id"]
         assert admin("GET", f"/quotas/{pid}/default").json()["quota"] == {
-            "network": 100, "subnet": 100, "port": 500, "security_group": 10, "security_group_rule": 100}
+            "network": 100, "subnet": 100, "port": 500, "security_group": 10, "security_group_rule": 100,
+            "router": 10, "floatingip": 50}
         r = admin("PUT", f"/quotas/{pid}", json={"quota": {"network": 1}})
         assert r.status_code == 200 and r.json()["quota"]["network"] == 1, r.text
         assert any(q["project_id"] == pid for q in admin("GET", "/quotas").json()["quotas"])

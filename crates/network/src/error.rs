@@ -72,6 +72,28 @@ impl NetError {
     pub fn invalid(kind: &'static str, msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, kind, msg)
     }
+    /// neutron-lib's BadRequest: "Bad <resource> request: <msg>.".
+    pub fn bad_request(resource: &str, msg: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("Bad {resource} request: {msg}."),
+        )
+    }
+    pub fn router_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "RouterNotFound",
+            format!("Router {id} could not be found"),
+        )
+    }
+    pub fn floatingip_not_found(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "FloatingIPNotFound",
+            format!("Floating IP {id} could not be found"),
+        )
+    }
     pub fn not_found(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "HTTPNotFound", msg)
     }

@@ -333,3 +333,104 @@ impl Port {
             .filter_map(|f| f.ip_address.parse().ok())
     }
 }
+
+/// A router's external gateway: the network, SNAT, and the gateway port (which holds the
+/// router's external addresses, `external_fixed_ips`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterGateway {
+    pub network_id: String,
+    pub enable_snat: bool,
+    pub port_id: String,
+}
+
+/// A router. Its interfaces are ports with device_owner `network:router_interface` and
+/// device_id = the router's id; its gateway port has device_owner `network:router_gateway`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Router {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub project_id: String,
+    pub admin_state_up: bool,
+    /// ACTIVE (Neutron's status of a router the L3 plugin accepted).
+    pub status: String,
+    pub gateway: Option<RouterGateway>,
+    /// Extra routes (extraroute): destination CIDR via a nexthop on an attached subnet.
+    pub routes: Vec<HostRoute>,
+    pub availability_zone_hints: Vec<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub revision_number: u64,
+}
+
+impl Router {
+    /// The API view; `gw_port` is the gateway port (for `external_fixed_ips`).
+    pub fn render(&self, gw_port: Option<&Port>) -> Value {
+        let gw = self.gateway.as_ref().map(|g| {
+            json!({
+                "network_id": g.network_id,
+                "enable_snat": g.enable_snat,
+                "external_fixed_ips": gw_port.map(|p| p.fixed_ips.clone()).unwrap_or_default(),
+            })
+        });
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "tenant_id": self.project_id,
+            "project_id": self.project_id,
+            "admin_state_up": self.admin_state_up,
+            "status": self.status,
+            "external_gateway_info": gw,
+            "routes": self.routes,
+            "availability_zone_hints": self.availability_zone_hints,
+            "availability_zones": [],
+            "tags": [],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "revision_number": self.revision_number,
+        })
+    }
+}
+
+/// A floating IP: an address of an external network (held by its own port, device_owner
+/// `network:floatingip`), mapped 1:1 (DNAT/SNAT) to `fixed_ip_address` of `port_id` by
+/// `router_id`, the router joining the port's subnet to the external network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FloatingIp {
+    pub id: String,
+    pub project_id: String,
+    pub description: String,
+    pub floating_network_id: String,
+    pub floating_ip_address: String,
+    pub floating_port_id: String,
+    pub port_id: Option<String>,
+    pub fixed_ip_address: Option<String>,
+    pub router_id: Option<String>,
+    /// DOWN while not associated, ACTIVE while associated.
+    pub status: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub revision_number: u64,
+}
+
+impl FloatingIp {
+    pub fn render(&self) -> Value {
+        json!({
+            "id": self.id,
+            "tenant_id": self.project_id,
+            "project_id": self.project_id,
+            "description": self.description,
+            "floating_network_id": self.floating_network_id,
+            "floating_ip_address": self.floating_ip_address,
+            "router_id": self.router_id,
+            "port_id": self.port_id,
+            "fixed_ip_address": self.fixed_ip_address,
+            "status": self.status,
+            "tags": [],
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "revision_number": self.revision_number,
+        })
+    }
+}

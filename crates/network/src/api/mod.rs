@@ -8,7 +8,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequestParts, OriginalUri, Path, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use common::auth::{Authenticated, TokenValidator};
 use common::{Family, Fault};
 use http::StatusCode;
@@ -47,6 +47,19 @@ pub fn router(svc: Arc<NetworkService>, validator: Arc<dyn TokenValidator>) -> R
     v2 = resource::routes::<resource::Ports>(v2);
     v2 = resource::routes::<resource::SecurityGroups>(v2);
     v2 = resource::routes::<resource::SecurityGroupRules>(v2);
+    v2 = resource::routes::<resource::Routers>(v2);
+    v2 = resource::routes::<resource::FloatingIps>(v2);
+    v2 = v2
+        .route(
+            "/routers/{id}/add_router_interface",
+            put(add_router_interface),
+        )
+        .route(
+            "/routers/{id}/remove_router_interface",
+            put(remove_router_interface),
+        )
+        .route("/routers/{id}/add_extraroutes", put(add_extraroutes))
+        .route("/routers/{id}/remove_extraroutes", put(remove_extraroutes));
     Router::new()
         .route("/", get(versions))
         .nest("/v2.0", v2)
@@ -160,6 +173,8 @@ async fn resources(Base(base): Base) -> Response {
         r("network", "networks"),
         r("subnet", "subnets"),
         r("port", "ports"),
+        r("router", "routers"),
+        r("floatingip", "floatingips"),
         r("quota", "quotas"),
         r("security_group", "security-groups"),
         r("security_group_rule", "security-group-rules"),
@@ -197,6 +212,30 @@ const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "Port Binding",
         "Expose port bindings of a virtual port to external application",
         "2014-02-03T10:00:00-00:00",
+    ),
+    (
+        "router",
+        "Neutron L3 Router",
+        "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external networks via a NAT gateway.",
+        "2012-07-20T10:00:00-00:00",
+    ),
+    (
+        "ext-gw-mode",
+        "Neutron L3 Configurable external gateway mode",
+        "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway",
+        "2013-03-28T10:00:00-00:00",
+    ),
+    (
+        "extraroute",
+        "Neutron Extra Route",
+        "Extra routes configuration for L3 router",
+        "2013-02-01T10:00:00-00:00",
+    ),
+    (
+        "extraroute-atomic",
+        "Atomically add/remove extra routes",
+        "Edit extra routes of a router on server side by atomically adding/removing extra routes",
+        "2019-07-10T00:00:00+00:00",
     ),
     (
         "revision-if-match",
@@ -349,4 +388,55 @@ async fn delete_quota(
 ) -> Result<Response> {
     api.svc.delete_quota(&ctx, &project).await?;
     Ok(no_content())
+}
+
+// ------------------------------------------------------------ router actions
+
+/// The body of `add_router_interface`/`remove_router_interface`: `{subnet_id|port_id}`.
+fn interface_body(body: &Value) -> Result<&serde_json::Map<String, Value>> {
+    body.as_object().ok_or_else(|| {
+        NetError::bad_request("router", "Either subnet_id or port_id must be specified")
+    })
+}
+
+async fn add_router_interface(
+    State(api): St,
+    Authenticated(ctx): Authenticated,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    let b = interface_body(&body)?;
+    Ok(ok(api.svc.add_router_interface(&ctx, &id, b).await?))
+}
+
+async fn remove_router_interface(
+    State(api): St,
+    Authenticated(ctx): Authenticated,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    let b = interface_body(&body)?;
+    Ok(ok(api.svc.remove_router_interface(&ctx, &id, b).await?))
+}
+
+async fn add_extraroutes(
+    State(api): St,
+    Authenticated(ctx): Authenticated,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    let b = resource_body(&body, "router")?;
+    let r = api.svc.edit_extraroutes(&ctx, &id, b, true).await?;
+    Ok(ok(json!({ "router": r })))
+}
+
+async fn remove_extraroutes(
+    State(api): St,
+    Authenticated(ctx): Authenticated,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response> {
+    let b = resource_body(&body, "router")?;
+    let r = api.svc.edit_extraroutes(&ctx, &id, b, false).await?;
+    Ok(ok(json!({ "router": r })))
 }

@@ -396,3 +396,87 @@ impl Collection for Ports {
         svc.delete_port(ctx, id, if_match).await
     }
 }
+
+/// Routers.
+pub struct Routers;
+
+impl Collection for Routers {
+    const ONE: &'static str = "router";
+    const MANY: &'static str = "routers";
+    const KEYS: &'static [&'static str] = crate::core::ROUTER_KEYS;
+    fn not_found(id: &str) -> NetError {
+        NetError::router_not_found(id)
+    }
+    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
+        svc.list_routers(ctx).await
+    }
+    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
+        svc.get_router(ctx, id).await
+    }
+    async fn create(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        bodies: &[&Map<String, Value>],
+    ) -> Result<Vec<Value>> {
+        svc.create_routers(ctx, bodies).await
+    }
+    async fn update(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        id: &str,
+        body: &Map<String, Value>,
+        if_match: Option<u64>,
+    ) -> Result<Value> {
+        svc.update_router(ctx, id, body, if_match).await
+    }
+    async fn delete(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<()> {
+        svc.delete_router(ctx, id, if_match).await
+    }
+}
+
+/// Floating IPs.
+pub struct FloatingIps;
+
+impl Collection for FloatingIps {
+    const ONE: &'static str = "floatingip";
+    const MANY: &'static str = "floatingips";
+    const KEYS: &'static [&'static str] = crate::core::FLOATINGIP_KEYS;
+    fn not_found(id: &str) -> NetError {
+        NetError::floatingip_not_found(id)
+    }
+    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
+        svc.list_floating_ips(ctx).await
+    }
+    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
+        svc.get_floating_ip(ctx, id).await
+    }
+    async fn create(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        bodies: &[&Map<String, Value>],
+    ) -> Result<Vec<Value>> {
+        svc.create_floating_ips(ctx, bodies).await
+    }
+    async fn update(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        id: &str,
+        body: &Map<String, Value>,
+        if_match: Option<u64>,
+    ) -> Result<Value> {
+        svc.update_floating_ip(ctx, id, body, if_match).await
+    }
+    async fn delete(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<()> {
+        svc.delete_floating_ip(ctx, id, if_match).await
+    }
+}

@@ -6,15 +6,19 @@
 
 pub mod attrs;
 mod dataplane_view;
+mod floating_ips;
 mod networks;
 mod ports;
 mod quotas;
+mod routers;
 mod security_groups;
 mod subnets;
 
 pub use attrs::resource_body;
+pub use floating_ips::FLOATINGIP_KEYS;
 pub use networks::NETWORK_KEYS;
 pub use ports::{PORT_KEYS, port_not_found};
+pub use routers::ROUTER_KEYS;
 pub use security_groups::{SECURITY_GROUP_KEYS, SECURITY_GROUP_RULE_KEYS};
 pub use subnets::SUBNET_KEYS;
 
@@ -36,8 +40,18 @@ pub const SUBNET: &str = "subnet";
 pub const PORT: &str = "port";
 pub const SECURITY_GROUP: &str = "security_group";
 pub const SECURITY_GROUP_RULE: &str = "security_group_rule";
+pub const ROUTER: &str = "router";
+pub const FLOATINGIP: &str = "floatingip";
 /// Resources with a quota, in the order Neutron lists them.
-pub const QUOTA_RESOURCES: &[&str] = &[NETWORK, SUBNET, PORT, SECURITY_GROUP, SECURITY_GROUP_RULE];
+pub const QUOTA_RESOURCES: &[&str] = &[
+    NETWORK,
+    SUBNET,
+    PORT,
+    ROUTER,
+    FLOATINGIP,
+    SECURITY_GROUP,
+    SECURITY_GROUP_RULE,
+];
 
 pub struct NetworkService {
     pub cfg: NetworkConfig,

@@ -1119,6 +1119,7 @@ impl NetworkService {
         {
             return Err(port_in_use(&p.id, &p.device_owner));
         }
+        self.disassociate_floating_ips_of_port(&*w, &p.id).await?;
         self.remove_port(&*w, id).await?;
         w.commit().await?;
         self.changed();

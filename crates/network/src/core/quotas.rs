@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
 use super::attrs::*;
-use super::{NETWORK, NetworkService, PORT, QUOTA_RESOURCES, SUBNET};
+use super::{FLOATINGIP, NETWORK, NetworkService, PORT, QUOTA_RESOURCES, ROUTER, SUBNET};
 use super::{SECURITY_GROUP, SECURITY_GROUP_RULE};
 use crate::error::{NetError, Result};
 use crate::store;
@@ -18,6 +18,8 @@ impl NetworkService {
             (NETWORK, self.cfg.quota_network),
             (SUBNET, self.cfg.quota_subnet),
             (PORT, self.cfg.quota_port),
+            (ROUTER, self.cfg.quota_router),
+            (FLOATINGIP, self.cfg.quota_floatingip),
             (SECURITY_GROUP, self.cfg.quota_security_group),
             (SECURITY_GROUP_RULE, self.cfg.quota_security_group_rule),
         ])
