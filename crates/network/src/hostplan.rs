@@ -9,13 +9,17 @@
 
 use dataplane::dnsmasq::{DhcpHost, DhcpSubnet};
 use dataplane::plan::{
-    DhcpPlan, EtherType, FilterRule, HostPlan, Names, NetworkPlan, PortFilter, Segment, VmPort,
+    DhcpPlan, EtherType, FilterRule, HostPlan, Names, NetworkPlan, PortFilter, RouterGateway,
+    RouterPlan, RouterPort, Segment, VmPort,
 };
 use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use crate::model::{Network, OWNER_DHCP, Port, SecurityGroupRule, Subnet};
+use crate::model::{
+    FloatingIp, Network, OWNER_DHCP, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, Router,
+    SecurityGroupRule, Subnet,
+};
 
 /// Everything the plan is computed from, read in one go.
 #[derive(Debug, Clone, Default)]
@@ -24,6 +28,8 @@ pub struct Snapshot {
     pub subnets: Vec<Subnet>,
     pub ports: Vec<Port>,
     pub security_group_rules: Vec<SecurityGroupRule>,
+    pub routers: Vec<Router>,
+    pub floating_ips: Vec<FloatingIp>,
 }
 
 /// The plan and, per port, whether the data plane carries it (its status: ACTIVE or DOWN).
@@ -94,6 +100,88 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
         port_status.insert(p.id.clone(), if up { "ACTIVE" } else { "DOWN" });
     }
 
+    // Routers serving a built network are built, with all their interfaces' networks and their
+    // gateway's external network.
+    let mut routers = Vec::new();
+    let mut external: HashMap<&str, Vec<String>> = HashMap::new();
+    for r in &snap.routers {
+        let interfaces: Vec<&Port> = snap
+            .ports
+            .iter()
+            .filter(|p| p.device_owner == OWNER_ROUTER_INTERFACE && p.device_id == r.id)
+            .collect();
+        if !r.admin_state_up
+            || !interfaces
+                .iter()
+                .any(|p| realized.contains(p.network_id.as_str()))
+        {
+            continue;
+        }
+        let mut plan = RouterPlan {
+            id: r.id.clone(),
+            interfaces: vec![],
+            gateway: None,
+            routes: r
+                .routes
+                .iter()
+                .filter_map(|h| Some((h.destination.clone(), h.nexthop.parse().ok()?)))
+                .collect(),
+            floating_ips: vec![],
+            metadata_port: None,
+        };
+        for p in &interfaces {
+            let Some(net) = nets.get(p.network_id.as_str()) else {
+                continue;
+            };
+            realized.insert(&net.id);
+            plan.interfaces.push(router_port(p, net, &subnets));
+            port_status.insert(p.id.clone(), "ACTIVE");
+        }
+        let gw_port = r.gateway.as_ref().and_then(|g| {
+            snap.ports
+                .iter()
+                .find(|p| p.id == g.port_id && p.device_owner == OWNER_ROUTER_GATEWAY)
+        });
+        if let (Some(g), Some(gp)) = (&r.gateway, gw_port)
+            && let Some(ext) = nets.get(g.network_id.as_str())
+        {
+            let ext_cidrs: Vec<String> = snap
+                .subnets
+                .iter()
+                .filter(|s| s.network_id == ext.id)
+                .filter_map(|s| with_prefix(s.gateway_ip.as_deref()?, Some(s)))
+                .collect();
+            external.insert(&ext.id, ext_cidrs);
+            realized.insert(&ext.id);
+            let default_route = gp
+                .fixed_ips
+                .iter()
+                .filter_map(|f| subnets.get(f.subnet_id.as_str()))
+                .find(|s| s.ip_version == 4)
+                .and_then(|s| s.gateway_ip.as_deref()?.parse().ok());
+            plan.gateway = Some(RouterGateway {
+                port: router_port(gp, ext, &subnets),
+                default_route,
+                snat: g.enable_snat,
+            });
+            port_status.insert(gp.id.clone(), "ACTIVE");
+            for f in snap
+                .floating_ips
+                .iter()
+                .filter(|f| f.router_id.as_deref() == Some(r.id.as_str()))
+            {
+                let (Ok(IpAddr::V4(floating)), Some(Ok(IpAddr::V4(fixed)))) = (
+                    f.floating_ip_address.parse::<IpAddr>(),
+                    f.fixed_ip_address.as_deref().map(str::parse::<IpAddr>),
+                ) else {
+                    continue;
+                };
+                plan.floating_ips.push((floating, fixed));
+            }
+        }
+        routers.push(plan);
+    }
+
     let mut networks = Vec::new();
     for id in &realized {
         let Some(net) = nets.get(id) else { continue };
@@ -109,7 +197,7 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
             id: net.id.clone(),
             mtu: net.mtu,
             segment: Segment::Local,
-            external: None,
+            external: external.remove(net.id.as_str()),
             dhcp,
         });
     }
@@ -122,9 +210,23 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
             names: opts.names.clone(),
             networks,
             vm_ports,
-            routers: vec![],
+            routers,
         },
         port_status,
+    }
+}
+
+fn router_port(p: &Port, net: &Network, subnets: &HashMap<&str, &Subnet>) -> RouterPort {
+    RouterPort {
+        port_id: p.id.clone(),
+        network_id: net.id.clone(),
+        mac: p.mac_address.clone(),
+        mtu: net.mtu,
+        addresses: p
+            .fixed_ips
+            .iter()
+            .filter_map(|f| with_prefix(&f.ip_address, subnets.get(f.subnet_id.as_str()).copied()))
+            .collect(),
     }
 }
 
@@ -390,6 +492,8 @@ mod tests {
     fn only_networks_with_bound_guests_are_built() {
         let snap = Snapshot {
             security_group_rules: vec![],
+            routers: vec![],
+            floating_ips: vec![],
             networks: vec![net("n1"), net("n2")],
             subnets: vec![
                 subnet("s1", "n1", "10.0.0.0/24"),
@@ -423,6 +527,8 @@ mod tests {
     fn another_hosts_ports_are_not_built_here() {
         let snap = Snapshot {
             security_group_rules: vec![],
+            routers: vec![],
+            floating_ips: vec![],
             networks: vec![net("n1")],
             subnets: vec![subnet("s1", "n1", "10.0.0.0/24")],
             ports: vec![port("g1", "n1", "compute:nova", "10.0.0.3", "h2")],
@@ -472,6 +578,8 @@ mod tests {
             networks: vec![net("n1")],
             subnets: vec![subnet("s1", "n1", "10.0.0.0/24")],
             ports: vec![g1, g2, open],
+            routers: vec![],
+            floating_ips: vec![],
             security_group_rules: vec![
                 rule("r1", "def", "egress", None, None),
                 rule("r2", "def", "ingress", None, Some("def")),

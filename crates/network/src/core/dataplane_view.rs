@@ -24,11 +24,14 @@ impl NetworkService {
         let subnets: Vec<Subnet> = parse_all(store::list(r, SUBNET).await?)?;
         let ports: Vec<Port> = parse_all(store::list(r, PORT).await?)?;
         let (_, security_group_rules) = self.security_groups_snapshot().await?;
+        let (routers, floating_ips) = self.l3_snapshot().await?;
         Ok(Snapshot {
             networks,
             subnets,
             ports,
             security_group_rules,
+            routers,
+            floating_ips,
         })
     }
 
