@@ -73,7 +73,8 @@ class StandIn:
         """Run busybox udhcpc once and return the address it got."""
         script = f"/tmp/{self.ns}.sh"
         with open(script, "w") as f:
-            f.write('#!/bin/sh\n[ "$1" = bound ] && ip addr add "$ip/$mask" dev "$interface"\nexit 0\n')
+            f.write('#!/bin/sh\nif [ "$1" = bound ]; then ip addr add "$ip/$mask" dev "$interface"\n'
+                    '[ -n "$router" ] && ip route replace default via "$router"; fi\nexit 0\n')
         os.chmod(script, 0o755)
         try:
             sh("ip", "netns", "exec", self.ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-t", "5",
@@ -151,3 +152,71 @@ def test_bound_port_is_wired_and_served_by_dhcp(net_cloud):
         time.sleep(0.1)
     assert not os.path.exists(f"/run/netns/{dhcp_ns}")
     assert bridge not in links(host_ns)
+
+
+def test_router_snat_and_floating_ip_reach_the_outside_world(net_cloud):
+    """A stand-in guest behind a router: its traffic leaves with the router's gateway address
+    (SNAT); once a floating IP is associated, the outside world reaches it there and it leaves
+    with the floating IP; the outside-world namespace holds the external gateway."""
+    cloud, driver = net_cloud
+    prefix = driver.netns_prefix
+    admin = NetApi(cloud, cloud.admin_token)
+    ext = admin("POST", "/networks", json={"network": {"name": unique("ext"), "router:external": True}}
+                ).json()["network"]
+    admin("POST", "/subnets", json={"subnet": {"network_id": ext["id"], "ip_version": 4,
+                                              "cidr": "172.24.9.0/24", "enable_dhcp": False}})
+    net = admin("POST", "/networks", json={"network": {"name": unique("in")}}).json()["network"]
+    sub = admin("POST", "/subnets", json={"subnet": {"network_id": net["id"], "ip_version": 4,
+                                                    "cidr": "10.30.0.0/24"}}).json()["subnet"]
+    router = admin("POST", "/routers", json={"router": {
+        "name": unique("r"), "external_gateway_info": {"network_id": ext["id"]}}}).json()["router"]
+    gw_ip = router["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+    r = admin("PUT", f"/routers/{router['id']}/add_router_interface", json={"subnet_id": sub["id"]})
+    assert r.status_code == 200, r.text
+    port = admin("POST", "/ports", json={"port": {
+        "network_id": net["id"], "device_owner": "compute:nova", "device_id": "srv-r",
+        "binding:host_id": "here", "port_security_enabled": False}}).json()["port"]
+    assert wait_status(admin, port["id"], "ACTIVE")["status"] == "ACTIVE"
+    host_ns, ext_ns = f"{prefix}kumo-host", f"{prefix}kumo-ext"
+    rns = f"{prefix}qrouter-{router['id']}"
+    assert os.path.exists(f"/run/netns/{rns}") and os.path.exists(f"/run/netns/{ext_ns}")
+    guest = StandIn(host_ns, "brq" + net["id"][:11], port["mac_address"])
+    try:
+        assert guest.dhcp() == port["fixed_ips"][0]["ip_address"]
+        sh("ip", "netns", "exec", guest.ns, "ping", "-c", "1", "-W", "2", "172.24.9.1")
+        # who does the outside world see? a one-shot UDP listener in the outside namespace
+        def seen_source() -> str:
+            code = ("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+                    "s.bind(('172.24.9.1',9999))\ns.settimeout(5)\nprint(s.recvfrom(64)[1][0])")
+            listener = subprocess.Popen(["ip", "netns", "exec", ext_ns, "python3", "-c", code],
+                                        stdout=subprocess.PIPE, text=True)
+            time.sleep(0.3)
+            sh("ip", "netns", "exec", guest.ns, "python3", "-c",
+               "import socket;socket.socket(socket.AF_INET,socket.SOCK_DGRAM)"
+               ".sendto(b'x',('172.24.9.1',9999))")
+            out, _ = listener.communicate(timeout=10)
+            return out.strip()
+        assert seen_source() == gw_ip
+        fip = admin("POST", "/floatingips", json={"floatingip": {
+            "floating_network_id": ext["id"], "port_id": port["id"]}}).json()["floatingip"]
+        fip_ip = fip["floating_ip_address"]
+        deadline = time.monotonic() + 5
+        while subprocess.run(["ip", "netns", "exec", ext_ns, "ping", "-c", "1", "-W", "1", fip_ip],
+                             capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, f"floating IP {fip_ip} unreachable from {ext_ns}"
+        assert seen_source() == fip_ip
+        # disassociated: unreachable again
+        admin("PUT", f"/floatingips/{fip['id']}", json={"floatingip": {"port_id": None}})
+        deadline = time.monotonic() + 5
+        while subprocess.run(["ip", "netns", "exec", ext_ns, "ping", "-c", "1", "-W", "1", fip_ip],
+                             capture_output=True).returncode == 0:
+            assert time.monotonic() < deadline, "floating IP still answers after disassociation"
+        admin("DELETE", f"/floatingips/{fip['id']}")
+    finally:
+        guest.remove()
+    admin("PUT", f"/routers/{router['id']}/remove_router_interface", json={"subnet_id": sub["id"]})
+    admin("DELETE", f"/ports/{port['id']}")
+    deadline = time.monotonic() + 5
+    while os.path.exists(f"/run/netns/{rns}") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(f"/run/netns/{rns}")
