@@ -396,6 +396,9 @@ class KumoDriver:
         extra = extra_conf + (f"\n{self.extra_conf}\n" if self.extra_conf else "")
         # no kumo-tiny demo image unless a test asks for one (it would show in every image list)
         demo = "" if "guest_image" in extra else "[demo]\nguest_image = none\n"
+        # nor devstack's demo networks unless asked (they would show in every network list)
+        if "[demo]" not in extra:
+            demo += ("[demo]\n" if not demo else "") + "network = false\n"
         # every namespace this kumo's data plane makes carries a prefix of its own, removed by stop()
         self.netns_prefix = f"kt{secrets.token_hex(3)}-"
         net = "" if "namespace_prefix" in extra else f"[network]\nnamespace_prefix = {self.netns_prefix}\n"

@@ -200,6 +200,116 @@ pub async fn ensure_guest_image(
     Ok(Some(id))
 }
 
+/// Names of the demo network, as devstack makes them.
+pub const PUBLIC_NETWORK: &str = "public";
+pub const PRIVATE_NETWORK: &str = "private";
+pub const DEMO_ROUTER: &str = "router1";
+
+fn body(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn first_id(v: &[Value]) -> Result<String> {
+    v.first()
+        .and_then(|x| x["id"].as_str())
+        .map(str::to_string)
+        .context("the network service returned nothing")
+}
+
+/// `kumo up --demo` ([demo] network): devstack's networks, once: `public` (external,
+/// 172.24.4.0/24, no DHCP, its gateway .1 held by the outside-world namespace), the demo
+/// project's `private` (10.0.0.0/26) behind `router1`, and ICMP and SSH allowed into the demo
+/// project's default security group so `kumo ssh` works out of the box. Returns whether it
+/// made anything.
+pub async fn ensure_network(cloud: &Cloud, report: &BootstrapReport) -> Result<bool> {
+    let Some(demo_project) = report.demo_project_id.clone() else {
+        return Ok(false);
+    };
+    let ctx = admin_context(cloud, report).await?;
+    let net = &cloud.network;
+    let existing = net.list_networks(&ctx).await.map_err(anyhow::Error::msg)?;
+    if existing
+        .iter()
+        .any(|n| n["name"] == PUBLIC_NETWORK || n["name"] == PRIVATE_NETWORK)
+    {
+        return Ok(false);
+    }
+    let e = |e: network::error::NetError| anyhow::anyhow!("{} ({})", e.message, e.kind);
+    let public = net
+        .create_networks(
+            &ctx,
+            &[&body(
+                json!({"name": PUBLIC_NETWORK, "router:external": true}),
+            )],
+        )
+        .await
+        .map_err(e)?;
+    let public_id = first_id(&public)?;
+    net.create_subnets(
+        &ctx,
+        &[&body(json!({
+            "name": "public-subnet", "network_id": public_id, "ip_version": 4,
+            "cidr": "172.24.4.0/24", "gateway_ip": "172.24.4.1", "enable_dhcp": false,
+        }))],
+    )
+    .await
+    .map_err(e)?;
+    let private = net
+        .create_networks(
+            &ctx,
+            &[&body(
+                json!({"name": PRIVATE_NETWORK, "project_id": demo_project}),
+            )],
+        )
+        .await
+        .map_err(e)?;
+    let private_id = first_id(&private)?;
+    let subnet = net
+        .create_subnets(
+            &ctx,
+            &[&body(json!({
+                "name": "private-subnet", "network_id": private_id, "ip_version": 4,
+                "cidr": "10.0.0.0/26", "project_id": demo_project,
+            }))],
+        )
+        .await
+        .map_err(e)?;
+    let subnet_id = first_id(&subnet)?;
+    let router = net
+        .create_routers(
+            &ctx,
+            &[&body(json!({
+                "name": DEMO_ROUTER, "project_id": demo_project,
+                "external_gateway_info": {"network_id": public_id},
+            }))],
+        )
+        .await
+        .map_err(e)?;
+    let router_id = first_id(&router)?;
+    net.add_router_interface(&ctx, &router_id, &body(json!({"subnet_id": subnet_id})))
+        .await
+        .map_err(e)?;
+    let group = net
+        .default_security_group_id(&demo_project)
+        .await
+        .map_err(e)?;
+    for rule in [
+        json!({"security_group_id": group, "direction": "ingress", "ethertype": "IPv4",
+               "protocol": "icmp", "project_id": demo_project}),
+        json!({"security_group_id": group, "direction": "ingress", "ethertype": "IPv4",
+               "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+               "project_id": demo_project}),
+    ] {
+        net.create_security_group_rules(&ctx, &[&body(rule)])
+            .await
+            .map_err(e)?;
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -246,6 +246,21 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
             tracing::info!(flavor = %name, "demo flavor created");
         }
         ensure_demo_image(&cloud, cfg, &report).await?;
+        if cfg.get::<bool>("demo", "network")? {
+            match crate::demo::ensure_network(&cloud, &report).await {
+                Ok(true) => tracing::info!(
+                    public = crate::demo::PUBLIC_NETWORK,
+                    private = crate::demo::PRIVATE_NETWORK,
+                    router = crate::demo::DEMO_ROUTER,
+                    "demo networks created"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "could not create the demo networks"
+                ),
+            }
+        }
         write_file(
             &state.demo_marker(),
             "demo project and user created\n",

@@ -37,6 +37,12 @@ pub static KUMO_OPTS: &[Opt] = &[
         help: "kumo up --demo: qcow2 file uploaded once as the public image kumo-tiny (owned by the admin project). Empty: the newest kumo-tiny-*.qcow2 that tools/guest-image/build.sh cached in $KUMO_CACHE_DIR/images (default ~/.cache/kumo/images), if any. none: no demo image. A missing file is a logged warning.",
     },
     Opt {
+        section: "demo",
+        name: "network",
+        default: "true",
+        help: "kumo up --demo: make devstack's networks once (public 172.24.4.0/24 external, the demo project's private 10.0.0.0/26 behind router1, ICMP and SSH into its default security group).",
+    },
+    Opt {
         section: "database",
         name: "connection",
         default: "sqlite://$state_dir/db/$service.sqlite",

@@ -544,6 +544,16 @@ impl NetworkService {
         Ok(())
     }
 
+    /// The default group of `project_id`, made if missing (for kumo's own setup: the demo
+    /// project's rules).
+    pub async fn default_security_group_id(&self, project_id: &str) -> Result<String> {
+        let w = self.db.write().await?;
+        let id = self.ensure_default_security_group(&*w, project_id).await?;
+        w.commit().await?;
+        self.changed();
+        Ok(id)
+    }
+
     /// The id of `project_id`'s default security group, made (with its four rules) if the
     /// project has none. `c` must be the caller's write transaction: the check and the insert
     /// cannot interleave with another request's. The rules count against the project's
