@@ -4,7 +4,7 @@
 #   tests/tempest/run.sh SERVICE [--target kumo|keystone-peer] [--concurrency N] [--keep]
 #   (--concurrency: tempest workers, default 2 for kumo, 1 for the peer: see below)
 #
-# SERVICE: identity (17 tests, ../shared/tempest/lists/identity.txt), image (23), compute (95;
+# SERVICE: identity (17 tests, ../shared/tempest/lists/identity.txt), image (23), network (82), compute (95;
 # Neutron and Cinder are marked unavailable, so their tests skip themselves). Others are listed
 # in SERVICES below and come with their issues.
 # --target kumo           (default) $KUMO_BIN (default target/release/kumo) `up` on a free loopback
@@ -30,6 +30,7 @@ declare -A SERVICES=(
   [identity]="identity.txt|none|17"
   [image]="image.txt|glance|23"
   [compute]="compute.txt|nova,glance|95"
+  [network]="network.txt|neutron|82"
 )
 # Values shared by kumo.conf / the peer's keystone config and tempest.conf (must agree:
 # tempest's [identity] user_* options mirror keystone's [security_compliance]).
@@ -134,6 +135,11 @@ EOF
     # switch turns that check off for this run; tempest.conf says so below.
     printf '\n[image_format]\nrequire_image_format_match = false\n' >> "$STATE/kumo.conf"
   fi
+  if [[ $SERVICE == network ]]; then
+    # the API only (no bridges or namespaces: Tempest's API tests send no packets); a prefix of
+    # its own all the same, should the data plane be switched on
+    printf '\n[network]\ndataplane = none\nnamespace_prefix = kt%s-\n' "$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')" >> "$STATE/kumo.conf"
+  fi
   UP_ARGS=()
   if [[ $SERVICE == compute ]]; then
     # the fake driver with two hosts (instant spawns); --demo adds devstack's m1.* flavors, but
@@ -172,6 +178,27 @@ JSON
   echo "$image"
 }
 
+# create_public_network V3_URL: devstack's `public` (external, 172.24.4.0/24, no DHCP) as the
+# admin; prints its id.
+create_public_network() {
+  local v3=$1 token base net
+  token=$(curl -sf -D - -o /dev/null -H 'Content-Type: application/json' "$v3/auth/tokens" -d @- <<JSON | tr -d '\r' | sed -n 's/^[Xx]-[Ss]ubject-[Tt]oken: //p'
+{"auth": {"identity": {"methods": ["password"], "password": {"user": {"name": "admin",
+ "domain": {"id": "default"}, "password": "$ADMIN_PW"}}},
+ "scope": {"project": {"name": "admin", "domain": {"id": "default"}}}}}
+JSON
+  ) || return 1
+  [[ -n $token ]] || return 1
+  base=${v3%/identity/v3}; base=${base%/v3}
+  net=$(curl -sf -H "X-Auth-Token: $token" -H 'Content-Type: application/json' "$base/network/v2.0/networks" \
+    -d '{"network": {"name": "public", "router:external": true}}' \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["network"]["id"])') || return 1
+  curl -sf -H "X-Auth-Token: $token" -H 'Content-Type: application/json' "$base/network/v2.0/subnets" \
+    -d "{\"subnet\": {\"network_id\": \"$net\", \"ip_version\": 4, \"cidr\": \"172.24.4.0/24\", \"enable_dhcp\": false}}" \
+    >/dev/null || return 1
+  echo "$net"
+}
+
 # The auth URL may be versionless (kumo's /identity, devstack's): its version list is a 300.
 # Wait for the v3 document, which is a 200 on every target.
 V3_URL=${AUTH_URL%/}; [[ $V3_URL == */v3 ]] || V3_URL=$V3_URL/v3
@@ -199,7 +226,13 @@ if [[ $SERVICE == compute ]]; then
   TEMPEST_CONF_OVERRIDES+=" compute-feature-enabled.console_output=True compute-feature-enabled.resize=True"
   TEMPEST_CONF_OVERRIDES+=" compute-feature-enabled.config_drive=False compute-feature-enabled.metadata_service=False"
 else
-  export IMAGE_REF=${IMAGE_REF:-00000000-0000-0000-0000-000000000000}   # not used by identity tests
+  export IMAGE_REF=${IMAGE_REF:-00000000-0000-0000-0000-000000000000}   # not used by these tests
+fi
+if [[ $SERVICE == network ]]; then
+  # the external network Tempest's router and floating IP tests put gateways on (devstack's public)
+  PUBLIC_NETWORK_ID=$(create_public_network "$V3_URL") || fail_setup "creating the public network failed"
+  export PUBLIC_NETWORK_ID PUBLIC_NETWORK_NAME=public
+  blog "public network $PUBLIC_NETWORK_ID (172.24.4.0/24)"
 fi
 export TEMPEST_SERVICES=$SVC_AVAILABLE
 export IDENTITY_SECURITY_COMPLIANCE=true

@@ -82,8 +82,10 @@ impl Network {
 }
 
 impl Subnet {
-    pub fn render(&self) -> Value {
+    /// The API view; `external` is the network's `router:external` (subnet-external-network).
+    pub fn render(&self, external: bool) -> Value {
         json!({
+            "router:external": external,
             "id": self.id,
             "name": self.name,
             "description": self.description,

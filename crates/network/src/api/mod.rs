@@ -190,6 +190,12 @@ const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2013-01-14T10:00:00-00:00",
     ),
     (
+        "subnet-external-network",
+        "Subnet External Network",
+        "Informs if the subnet is associated to an external network.",
+        "2023-02-15T10:00:00-00:00",
+    ),
+    (
         "net-mtu",
         "Network MTU",
         "Provides MTU attribute for a network resource.",

@@ -34,6 +34,7 @@ pub const SUBNET_KEYS: &[&str] = &[
     "created_at",
     "updated_at",
     "revision_number",
+    "router:external",
 ];
 const SUBNET_POST: &[&str] = &[
     "name",
@@ -249,9 +250,11 @@ impl NetworkService {
     ) -> Result<Vec<Value>> {
         let w = self.db.write().await?;
         let mut made: Vec<Subnet> = Vec::new();
+        let mut external: HashMap<String, bool> = HashMap::new();
         let mut per_project: HashMap<String, i64> = HashMap::new();
         for body in bodies {
             let (sub, net) = self.parse_new_subnet(&*w, ctx, body).await?;
+            external.insert(net.id.clone(), net.external);
             self.authorize(ctx, "create_subnet", &[], &Self::subnet_target(&sub, &net))?;
             let cidr = ipam::parse_cidr(&sub.cidr)?;
             let mut siblings: Vec<Subnet> = Vec::new();
@@ -301,7 +304,10 @@ impl NetworkService {
         }
         w.commit().await?;
         self.changed();
-        Ok(made.iter().map(Subnet::render).collect())
+        Ok(made
+            .iter()
+            .map(|s| s.render(external.get(&s.network_id).copied().unwrap_or(false)))
+            .collect())
     }
 
     pub async fn list_subnets(&self, ctx: &AuthContext) -> Result<Vec<Value>> {
@@ -319,15 +325,15 @@ impl NetworkService {
             };
             let visible = self.net_visible(ctx, n) || ctx.project_id() == Some(&s.project_id);
             if visible && self.allowed(ctx, "get_subnet", &Self::subnet_target(&s, n)) {
-                out.push(s.render());
+                out.push(s.render(n.external));
             }
         }
         Ok(out)
     }
 
     pub async fn get_subnet(&self, ctx: &AuthContext, id: &str) -> Result<Value> {
-        let (s, _) = self.lookup_subnet(self.db.conn(), ctx, id).await?;
-        Ok(s.render())
+        let (s, n) = self.lookup_subnet(self.db.conn(), ctx, id).await?;
+        Ok(s.render(n.external))
     }
 
     pub async fn update_subnet(
@@ -385,7 +391,7 @@ impl NetworkService {
         }
         w.commit().await?;
         self.changed();
-        Ok(s.render())
+        Ok(s.render(n.external))
     }
 
     pub async fn delete_subnet(
