@@ -45,6 +45,7 @@ pub fn router(svc: Arc<NetworkService>, validator: Arc<dyn TokenValidator>) -> R
     v2 = resource::routes::<resource::Networks>(v2);
     v2 = resource::routes::<resource::Subnets>(v2);
     v2 = resource::routes::<resource::Ports>(v2);
+    v2 = resource::routes::<resource::SubnetPools>(v2);
     v2 = resource::routes::<resource::SecurityGroups>(v2);
     v2 = resource::routes::<resource::SecurityGroupRules>(v2);
     v2 = resource::routes::<resource::Routers>(v2);
@@ -172,6 +173,7 @@ async fn resources(Base(base): Base) -> Response {
     ok(json!({"resources": [
         r("network", "networks"),
         r("subnet", "subnets"),
+        r("subnetpool", "subnetpools"),
         r("port", "ports"),
         r("router", "routers"),
         r("floatingip", "floatingips"),
@@ -188,6 +190,12 @@ const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "Neutron external network",
         "Adds external network attribute to network resource.",
         "2013-01-14T10:00:00-00:00",
+    ),
+    (
+        "subnet_allocation",
+        "Subnet Allocation",
+        "Enables allocation of subnets from a subnet pool",
+        "2015-03-30T10:00:00-00:00",
     ),
     (
         "subnet-external-network",

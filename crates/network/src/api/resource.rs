@@ -480,3 +480,45 @@ impl Collection for FloatingIps {
         svc.delete_floating_ip(ctx, id, if_match).await
     }
 }
+
+/// Subnet pools.
+pub struct SubnetPools;
+
+impl Collection for SubnetPools {
+    const ONE: &'static str = "subnetpool";
+    const MANY: &'static str = "subnetpools";
+    const KEYS: &'static [&'static str] = crate::core::SUBNETPOOL_KEYS;
+    fn not_found(id: &str) -> NetError {
+        crate::core::subnetpool_not_found(id)
+    }
+    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
+        svc.list_subnetpools(ctx).await
+    }
+    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
+        svc.get_subnetpool(ctx, id).await
+    }
+    async fn create(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        bodies: &[&Map<String, Value>],
+    ) -> Result<Vec<Value>> {
+        svc.create_subnetpools(ctx, bodies).await
+    }
+    async fn update(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        id: &str,
+        body: &Map<String, Value>,
+        if_match: Option<u64>,
+    ) -> Result<Value> {
+        svc.update_subnetpool(ctx, id, body, if_match).await
+    }
+    async fn delete(
+        svc: &NetworkService,
+        ctx: &AuthContext,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<()> {
+        svc.delete_subnetpool(ctx, id, if_match).await
+    }
+}

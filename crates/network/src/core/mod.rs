@@ -12,6 +12,7 @@ mod ports;
 mod quotas;
 mod routers;
 mod security_groups;
+mod subnet_pools;
 mod subnets;
 
 pub use attrs::resource_body;
@@ -20,6 +21,7 @@ pub use networks::NETWORK_KEYS;
 pub use ports::{PORT_KEYS, port_not_found};
 pub use routers::ROUTER_KEYS;
 pub use security_groups::{SECURITY_GROUP_KEYS, SECURITY_GROUP_RULE_KEYS};
+pub use subnet_pools::{SUBNETPOOL_KEYS, subnetpool_not_found};
 pub use subnets::SUBNET_KEYS;
 
 use common::auth::AuthContext;
@@ -42,6 +44,7 @@ pub const SECURITY_GROUP: &str = "security_group";
 pub const SECURITY_GROUP_RULE: &str = "security_group_rule";
 pub const ROUTER: &str = "router";
 pub const FLOATINGIP: &str = "floatingip";
+pub const SUBNETPOOL: &str = "subnetpool";
 /// Resources with a quota, in the order Neutron lists them.
 pub const QUOTA_RESOURCES: &[&str] = &[
     NETWORK,
