@@ -232,6 +232,8 @@ if [[ $SERVICE == network ]]; then
   # the external network Tempest's router and floating IP tests put gateways on (devstack's public)
   PUBLIC_NETWORK_ID=$(create_public_network "$V3_URL") || fail_setup "creating the public network failed"
   export PUBLIC_NETWORK_ID PUBLIC_NETWORK_NAME=public
+  # kumo's subnets take ipv6_ra_mode/ipv6_address_mode (the DHCPv6 test class runs)
+  TEMPEST_CONF_OVERRIDES+=" network-feature-enabled.ipv6_subnet_attributes=True"
   blog "public network $PUBLIC_NETWORK_ID (172.24.4.0/24)"
 fi
 export TEMPEST_SERVICES=$SVC_AVAILABLE
