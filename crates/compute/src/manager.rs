@@ -144,7 +144,10 @@ impl ComputeAgent {
                     // (before, the arm below cleared its task and the server stayed in BUILD).
                     tracing::info!(instance = %i.uuid, task_state = ?i.task_state, "resuming a build interrupted by a restart");
                     let _ = self.driver.destroy(&i.uuid).await;
-                    svc.network.deallocate(svc, i, &rid).await?;
+                    if let Err(e) = svc.network.deallocate(svc, i, &rid).await {
+                        // The build's allocate starts over and cleans up what it makes.
+                        tracing::warn!(instance = %i.uuid, error = %e, "ports of an interrupted build not released");
+                    }
                     svc.volume.release(i).await?;
                     svc.update_instance(&i.uuid, None, |x| {
                         x.task_state = Some(task_state::SCHEDULING.into());
