@@ -538,6 +538,31 @@ impl ServiceClients {
         ))
     }
 
+    // ------------------------------------------------------------------ network
+
+    /// One call to the network service's API (`<catalog network endpoint>/v2.0<path>`), with
+    /// the user's token or (None) compute's own, as Nova's neutron client.
+    pub async fn network(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        user_token: Option<&str>,
+        request_id: &str,
+    ) -> Result<Answer> {
+        self.call(
+            "network",
+            "network",
+            method,
+            &format!("/v2.0{path}"),
+            body,
+            &[],
+            user_token,
+            request_id,
+        )
+        .await
+    }
+
     // ------------------------------------------------------------------ image
 
     /// The image as the caller sees it; None when it does not exist (or is not visible).

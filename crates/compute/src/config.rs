@@ -48,6 +48,24 @@ pub static OPTS: &[Opt] = &[
         help: "Seconds after which a resize waiting for confirmation is confirmed automatically. 0: never.",
     },
     Opt {
+        section: "compute",
+        name: "network_hook",
+        default: "neutron",
+        help: "How builds get their ports: neutron (the network service's API from the catalog, as Nova) or none (servers get no ports; for clouds without a network service).",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "vif_plugging_timeout",
+        default: "300",
+        help: "Seconds a build waits for the network service's network-vif-plugged event of each port before spawning. 0: do not wait.",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "vif_plugging_is_fatal",
+        default: "true",
+        help: "Whether a port that is not plugged within vif_plugging_timeout fails the build (else the build goes on).",
+    },
+    Opt {
         section: "api",
         name: "max_limit",
         default: "1000",
@@ -340,6 +358,11 @@ pub struct ComputeConfig {
     pub default_availability_zone: String,
     pub default_schedule_zone: Option<String>,
     pub shutdown_timeout: Duration,
+    /// `[compute] network_hook`: `neutron` or `none`.
+    pub network_hook: String,
+    /// `[DEFAULT] vif_plugging_timeout`; None: do not wait.
+    pub vif_plugging_timeout: Option<Duration>,
+    pub vif_plugging_is_fatal: bool,
     pub sync_power_state_interval: Option<Duration>,
     pub max_limit: usize,
     pub policy_file: PathBuf,
@@ -424,6 +447,12 @@ impl ComputeConfig {
             default_availability_zone: c.get_str("DEFAULT", "default_availability_zone")?,
             default_schedule_zone: c.get::<Option<String>>("DEFAULT", "default_schedule_zone")?,
             shutdown_timeout: Duration::from_secs(c.get("DEFAULT", "shutdown_timeout")?),
+            network_hook: c.get_str("compute", "network_hook")?,
+            vif_plugging_timeout: Some(Duration::from_secs(
+                c.get::<u64>("DEFAULT", "vif_plugging_timeout")?,
+            ))
+            .filter(|d| !d.is_zero()),
+            vif_plugging_is_fatal: c.get("DEFAULT", "vif_plugging_is_fatal")?,
             sync_power_state_interval: (sync > 0).then(|| Duration::from_secs(sync as u64)),
             max_limit: c.get("api", "max_limit")?,
             policy_file: PathBuf::from(c.get_str("api", "policy_file")?),

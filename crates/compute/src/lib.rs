@@ -8,7 +8,7 @@
 //! - [`core`]: [`ComputeService`]: what the API asks for, no HTTP.
 //! - [`conductor`], [`scheduler`], [`manager`]: the roles, over the bus ([`rpc`] messages).
 //! - [`clients`]: placement and image over their REST APIs.
-//! - [`hooks`]: the network and volume steps of a build.
+//! - [`hooks`]: the network and volume steps of a build; [`neutron`]: the network service's.
 //! - [`console`]: remote consoles (targets, one-time tokens, noVNC URLs).
 //! - [`api`]: the HTTP API.
 
@@ -22,6 +22,7 @@ pub mod error;
 pub mod hooks;
 pub mod manager;
 pub mod model;
+pub mod neutron;
 pub mod roles;
 pub mod rpc;
 pub mod scheduler;

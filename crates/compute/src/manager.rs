@@ -144,7 +144,10 @@ impl ComputeAgent {
                     // (before, the arm below cleared its task and the server stayed in BUILD).
                     tracing::info!(instance = %i.uuid, task_state = ?i.task_state, "resuming a build interrupted by a restart");
                     let _ = self.driver.destroy(&i.uuid).await;
-                    svc.network.deallocate(i).await?;
+                    if let Err(e) = svc.network.deallocate(svc, i, &rid).await {
+                        // The build's allocate starts over and cleans up what it makes.
+                        tracing::warn!(instance = %i.uuid, error = %e, "ports of an interrupted build not released");
+                    }
                     svc.volume.release(i).await?;
                     svc.update_instance(&i.uuid, None, |x| {
                         x.task_state = Some(task_state::SCHEDULING.into());
@@ -304,7 +307,7 @@ impl ComputeAgent {
                 let gone = matches!(e, ComputeError::NotFound(_) | ComputeError::Conflict(_));
                 let _ = self.driver.destroy(uuid).await;
                 if let Some(i) = svc.get_instance(uuid).await? {
-                    let _ = svc.network.deallocate(&i).await;
+                    let _ = svc.network.deallocate(svc, &i, rid).await;
                     let _ = svc.volume.release(&i).await;
                 }
                 if gone {
@@ -391,13 +394,33 @@ impl ComputeAgent {
             )
             .await
             .map_err(at("networking"))?;
-        let nw = match svc.network.allocate(&i, &msg.user_token).await {
-            Ok(nw) => nw,
+        let alloc = match svc.network.allocate(svc, &i, &msg.user_token, rid).await {
+            Ok(a) => a,
             Err(e) => {
+                // The network service's refusals (409s among them) fail the build; they do
+                // not mean the instance went away.
+                let e = ComputeError::Internal(e.to_string());
                 let _ = svc.event_finish(ev, Some(&e.to_string())).await;
                 return Err(("networking", e));
             }
         };
+        // The ports are recorded before the wait: a build that fails from here on (or a
+        // delete) finds them in network_info.
+        let nw = alloc.network_info;
+        let recorded = svc
+            .update_instance(uuid, Some(&[Some(task_state::NETWORKING)]), |x| {
+                x.network_info = nw;
+                Ok(())
+            })
+            .await;
+        if let Err(e) = recorded {
+            let _ = svc.event_finish(ev, Some(&e.to_string())).await;
+            return Err(("networking", e));
+        }
+        if let Err(e) = self.wait_for_vifs(uuid, alloc.waiters).await {
+            let _ = svc.event_finish(ev, Some(&e.to_string())).await;
+            return Err(("networking", e));
+        }
 
         // Steps 25-27: block devices.
         let (i, ev) = svc
@@ -407,7 +430,6 @@ impl ComputeAgent {
                 Some((ev, None)),
                 Some((rid, EVENT_BDM, host)),
                 |x| {
-                    x.network_info = nw;
                     x.task_state = Some(task_state::BLOCK_DEVICE_MAPPING.into());
                     Ok(())
                 },
@@ -468,6 +490,43 @@ impl ComputeAgent {
         Ok(())
     }
 
+    /// Wait for the network service's `network-vif-plugged` of each port not yet plugged, as
+    /// Nova's `wait_for_instance_event` with `vif_plugging_timeout` (one deadline for all)
+    /// and `vif_plugging_is_fatal`.
+    async fn wait_for_vifs(
+        &self,
+        uuid: &str,
+        waiters: Vec<(String, crate::core::events::EventWaiter)>,
+    ) -> Result<()> {
+        let cfg = &self.svc.cfg;
+        let Some(timeout) = cfg.vif_plugging_timeout else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        for (port, w) in waiters {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let failure = match w.wait(left).await {
+                Ok(ev) if ev.status == "completed" => {
+                    tracing::info!(instance = %uuid, %port, "port plugged");
+                    continue;
+                }
+                Ok(ev) => format!("the network service reported {} for port {port}", ev.status),
+                Err(_) => format!(
+                    "port {port} was not plugged: no network-vif-plugged event within {} s",
+                    timeout.as_secs()
+                ),
+            };
+            if cfg.vif_plugging_is_fatal {
+                tracing::warn!(instance = %uuid, %port, "{failure}");
+                return Err(ComputeError::Internal(format!(
+                    "Virtual Interface creation failed: {failure}"
+                )));
+            }
+            tracing::warn!(instance = %uuid, %port, "{failure}; vif_plugging_is_fatal is false: going on");
+        }
+        Ok(())
+    }
+
     // ------------------------------------------------------------ delete
 
     pub async fn terminate(&self, uuid: &str, rid: &str) -> Result<()> {
@@ -480,7 +539,7 @@ impl ComputeAgent {
                 return Ok(());
             };
             self.driver.destroy(uuid).await?;
-            svc.network.deallocate(&i).await?;
+            svc.network.deallocate(svc, &i, rid).await?;
             svc.volume.release(&i).await?;
             svc.clients()?.release(uuid, rid).await?;
             if let Some(img) = &i.shelved_image_id {

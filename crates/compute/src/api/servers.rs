@@ -76,7 +76,8 @@ fn parse_networks(ctx: &Ctx, v: Option<&Value>) -> Result<Value> {
         None if ctx.at(37) => Err(ComputeError::bad(
             "Invalid input for field/attribute networks. Value: None. 'networks' is a required property",
         )),
-        None => Ok(json!("auto")),
+        // Before 2.37 nothing said is not `auto`: no network is fine when none is available.
+        None => Ok(Value::Null),
         Some(Value::String(s)) if ctx.at(37) && (s == "auto" || s == "none") => Ok(json!(s)),
         Some(Value::Array(items)) => {
             for (k, n) in items.iter().enumerate() {

@@ -309,6 +309,30 @@ impl ComputeService {
         self.events.prepare(instance, name, tag).wait(timeout).await
     }
 
+    /// One event from another service in this process, as `POST /os-server-external-events`
+    /// with an admin token would deliver it: the network agent calls
+    /// `deliver_event(port.device_id, "network-vif-plugged", Some(port.id), "completed", rid)`
+    /// once it has wired a bound port. Returns the event's code (200 delivered to the
+    /// server's host; 404 no such server; 422 the server is on no host).
+    pub async fn deliver_event(
+        &self,
+        server_uuid: &str,
+        name: &str,
+        tag: Option<&str>,
+        status: &str,
+        request_id: &str,
+    ) -> Result<u16> {
+        let mut e = Map::new();
+        e.insert("server_uuid".into(), json!(server_uuid));
+        e.insert("name".into(), json!(name));
+        e.insert("status".into(), json!(status));
+        if let Some(t) = tag {
+            e.insert("tag".into(), json!(t));
+        }
+        let results = self.external_events(vec![e], request_id).await?;
+        Ok(results.first().map(|r| r.code).unwrap_or(404))
+    }
+
     /// `POST /os-server-external-events` after validation: find each event's server, set the
     /// result, and cast the accepted ones to their hosts (one message per host).
     pub async fn external_events(

@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use crate::clients::ServiceClients;
 use crate::config::ComputeConfig;
 use crate::error::{ComputeError, Result};
-use crate::hooks::{NetworkHook, NoNetwork, NoVolumes, VolumeHook};
+use crate::hooks::{NetworkHook, NoVolumes, VolumeHook};
 use crate::model::*;
 use crate::store;
 
@@ -47,11 +47,12 @@ impl ComputeService {
             .map_err(|e| ComputeError::Internal(e.to_string()))?;
         store::migrate(db.conn()).await?;
         let enforcer = load_policy(&cfg).map_err(ComputeError::Internal)?;
+        let network = crate::hooks::network_hook(&cfg.network_hook);
         Ok(Arc::new(Self {
             cfg,
             db,
             enforcer,
-            network: Arc::new(NoNetwork),
+            network,
             volume: Arc::new(NoVolumes),
             events: events::EventWaiters::default(),
             bus: OnceLock::new(),

@@ -248,6 +248,21 @@ impl ComputeService {
             None => return Err(ComputeError::bad("Missing imageRef attribute")),
         };
 
+        // The networks and ports, as the caller sees them (Nova's validate_networks).
+        self.network
+            .validate(
+                self,
+                &crate::hooks::NetworkRequest {
+                    project_id: &project_id,
+                    requested: &req.networks,
+                    max_count: req.max_count,
+                    security_groups: &req.security_groups,
+                },
+                user_token,
+                request_id,
+            )
+            .await?;
+
         let key = match &req.key_name {
             Some(name) => Some(
                 store::flavors::get_keypair(self.db.conn(), &ctx.user_id, name)
@@ -523,7 +538,7 @@ impl ComputeService {
 
     /// Delete an instance no agent holds: release its claims and mark it deleted.
     pub async fn local_delete(&self, i: &Instance, request_id: &str) -> Result<()> {
-        self.network.deallocate(i).await?;
+        self.network.deallocate(self, i, request_id).await?;
         self.volume.release(i).await?;
         self.clients()?.release(&i.uuid, request_id).await?;
         self.finish_delete(&i.uuid).await?;

@@ -68,6 +68,57 @@ fn esc(v: &str) -> String {
     v.replace(',', ",,")
 }
 
+/// One NIC of a guest: a VIF of the network info whose tap the network agent made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nic {
+    /// The tap's name (the VIF's `devname`).
+    pub devname: String,
+    pub mac: String,
+    pub mtu: Option<u16>,
+    /// The network namespace the tap lives in (`details.namespace`).
+    pub namespace: String,
+}
+
+/// The NICs of the network info: each VIF with a `devname` and a `details.namespace` (VIFs
+/// without them are not wired to this host's data plane and get no NIC).
+pub fn nics(spec: &InstanceSpec) -> Vec<Nic> {
+    spec.network_info
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|vif| {
+            let devname = vif["devname"].as_str().filter(|d| !d.is_empty())?;
+            let namespace = vif["details"]["namespace"]
+                .as_str()
+                .filter(|n| !n.is_empty())?;
+            Some(Nic {
+                devname: devname.to_string(),
+                mac: vif["address"].as_str().unwrap_or_default().to_string(),
+                mtu: vif["network"]["meta"]["mtu"]
+                    .as_u64()
+                    .and_then(|m| u16::try_from(m).ok())
+                    .filter(|m| *m >= 68),
+                namespace: namespace.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// The one network namespace QEMU must run in for its NICs to find their taps; an error when
+/// the VIFs name several.
+pub fn nic_namespace(nics: &[Nic]) -> Result<Option<String>, String> {
+    let mut it = nics.iter().map(|n| n.namespace.as_str());
+    let Some(first) = it.next() else {
+        return Ok(None);
+    };
+    match it.find(|n| *n != first) {
+        Some(other) => Err(format!(
+            "the guest's ports are in two network namespaces ({first}, {other}); one QEMU runs in one"
+        )),
+        None => Ok(Some(first.to_string())),
+    }
+}
+
 pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
@@ -146,6 +197,30 @@ pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> 
         "rng-random,id=rng-src,filename=/dev/urandom".to_string(),
     ]);
     a.extend(["-device".to_string(), format!("{rng},rng=rng-src")]);
+    // NICs on the next root ports (the root complex when none is left): a tap the network
+    // agent made, found by name in the namespace QEMU runs in.
+    for (n, nic) in nics(spec).iter().enumerate() {
+        port += 1;
+        let bus = if port <= l.root_ports {
+            format!("rp{port}")
+        } else {
+            "pcie.0".to_string()
+        };
+        a.push("-netdev".into());
+        a.push(format!(
+            "tap,id=hostnet{n},ifname={},script=no,downscript=no,vnet_hdr=on",
+            esc(&nic.devname)
+        ));
+        let mut dev = format!(
+            "virtio-net-pci,netdev=hostnet{n},id=net{n},mac={},bus={bus}",
+            esc(&nic.mac)
+        );
+        if let Some(mtu) = nic.mtu {
+            dev.push_str(&format!(",host_mtu={mtu}"));
+        }
+        a.push("-device".into());
+        a.push(dev);
+    }
     a.extend([
         "-pidfile".to_string(),
         p(&paths.pidfile),
@@ -203,6 +278,49 @@ mod tests {
         assert!(a.contains("node-name=eph0"));
         assert!(a.contains("-S"));
         assert!(!a.contains("-kernel"));
+    }
+
+    #[test]
+    fn a_nic_per_wired_vif() {
+        let mut s = spec();
+        s.ephemeral_gb = 0;
+        let vif = |id: &str, ns: &str, mtu: u64| {
+            json!({"id": id, "address": format!("fa:16:3e:00:00:0{}", &id[1..]),
+                "devname": format!("tap{id}"), "type": "bridge",
+                "details": {"namespace": ns, "bridge_name": "brq1"},
+                "network": {"meta": {"mtu": mtu}}})
+        };
+        s.network_info = json!([vif("p1", "kumo-host", 1450), vif("p2", "kumo-host", 0),
+            {"id": "p3", "devname": "tapp3", "details": {}}]);
+        let n = nics(&s);
+        assert_eq!(n.len(), 2, "the VIF without a namespace gets no NIC");
+        assert_eq!(n[0].mtu, Some(1450));
+        assert_eq!(n[1].mtu, None);
+        assert_eq!(nic_namespace(&n).unwrap().as_deref(), Some("kumo-host"));
+        let paths = Paths::new(Path::new("/s"), &s.uuid);
+        let l = Launch {
+            accel: Accel::Tcg,
+            root_ports: 3,
+            kumo_version: "0",
+        };
+        let a = build(&s, &paths, &l).join(" ");
+        // root on rp1, rng on rp2, NICs on rp3 and then the root complex.
+        assert!(a.contains("virtio-rng-pci,id=rng0,bus=rp2"), "{a}");
+        assert!(
+            a.contains("-netdev tap,id=hostnet0,ifname=tapp1,script=no,downscript=no,vnet_hdr=on -device virtio-net-pci,netdev=hostnet0,id=net0,mac=fa:16:3e:00:00:01,bus=rp3,host_mtu=1450"),
+            "{a}"
+        );
+        assert!(
+            a.contains("-netdev tap,id=hostnet1,ifname=tapp2,script=no,downscript=no,vnet_hdr=on -device virtio-net-pci,netdev=hostnet1,id=net1,mac=fa:16:3e:00:00:02,bus=pcie.0 "),
+            "{a}"
+        );
+        assert!(!a.contains("tapp3"));
+        let mut other = n.clone();
+        other[1].namespace = "elsewhere".into();
+        assert!(nic_namespace(&other).is_err());
+        assert_eq!(nic_namespace(&[]).unwrap(), None);
+        // No network info, no NIC.
+        assert!(!build(&spec(), &paths, &l).join(" ").contains("-netdev"));
     }
 
     #[test]

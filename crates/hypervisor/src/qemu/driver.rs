@@ -55,6 +55,59 @@ const SUSPENDED_FILE: &str = "suspended";
 const RESIZE_SPEC: &str = "spec.resize.json";
 const RESIZE_DISK: &str = "disk.resize";
 
+/// Where `ip netns` keeps the network namespaces by name.
+const NETNS_DIR: &str = "/run/netns";
+
+/// Start `cmd` inside the network namespace of the guest's NICs: a thread of its own enters
+/// the namespace, checks that the taps exist there (the network agent makes them when a port
+/// is bound) and forks QEMU, which inherits the thread's namespace and finds its taps by
+/// name. The thread ends with its namespace; no other thread changes namespace.
+fn spawn_in_namespace(
+    ns: &str,
+    nics: &[cmdline::Nic],
+    mut cmd: Command,
+) -> Result<tokio::process::Child> {
+    use nix::sched::{CloneFlags, setns};
+    let path = Path::new(NETNS_DIR).join(ns);
+    let f = std::fs::File::open(&path).map_err(|e| {
+        failed(
+            "starting QEMU",
+            format!(
+                "network namespace {ns} of the guest's ports ({}): {e}",
+                path.display()
+            ),
+        )
+    })?;
+    let names: Vec<String> = nics.iter().map(|n| n.devname.clone()).collect();
+    let handle = tokio::runtime::Handle::current();
+    let ns_name = ns.to_string();
+    std::thread::spawn(move || -> Result<tokio::process::Child> {
+        setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| {
+            failed(
+                "starting QEMU",
+                format!("cannot enter network namespace {ns_name}: {e}"),
+            )
+        })?;
+        let missing: Vec<String> = names
+            .into_iter()
+            .filter(|n| nix::net::if_::if_nametoindex(n.as_str()).is_err())
+            .collect();
+        if !missing.is_empty() {
+            return Err(failed(
+                "starting QEMU",
+                format!(
+                    "tap {} does not exist in network namespace {ns_name} (the network agent creates it when the port is bound to this host)",
+                    missing.join(", ")
+                ),
+            ));
+        }
+        let _rt = handle.enter();
+        cmd.spawn().map_err(|e| failed("starting QEMU", e))
+    })
+    .join()
+    .map_err(|_| failed("starting QEMU", "the thread starting QEMU panicked"))?
+}
+
 fn failed(step: &'static str, reason: impl std::fmt::Display) -> DriverError {
     DriverError::Failed {
         step,
@@ -211,16 +264,20 @@ impl QemuDriver {
                 kumo_version: &self.cfg.kumo_version,
             },
         );
-        tracing::debug!(instance = %spec.uuid, args = ?args, "starting QEMU");
-        let child = Command::new(&self.cfg.qemu_binary)
-            .args(&args)
+        let nics = cmdline::nics(spec);
+        let netns = cmdline::nic_namespace(&nics).map_err(|e| failed("starting QEMU", e))?;
+        tracing::debug!(instance = %spec.uuid, args = ?args, netns = ?netns, "starting QEMU");
+        let mut cmd = Command::new(&self.cfg.qemu_binary);
+        cmd.args(&args)
             .current_dir(&paths.dir)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| {
+            .kill_on_drop(true);
+        let child = match &netns {
+            // QEMU runs in the namespace of its taps: it opens them by name.
+            Some(ns) => spawn_in_namespace(ns, &nics, cmd)?,
+            None => cmd.spawn().map_err(|e| {
                 failed(
                     "starting QEMU",
                     format!(
@@ -228,7 +285,8 @@ impl QemuDriver {
                         self.cfg.qemu_binary.display()
                     ),
                 )
-            })?;
+            })?,
+        };
         // With -daemonize the process we started exits once the guest is set up; its error
         // output is QEMU's reason when it cannot start.
         let out = tokio::time::timeout(LAUNCH_TIMEOUT, child.wait_with_output())

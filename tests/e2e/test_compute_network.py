@@ -1,0 +1,254 @@
+"""Servers with ports: the compute service over the network service's API (fake compute driver,
+`[network] dataplane = none`), as Nova over Neutron: the API checks the requested networks and
+ports with the caller's token, a build makes (or takes) the ports, binds them to its host and
+waits for `network-vif-plugged`, `addresses` comes from the ports, delete removes the ports
+Nova made and unbinds the caller's. The `agent` fixture sends network-vif-plugged for bound ports
+as the network agent does (so the tests do not depend on it); without it a build waits (and with
+`vif_plugging_timeout` over, fails as Nova's). kumo only."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+
+import pytest
+
+from cloudlib import start_kumo, unique
+from computelib import MAXV, make_qcow2, nova_error, server, wait_gone, wait_server
+from test_network import NetApi
+
+pytestmark = pytest.mark.kumo_only("the compute and network services are kumo's")
+
+# Short waits for vif-plugged: a build whose events never come fails in seconds, not minutes.
+CONF = "[fake]\nhosts = 1\n[network]\ndataplane = none\n[DEFAULT]\nvif_plugging_timeout = 20\n"
+
+
+@pytest.fixture
+def agent(cc):
+    """Sends network-vif-plugged for every bound port of a server (as admin, through
+    os-server-external-events), as the network agent does once it has wired a port; with the
+    agent in kumo the events come twice, which is harmless."""
+    stop = threading.Event()
+    sent: set[str] = set()
+
+    def run():
+        while not stop.is_set():
+            try:
+                ports = cc.net_admin("GET", "/ports?device_owner=compute:nova").json()["ports"]
+                for p in ports:
+                    if p["binding:host_id"] and p["device_id"] and p["id"] not in sent:
+                        ev = {"name": "network-vif-plugged", "server_uuid": p["device_id"], "tag": p["id"],
+                              "status": "completed"}
+                        cc.compute("POST", "/os-server-external-events", json={"events": [ev]})
+                        sent.add(p["id"])
+            except Exception:  # noqa: BLE001 - a poll that fails is retried
+                pass
+            stop.wait(0.1)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    yield sent
+    stop.set()
+    t.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def cc():
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img (qemu-utils) not installed")
+    c = start_kumo(CONF)
+    try:
+        src = make_qcow2(c.workdir / "tiny.qcow2")
+        img = c.osc("image", "create", "--file", src, "--disk-format", "qcow2", "--container-format", "bare",
+                    "--public", unique("cirros"), fmt_json=True)
+        c.image_id = img["id"]
+        flavors = {f["Name"]: f["ID"] for f in c.osc("flavor", "list", fmt_json=True)}
+        c.nano = flavors["m1.nano"]
+        auth = c.cloud_auth("kumo")
+        c.demo_token = c.login(auth["username"], auth["password"], project=auth["project_name"])
+        c.net_demo = NetApi(c, c.demo_token)
+        c.net_admin = NetApi(c, c.admin_token)
+        yield c
+    finally:
+        c.stop()
+
+
+def make_net(c, cidr: str) -> dict:
+    r = c.net_demo("POST", "/networks", json={"network": {"name": unique("net")}})
+    assert r.status_code == 201, r.text
+    net = r.json()["network"]
+    r = c.net_demo("POST", "/subnets", json={"subnet": {"network_id": net["id"], "cidr": cidr, "ip_version": 4,
+                                                       "name": unique("sub")}})
+    assert r.status_code == 201, r.text
+    return net
+
+
+@pytest.fixture(scope="module")
+def net(cc):
+    """The demo project's one network (the auto tests add and remove a second one)."""
+    return make_net(cc, "10.20.0.0/24")
+
+
+def create(c, networks, version=MAXV, **extra):
+    body = {"server": {"name": unique("vm"), "imageRef": c.image_id, "flavorRef": c.nano, **extra}}
+    if networks is not None:
+        body["server"]["networks"] = networks
+    return c.compute("POST", "/servers", json=body, version=version, token=c.demo_token)
+
+
+def ports_of(c, sid: str) -> list[dict]:
+    return c.net_admin("GET", f"/ports?device_id={sid}").json()["ports"]
+
+
+def delete(c, sid: str):
+    c.compute("DELETE", f"/servers/{sid}")
+    wait_gone(c, sid)
+
+
+# ------------------------------------------------------------------ the API's checks
+def test_unknown_network_is_400(cc, net):
+    missing = "3df201cf-2451-44f2-8d25-a4ca826fc1f3"
+    msg = nova_error(create(cc, [{"uuid": missing}]), 400)
+    assert msg == f"Network {missing} could not be found.", msg
+
+
+def test_unknown_port_is_400_and_port_in_use_409(cc, net):
+    missing = "3df201cf-2451-44f2-8d25-a4ca826fc1f4"
+    msg = nova_error(create(cc, [{"port": missing}]), 400)
+    assert msg == f"Port id {missing} could not be found.", msg
+    r = cc.net_demo("POST", "/ports", json={"port": {"network_id": net["id"], "device_id": "someone-else"}})
+    assert r.status_code == 201, r.text
+    port = r.json()["port"]
+    try:
+        msg = nova_error(create(cc, [{"port": port["id"]}]), 409)
+        assert msg == f"Port {port['id']} is still in use.", msg
+    finally:
+        cc.net_demo("DELETE", f"/ports/{port['id']}")
+
+
+def test_auto_with_two_networks_is_409_and_none_makes_no_port(cc, net):
+    other = make_net(cc, "10.21.0.0/24")
+    try:
+        msg = nova_error(create(cc, "auto"), 409)
+        assert msg == "Multiple possible networks found, use a Network ID to be more specific.", msg
+        # Before 2.37 (no networks given) too.
+        nova_error(create(cc, None, version="2.36"), 409)
+    finally:
+        assert cc.net_demo("DELETE", f"/networks/{other['id']}").status_code == 204
+    r = create(cc, "none")
+    assert r.status_code == 202, r.text
+    sid = r.json()["server"]["id"]
+    try:
+        s = wait_server(cc, sid)
+        assert s["addresses"] == {}, s
+        assert ports_of(cc, sid) == []
+    finally:
+        delete(cc, sid)
+
+
+# ------------------------------------------------------------------ builds with ports
+def test_server_on_a_network_gets_a_bound_port_deleted_with_it(cc, net, agent):
+    name = unique("vm")
+    s = cc.osc("server", "create", "--image", cc.image_id, "--flavor", "m1.nano", "--network", net["id"], "--wait",
+               name, cloud="kumo", fmt_json=True)
+    sid = s["id"]
+    try:
+        (port,) = ports_of(cc, sid)
+        assert port["device_owner"] == "compute:nova", port
+        assert port["binding:host_id"] and port["binding:vif_type"] == "bridge", port
+        assert port["id"] in agent, "the build waited for no event of its port"
+        shown = server(cc, sid)
+        addr = port["fixed_ips"][0]["ip_address"]
+        assert shown["addresses"] == {net["name"]: [{"addr": addr, "version": 4, "OS-EXT-IPS:type": "fixed",
+                                                      "OS-EXT-IPS-MAC:mac_addr": port["mac_address"]}]}, shown
+        # the demo user sees the address too, through the CLI
+        osc = cc.osc("server", "show", sid, cloud="kumo", fmt_json=True)
+        assert addr in str(osc["addresses"]), osc
+    finally:
+        delete(cc, sid)
+    assert ports_of(cc, sid) == []
+    assert cc.net_admin("GET", f"/ports/{port['id']}").status_code == 404
+
+
+def test_users_port_is_kept_and_unbound_on_delete(cc, net, agent):
+    r = cc.net_demo("POST", "/ports", json={"port": {"network_id": net["id"], "name": unique("mine")}})
+    assert r.status_code == 201, r.text
+    mine = r.json()["port"]
+    try:
+        r = create(cc, [{"port": mine["id"]}])
+        assert r.status_code == 202, r.text
+        sid = r.json()["server"]["id"]
+        wait_server(cc, sid)
+        shown = cc.net_admin("GET", f"/ports/{mine['id']}").json()["port"]
+        assert shown["device_id"] == sid and shown["device_owner"] == "compute:nova", shown
+        assert shown["binding:host_id"], shown
+        addr = mine["fixed_ips"][0]["ip_address"]
+        assert addr in str(server(cc, sid)["addresses"])
+        delete(cc, sid)
+        kept = cc.net_admin("GET", f"/ports/{mine['id']}").json()["port"]
+        assert kept["device_id"] == "" and kept["device_owner"] == "" and kept["binding:host_id"] == "", kept
+    finally:
+        cc.net_demo("DELETE", f"/ports/{mine['id']}")
+
+
+def wait_bound_port(c, sid: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ps = ports_of(c, sid)
+        if ps and ps[0]["binding:host_id"]:
+            return ps[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no bound port for server {sid} after {timeout} s")
+
+
+def test_build_waits_for_network_vif_plugged(cc, net):
+    """The build spawns only once network-vif-plugged for its port has come (here sent as the
+    network service would, through os-server-external-events), with the tag = the port id."""
+    r = create(cc, [{"uuid": net["id"]}])
+    assert r.status_code == 202, r.text
+    sid = r.json()["server"]["id"]
+    try:
+        port = wait_bound_port(cc, sid)
+        time.sleep(1)
+        s = server(cc, sid)
+        # Whoever else sends it (the network agent once it is here), the build is waiting or done.
+        if s["status"] == "BUILD":
+            assert s["OS-EXT-STS:task_state"] == "networking", s
+            # a plug event of another port does not wake it
+            other = {"name": "network-vif-plugged", "server_uuid": sid, "tag": "not-my-port"}
+            r = cc.compute("POST", "/os-server-external-events", json={"events": [other]})
+            assert r.status_code == 200, r.text
+            time.sleep(0.5)
+            assert server(cc, sid)["OS-EXT-STS:task_state"] == "networking"
+            ev = {"name": "network-vif-plugged", "server_uuid": sid, "tag": port["id"], "status": "completed"}
+            r = cc.compute("POST", "/os-server-external-events", json={"events": [ev]})
+            assert r.status_code == 200, r.text
+        s = wait_server(cc, sid, timeout=15)
+        addr = port["fixed_ips"][0]["ip_address"]
+        assert s["addresses"] == {net["name"]: [{"addr": addr, "version": 4, "OS-EXT-IPS:type": "fixed",
+                                                  "OS-EXT-IPS-MAC:mac_addr": port["mac_address"]}]}, s
+        assert port["device_owner"] == "compute:nova" and port["binding:host_id"] == s["OS-EXT-SRV-ATTR:host"]
+    finally:
+        delete(cc, sid)
+    assert cc.net_admin("GET", f"/ports/{port['id']}").status_code == 404
+
+
+def test_ports_are_made_bound_and_cleaned_up_when_the_plug_event_never_comes(cc, net):
+    """Whether or not the network agent sends network-vif-plugged, the build's port is made by
+    the caller (device_owner compute:nova), bound to the build's host, and gone with the server."""
+    r = create(cc, [{"uuid": net["id"]}])
+    assert r.status_code == 202, r.text
+    sid = r.json()["server"]["id"]
+    try:
+        port = wait_bound_port(cc, sid)
+        assert port["device_owner"] == "compute:nova" and port["binding:vif_type"] == "bridge", port
+        s = wait_server(cc, sid, status=("ACTIVE", "ERROR"), timeout=60)
+        if s["status"] == "ERROR":
+            # No agent: the build fails as Nova's with vif_plugging_is_fatal, naming the port.
+            assert "Virtual Interface creation failed" in s["fault"]["message"], s["fault"]
+            assert port["id"] in s["fault"]["message"], s["fault"]
+            assert ports_of(cc, sid) == [], "a failed build's ports are deleted"
+    finally:
+        delete(cc, sid)
+    assert ports_of(cc, sid) == []
