@@ -2,8 +2,8 @@
 `[network] dataplane = none`), as Nova over Neutron: the API checks the requested networks and
 ports with the caller's token, a build makes (or takes) the ports, binds them to its host and
 waits for `network-vif-plugged`, `addresses` comes from the ports, delete removes the ports
-Nova made and unbinds the caller's. The `agent` fixture sends network-vif-plugged for bound ports
-as the network agent does (so the tests do not depend on it); without it a build waits (and with
+Nova made and unbinds the caller's. kumo's network agent (here without a data plane) marks a
+bound port ACTIVE and sends network-vif-plugged; without it a build waits (and with
 `vif_plugging_timeout` over, fails as Nova's). kumo only."""
 
 from __future__ import annotations
@@ -16,41 +16,12 @@ import pytest
 
 from cloudlib import start_kumo, unique
 from computelib import MAXV, make_qcow2, nova_error, server, wait_gone, wait_server
-from test_network import NetApi
+from netlib import NetApi
 
 pytestmark = pytest.mark.kumo_only("the compute and network services are kumo's")
 
 # Short waits for vif-plugged: a build whose events never come fails in seconds, not minutes.
 CONF = "[fake]\nhosts = 1\n[network]\ndataplane = none\n[DEFAULT]\nvif_plugging_timeout = 20\n"
-
-
-@pytest.fixture
-def agent(cc):
-    """Sends network-vif-plugged for every bound port of a server (as admin, through
-    os-server-external-events), as the network agent does once it has wired a port; with the
-    agent in kumo the events come twice, which is harmless."""
-    stop = threading.Event()
-    sent: set[str] = set()
-
-    def run():
-        while not stop.is_set():
-            try:
-                ports = cc.net_admin("GET", "/ports?device_owner=compute:nova").json()["ports"]
-                for p in ports:
-                    if p["binding:host_id"] and p["device_id"] and p["id"] not in sent:
-                        ev = {"name": "network-vif-plugged", "server_uuid": p["device_id"], "tag": p["id"],
-                              "status": "completed"}
-                        cc.compute("POST", "/os-server-external-events", json={"events": [ev]})
-                        sent.add(p["id"])
-            except Exception:  # noqa: BLE001 - a poll that fails is retried
-                pass
-            stop.wait(0.1)
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    yield sent
-    stop.set()
-    t.join(timeout=5)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +119,7 @@ def test_auto_with_two_networks_is_409_and_none_makes_no_port(cc, net):
 
 
 # ------------------------------------------------------------------ builds with ports
-def test_server_on_a_network_gets_a_bound_port_deleted_with_it(cc, net, agent):
+def test_server_on_a_network_gets_a_bound_port_deleted_with_it(cc, net):
     name = unique("vm")
     s = cc.osc("server", "create", "--image", cc.image_id, "--flavor", "m1.nano", "--network", net["id"], "--wait",
                name, cloud="kumo", fmt_json=True)
@@ -157,7 +128,7 @@ def test_server_on_a_network_gets_a_bound_port_deleted_with_it(cc, net, agent):
         (port,) = ports_of(cc, sid)
         assert port["device_owner"] == "compute:nova", port
         assert port["binding:host_id"] and port["binding:vif_type"] == "bridge", port
-        assert port["id"] in agent, "the build waited for no event of its port"
+        assert port["status"] == "ACTIVE", "the network agent wired the port (network-vif-plugged)"
         shown = server(cc, sid)
         addr = port["fixed_ips"][0]["ip_address"]
         assert shown["addresses"] == {net["name"]: [{"addr": addr, "version": 4, "OS-EXT-IPS:type": "fixed",
@@ -171,7 +142,7 @@ def test_server_on_a_network_gets_a_bound_port_deleted_with_it(cc, net, agent):
     assert cc.net_admin("GET", f"/ports/{port['id']}").status_code == 404
 
 
-def test_users_port_is_kept_and_unbound_on_delete(cc, net, agent):
+def test_users_port_is_kept_and_unbound_on_delete(cc, net):
     r = cc.net_demo("POST", "/ports", json={"port": {"network_id": net["id"], "name": unique("mine")}})
     assert r.status_code == 201, r.text
     mine = r.json()["port"]
