@@ -138,6 +138,8 @@ def test_guests_dhcp_router_floating_ip_and_security_groups(nc):
     ext_ns = f"{c.prefix}kumo-ext"
     took = wait_until(lambda: pings(ext_ns, fip_ip), 20)
     assert took is not None, f"floating IP {fip_ip} does not answer from {ext_ns}"
+    # dropbear starts once the guest gave up on a metadata service (#8): wait for its marker
+    wait_for_console(c, s1["id"], "dropbear listening on port 22", timeout=90)
     assert not tcp_open(ext_ns, fip_ip, 22), "TCP 22 open before any rule allowed it"
     rule = c.osc("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22",
                  default, fmt_json=True)
