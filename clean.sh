@@ -20,6 +20,7 @@ esac
 
 kumo_read_local_conf "$ROOT/local.conf"
 STATE_DIR=$(kumo_state_dir)
+KUMO=$(kumo_bin "$ROOT")
 
 "$ROOT/unstack.sh"
 
@@ -35,5 +36,7 @@ if ((!force)); then
   [[ $answer == [yY]* ]] || { kumo_log "kept $STATE_DIR"; exit 0; }
 fi
 kumo_stop_guests "$STATE_DIR"
+# the network data plane: kumo's namespaces (bridges, taps, dnsmasqs, rules)
+if [[ -x ${KUMO:-} ]]; then "$KUMO" down --purge --state-dir "$STATE_DIR" || true; fi
 rm -rf -- "$STATE_DIR"
 kumo_log "removed $STATE_DIR"

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from cloudlib import KumoDriver, unique
+from cloudlib import KumoDriver, pid_alive, unique
 from netlib import NetApi
 
 pytestmark = [
@@ -220,3 +220,30 @@ def test_router_snat_and_floating_ip_reach_the_outside_world(net_cloud):
     while os.path.exists(f"/run/netns/{rns}") and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not os.path.exists(f"/run/netns/{rns}")
+
+
+def test_down_purge_removes_the_data_plane():
+    """`kumo down --purge` removes kumo's namespaces (bridges, taps, dnsmasqs) and its runtime
+    files; a plain `kumo down` leaves the data plane (and guests) running."""
+    driver = KumoDriver()
+    cloud = driver.start()
+    prefix = driver.netns_prefix
+    try:
+        admin = NetApi(cloud, cloud.admin_token)
+        net = admin("POST", "/networks", json={"network": {"name": unique("pg")}}).json()["network"]
+        admin("POST", "/subnets", json={"subnet": {"network_id": net["id"], "ip_version": 4,
+                                                  "cidr": "10.40.0.0/24"}})
+        port = admin("POST", "/ports", json={"port": {"network_id": net["id"], "device_owner": "compute:nova",
+                                                      "device_id": "srv-p", "binding:host_id": "here"}}).json()["port"]
+        assert wait_status(admin, port["id"], "ACTIVE")["status"] == "ACTIVE"
+        mine = lambda: sorted(n for n in os.listdir("/run/netns") if n.startswith(prefix))  # noqa: E731
+        assert mine() == sorted([f"{prefix}kumo-host", f"{prefix}qdhcp-{net['id']}"])
+        dnsmasq = sh("ip", "netns", "pids", f"{prefix}qdhcp-{net['id']}").split()
+        driver.kumo(cloud, "down")
+        assert mine(), "a plain kumo down keeps the data plane"
+        out = driver.kumo(cloud, "down", "--purge").stdout
+        assert "removed the network data plane" in out, out
+        assert mine() == [] and not os.path.exists(f"/run/kumo/{prefix}network")
+        assert not any(pid_alive(int(p)) for p in dnsmasq), dnsmasq
+    finally:
+        driver.stop(cloud)

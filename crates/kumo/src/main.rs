@@ -55,7 +55,12 @@ enum Command {
         services: Vec<String>,
     },
     /// Stop the cloud started from this state directory.
-    Down,
+    Down {
+        /// Also remove the network data plane (kumo's namespaces with their bridges, taps,
+        /// dnsmasqs and rules) and so the guests attached to it: nothing is left running.
+        #[arg(long)]
+        purge: bool,
+    },
     /// Is it running, where, and does every API answer?
     Status,
     /// Print the log (`--follow` to keep reading).
@@ -187,7 +192,30 @@ fn main() -> Result<()> {
             init_logging(&cfg);
             runtime()?.block_on(server::run(&state, &cfg, listen.as_deref(), false))
         }
-        Command::Down => lifecycle::down(&state),
+        Command::Down { purge } => {
+            lifecycle::down(&state)?;
+            if purge {
+                let prefix = cfg.get_str("network", "namespace_prefix")?;
+                let dir = network::agent::runtime_dir(&prefix);
+                let removed = runtime()?.block_on(dataplane::converge::teardown(
+                    &dataplane::plan::Names::new(prefix.clone()),
+                    &dir,
+                ))?;
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir)
+                        .with_context(|| format!("removing {}", dir.display()))?;
+                }
+                if removed.is_empty() {
+                    println!("no network namespaces of kumo's to remove");
+                } else {
+                    println!(
+                        "removed the network data plane: {} (their guests and dnsmasqs stopped)",
+                        removed.join(", ")
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Status => lifecycle::status(&state),
         Command::Logs { follow, lines } => lifecycle::logs(&state, follow, lines),
         Command::Db {
