@@ -10,7 +10,7 @@ import json
 import pytest
 
 from cloudlib import unique
-from test_network import NetApi, neutron_error, osc_demo
+from netlib import NetApi, neutron_error, osc_demo
 
 pytestmark = pytest.mark.kumo_only("the network service is kumo's")
 

@@ -185,131 +185,101 @@ async fn delete_handler<C: Collection>(
     Ok(no_content())
 }
 
-/// Networks.
-pub struct Networks;
+/// A collection whose five operations are the service's methods of the same shape.
+macro_rules! collection {
+    (
+        $name:ident, one = $one:literal, many = $many:literal, path = $path:literal,
+        keys = $keys:expr, not_found = $not_found:path,
+        list = $list:ident, show = $show:ident, create = $create:ident,
+        update = $update:ident, delete = $delete:ident
+    ) => {
+        pub struct $name;
 
-impl Collection for Networks {
-    const ONE: &'static str = "network";
-    const MANY: &'static str = "networks";
-    const KEYS: &'static [&'static str] = crate::core::NETWORK_KEYS;
-    fn not_found(id: &str) -> NetError {
-        NetError::network_not_found(id)
-    }
-    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
-        svc.list_networks(ctx).await
-    }
-    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
-        svc.get_network(ctx, id).await
-    }
-    async fn create(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        bodies: &[&Map<String, Value>],
-    ) -> Result<Vec<Value>> {
-        svc.create_networks(ctx, bodies).await
-    }
-    async fn update(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        body: &Map<String, Value>,
-        if_match: Option<u64>,
-    ) -> Result<Value> {
-        svc.update_network(ctx, id, body, if_match).await
-    }
-    async fn delete(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        if_match: Option<u64>,
-    ) -> Result<()> {
-        svc.delete_network(ctx, id, if_match).await
-    }
+        impl Collection for $name {
+            const ONE: &'static str = $one;
+            const MANY: &'static str = $many;
+            const PATH: &'static str = $path;
+            const KEYS: &'static [&'static str] = $keys;
+            fn not_found(id: &str) -> NetError {
+                $not_found(id)
+            }
+            async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
+                svc.$list(ctx).await
+            }
+            async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
+                svc.$show(ctx, id).await
+            }
+            async fn create(
+                svc: &NetworkService,
+                ctx: &AuthContext,
+                bodies: &[&Map<String, Value>],
+            ) -> Result<Vec<Value>> {
+                svc.$create(ctx, bodies).await
+            }
+            async fn update(
+                svc: &NetworkService,
+                ctx: &AuthContext,
+                id: &str,
+                body: &Map<String, Value>,
+                if_match: Option<u64>,
+            ) -> Result<Value> {
+                svc.$update(ctx, id, body, if_match).await
+            }
+            async fn delete(
+                svc: &NetworkService,
+                ctx: &AuthContext,
+                id: &str,
+                if_match: Option<u64>,
+            ) -> Result<()> {
+                svc.$delete(ctx, id, if_match).await
+            }
+        }
+    };
 }
 
-/// Subnets.
-pub struct Subnets;
-
-impl Collection for Subnets {
-    const ONE: &'static str = "subnet";
-    const MANY: &'static str = "subnets";
-    const KEYS: &'static [&'static str] = crate::core::SUBNET_KEYS;
-    fn not_found(id: &str) -> NetError {
-        NetError::subnet_not_found(id)
-    }
-    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
-        svc.list_subnets(ctx).await
-    }
-    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
-        svc.get_subnet(ctx, id).await
-    }
-    async fn create(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        bodies: &[&Map<String, Value>],
-    ) -> Result<Vec<Value>> {
-        svc.create_subnets(ctx, bodies).await
-    }
-    async fn update(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        body: &Map<String, Value>,
-        if_match: Option<u64>,
-    ) -> Result<Value> {
-        svc.update_subnet(ctx, id, body, if_match).await
-    }
-    async fn delete(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        if_match: Option<u64>,
-    ) -> Result<()> {
-        svc.delete_subnet(ctx, id, if_match).await
-    }
+// Networks.
+collection! {
+    Networks,
+    one = "network",
+    many = "networks",
+    path = "networks",
+    keys = crate::core::NETWORK_KEYS,
+    not_found = NetError::network_not_found,
+    list = list_networks,
+    show = get_network,
+    create = create_networks,
+    update = update_network,
+    delete = delete_network
 }
 
-/// Security groups (`/security-groups`).
-pub struct SecurityGroups;
+// Subnets.
+collection! {
+    Subnets,
+    one = "subnet",
+    many = "subnets",
+    path = "subnets",
+    keys = crate::core::SUBNET_KEYS,
+    not_found = NetError::subnet_not_found,
+    list = list_subnets,
+    show = get_subnet,
+    create = create_subnets,
+    update = update_subnet,
+    delete = delete_subnet
+}
 
-impl Collection for SecurityGroups {
-    const ONE: &'static str = "security_group";
-    const MANY: &'static str = "security_groups";
-    const PATH: &'static str = "security-groups";
-    const KEYS: &'static [&'static str] = crate::core::SECURITY_GROUP_KEYS;
-    fn not_found(id: &str) -> NetError {
-        NetError::security_group_not_found(id)
-    }
-    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
-        svc.list_security_groups(ctx).await
-    }
-    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
-        svc.get_security_group(ctx, id).await
-    }
-    async fn create(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        bodies: &[&Map<String, Value>],
-    ) -> Result<Vec<Value>> {
-        svc.create_security_groups(ctx, bodies).await
-    }
-    async fn update(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        body: &Map<String, Value>,
-        if_match: Option<u64>,
-    ) -> Result<Value> {
-        svc.update_security_group(ctx, id, body, if_match).await
-    }
-    async fn delete(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        if_match: Option<u64>,
-    ) -> Result<()> {
-        svc.delete_security_group(ctx, id, if_match).await
-    }
+// Security groups (`/security-groups`).
+collection! {
+    SecurityGroups,
+    one = "security_group",
+    many = "security_groups",
+    path = "security-groups",
+    keys = crate::core::SECURITY_GROUP_KEYS,
+    not_found = NetError::security_group_not_found,
+    list = list_security_groups,
+    show = get_security_group,
+    create = create_security_groups,
+    update = update_security_group,
+    delete = delete_security_group
 }
 
 /// Security group rules (`/security-group-rules`; no update: rules are immutable).
@@ -355,170 +325,62 @@ impl Collection for SecurityGroupRules {
     }
 }
 
-/// Ports.
-pub struct Ports;
-
-impl Collection for Ports {
-    const ONE: &'static str = "port";
-    const MANY: &'static str = "ports";
-    const KEYS: &'static [&'static str] = crate::core::PORT_KEYS;
-    fn not_found(id: &str) -> NetError {
-        crate::core::port_not_found(id)
-    }
-    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
-        svc.list_ports(ctx).await
-    }
-    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
-        svc.get_port(ctx, id).await
-    }
-    async fn create(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        bodies: &[&Map<String, Value>],
-    ) -> Result<Vec<Value>> {
-        svc.create_ports(ctx, bodies).await
-    }
-    async fn update(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        body: &Map<String, Value>,
-        if_match: Option<u64>,
-    ) -> Result<Value> {
-        svc.update_port(ctx, id, body, if_match).await
-    }
-    async fn delete(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        if_match: Option<u64>,
-    ) -> Result<()> {
-        svc.delete_port(ctx, id, if_match).await
-    }
+// Ports.
+collection! {
+    Ports,
+    one = "port",
+    many = "ports",
+    path = "ports",
+    keys = crate::core::PORT_KEYS,
+    not_found = crate::core::port_not_found,
+    list = list_ports,
+    show = get_port,
+    create = create_ports,
+    update = update_port,
+    delete = delete_port
 }
 
-/// Routers.
-pub struct Routers;
-
-impl Collection for Routers {
-    const ONE: &'static str = "router";
-    const MANY: &'static str = "routers";
-    const KEYS: &'static [&'static str] = crate::core::ROUTER_KEYS;
-    fn not_found(id: &str) -> NetError {
-        NetError::router_not_found(id)
-    }
-    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
-        svc.list_routers(ctx).await
-    }
-    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
-        svc.get_router(ctx, id).await
-    }
-    async fn create(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        bodies: &[&Map<String, Value>],
-    ) -> Result<Vec<Value>> {
-        svc.create_routers(ctx, bodies).await
-    }
-    async fn update(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        body: &Map<String, Value>,
-        if_match: Option<u64>,
-    ) -> Result<Value> {
-        svc.update_router(ctx, id, body, if_match).await
-    }
-    async fn delete(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        if_match: Option<u64>,
-    ) -> Result<()> {
-        svc.delete_router(ctx, id, if_match).await
-    }
+// Routers.
+collection! {
+    Routers,
+    one = "router",
+    many = "routers",
+    path = "routers",
+    keys = crate::core::ROUTER_KEYS,
+    not_found = NetError::router_not_found,
+    list = list_routers,
+    show = get_router,
+    create = create_routers,
+    update = update_router,
+    delete = delete_router
 }
 
-/// Floating IPs.
-pub struct FloatingIps;
-
-impl Collection for FloatingIps {
-    const ONE: &'static str = "floatingip";
-    const MANY: &'static str = "floatingips";
-    const KEYS: &'static [&'static str] = crate::core::FLOATINGIP_KEYS;
-    fn not_found(id: &str) -> NetError {
-        NetError::floatingip_not_found(id)
-    }
-    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
-        svc.list_floating_ips(ctx).await
-    }
-    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
-        svc.get_floating_ip(ctx, id).await
-    }
-    async fn create(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        bodies: &[&Map<String, Value>],
-    ) -> Result<Vec<Value>> {
-        svc.create_floating_ips(ctx, bodies).await
-    }
-    async fn update(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        body: &Map<String, Value>,
-        if_match: Option<u64>,
-    ) -> Result<Value> {
-        svc.update_floating_ip(ctx, id, body, if_match).await
-    }
-    async fn delete(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        if_match: Option<u64>,
-    ) -> Result<()> {
-        svc.delete_floating_ip(ctx, id, if_match).await
-    }
+// Floating IPs.
+collection! {
+    FloatingIps,
+    one = "floatingip",
+    many = "floatingips",
+    path = "floatingips",
+    keys = crate::core::FLOATINGIP_KEYS,
+    not_found = NetError::floatingip_not_found,
+    list = list_floating_ips,
+    show = get_floating_ip,
+    create = create_floating_ips,
+    update = update_floating_ip,
+    delete = delete_floating_ip
 }
 
-/// Subnet pools.
-pub struct SubnetPools;
-
-impl Collection for SubnetPools {
-    const ONE: &'static str = "subnetpool";
-    const MANY: &'static str = "subnetpools";
-    const KEYS: &'static [&'static str] = crate::core::SUBNETPOOL_KEYS;
-    fn not_found(id: &str) -> NetError {
-        crate::core::subnetpool_not_found(id)
-    }
-    async fn list(svc: &NetworkService, ctx: &AuthContext) -> Result<Vec<Value>> {
-        svc.list_subnetpools(ctx).await
-    }
-    async fn show(svc: &NetworkService, ctx: &AuthContext, id: &str) -> Result<Value> {
-        svc.get_subnetpool(ctx, id).await
-    }
-    async fn create(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        bodies: &[&Map<String, Value>],
-    ) -> Result<Vec<Value>> {
-        svc.create_subnetpools(ctx, bodies).await
-    }
-    async fn update(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        body: &Map<String, Value>,
-        if_match: Option<u64>,
-    ) -> Result<Value> {
-        svc.update_subnetpool(ctx, id, body, if_match).await
-    }
-    async fn delete(
-        svc: &NetworkService,
-        ctx: &AuthContext,
-        id: &str,
-        if_match: Option<u64>,
-    ) -> Result<()> {
-        svc.delete_subnetpool(ctx, id, if_match).await
-    }
+// Subnet pools.
+collection! {
+    SubnetPools,
+    one = "subnetpool",
+    many = "subnetpools",
+    path = "subnetpools",
+    keys = crate::core::SUBNETPOOL_KEYS,
+    not_found = crate::core::subnetpool_not_found,
+    list = list_subnetpools,
+    show = get_subnetpool,
+    create = create_subnetpools,
+    update = update_subnetpool,
+    delete = delete_subnetpool
 }
