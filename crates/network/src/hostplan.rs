@@ -610,4 +610,83 @@ mod tests {
         assert!(f2.ingress[1].remote.is_empty());
         assert!(f("g3").is_none(), "port security off: no filter");
     }
+
+    #[test]
+    fn a_router_serving_a_built_network_is_built_with_its_gateway_and_floating_ips() {
+        use crate::model::{FloatingIp, HostRoute, RouterGateway as Gw};
+        let mut ext = net("ext");
+        ext.external = true;
+        let mut ext_sub = subnet("es", "ext", "172.24.4.0/24");
+        ext_sub.gateway_ip = Some("172.24.4.1".into());
+        ext_sub.enable_dhcp = false;
+        let mut gw = port("gw", "ext", OWNER_ROUTER_GATEWAY, "172.24.4.10", "");
+        gw.fixed_ips[0].subnet_id = "es".into();
+        gw.device_id = "r1".into();
+        let mut rif = port("if", "n1", OWNER_ROUTER_INTERFACE, "10.0.0.1", "");
+        rif.device_id = "r1".into();
+        let router = Router {
+            id: "r1".into(),
+            name: String::new(),
+            description: String::new(),
+            project_id: "p".into(),
+            admin_state_up: true,
+            status: "ACTIVE".into(),
+            gateway: Some(Gw {
+                network_id: "ext".into(),
+                enable_snat: true,
+                port_id: "gw".into(),
+            }),
+            routes: vec![HostRoute {
+                destination: "192.168.0.0/24".into(),
+                nexthop: "10.0.0.9".into(),
+            }],
+            availability_zone_hints: vec![],
+            created_at: String::new(),
+            updated_at: String::new(),
+            revision_number: 0,
+        };
+        let fip = FloatingIp {
+            id: "f1".into(),
+            project_id: "p".into(),
+            description: String::new(),
+            floating_network_id: "ext".into(),
+            floating_ip_address: "172.24.4.50".into(),
+            floating_port_id: "fp".into(),
+            port_id: Some("g1".into()),
+            fixed_ip_address: Some("10.0.0.3".into()),
+            router_id: Some("r1".into()),
+            status: "ACTIVE".into(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            revision_number: 0,
+        };
+        let mut snap = Snapshot {
+            networks: vec![net("n1"), ext],
+            subnets: vec![subnet("s1", "n1", "10.0.0.0/24"), ext_sub],
+            ports: vec![rif, gw],
+            security_group_rules: vec![],
+            routers: vec![router],
+            floating_ips: vec![fip],
+        };
+        // without a bound guest on its network, the router is not built
+        assert!(build(&snap, &opts()).plan.routers.is_empty());
+        snap.ports
+            .push(port("g1", "n1", "compute:nova", "10.0.0.3", "h1"));
+        let b = build(&snap, &opts());
+        let r = &b.plan.routers[0];
+        assert_eq!(r.interfaces[0].addresses, vec!["10.0.0.1/24"]);
+        let g = r.gateway.as_ref().unwrap();
+        assert_eq!(g.port.addresses, vec!["172.24.4.10/24"]);
+        assert_eq!(g.default_route, Some("172.24.4.1".parse().unwrap()));
+        assert!(g.snat);
+        assert_eq!(
+            r.floating_ips,
+            vec![("172.24.4.50".parse().unwrap(), "10.0.0.3".parse().unwrap())]
+        );
+        assert_eq!(r.routes.len(), 1);
+        let e = b.plan.networks.iter().find(|n| n.id == "ext").unwrap();
+        assert_eq!(e.external, Some(vec!["172.24.4.1/24".to_string()]));
+        assert_eq!(b.port_status["gw"], "ACTIVE");
+        assert_eq!(b.port_status["if"], "ACTIVE");
+    }
 }
