@@ -100,8 +100,9 @@ def test_bound_port_is_wired_and_served_by_dhcp(net_cloud):
         "network_id": net["id"], "device_owner": "compute:nova", "device_id": "srv-1"}})
     assert r.status_code == 201, r.text
     port = r.json()["port"]
-    # nothing is built for a network without bound guests
+    # nothing is built for a network without bound guests: not even the host namespace
     assert not os.path.exists(f"/run/netns/{prefix}qdhcp-{net['id']}")
+    assert not os.path.exists(f"/run/netns/{prefix}kumo-host")
     t0 = time.monotonic()
     r = admin("PUT", f"/ports/{port['id']}", json={"port": {"binding:host_id": "here"}})
     assert r.status_code == 200, r.text

@@ -135,11 +135,9 @@ EOF
     # switch turns that check off for this run; tempest.conf says so below.
     printf '\n[image_format]\nrequire_image_format_match = false\n' >> "$STATE/kumo.conf"
   fi
-  if [[ $SERVICE == network ]]; then
-    # the API only (no bridges or namespaces: Tempest's API tests send no packets); a prefix of
-    # its own all the same, should the data plane be switched on
-    printf '\n[network]\ndataplane = none\nnamespace_prefix = kt%s-\n' "$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')" >> "$STATE/kumo.conf"
-  fi
+  # the network API only (no bridges or namespaces: Tempest's API tests send no packets); a
+  # namespace prefix of its own all the same, should the data plane be switched on
+  printf '\n[network]\ndataplane = none\nnamespace_prefix = kt%s-\n' "$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')" >> "$STATE/kumo.conf"
   UP_ARGS=()
   if [[ $SERVICE == compute ]]; then
     # the fake driver with two hosts (instant spawns); --demo adds devstack's m1.* flavors, but

@@ -977,6 +977,12 @@ pub async fn converge(plan: &HostPlan, state_dir: &Path) -> Result<Report> {
     };
     c.validate()?;
     c.remove_leftover_namespaces().await?;
+    let nothing_planned =
+        plan.networks.is_empty() && plan.vm_ports.is_empty() && plan.routers.is_empty();
+    if nothing_planned && !netns::namespace_exists(&plan.names.host_namespace())? {
+        // A cloud without wired guests makes no namespace at all.
+        return Ok(c.report);
+    }
     let host = c.host().await?;
     c.external(&host).await?;
     for n in &plan.networks {
