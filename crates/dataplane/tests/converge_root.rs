@@ -22,22 +22,11 @@ use dataplane::plan::{
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn skip(tools: &[&str]) -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root (network namespaces)");
-        return true;
-    }
-    for t in tools {
-        if !dataplane::tool_available(t) {
-            eprintln!("SKIPPED: `{t}` not installed");
-            return true;
-        }
-    }
-    false
-}
+mod common;
+use common::{skip, unique_prefix};
 
 /// A unique prefix, a state directory, and cleanup of everything under the prefix on drop.
 struct Sandbox {
@@ -47,16 +36,8 @@ struct Sandbox {
 
 impl Sandbox {
     fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mix =
-            ((nanos ^ (std::process::id() << 12)).wrapping_add(n.wrapping_mul(0x9e37))) & 0xff_ffff;
         Sandbox {
-            names: Names::new(format!("kt{mix:06x}-")),
+            names: Names::new(format!("{}-", unique_prefix())),
             state: tempfile::tempdir().expect("tempdir"),
         }
     }

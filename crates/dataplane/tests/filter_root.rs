@@ -12,81 +12,11 @@ use dataplane::netns;
 use dataplane::plan::{EtherType, FilterRule, PortFilter, VmPort};
 use std::io::{Read, Write};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn skip(tools: &[&str]) -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: needs root (network namespaces)");
-        return true;
-    }
-    for t in tools {
-        if !dataplane::tool_available(t) {
-            eprintln!("SKIPPED: `{t}` not installed");
-            return true;
-        }
-    }
-    false
-}
-
-/// A unique prefix and the namespaces made under it, removed on drop.
-struct Sandbox {
-    prefix: String,
-    made: Vec<String>,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let mix = (nanos ^ (std::process::id() << 12)) & 0xff_ffff;
-        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mix = (mix.wrapping_add(n.wrapping_mul(0x9e37))) & 0xff_ffff;
-        Sandbox {
-            prefix: format!("kt{mix:06x}"),
-            made: Vec::new(),
-        }
-    }
-
-    /// `kt<hex>-ROLE` namespace, created.
-    async fn ns(&mut self, role: &str) -> String {
-        let name = format!("{}-{role}", self.prefix);
-        netns::ensure_namespace(&name)
-            .await
-            .expect("create namespace");
-        self.made.push(name.clone());
-        name
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        for ns in &self.made {
-            if let Ok(pids) = netns::namespace_pids(ns) {
-                for pid in pids {
-                    if pid != std::process::id() as i32 {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-            }
-            let _ = netns::remove_namespace_blocking(ns);
-        }
-        let left: Vec<String> = netns::list_namespaces()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|n| n.starts_with(&self.prefix))
-            .collect();
-        if !left.is_empty() && !std::thread::panicking() {
-            panic!("namespaces left behind: {left:?}");
-        }
-    }
-}
+mod common;
+use common::{Sandbox, skip};
 
 const NET: &str = "0e7f4c2a-0000-4000-8000-000000000001";
 const PORT_A: &str = "a5a5a5a5-1111-4000-8000-00000000000a";
