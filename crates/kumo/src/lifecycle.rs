@@ -20,6 +20,7 @@ const HEALTH: &[(&str, &str)] = &[
     ("placement", "/placement"),
     ("image", "/image/versions"),
     ("compute", "/compute/v2.1"),
+    ("network", "/network"),
 ];
 
 /// Minimal HTTP/1.0 GET on loopback: the status code, or None if nothing answers.
