@@ -4,25 +4,19 @@
 use std::collections::HashMap;
 
 use super::{NETWORK, NetworkService, PORT, SUBNET};
-use crate::error::{NetError, Result};
+use crate::error::Result;
 use crate::hostplan::Snapshot;
 use crate::model::{Network, Port, Subnet, now};
 use crate::store;
-
-fn parse_all<T: serde::de::DeserializeOwned>(rows: Vec<String>) -> Result<Vec<T>> {
-    rows.iter()
-        .map(|b| serde_json::from_str(b).map_err(NetError::from))
-        .collect()
-}
 
 impl NetworkService {
     /// Everything, read in one transaction so the plan is consistent.
     pub async fn snapshot(&self) -> Result<Snapshot> {
         // Separate reads: a write landing between them is seen by the next pass.
         let r = self.db.conn();
-        let networks: Vec<Network> = parse_all(store::list(r, NETWORK).await?)?;
-        let subnets: Vec<Subnet> = parse_all(store::list(r, SUBNET).await?)?;
-        let ports: Vec<Port> = parse_all(store::list(r, PORT).await?)?;
+        let networks: Vec<Network> = super::read_all(r, NETWORK).await?;
+        let subnets: Vec<Subnet> = super::read_all(r, SUBNET).await?;
+        let ports: Vec<Port> = super::read_all(r, PORT).await?;
         let (_, security_group_rules) = self.security_groups_snapshot().await?;
         let (routers, floating_ips) = self.l3_snapshot().await?;
         Ok(Snapshot {

@@ -115,11 +115,7 @@ impl NetworkService {
         &self,
         c: &C,
     ) -> Result<Vec<FloatingIp>> {
-        store::list(c, FLOATINGIP)
-            .await?
-            .iter()
-            .map(|b| serde_json::from_str(b).map_err(NetError::from))
-            .collect()
+        super::read_all(c, FLOATINGIP).await
     }
 
     async fn lookup_floating_ip<C: sea_orm::ConnectionTrait>(
@@ -128,10 +124,7 @@ impl NetworkService {
         ctx: &AuthContext,
         id: &str,
     ) -> Result<FloatingIp> {
-        let f: Option<FloatingIp> = match store::get(c, FLOATINGIP, id).await? {
-            Some(b) => Some(serde_json::from_str(&b)?),
-            None => None,
-        };
+        let f: Option<FloatingIp> = super::read(c, FLOATINGIP, id).await?;
         match f {
             Some(f) if self.fip_readable(ctx, &f) => Ok(f),
             _ => Err(NetError::floatingip_not_found(id)),

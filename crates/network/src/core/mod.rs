@@ -82,6 +82,41 @@ pub enum OpenError {
     Policy(String),
 }
 
+/// The row `id` of `kind`, parsed: the one place a stored body becomes a resource.
+pub(crate) async fn read<T: serde::de::DeserializeOwned, C: sea_orm::ConnectionTrait>(
+    c: &C,
+    kind: &str,
+    id: &str,
+) -> Result<Option<T>> {
+    match store::get(c, kind, id).await? {
+        Some(b) => Ok(Some(serde_json::from_str(&b)?)),
+        None => Ok(None),
+    }
+}
+
+fn parse_rows<T: serde::de::DeserializeOwned>(rows: Vec<String>) -> Result<Vec<T>> {
+    rows.iter()
+        .map(|b| serde_json::from_str(b).map_err(NetError::from))
+        .collect()
+}
+
+/// Every row of `kind`, parsed, oldest first.
+pub(crate) async fn read_all<T: serde::de::DeserializeOwned, C: sea_orm::ConnectionTrait>(
+    c: &C,
+    kind: &str,
+) -> Result<Vec<T>> {
+    parse_rows(store::list(c, kind).await?)
+}
+
+/// The rows of `kind` under `parent`, parsed, oldest first.
+pub(crate) async fn read_children<T: serde::de::DeserializeOwned, C: sea_orm::ConnectionTrait>(
+    c: &C,
+    kind: &str,
+    parent: &str,
+) -> Result<Vec<T>> {
+    parse_rows(store::children(c, kind, parent).await?)
+}
+
 impl NetworkService {
     /// Open the service: database (migrated), policy.
     pub async fn open(cfg: NetworkConfig) -> std::result::Result<Arc<Self>, OpenError> {
@@ -193,10 +228,7 @@ impl NetworkService {
         c: &C,
         id: &str,
     ) -> Result<Option<Network>> {
-        Ok(match store::get(c, NETWORK, id).await? {
-            Some(b) => Some(serde_json::from_str(&b)?),
-            None => None,
-        })
+        read(c, NETWORK, id).await
     }
 
     pub(crate) async fn load_subnet<C: sea_orm::ConnectionTrait>(
@@ -204,10 +236,7 @@ impl NetworkService {
         c: &C,
         id: &str,
     ) -> Result<Option<Subnet>> {
-        Ok(match store::get(c, SUBNET, id).await? {
-            Some(b) => Some(serde_json::from_str(&b)?),
-            None => None,
-        })
+        read(c, SUBNET, id).await
     }
 
     /// The network `id` if the caller may see it, else NetworkNotFound.

@@ -331,10 +331,7 @@ impl NetworkService {
         c: &C,
         id: &str,
     ) -> Result<Option<Port>> {
-        Ok(match store::get(c, PORT, id).await? {
-            Some(b) => Some(serde_json::from_str(&b)?),
-            None => None,
-        })
+        super::read(c, PORT, id).await
     }
 
     pub(crate) async fn network_ports<C: sea_orm::ConnectionTrait>(
@@ -342,11 +339,7 @@ impl NetworkService {
         c: &C,
         net: &str,
     ) -> Result<Vec<Port>> {
-        store::children(c, PORT, net)
-            .await?
-            .iter()
-            .map(|b| serde_json::from_str(b).map_err(NetError::from))
-            .collect()
+        super::read_children(c, PORT, net).await
     }
 
     pub(crate) async fn network_subnets<C: sea_orm::ConnectionTrait>(
@@ -354,11 +347,7 @@ impl NetworkService {
         c: &C,
         net: &str,
     ) -> Result<Vec<Subnet>> {
-        store::children(c, SUBNET, net)
-            .await?
-            .iter()
-            .map(|b| serde_json::from_str(b).map_err(NetError::from))
-            .collect()
+        super::read_children(c, SUBNET, net).await
     }
 
     /// The port `id` and its network if the caller may see it, else PortNotFound.

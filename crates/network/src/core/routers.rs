@@ -301,10 +301,7 @@ impl NetworkService {
         c: &C,
         id: &str,
     ) -> Result<Option<Router>> {
-        Ok(match store::get(c, ROUTER, id).await? {
-            Some(b) => Some(serde_json::from_str(&b)?),
-            None => None,
-        })
+        super::read(c, ROUTER, id).await
     }
 
     /// The router `id` if the caller may see it, else RouterNotFound.
@@ -334,11 +331,7 @@ impl NetworkService {
         &self,
         c: &C,
     ) -> Result<Vec<Router>> {
-        store::list(c, ROUTER)
-            .await?
-            .iter()
-            .map(|b| serde_json::from_str(b).map_err(NetError::from))
-            .collect()
+        super::read_all(c, ROUTER).await
     }
 
     /// The router's ports: its gateway port and its interfaces.

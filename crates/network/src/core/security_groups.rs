@@ -408,10 +408,7 @@ impl NetworkService {
         c: &C,
         id: &str,
     ) -> Result<Option<SecurityGroup>> {
-        Ok(match store::get(c, SECURITY_GROUP, id).await? {
-            Some(b) => Some(serde_json::from_str(&b)?),
-            None => None,
-        })
+        super::read(c, SECURITY_GROUP, id).await
     }
 
     async fn lookup_security_group<C: sea_orm::ConnectionTrait>(
@@ -431,30 +428,18 @@ impl NetworkService {
         c: &C,
         group: &str,
     ) -> Result<Vec<SecurityGroupRule>> {
-        let mut out = Vec::new();
-        for b in store::children(c, SECURITY_GROUP_RULE, group).await? {
-            out.push(serde_json::from_str(&b)?);
-        }
-        Ok(out)
+        super::read_children(c, SECURITY_GROUP_RULE, group).await
     }
 
     async fn all_groups<C: sea_orm::ConnectionTrait>(&self, c: &C) -> Result<Vec<SecurityGroup>> {
-        let mut out = Vec::new();
-        for b in store::list(c, SECURITY_GROUP).await? {
-            out.push(serde_json::from_str(&b)?);
-        }
-        Ok(out)
+        super::read_all(c, SECURITY_GROUP).await
     }
 
     async fn all_rules<C: sea_orm::ConnectionTrait>(
         &self,
         c: &C,
     ) -> Result<Vec<SecurityGroupRule>> {
-        let mut out = Vec::new();
-        for b in store::list(c, SECURITY_GROUP_RULE).await? {
-            out.push(serde_json::from_str(&b)?);
-        }
-        Ok(out)
+        super::read_all(c, SECURITY_GROUP_RULE).await
     }
 
     /// The id of `project`'s default group, if it has one.

@@ -157,10 +157,7 @@ impl NetworkService {
         ctx: &AuthContext,
         id: &str,
     ) -> Result<SubnetPool> {
-        let pool: Option<SubnetPool> = match store::get(c, SUBNETPOOL, id).await? {
-            Some(b) => Some(serde_json::from_str(&b)?),
-            None => None,
-        };
+        let pool: Option<SubnetPool> = super::read(c, SUBNETPOOL, id).await?;
         match pool {
             Some(p)
                 if (self.is_admin(ctx) || p.shared || ctx.project_id() == Some(&p.project_id))
