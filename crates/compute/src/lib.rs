@@ -19,6 +19,7 @@ pub mod config;
 pub mod console;
 pub mod core;
 pub mod error;
+pub mod guest_metadata;
 pub mod hooks;
 pub mod manager;
 pub mod model;

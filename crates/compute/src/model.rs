@@ -222,6 +222,10 @@ pub struct Instance {
     pub host_availability_zone: Option<String>,
     #[serde(default)]
     pub config_drive: bool,
+    /// The encrypted password the guest posted to the metadata service (Nova keeps it in
+    /// system_metadata); empty when none.
+    #[serde(default)]
+    pub guest_password: String,
     #[serde(default)]
     pub locked: bool,
     #[serde(default)]

@@ -23,6 +23,11 @@ pub struct DhcpSubnet {
     pub gateway: Option<IpAddr>,
     pub dns_servers: Vec<IpAddr>,
     pub lease_seconds: u32,
+    /// Routes pushed with DHCP option 121 (and Microsoft's 249): (destination CIDR, next hop),
+    /// e.g. the subnet's host_routes and `169.254.169.254/32` via the DHCP port for the
+    /// metadata service. A client that gets option 121 ignores the router option (RFC 3442),
+    /// so the default route via the gateway is added to the list.
+    pub classless_routes: Vec<(String, IpAddr)>,
 }
 
 /// A port's fixed address.
@@ -158,6 +163,19 @@ impl Dnsmasq {
             if !s.dns_servers.is_empty() {
                 let dns: Vec<String> = s.dns_servers.iter().map(|d| d.to_string()).collect();
                 let _ = writeln!(out, "tag:{},option:dns-server,{}", s.tag, dns.join(","));
+            }
+            if !s.classless_routes.is_empty() {
+                let mut routes: Vec<String> = s
+                    .classless_routes
+                    .iter()
+                    .map(|(dest, hop)| format!("{dest},{hop}"))
+                    .collect();
+                if let Some(gw) = s.gateway {
+                    routes.push(format!("0.0.0.0/0,{gw}"));
+                }
+                let routes = routes.join(",");
+                let _ = writeln!(out, "tag:{},option:classless-static-route,{routes}", s.tag);
+                let _ = writeln!(out, "tag:{},249,{routes}", s.tag);
             }
         }
         out
@@ -349,8 +367,23 @@ mod tests {
                 gateway: Some("10.0.0.1".parse().expect("ip")),
                 dns_servers: vec!["10.0.0.2".parse().expect("ip")],
                 lease_seconds: 86400,
+                classless_routes: vec![],
             }],
         })
+    }
+
+    #[test]
+    fn classless_routes_carry_the_default_route_too() {
+        let mut d = sample();
+        d.config.subnets[0].classless_routes =
+            vec![("169.254.169.254/32".into(), "10.0.0.2".parse().expect("ip"))];
+        let opts = d.render_opts();
+        assert!(opts.contains(
+            "tag:subnet-s1,option:classless-static-route,169.254.169.254/32,10.0.0.2,0.0.0.0/0,10.0.0.1\n"
+        ));
+        assert!(
+            opts.contains("tag:subnet-s1,249,169.254.169.254/32,10.0.0.2,0.0.0.0/0,10.0.0.1\n")
+        );
     }
 
     #[test]

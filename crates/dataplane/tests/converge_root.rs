@@ -145,6 +145,7 @@ fn private_net(id: &str, dhcp_port: &str, third: u8, hosts: Vec<DhcpHost>) -> Ne
                 gateway: Some(ip(&format!("10.0.{third}.1"))),
                 dns_servers: vec![],
                 lease_seconds: 600,
+                classless_routes: vec![],
             }],
             hosts,
         }),

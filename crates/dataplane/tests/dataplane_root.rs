@@ -302,6 +302,7 @@ async fn dnsmasq_serves_the_fixed_address() {
             gateway: Some("10.97.0.1".parse().expect("ip")),
             dns_servers: vec![],
             lease_seconds: 600,
+            classless_routes: vec![],
         }],
     };
     let d = Dnsmasq::new(config.clone());

@@ -8,6 +8,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod credentials;
 mod demo;
+mod guest_metadata;
 mod lifecycle;
 mod server;
 mod settings;

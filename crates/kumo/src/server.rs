@@ -296,7 +296,8 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     let _roles = compute::roles::start(cloud.compute.clone(), bus, clients)
         .await
         .context("starting the compute roles")?;
-    start_network_agent(&cloud)?;
+    let metadata_settings = metadata::config::settings(cfg).map_err(anyhow::Error::msg)?;
+    start_network_agent(&cloud, &metadata_settings)?;
 
     // The endpoint first: `kumo up` waits for the pid file, then reads the endpoint.
     write_file(&state.endpoint_file(), &format!("{base}\n"), 0o644)?;
@@ -340,14 +341,24 @@ impl network::agent::PortEvents for ComputeEvents {
 }
 
 /// The network agent of this host (data plane, port status, vif-plugged events).
-fn start_network_agent(cloud: &Cloud) -> Result<()> {
+fn start_network_agent(cloud: &Cloud, settings: &metadata::tree::Settings) -> Result<()> {
     let mode =
         network::agent::resolve_mode(&cloud.network.cfg.dataplane).map_err(anyhow::Error::msg)?;
-    let agent = network::agent::Agent::new(
+    let mut agent = network::agent::Agent::new(
         cloud.network.clone(),
         mode,
         Arc::new(ComputeEvents(cloud.compute.clone())),
     );
+    if cloud.network.cfg.isolated_metadata {
+        let directory = Arc::new(crate::guest_metadata::CloudDirectory {
+            compute: cloud.compute.clone(),
+            network: cloud.network.clone(),
+        });
+        let listeners = metadata::listeners::ListenerSet::new(directory, settings.clone(), 80);
+        agent = agent.with_metadata(Arc::new(crate::guest_metadata::NamespaceListeners(
+            listeners,
+        )));
+    }
     tracing::info!(mode = ?mode, prefix = %cloud.network.cfg.namespace_prefix, "network agent started");
     tokio::spawn(agent.run());
     Ok(())

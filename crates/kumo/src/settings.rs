@@ -81,4 +81,5 @@ pub fn declare_all(cfg: &mut Config) {
     cfg.declare(image::config::OPTS);
     cfg.declare(compute::config::OPTS);
     cfg.declare(network::config::OPTS);
+    cfg.declare(metadata::config::OPTS);
 }

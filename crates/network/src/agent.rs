@@ -25,6 +25,15 @@ pub trait PortEvents: Send + Sync {
     async fn vif_plugged(&self, server: &str, port: &str);
 }
 
+/// Whoever serves the metadata service inside the DHCP namespaces (kumo wires
+/// `metadata::listeners`; the network crate does not know how metadata is rendered).
+#[async_trait]
+pub trait MetadataHost: Send + Sync {
+    /// After each pass: exactly the (network id, DHCP namespace) pairs that carry the
+    /// metadata address now.
+    async fn serve(&self, networks: Vec<(String, String)>);
+}
+
 /// Nobody listens (tests of the network service alone).
 pub struct NoEvents;
 
@@ -74,6 +83,7 @@ pub struct Agent {
     names: Names,
     state_dir: PathBuf,
     events: Arc<dyn PortEvents>,
+    metadata: Option<Arc<dyn MetadataHost>>,
 }
 
 /// Where the data plane's files live (dnsmasq's hosts/opts/leases/log): under /run, because
@@ -97,7 +107,14 @@ impl Agent {
             names,
             state_dir,
             events,
+            metadata: None,
         }
+    }
+
+    /// Serve metadata from the DHCP namespaces this agent builds.
+    pub fn with_metadata(mut self, host: Arc<dyn MetadataHost>) -> Self {
+        self.metadata = Some(host);
+        self
     }
 
     pub fn mode(&self) -> Mode {
@@ -114,6 +131,7 @@ impl Agent {
                 names: self.names.clone(),
                 host: &self.svc.cfg.host,
                 lease_seconds: self.svc.cfg.dhcp_lease_duration,
+                metadata: self.svc.cfg.isolated_metadata && self.metadata.is_some(),
             },
         );
         let mut statuses: HashMap<String, &'static str> = built.port_status;
@@ -122,6 +140,21 @@ impl Agent {
                 let report = dataplane::converge::converge(&built.plan, &self.state_dir).await?;
                 if !report.is_noop() {
                     tracing::info!(%report, elapsed_ms = t0.elapsed().as_millis() as u64, "network data plane converged");
+                }
+                if let Some(host) = &self.metadata {
+                    let metadata_cidr = format!("{}/32", hostplan::METADATA_ADDRESS);
+                    let serving = built
+                        .plan
+                        .networks
+                        .iter()
+                        .filter(|n| {
+                            n.dhcp
+                                .as_ref()
+                                .is_some_and(|d| d.addresses.contains(&metadata_cidr))
+                        })
+                        .map(|n| (n.id.clone(), self.names.dhcp_namespace(&n.id)))
+                        .collect();
+                    host.serve(serving).await;
                 }
             }
             Mode::None => {

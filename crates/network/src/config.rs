@@ -127,6 +127,12 @@ pub static OPTS: &[Opt] = &[
     },
     Opt {
         section: "network",
+        name: "isolated_metadata",
+        default: "true",
+        help: "Serve the metadata service (169.254.169.254) from each network's DHCP namespace and push a route to it by DHCP (Neutron's enable_isolated_metadata with force_metadata).",
+    },
+    Opt {
+        section: "network",
         name: "quota_security_group",
         default: "10",
         help: "Security groups a project may have by default, its default group included (-1: unlimited).",
@@ -162,6 +168,7 @@ pub struct NetworkConfig {
     pub namespace_prefix: String,
     pub host: String,
     pub dhcp_lease_duration: u32,
+    pub isolated_metadata: bool,
     pub state_dir: PathBuf,
     pub quota_security_group: i64,
     pub quota_security_group_rule: i64,
@@ -197,6 +204,7 @@ impl NetworkConfig {
             namespace_prefix: c.get_str("network", "namespace_prefix")?,
             host: c.get_str("network", "host")?,
             dhcp_lease_duration: c.get("network", "dhcp_lease_duration")?,
+            isolated_metadata: c.get("network", "isolated_metadata")?,
             state_dir: c.state_dir().join("network"),
             quota_security_group: c.get("network", "quota_security_group")?,
             quota_security_group_rule: c.get("network", "quota_security_group_rule")?,

@@ -14,7 +14,10 @@ use dataplane::plan::{
 };
 use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// Where guests reach the metadata service (served from the DHCP namespace).
+pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 use crate::model::{
     FloatingIp, Network, OWNER_DHCP, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, Router,
@@ -44,6 +47,10 @@ pub struct Options<'a> {
     /// This host's binding name; empty = every bound port is this host's (all-in-one).
     pub host: &'a str,
     pub lease_seconds: u32,
+    /// Serve the metadata service from the DHCP namespaces (Neutron's
+    /// `enable_isolated_metadata` + `force_metadata`): 169.254.169.254 on the DHCP port and a
+    /// route to it pushed by DHCP.
+    pub metadata: bool,
 }
 
 pub fn is_guest_port(p: &Port) -> bool {
@@ -189,7 +196,7 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
             .ports
             .iter()
             .find(|p| p.network_id == net.id && p.device_owner == OWNER_DHCP)
-            .and_then(|dp| dhcp_plan(snap, net, dp, &subnets, opts.lease_seconds));
+            .and_then(|dp| dhcp_plan(snap, net, dp, &subnets, opts.lease_seconds, opts.metadata));
         if let Some(d) = &dhcp {
             port_status.insert(d.port_id.clone(), "ACTIVE");
         }
@@ -342,6 +349,7 @@ fn dhcp_plan(
     dhcp_port: &Port,
     subnets: &HashMap<&str, &Subnet>,
     lease_seconds: u32,
+    metadata: bool,
 ) -> Option<DhcpPlan> {
     let served: Vec<&Subnet> = dhcp_port
         .fixed_ips
@@ -352,16 +360,33 @@ fn dhcp_plan(
     if served.is_empty() {
         return None;
     }
-    let addresses = dhcp_port
+    let mut addresses: Vec<String> = dhcp_port
         .fixed_ips
         .iter()
         .filter_map(|f| with_prefix(&f.ip_address, subnets.get(f.subnet_id.as_str()).copied()))
         .collect();
+    if metadata {
+        addresses.push(format!("{}/32", METADATA_ADDRESS));
+    }
     let dhcp_subnets = served
         .iter()
         .filter_map(|s| {
             let cidr: IpNet = s.cidr.parse().ok()?;
+            let mut classless_routes: Vec<(String, IpAddr)> = s
+                .host_routes
+                .iter()
+                .filter_map(|r| Some((r.destination.clone(), r.nexthop.parse().ok()?)))
+                .collect();
+            let dhcp_ip = dhcp_port
+                .fixed_ips
+                .iter()
+                .find(|f| f.subnet_id == s.id)
+                .and_then(|f| f.ip_address.parse::<IpAddr>().ok());
+            if let (true, Some(ip)) = (metadata, dhcp_ip) {
+                classless_routes.push((format!("{}/32", METADATA_ADDRESS), ip));
+            }
             Some(DhcpSubnet {
+                classless_routes,
                 tag: format!("subnet-{}", s.id),
                 network: cidr.network(),
                 prefix_len: cidr.prefix_len(),
@@ -485,7 +510,48 @@ mod tests {
             names: Names::new("kt-"),
             host: "",
             lease_seconds: 600,
+            metadata: false,
         }
+    }
+
+    #[test]
+    fn metadata_address_and_route_go_with_the_dhcp_port() {
+        let mut s1 = subnet("s1", "n1", "10.0.0.0/24");
+        s1.host_routes = vec![crate::model::HostRoute {
+            destination: "192.168.0.0/16".into(),
+            nexthop: "10.0.0.254".into(),
+        }];
+        let snap = Snapshot {
+            security_group_rules: vec![],
+            routers: vec![],
+            floating_ips: vec![],
+            networks: vec![net("n1")],
+            subnets: vec![s1],
+            ports: vec![
+                port("d1", "n1", OWNER_DHCP, "10.0.0.2", ""),
+                port("g1", "n1", "compute:nova", "10.0.0.3", "h1"),
+            ],
+        };
+        let o = Options {
+            metadata: true,
+            ..opts()
+        };
+        let b = build(&snap, &o);
+        let d = b.plan.networks[0].dhcp.as_ref().expect("dhcp");
+        assert_eq!(d.addresses, vec!["10.0.0.2/24", "169.254.169.254/32"]);
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(
+            d.subnets[0].classless_routes,
+            vec![
+                ("192.168.0.0/16".to_string(), ip("10.0.0.254")),
+                ("169.254.169.254/32".to_string(), ip("10.0.0.2")),
+            ]
+        );
+        // Without metadata only the subnet's own routes are pushed.
+        let b = build(&snap, &opts());
+        let d = b.plan.networks[0].dhcp.as_ref().expect("dhcp");
+        assert_eq!(d.addresses, vec!["10.0.0.2/24"]);
+        assert_eq!(d.subnets[0].classless_routes.len(), 1);
     }
 
     #[test]

@@ -327,6 +327,22 @@ pub async fn ip_holder<C: ConnectionTrait>(
     row.map(|r| r.try_get::<String>("", "port_id")).transpose()
 }
 
+/// The port holding `ip` on any subnet of `network`, if any.
+pub async fn ip_holder_on_network<C: ConnectionTrait>(
+    c: &C,
+    network: &str,
+    ip: &str,
+) -> Result<Option<String>, DbErr> {
+    let row = c
+        .query_one_raw(stmt(
+            c,
+            "SELECT port_id FROM ip_allocation WHERE network_id = $1 AND ip_address = $2",
+            vec![network.into(), ip.into()],
+        ))
+        .await?;
+    row.map(|r| r.try_get::<String>("", "port_id")).transpose()
+}
+
 /// Ports with an address in `subnet`.
 pub async fn ports_in_subnet<C: ConnectionTrait>(
     c: &C,

@@ -362,6 +362,7 @@ impl ComputeService {
                     .or_else(|| self.cfg.default_schedule_zone.clone()),
                 host_availability_zone: None,
                 config_drive: req.config_drive,
+                guest_password: String::new(),
                 locked: false,
                 locked_by: None,
                 locked_reason: None,

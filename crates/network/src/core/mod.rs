@@ -7,6 +7,7 @@
 pub mod attrs;
 mod dataplane_view;
 mod floating_ips;
+mod guest_lookup;
 mod networks;
 mod ports;
 mod quotas;
@@ -17,6 +18,7 @@ mod subnets;
 
 pub use attrs::resource_body;
 pub use floating_ips::FLOATINGIP_KEYS;
+pub use guest_lookup::AddressOwner;
 pub use networks::NETWORK_KEYS;
 pub use ports::{PORT_KEYS, port_not_found};
 pub use routers::ROUTER_KEYS;
