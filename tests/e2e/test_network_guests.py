@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -48,6 +49,14 @@ def tcp_open(ns: str, ip: str, port: int, timeout: float = 1.5) -> bool:
     code = (f"import socket,sys\ns=socket.socket()\ns.settimeout({timeout})\n"
             f"sys.exit(0 if s.connect_ex(('{ip}',{port}))==0 else 1)")
     return in_ns(ns, "python3", "-c", code).returncode == 0
+
+
+def ssh(ns: str, key: str, ip: str, command: str, timeout: int = 60) -> subprocess.CompletedProcess:
+    """`command` run in the guest at `ip` as user kumo over SSH from inside namespace `ns`."""
+    return in_ns(ns, "ssh", "-i", key, "-o", "StrictHostKeyChecking=no",
+                 "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                 "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", f"kumo@{ip}", command,
+                 timeout=timeout)
 
 
 def wait_until(check, timeout: float, step: float = 0.2) -> float | None:
@@ -93,9 +102,10 @@ def private_network(c, name: str, cidr: str = "10.0.0.0/24", project_args=()) ->
     return net, sub
 
 
-def boot(c, name: str, net_id: str) -> dict:
+def boot(c, name: str, net_id: str, key_name: str | None = None) -> dict:
+    extra = ("--key-name", key_name) if key_name else ()
     s = c.osc("server", "create", "--image", c.image_id, "--flavor", c.flavor, "--network", net_id,
-              name, fmt_json=True)
+              *extra, name, fmt_json=True)
     return wait_server(c, s["id"], "ACTIVE", timeout=120)
 
 
@@ -106,7 +116,7 @@ def port_of(c, server_id: str) -> dict:
     return ports[0]
 
 
-def test_guests_dhcp_router_floating_ip_and_security_groups(nc):
+def test_guests_dhcp_router_floating_ip_and_security_groups(nc, request):
     c = nc
     net, sub = private_network(c, unique("private"))
     router = c.osc("router", "create", unique("router"), fmt_json=True)
@@ -118,8 +128,17 @@ def test_guests_dhcp_router_floating_ip_and_security_groups(nc):
     default = next(g for g in sg if g["Name"] == "default")["ID"]
     c.osc("security", "group", "rule", "create", "--protocol", "icmp", default)
 
-    s1 = boot(c, unique("g1"), net["id"])
-    s2 = boot(c, unique("g2"), net["id"])
+    # a key pair the guests install from the metadata service (169.254.169.254, served from
+    # the network's DHCP namespace), so the outside world can log in over the floating IP
+    keydir = tempfile.mkdtemp(prefix="kumo-e2e-key-")
+    request.addfinalizer(lambda: shutil.rmtree(keydir, ignore_errors=True))
+    key = os.path.join(keydir, "id_ed25519")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+    keypair = unique("key")
+    c.osc("keypair", "create", "--public-key", key + ".pub", keypair)
+
+    s1 = boot(c, unique("g1"), net["id"], key_name=keypair)
+    s2 = boot(c, unique("g2"), net["id"], key_name=keypair)
     p1, p2 = port_of(c, s1["id"]), port_of(c, s2["id"])
     assert p1["status"] == "ACTIVE" and p1["binding:vif_type"] == "bridge", p1
     ip1, ip2 = p1["fixed_ips"][0]["ip_address"], p2["fixed_ips"][0]["ip_address"]
@@ -138,8 +157,10 @@ def test_guests_dhcp_router_floating_ip_and_security_groups(nc):
     ext_ns = f"{c.prefix}kumo-ext"
     took = wait_until(lambda: pings(ext_ns, fip_ip), 20)
     assert took is not None, f"floating IP {fip_ip} does not answer from {ext_ns}"
-    # dropbear starts once the guest gave up on a metadata service (#8): wait for its marker
-    wait_for_console(c, s1["id"], "dropbear listening on port 22", timeout=90)
+    # the guests read their metadata (host name and key) from the metadata service
+    for s in (s1, s2):
+        text = wait_for_console(c, s["id"], "dropbear listening on port 22", timeout=90)
+        assert "metadata from metadata service: hostname" in text and "1 key(s)" in text, text
     assert not tcp_open(ext_ns, fip_ip, 22), "TCP 22 open before any rule allowed it"
     rule = c.osc("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22",
                  default, fmt_json=True)
@@ -150,6 +171,26 @@ def test_guests_dhcp_router_floating_ip_and_security_groups(nc):
     assert closed is not None and closed < 2, f"TCP 22 still open 2 s after the rule went ({closed})"
     c.osc("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", default)
     assert wait_until(lambda: tcp_open(ext_ns, fip_ip, 22), 2) is not None
+
+    # SSH from the outside world to the floating IP with the key pair; from inside the guest:
+    # its host name is its server's, the other guest answers a ping on the private network,
+    # and the outside world's gateway (which has no route back to 10.0.0.0/24) answers
+    # through the router's SNAT
+    hostname = c.compute("GET", f"/servers/{s1['id']}", version="2.3").json()[
+        "server"]["OS-EXT-SRV-ATTR:hostname"]
+    # (/bin/ping by path: busybox's shell runs applets in-process, bypassing the set-uid copy)
+    out = ssh(ext_ns, key, fip_ip,
+              f"hostname; /bin/ping -c 2 -W 3 {ip2} >/dev/null && echo PEER-OK; "
+              f"/bin/ping -c 2 -W 3 172.24.4.1 >/dev/null && echo OUTSIDE-OK")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.split()
+    assert lines[0] == hostname, (lines, hostname)
+    assert "PEER-OK" in lines, f"guest {ip1} cannot ping guest {ip2}: {out.stdout}"
+    assert "OUTSIDE-OK" in lines, f"guest cannot reach the outside through SNAT: {out.stdout}"
+    # a wrong key is refused
+    other = os.path.join(keydir, "other")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other], check=True)
+    assert ssh(ext_ns, other, fip_ip, "true").returncode != 0
 
     # kill -9: the guests keep answering meanwhile and after; nothing is made twice
     before = sorted(n for n in os.listdir("/run/netns") if n.startswith(c.prefix))

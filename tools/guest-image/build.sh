@@ -143,6 +143,13 @@ mkdir -p "$r/lib/x86_64-linux-gnu" "$r/lib64" "$r/lib/modules/$kver"
 chmod 1777 "$r/tmp"
 chmod 700 "$r/root"
 cp "$pk/bin/busybox" "$r/bin/busybox"
+# ping for the unprivileged user (busybox 1.35 has no ICMP datagram sockets): a set-uid
+# copy of busybox that only `ping` links to; busybox drops root for every applet that is
+# not marked as needing it.
+mkdir -p "$r/usr/lib/kumo-tiny/suid"
+cp "$pk/bin/busybox" "$r/usr/lib/kumo-tiny/suid/busybox"
+chmod 4755 "$r/usr/lib/kumo-tiny/suid/busybox"
+ln -s /usr/lib/kumo-tiny/suid/busybox "$r/bin/ping"
 "$pk/bin/busybox" --list-full | while read -r applet; do
 	[ -e "$r/$applet" ] || [ -L "$r/$applet" ] || ln -s /bin/busybox "$r/$applet"
 done
