@@ -55,6 +55,18 @@ pub static OPTS: &[Opt] = &[
     },
     Opt {
         section: "DEFAULT",
+        name: "force_config_drive",
+        default: "false",
+        help: "Give every server a config drive, asked for or not (Nova's force_config_drive).",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "config_drive_format",
+        default: "iso9660",
+        help: "Config drive image format: iso9660 (made with genisoimage, as Nova) or vfat.",
+    },
+    Opt {
+        section: "DEFAULT",
         name: "vif_plugging_timeout",
         default: "300",
         help: "Seconds a build waits for the network service's network-vif-plugged event of each port before spawning. 0: do not wait.",
@@ -363,6 +375,10 @@ pub struct ComputeConfig {
     /// `[DEFAULT] vif_plugging_timeout`; None: do not wait.
     pub vif_plugging_timeout: Option<Duration>,
     pub vif_plugging_is_fatal: bool,
+    pub force_config_drive: bool,
+    pub config_drive_format: metadata::config_drive::Format,
+    /// `[metadata]`: what the config drive shows (host name domain, vendor data).
+    pub metadata: metadata::tree::Settings,
     pub sync_power_state_interval: Option<Duration>,
     pub max_limit: usize,
     pub policy_file: PathBuf,
@@ -453,6 +469,22 @@ impl ComputeConfig {
             ))
             .filter(|d| !d.is_zero()),
             vif_plugging_is_fatal: c.get("DEFAULT", "vif_plugging_is_fatal")?,
+            force_config_drive: c.get("DEFAULT", "force_config_drive")?,
+            config_drive_format: {
+                let v = c.get_str("DEFAULT", "config_drive_format")?;
+                v.parse().map_err(|_| ConfigError::Invalid {
+                    section: "DEFAULT".into(),
+                    name: "config_drive_format".into(),
+                    value: v.clone(),
+                    expected: "iso9660 or vfat",
+                })?
+            },
+            metadata: metadata::config::settings(c).map_err(|e| ConfigError::Invalid {
+                section: "metadata".into(),
+                name: "vendordata_jsonfile_path".into(),
+                value: e,
+                expected: "a readable JSON file",
+            })?,
             sync_power_state_interval: (sync > 0).then(|| Duration::from_secs(sync as u64)),
             max_limit: c.get("api", "max_limit")?,
             policy_file: PathBuf::from(c.get_str("api", "policy_file")?),

@@ -59,6 +59,8 @@ pub fn spec_of(i: &Instance) -> InstanceSpec {
         key_data: i.key_data.clone(),
         metadata: serde_json::to_value(&i.metadata).unwrap_or(Value::Null),
         config_drive: i.config_drive,
+        config_drive_files: Vec::new(),
+        config_drive_format: String::new(),
         network_info: i.network_info.clone(),
         block_device_info: i.block_device_mapping.clone(),
     }
@@ -69,6 +71,21 @@ fn driver_failed(step: &'static str, e: DriverError) -> ComputeError {
 }
 
 impl ComputeAgent {
+    /// The driver's spec with the config drive's files when the instance has one (Nova's
+    /// `InstanceMetadata` rendered at spawn).
+    fn spec(&self, i: &Instance) -> InstanceSpec {
+        let mut spec = spec_of(i);
+        if i.config_drive {
+            let facts = crate::guest_metadata::facts_of(i, Vec::new());
+            spec.config_drive_files = metadata::config_drive::files(&facts, &self.svc.cfg.metadata);
+            spec.config_drive_format = match self.svc.cfg.config_drive_format {
+                metadata::config_drive::Format::Iso9660 => "iso9660".into(),
+                metadata::config_drive::Format::Vfat => "vfat".into(),
+            };
+        }
+        spec
+    }
+
     fn rid(meta: &RequestMeta) -> &str {
         &meta.request_id
     }
@@ -461,7 +478,7 @@ impl ComputeAgent {
             )
             .await
             .map_err(at("spawning"))?;
-        if let Err(e) = self.driver.spawn(&spec_of(&i)).await {
+        if let Err(e) = self.driver.spawn(&self.spec(&i)).await {
             let e = match e {
                 // Kept as the driver's error: the build is not rescheduled for it.
                 e @ DriverError::ImageUnacceptable { .. } => ComputeError::Driver(e),
@@ -691,7 +708,7 @@ impl ComputeAgent {
                     .await?;
             }
             Operation::Rebuild => {
-                d.rebuild(&spec_of(&i)).await?;
+                d.rebuild(&self.spec(&i)).await?;
                 if was_stopped {
                     d.power_off(uuid, Duration::ZERO).await?;
                     self.done(uuid, vm_state::STOPPED, PowerState::Shutdown)
@@ -714,7 +731,7 @@ impl ComputeAgent {
                 let mut resized = i.clone();
                 resized.flavor = new.clone();
                 self.reclaim(&resized, rid).await?;
-                d.resize(&spec_of(&resized)).await?;
+                d.resize(&self.spec(&resized)).await?;
                 let power = if was_stopped {
                     PowerState::Shutdown
                 } else {
@@ -763,7 +780,7 @@ impl ComputeAgent {
                 let mut back = i.clone();
                 back.flavor = old.clone();
                 self.reclaim(&back, rid).await?;
-                d.revert_resize(&spec_of(&back)).await?;
+                d.revert_resize(&self.spec(&back)).await?;
                 let vm = if was_stopped {
                     vm_state::STOPPED
                 } else {
@@ -826,7 +843,7 @@ impl ComputeAgent {
             Operation::ShelveOffload => self.offload(&i, rid).await?,
             Operation::Unshelve => {
                 if i.vm_state == vm_state::SHELVED_OFFLOADED {
-                    let mut spec = spec_of(&i);
+                    let mut spec = self.spec(&i);
                     if let Some(img) = &i.shelved_image_id {
                         spec.image_id = Some(img.clone());
                     }

@@ -332,6 +332,8 @@ mod tests {
             key_data: None,
             metadata: Value::Null,
             config_drive: false,
+            config_drive_files: vec![],
+            config_drive_format: String::new(),
             network_info: Value::Array(vec![]),
             block_device_info: Value::Array(vec![]),
         }

@@ -72,6 +72,12 @@ pub struct InstanceSpec {
     pub key_data: Option<String>,
     pub metadata: Value,
     pub config_drive: bool,
+    /// The config drive's files (path in the drive, content) and its format (`iso9660` or
+    /// `vfat`), when `config_drive` is set.
+    #[serde(default)]
+    pub config_drive_files: Vec<(String, Vec<u8>)>,
+    #[serde(default)]
+    pub config_drive_format: String,
     /// The network hook's answer (Nova's network_info); `[]` without networks.
     pub network_info: Value,
     /// The volume hook's answer (block device info); `[]` without volumes.

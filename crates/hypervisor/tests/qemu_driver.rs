@@ -82,6 +82,8 @@ fn spec(uuid: &str, image: &str) -> InstanceSpec {
         key_data: None,
         metadata: json!({}),
         config_drive: false,
+        config_drive_files: vec![],
+        config_drive_format: String::new(),
         network_info: json!([]),
         block_device_info: json!([]),
     }

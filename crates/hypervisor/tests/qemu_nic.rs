@@ -147,6 +147,8 @@ async fn qemu_runs_in_the_taps_namespace_and_holds_the_tap() {
         key_data: None,
         metadata: json!({}),
         config_drive: false,
+        config_drive_files: vec![],
+        config_drive_format: String::new(),
         network_info: vif(devname),
         block_device_info: json!([]),
     };

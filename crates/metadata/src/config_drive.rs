@@ -111,14 +111,32 @@ pub async fn build(
     format: Format,
     dest: &Path,
 ) -> Result<(), DriveError> {
+    write_image(&files(facts, s), format, dest).await
+}
+
+/// Writes a drive image holding `files` to `dest` (replaced atomically).
+pub async fn write_image(
+    files: &[(String, Vec<u8>)],
+    format: Format,
+    dest: &Path,
+) -> Result<(), DriveError> {
     let parent = dest.parent().unwrap_or(Path::new("."));
     let staging = tempfile::Builder::new()
         .prefix(".config-drive-")
         .tempdir_in(parent)
         .map_err(io(format!("making a directory in {}", parent.display())))?;
     let root = staging.path().join("root");
-    for (path, data) in files(facts, s) {
-        let file = root.join(&path);
+    for (path, data) in files {
+        if path
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(DriveError::Io {
+                what: format!("config drive path `{path}`"),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            });
+        }
+        let file = root.join(path);
         if let Some(dir) = file.parent() {
             tokio::fs::create_dir_all(dir)
                 .await

@@ -361,7 +361,7 @@ impl ComputeService {
                     .map(|z| z.split(':').next().unwrap_or(&z).to_string())
                     .or_else(|| self.cfg.default_schedule_zone.clone()),
                 host_availability_zone: None,
-                config_drive: req.config_drive,
+                config_drive: req.config_drive || self.cfg.force_config_drive,
                 guest_password: String::new(),
                 locked: false,
                 locked_by: None,

@@ -15,6 +15,8 @@ pub struct Paths {
     pub disk: std::path::PathBuf,
     pub ephemeral: std::path::PathBuf,
     pub swap: std::path::PathBuf,
+    /// The config drive (`disk.config`, Nova's name).
+    pub config_drive: std::path::PathBuf,
     pub console_log: std::path::PathBuf,
     pub pidfile: std::path::PathBuf,
     pub qmp: std::path::PathBuf,
@@ -43,6 +45,7 @@ impl Paths {
             disk: dir.join("disk"),
             ephemeral: dir.join("disk.eph0"),
             swap: dir.join("disk.swap"),
+            config_drive: dir.join("disk.config"),
             console_log: dir.join("console.log"),
             pidfile: dir.join("qemu.pid"),
             qmp: sock_dir.join("qmp.sock"),
@@ -191,6 +194,21 @@ pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> 
     if spec.swap_mb > 0 {
         disk(&mut a, "swap", &paths.swap, "raw", false);
     }
+    if spec.config_drive {
+        // Read-only virtio disk: cloud-init and kumo-tiny find it by its label, config-2.
+        a.push("-blockdev".into());
+        a.push(format!(
+            "driver=file,filename={},node-name=config-file,read-only=on",
+            esc(&p(&paths.config_drive))
+        ));
+        a.push("-blockdev".into());
+        a.push("driver=raw,file=config-file,node-name=config,read-only=on".into());
+        a.push("-device".into());
+        a.push(format!(
+            "virtio-blk-pci,drive=config,id=config-dev,bus=rp{port},serial=config-2"
+        ));
+        port += 1;
+    }
     let rng = format!("virtio-rng-pci,id=rng0,bus=rp{port}");
     a.extend([
         "-object".to_string(),
@@ -251,6 +269,8 @@ mod tests {
             key_data: None,
             metadata: json!({}),
             config_drive: false,
+            config_drive_files: vec![],
+            config_drive_format: String::new(),
             network_info: json!([]),
             block_device_info: json!([]),
         }

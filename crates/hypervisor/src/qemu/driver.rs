@@ -367,6 +367,21 @@ impl QemuDriver {
         if spec.swap_mb > 0 {
             disk::create_formatted(&paths.swap, spec.swap_mb << 20, "swap").await?;
         }
+        if spec.config_drive {
+            let t0 = std::time::Instant::now();
+            let format = spec
+                .config_drive_format
+                .parse()
+                .unwrap_or(metadata::config_drive::Format::Iso9660);
+            metadata::config_drive::write_image(
+                &spec.config_drive_files,
+                format,
+                &paths.config_drive,
+            )
+            .await
+            .map_err(|e| failed("building the config drive", e))?;
+            tracing::info!(instance = %spec.uuid, files = spec.config_drive_files.len(), elapsed_ms = t0.elapsed().as_millis() as u64, "config drive built");
+        }
         Ok(())
     }
 
