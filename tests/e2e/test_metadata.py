@@ -24,7 +24,7 @@ import pytest
 
 from cloudlib import KumoDriver, unique
 from computelib import wait_server
-from netlib import NetApi
+from netlib import NetApi, osc_demo
 from test_network_dataplane import StandIn, sh
 
 pytestmark = [
@@ -222,3 +222,20 @@ def test_a_guest_reads_its_own_metadata_and_nothing_else(md_cloud, tmp_path):
     finally:
         guest.remove()
     cloud.compute("DELETE", f"/servers/{server['id']}")
+
+
+def test_demo_key_pair_is_made_once(md_cloud):
+    """`kumo up --demo` gives the demo user a key pair `demo-key` whose private half is
+    STATE/demo-key (what `kumo ssh` logs in with); a restart keeps both."""
+    cloud, driver = md_cloud
+    private = cloud.state_dir / "demo-key"
+    assert private.exists() and (private.stat().st_mode & 0o077) == 0
+    keys = osc_demo(cloud, "keypair", "list", fmt_json=True)
+    assert [k["Name"] for k in keys] == ["demo-key"], keys
+    public = (cloud.state_dir / "demo-key.pub").read_text().split()[1]
+    shown = osc_demo(cloud, "keypair", "show", "--public-key", "demo-key")
+    assert public in shown
+    before = private.read_text()
+    cloud.restart()
+    assert private.read_text() == before
+    assert [k["Name"] for k in osc_demo(cloud, "keypair", "list", fmt_json=True)] == ["demo-key"]

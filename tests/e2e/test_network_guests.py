@@ -187,6 +187,19 @@ def test_guests_dhcp_router_floating_ip_and_security_groups(nc, request):
     assert lines[0] == hostname, (lines, hostname)
     assert "PEER-OK" in lines, f"guest {ip1} cannot ping guest {ip2}: {out.stdout}"
     assert "OUTSIDE-OK" in lines, f"guest cannot reach the outside through SNAT: {out.stdout}"
+    # `kumo ssh`: the floating IP through the outside namespace, or (s2 has none) the fixed IP
+    # through the network's DHCP namespace
+    for server, want in ((s1, hostname), (s2, None)):
+        r = subprocess.run([c._driver.bin, "--state-dir", str(c.state_dir), "ssh", server["id"],
+                            "-i", key, "--", "hostname"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        via = f"via namespace {ext_ns}" if want else f"via namespace {dhcp_ns}"
+        assert via in r.stderr, r.stderr
+        if want:
+            assert r.stdout.strip() == want
+        else:
+            assert r.stdout.strip() == c.compute("GET", f"/servers/{s2['id']}", version="2.3").json()[
+                "server"]["OS-EXT-SRV-ATTR:hostname"]
     # a wrong key is refused
     other = os.path.join(keydir, "other")
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other], check=True)

@@ -132,6 +132,55 @@ async fn admin_context(cloud: &Cloud, report: &BootstrapReport) -> Result<AuthCo
     })
 }
 
+/// The demo user's key pair (devstack leaves this to the user; `kumo ssh` needs one): an
+/// ed25519 key made with ssh-keygen into STATE/demo-key, registered for the demo user as
+/// `demo-key`. Returns whether it was created now.
+pub async fn ensure_demo_keypair(
+    cloud: &Cloud,
+    report: &BootstrapReport,
+    private_key: &std::path::Path,
+) -> Result<bool> {
+    let Some(demo_user) = report.demo_user_id.clone() else {
+        return Ok(false);
+    };
+    let public = private_key.with_extension("pub");
+    if !private_key.exists() || !public.exists() {
+        let _ = std::fs::remove_file(private_key);
+        let _ = std::fs::remove_file(&public);
+        let out = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "kumo-demo", "-f"])
+            .arg(private_key)
+            .output()
+            .context("running ssh-keygen (package openssh-client)")?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "ssh-keygen failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    let key = std::fs::read_to_string(&public)
+        .with_context(|| format!("reading {}", public.display()))?;
+    let ctx = admin_context(cloud, report).await?;
+    let created = cloud
+        .compute
+        .create_keypair(
+            &ctx,
+            compute::core::keypairs::CreateKeypair {
+                name: DEMO_KEYPAIR.into(),
+                key_type: "ssh".into(),
+                public_key: Some(key.trim().to_string()),
+                user_id: Some(demo_user),
+            },
+        )
+        .await;
+    match created {
+        Ok(_) => Ok(true),
+        Err(compute::error::ComputeError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Upload `path` as the public image `kumo-tiny` unless an active one exists. Returns the new
 /// image's id (`None`: there was one already). A `kumo-tiny` left `queued` by an interrupted
 /// start (owned by the admin project) gets the data instead of a second image.
@@ -204,6 +253,8 @@ pub async fn ensure_guest_image(
 pub const PUBLIC_NETWORK: &str = "public";
 pub const PRIVATE_NETWORK: &str = "private";
 pub const DEMO_ROUTER: &str = "router1";
+/// The demo user's key pair (its private half is STATE/demo-key, what `kumo ssh` uses).
+pub const DEMO_KEYPAIR: &str = "demo-key";
 
 fn body(v: Value) -> Map<String, Value> {
     match v {

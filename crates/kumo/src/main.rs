@@ -12,6 +12,7 @@ mod guest_metadata;
 mod lifecycle;
 mod server;
 mod settings;
+mod ssh;
 mod state;
 
 use std::path::PathBuf;
@@ -64,6 +65,22 @@ enum Command {
     },
     /// Is it running, where, and does every API answer?
     Status,
+    /// Log in to a server over SSH: to its floating IP through the outside-world namespace,
+    /// else to its fixed IP through its network's DHCP namespace (run as root on the host of
+    /// the cloud). The key is the demo key pair's (STATE/demo-key) unless -i says otherwise.
+    Ssh {
+        /// Server name or id.
+        server: String,
+        /// User to log in as (kumo-tiny's is `kumo`; Debian cloud images use `debian`).
+        #[arg(short = 'l', long, default_value = "kumo")]
+        login: String,
+        /// Private key file.
+        #[arg(short = 'i', long)]
+        identity: Option<PathBuf>,
+        /// Command to run instead of a login shell.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
     /// Print the log (`--follow` to keep reading).
     Logs {
         #[arg(short, long)]
@@ -218,6 +235,21 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Status => lifecycle::status(&state),
+        Command::Ssh {
+            server,
+            login,
+            identity,
+            command,
+        } => runtime()?.block_on(ssh::run(
+            &cfg,
+            state.demo_key(),
+            ssh::Ask {
+                server,
+                login,
+                identity,
+                command,
+            },
+        )),
         Command::Logs { follow, lines } => lifecycle::logs(&state, follow, lines),
         Command::Db {
             action: DbAction::Sync,

@@ -261,6 +261,18 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
                 ),
             }
         }
+        match crate::demo::ensure_demo_keypair(&cloud, &report, &state.demo_key()).await {
+            Ok(true) => tracing::info!(
+                keypair = crate::demo::DEMO_KEYPAIR,
+                private_key = %state.demo_key().display(),
+                "demo key pair created"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "could not create the demo key pair; kumo ssh needs --identity"
+            ),
+        }
         write_file(
             &state.demo_marker(),
             "demo project and user created\n",

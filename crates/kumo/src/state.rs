@@ -57,6 +57,11 @@ impl StateDir {
     pub fn openrc(&self) -> PathBuf {
         self.root.join("openrc")
     }
+    /// The demo key pair's private key (`kumo ssh`'s default identity).
+    pub fn demo_key(&self) -> PathBuf {
+        self.root.join("demo-key")
+    }
+
     pub fn demo_marker(&self) -> PathBuf {
         self.root.join("demo")
     }

@@ -178,6 +178,11 @@ impl ComputeService {
         store::get_instance(self.db.conn(), uuid).await
     }
 
+    /// Every instance that is not deleted (host tools such as `kumo ssh`; no policy).
+    pub async fn live_instances(&self) -> Result<Vec<Instance>> {
+        store::list_instances(self.db.conn(), &store::InstanceQuery::default()).await
+    }
+
     /// Put an instance in ERROR with a fault naming the step, as Nova's
     /// `_set_instance_obj_error_state` + `add_instance_fault_from_exc`.
     pub async fn set_error(
