@@ -172,6 +172,14 @@ def test_a_guest_reads_its_own_metadata_and_nothing_else(md_cloud, tmp_path):
         assert fetch(guest.ns, ["/openstack/latest/password"], "POST", "encrypted-pw")[0][0] == 200
         assert fetch(guest.ns, ["/openstack/latest/password"], "POST", "again")[0][0] == 409
         assert fetch(guest.ns, ["/openstack/latest/password"])[0] == (200, "encrypted-pw")
+        # the owner reads it through the compute API (nova get-password), and clears it
+        pw = cloud.compute("GET", f"/servers/{server['id']}/os-server-password")
+        assert pw.status_code == 200 and pw.json() == {"password": "encrypted-pw"}, pw.text
+        assert cloud.compute("DELETE", f"/servers/{server['id']}/os-server-password").status_code == 204
+        assert cloud.compute("GET", f"/servers/{server['id']}/os-server-password").json() == {"password": ""}
+        assert fetch(guest.ns, ["/openstack/latest/password"], "POST", "again")[0][0] == 200
+        assert cloud.compute("GET", "/servers/00000000-0000-4000-8000-000000000000/os-server-password"
+                             ).status_code == 404
 
         # the DHCP namespace's own address is no instance's: 404
         status, _ = fetch(dhcp_ns, ["/openstack/latest/meta_data.json"])[0]

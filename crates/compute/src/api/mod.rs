@@ -18,6 +18,7 @@ mod misc;
 pub mod novnc;
 mod quotas;
 mod render;
+mod server_password;
 mod servers;
 mod services;
 mod usage;
@@ -76,7 +77,8 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(services::routes())
         .merge(hypervisors::routes())
         .merge(usage::routes())
-        .merge(events::routes());
+        .merge(events::routes())
+        .merge(server_password::routes());
     Router::new()
         .route("/", get(versions_root))
         .nest("/v2.1", v21.clone())
