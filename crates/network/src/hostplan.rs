@@ -444,6 +444,7 @@ mod tests {
             host_routes: vec![],
             ipv6_ra_mode: None,
             ipv6_address_mode: None,
+            subnetpool_id: None,
             created_at: String::new(),
             updated_at: String::new(),
             revision_number: 0,

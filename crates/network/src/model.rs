@@ -43,6 +43,9 @@ pub struct Subnet {
     pub host_routes: Vec<HostRoute>,
     pub ipv6_ra_mode: Option<String>,
     pub ipv6_address_mode: Option<String>,
+    /// The pool the cidr was allocated from (`subnet_allocation`).
+    #[serde(default)]
+    pub subnetpool_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     pub revision_number: u64,
@@ -101,7 +104,7 @@ impl Subnet {
             "host_routes": self.host_routes,
             "ipv6_ra_mode": self.ipv6_ra_mode,
             "ipv6_address_mode": self.ipv6_address_mode,
-            "subnetpool_id": null,
+            "subnetpool_id": self.subnetpool_id,
             "service_types": [],
             "segment_id": null,
             "tags": [],

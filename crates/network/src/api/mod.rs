@@ -198,6 +198,12 @@ const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2015-03-30T10:00:00-00:00",
     ),
     (
+        "default-subnetpools",
+        "Default Subnetpools",
+        "Provides ability to mark and use a subnetpool as the default.",
+        "2016-02-18T18:00:00-00:00",
+    ),
+    (
         "subnet-external-network",
         "Subnet External Network",
         "Informs if the subnet is associated to an external network.",
