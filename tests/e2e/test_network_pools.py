@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from cloudlib import unique
-from netlib import admin_api, demo_api, neutron_error, osc_demo
+from netlib import NetApi, admin_api, demo_api, neutron_error, osc_demo
 
 pytestmark = pytest.mark.kumo_only("the network service is kumo's")
 
@@ -162,3 +162,89 @@ def test_pool_quota_and_bounds(cloud, admin, demo):
     r = admin("POST", "/subnetpools", json={"subnetpool": {
         "prefixes": ["10.153.0.0/16", "2001:db8::/32"]}})
     neutron_error(r, 400, "PrefixVersionMismatch")
+
+
+@pytest.fixture()
+def fresh_project(cloud):
+    """A project of its own (no network yet) with a member user; yields (project, NetApi, osc args)."""
+    project = cloud.create_project(unique("auto"))
+    password = "secret-" + unique("pw")
+    user = cloud.create_user(unique("auto-user"), password)
+    cloud.grant("member", project_id=project["id"], user_id=user["id"])
+    cloud.grant("reader", project_id=project["id"], user_id=user["id"])
+    token = cloud.login(user["name"], password, project=project["name"])
+    yield project, NetApi(cloud, token), (user["name"], password, project["name"])
+    admin = admin_api(cloud)
+    for r in admin("GET", f"/routers?project_id={project['id']}").json()["routers"]:
+        for p in admin("GET", f"/ports?device_id={r['id']}&device_owner=network:router_interface").json()["ports"]:
+            admin("PUT", f"/routers/{r['id']}/remove_router_interface", json={"port_id": p["id"]})
+        admin("DELETE", f"/routers/{r['id']}")
+    for n in admin("GET", f"/networks?project_id={project['id']}").json()["networks"]:
+        admin("DELETE", f"/networks/{n['id']}")
+    cloud.delete("users", user["id"])
+    cloud.delete("projects", project["id"])
+
+
+def test_auto_allocated_topology(cloud, admin, default_pool, fresh_project):
+    project, api, (user, password, pname) = fresh_project
+    pid = project["id"]
+
+    def osc_user(*args, fmt_json=False):
+        return cloud.osc_as(user, password, *args, project=pname, fmt_json=fmt_json)
+
+    path = f"/auto-allocated-topology/{pid}"
+    msg = neutron_error(api("GET", path + "?fields=dry-run"), 409, "AutoAllocationFailure")
+    assert msg == "Deployment error: No default router:external network.", msg
+    neutron_error(api("GET", path), 409, "AutoAllocationFailure")
+    err = cloud.osc_fail(*cloud.password_auth_args(user, password, pname), "network", "auto", "allocated",
+                         "topology", "create", "--check-resources", cloud=None)
+    assert "No default router:external network" in err, err
+    ext = cloud.osc("network", "create", "--external", "--default", unique("ext"), fmt_json=True)
+    try:
+        assert ext["is_default"] in (True, "True"), ext
+        cloud.osc("subnet", "create", "--network", ext["id"], "--subnet-range", "172.24.70.0/24",
+                  "--no-dhcp", unique("ext-sub"))
+        r = admin("POST", "/networks", json={"network": {"name": unique("ext2"), "router:external": True,
+                                                         "is_default": True}})
+        msg = neutron_error(r, 409, "DefaultExternalNetworkExists")
+        assert msg == f"A default external network already exists: {ext['id']}.", msg
+        # only admins say which network is the default
+        r = api("POST", "/networks", json={"network": {"name": unique("x"), "is_default": False}})
+        neutron_error(r, 403, "PolicyNotAuthorized")
+        # succeeds now (the client shows its own `dry_run` column, empty with Neutron too)
+        osc_user("network", "auto", "allocated", "topology", "create", "--check-resources")
+        assert api("GET", path + "?fields=dry-run").json()["auto_allocated_topology"] == {
+            "id": "dry-run=pass", "tenant_id": pid, "project_id": pid}
+        assert api("GET", path + "?fields=bogus").status_code == 400
+        # another project's topology is not for a member
+        other = admin("GET", "/networks").json()["networks"][0]["project_id"]
+        neutron_error(api("GET", f"/auto-allocated-topology/{other}"), 403, "NotAuthorized")
+
+        # concurrent first calls build one topology
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: api("GET", path), range(4)))
+        assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+        ids = {a.json()["auto_allocated_topology"]["id"] for a in answers}
+        assert len(ids) == 1, ids
+        (net_id,) = ids
+        made = osc_user("network", "auto", "allocated", "topology", "create", fmt_json=True)
+        assert made["id"] == net_id, made
+        nets = api("GET", f"/networks?project_id={pid}").json()["networks"]
+        assert [n["name"] for n in nets] == ["auto_allocated_network"], nets
+        assert nets[0]["admin_state_up"] is True and nets[0]["is_default"] is None
+        (sub,) = api("GET", f"/subnets?network_id={net_id}").json()["subnets"]
+        assert sub["subnetpool_id"] == default_pool["id"] and sub["name"] == "auto_allocated_subnet_v4", sub
+        assert sub["cidr"].startswith("10.150.") and sub["cidr"].endswith("/24"), sub
+        (router,) = api("GET", f"/routers?project_id={pid}").json()["routers"]
+        assert router["name"] == "auto_allocated_router", router
+        assert router["external_gateway_info"]["network_id"] == ext["id"], router
+        ifaces = api("GET", f"/ports?device_id={router['id']}&device_owner=network:router_interface").json()["ports"]
+        assert [p["fixed_ips"][0]["subnet_id"] for p in ifaces] == [sub["id"]], ifaces
+
+        osc_user("network", "auto", "allocated", "topology", "delete")
+        assert api("GET", f"/networks?project_id={pid}").json()["networks"] == []
+        assert api("GET", f"/routers?project_id={pid}").json()["routers"] == []
+        assert api("DELETE", path).status_code == 204  # nothing left: still fine
+    finally:
+        cloud.osc("network", "delete", ext["id"])

@@ -419,6 +419,7 @@ mod tests {
             admin_state_up: true,
             shared: false,
             external: false,
+            is_default: false,
             mtu: 1500,
             port_security_enabled: true,
             availability_zone_hints: vec![],

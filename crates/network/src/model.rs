@@ -13,6 +13,10 @@ pub struct Network {
     pub admin_state_up: bool,
     pub shared: bool,
     pub external: bool,
+    /// The deployment's default external network (auto-allocated-topology's `is_default`);
+    /// only meaningful on an external network.
+    #[serde(default)]
+    pub is_default: bool,
     pub mtu: u32,
     pub port_security_enabled: bool,
     pub availability_zone_hints: Vec<String>,
@@ -70,6 +74,8 @@ impl Network {
             "subnets": subnets,
             "shared": self.shared,
             "router:external": self.external,
+            // Neutron extends only external networks with their flag.
+            "is_default": if self.external { json!(self.is_default) } else { Value::Null },
             "mtu": self.mtu,
             "port_security_enabled": self.port_security_enabled,
             "availability_zone_hints": self.availability_zone_hints,

@@ -5,6 +5,7 @@
 //! request's. One file per resource; [`attrs`] holds neutron-lib's attribute validation.
 
 pub mod attrs;
+mod auto_allocate;
 mod dataplane_view;
 mod floating_ips;
 mod networks;
@@ -16,6 +17,7 @@ mod subnet_pools;
 mod subnets;
 
 pub use attrs::resource_body;
+pub use auto_allocate::DRY_RUN;
 pub use floating_ips::FLOATINGIP_KEYS;
 pub use networks::NETWORK_KEYS;
 pub use ports::{PORT_KEYS, port_not_found};
@@ -62,6 +64,9 @@ pub struct NetworkService {
     pub(crate) policy: Enforcer,
     /// Bumped after every committed change the data plane may care about.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Held while a project's auto-allocated topology is looked up and built, so concurrent
+    /// first requests build one (kumo is one process).
+    auto_allocate_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for NetworkService {
@@ -131,6 +136,7 @@ impl NetworkService {
             db,
             policy,
             changes,
+            auto_allocate_lock: tokio::sync::Mutex::new(()),
         }))
     }
 

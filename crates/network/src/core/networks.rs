@@ -21,6 +21,7 @@ pub const NETWORK_KEYS: &[&str] = &[
     "subnets",
     "shared",
     "router:external",
+    "is_default",
     "mtu",
     "port_security_enabled",
     "availability_zone_hints",
@@ -40,6 +41,7 @@ const NETWORK_POST: &[&str] = &[
     "admin_state_up",
     "shared",
     "router:external",
+    "is_default",
     "port_security_enabled",
     "availability_zone_hints",
 ];
@@ -49,6 +51,7 @@ const NETWORK_PUT: &[&str] = &[
     "admin_state_up",
     "shared",
     "router:external",
+    "is_default",
     "port_security_enabled",
 ];
 impl NetworkService {
@@ -88,6 +91,7 @@ impl NetworkService {
             admin_state_up: b("admin_state_up", true)?,
             shared: b("shared", false)?,
             external: b("router:external", false)?,
+            is_default: b("is_default", false)?,
             mtu: self.cfg.global_physnet_mtu,
             port_security_enabled: b("port_security_enabled", true)?,
             availability_zone_hints: hints,
@@ -113,6 +117,9 @@ impl NetworkService {
             if n.external {
                 attrs.push("router:external");
             }
+            if body.contains_key("is_default") {
+                attrs.push("is_default");
+            }
             if body.contains_key("port_security_enabled") {
                 attrs.push("port_security_enabled");
             }
@@ -126,6 +133,11 @@ impl NetworkService {
         }
         for (p, k) in &per_project {
             self.check_quota(&*w, p, NETWORK, *k).await?;
+        }
+        for (i, n) in nets.iter().enumerate() {
+            if n.external && n.is_default {
+                self.check_one_default_external(&*w, n, &nets[..i]).await?;
+            }
         }
         for n in &nets {
             store::insert(
@@ -181,10 +193,15 @@ impl NetworkService {
         let w = self.db.write().await?;
         let mut n = self.lookup_network(&*w, ctx, id).await?;
         check_revision(if_match, n.revision_number)?;
-        let attrs: Vec<&str> = ["shared", "router:external", "port_security_enabled"]
-            .into_iter()
-            .filter(|a| body.contains_key(*a))
-            .collect();
+        let attrs: Vec<&str> = [
+            "shared",
+            "router:external",
+            "is_default",
+            "port_security_enabled",
+        ]
+        .into_iter()
+        .filter(|a| body.contains_key(*a))
+        .collect();
         self.authorize(ctx, "update_network", &attrs, &Self::net_target(&n))?;
         for (k, v) in body {
             match k.as_str() {
@@ -194,8 +211,12 @@ impl NetworkService {
                 "shared" => n.shared = to_bool(k, v)?,
                 "router:external" => n.external = to_bool(k, v)?,
                 "port_security_enabled" => n.port_security_enabled = to_bool(k, v)?,
+                "is_default" => n.is_default = to_bool(k, v)?,
                 _ => {}
             }
+        }
+        if n.external && n.is_default && body.contains_key("is_default") {
+            self.check_one_default_external(&*w, &n, &[]).await?;
         }
         n.updated_at = now();
         n.revision_number += 1;
@@ -204,6 +225,37 @@ impl NetworkService {
         w.commit().await?;
         self.changed();
         Ok(n.render(ids))
+    }
+
+    /// One default external network at a time (Neutron's DefaultExternalNetworkExists);
+    /// `pending` are networks of the same bulk request not written yet.
+    async fn check_one_default_external<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        n: &Network,
+        pending: &[Network],
+    ) -> Result<()> {
+        let stored: Vec<Network> = super::read_all(c, NETWORK).await?;
+        if let Some(other) = stored
+            .iter()
+            .chain(pending)
+            .find(|o| o.external && o.is_default && o.id != n.id)
+        {
+            return Err(NetError::conflict(
+                "DefaultExternalNetworkExists",
+                format!("A default external network already exists: {}.", other.id),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The deployment's default external network, if there is one.
+    pub(crate) async fn default_external_network<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+    ) -> Result<Option<Network>> {
+        let nets: Vec<Network> = super::read_all(c, NETWORK).await?;
+        Ok(nets.into_iter().find(|n| n.external && n.is_default))
     }
 
     /// Delete a network with its subnets and DHCP port; other ports keep it (NetworkInUse).
