@@ -114,6 +114,7 @@ impl Agent {
                 names: self.names.clone(),
                 host: &self.svc.cfg.host,
                 lease_seconds: self.svc.cfg.dhcp_lease_duration,
+                uplinks: &self.svc.cfg.segments,
             },
         );
         let mut statuses: HashMap<String, &'static str> = built.port_status;

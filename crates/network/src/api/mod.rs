@@ -214,6 +214,12 @@ const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "2016-01-01T00:00:00-00:00",
     ),
     (
+        "provider",
+        "Provider Network",
+        "Expose mapping of virtual networks to physical networks",
+        "2012-09-07T10:00:00-00:00",
+    ),
+    (
         "subnet-external-network",
         "Subnet External Network",
         "Informs if the subnet is associated to an external network.",
