@@ -109,8 +109,9 @@ impl NetworkService {
         }
         let (ext, pools) = self.auto_allocation_requirements(ctx).await?;
         let t = self.build_topology(ctx, &p, &ext, &pools).await?;
+        let w = self.db.write().await?;
         store::insert(
-            self.db.conn(),
+            &*w,
             store::NewRow {
                 kind: TOPOLOGY,
                 id: &p,
@@ -121,6 +122,7 @@ impl NetworkService {
             },
         )
         .await?;
+        w.commit().await?;
         Ok(response(&t.network_id, &p))
     }
 
@@ -144,7 +146,7 @@ impl NetworkService {
         };
         self.cleanup_topology(ctx, Some(&t.network_id), Some(&t.router_id))
             .await?;
-        store::delete(self.db.conn(), &p).await?;
+        // The record went with the network (its parent); a network that stayed keeps it.
         Ok(())
     }
 
@@ -158,7 +160,9 @@ impl NetworkService {
         if self.load_network(c, &t.network_id).await?.is_some() {
             return Ok(Some(t));
         }
-        store::delete(c, project).await?;
+        let w = self.db.write().await?;
+        store::delete(&*w, project).await?;
+        w.commit().await?;
         Ok(None)
     }
 
