@@ -223,3 +223,46 @@ def test_ports_are_made_bound_and_cleaned_up_when_the_plug_event_never_comes(cc,
     finally:
         delete(cc, sid)
     assert ports_of(cc, sid) == []
+
+
+def test_auto_without_a_network_gets_the_auto_allocated_topology(cc):
+    """`networks: auto` in a project without a network: 400 while the cloud cannot auto-allocate
+    (Nova's dry run), then, with a default external network and a default subnet pool, the build
+    gets the project's auto-allocated network (made with the caller's token) and a port on it."""
+    project = cc.create_project(unique("auto"))
+    password = "secret-" + unique("pw")
+    user = cc.create_user(unique("auto-user"), password)
+    for role in ("member", "reader"):
+        cc.grant(role, project_id=project["id"], user_id=user["id"])
+    token = cc.login(user["name"], password, project=project["name"])
+    body = {"server": {"name": unique("vm"), "imageRef": cc.image_id, "flavorRef": cc.nano, "networks": "auto"}}
+    msg = nova_error(cc.compute("POST", "/servers", json=body, version=MAXV, token=token), 400)
+    assert msg == f"Unable to automatically allocate a network for project {project['id']}", msg
+    admin = cc.net_admin
+    ext = admin("POST", "/networks", json={"network": {"name": unique("ext"), "router:external": True,
+                                                       "is_default": True}}).json()["network"]
+    admin("POST", "/subnets", json={"subnet": {"network_id": ext["id"], "ip_version": 4, "cidr": "172.24.80.0/24",
+                                               "enable_dhcp": False}})
+    pool = admin("POST", "/subnetpools", json={"subnetpool": {
+        "name": unique("pool"), "prefixes": ["10.180.0.0/16"], "default_prefixlen": 26, "shared": True,
+        "is_default": True}}).json()["subnetpool"]
+    sid = None
+    user_net = NetApi(cc, token)
+    try:
+        r = cc.compute("POST", "/servers", json=body, version=MAXV, token=token)
+        assert r.status_code == 202, r.text
+        sid = r.json()["server"]["id"]
+        s = wait_server(cc, sid)
+        (net,) = user_net("GET", f"/networks?project_id={project['id']}").json()["networks"]
+        assert net["name"] == "auto_allocated_network" and net["project_id"] == project["id"], net
+        (port,) = ports_of(cc, sid)
+        assert port["network_id"] == net["id"] and port["fixed_ips"][0]["ip_address"].startswith("10.180.0."), port
+        assert list(s["addresses"]) == ["auto_allocated_network"], s
+    finally:
+        if sid:
+            delete(cc, sid)
+        assert user_net("DELETE", f"/auto-allocated-topology/{project['id']}").status_code == 204
+        admin("DELETE", f"/subnetpools/{pool['id']}")
+        admin("DELETE", f"/networks/{ext['id']}")
+        cc.delete("users", user["id"])
+        cc.delete("projects", project["id"])

@@ -162,6 +162,25 @@ def test_floating_ips(cloud, admin, demo, public):
     assert sub["id"] in msg and router["id"] in msg
     neutron_error(demo("PUT", f"/routers/{router['id']}", json={"router": {"external_gateway_info": {}}}),
                   409, "RouterExternalGatewayInUseByFloatingIp")
+    # the address the floating IP maps to stays on the port (Neutron's 400); adding one is fine
+    err = cloud.osc_fail("port", "set", "--no-fixed-ip", "--fixed-ip", "ip-address=10.62.0.40", vm["id"],
+                         cloud="kumo")
+    assert "associated to a floating ip" in err, err
+    body = {"port": {"fixed_ips": [{"ip_address": "10.62.0.41"}]}}
+    msg = neutron_error(demo("PUT", f"/ports/{vm['id']}", json=body), 400, "BadRequest")
+    assert msg == (f"Bad port request: Cannot update the fixed_ips of the port {vm['id']}, because its "
+                   "original fixed_ip has been associated to a floating ip."), msg
+    kept = demo("GET", f"/ports/{vm['id']}").json()["port"]["fixed_ips"]
+    assert [f["ip_address"] for f in kept] == ["10.62.0.3"], kept
+    both = {"port": {"fixed_ips": [{"ip_address": "10.62.0.3"}, {"ip_address": "10.62.0.42"}]}}
+    r = demo("PUT", f"/ports/{vm['id']}", json=both)
+    assert r.status_code == 200, r.text
+    r = demo("PUT", f"/ports/{vm['id']}", json={"port": {"fixed_ips": [{"ip_address": "10.62.0.3"}]}})
+    assert r.status_code == 200, r.text
+    # 10.62.0.41 was never taken: the refused update left no allocation behind
+    probe = demo("POST", "/ports", json={"port": {"network_id": net["id"], "fixed_ips": [{"ip_address": "10.62.0.41"}]}})
+    assert probe.status_code == 201, probe.text
+    demo("DELETE", f"/ports/{probe.json()['port']['id']}")
     # filters
     found = demo("GET", f"/floatingips?port_id={vm['id']}").json()["floatingips"]
     assert [f["id"] for f in found] == [fip["id"]]

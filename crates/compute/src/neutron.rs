@@ -27,6 +27,13 @@ pub const VIF_PLUGGED: &str = "network-vif-plugged";
 pub const AMBIGUOUS: &str =
     "Multiple possible networks found, use a Network ID to be more specific.";
 
+/// Nova's UnableToAutoAllocateNetwork.
+fn cannot_auto_allocate(project_id: &str) -> ComputeError {
+    ComputeError::bad(format!(
+        "Unable to automatically allocate a network for project {project_id}"
+    ))
+}
+
 /// The network hook of a cloud with a network service.
 pub struct NeutronNetwork;
 
@@ -280,6 +287,43 @@ impl Net<'_> {
         Ok(a.body[key].as_array().cloned().unwrap_or_default())
     }
 
+    /// Whether the project's topology can be auto-allocated (Nova's
+    /// `_can_auto_allocate_network`: the dry run of the network service, with the caller's
+    /// token; its 409, or no such API, means no).
+    async fn can_auto_allocate(&self, project_id: &str, token: &str) -> Result<bool> {
+        let a = self
+            .get(
+                &format!("/auto-allocated-topology/{project_id}?fields=dry-run"),
+                Some(token),
+            )
+            .await?;
+        if !a.status.is_success() {
+            tracing::debug!(project = %project_id, "no network auto-allocation: {}", said(&a));
+        }
+        Ok(a.status.is_success())
+    }
+
+    /// The project's auto-allocated network, made on first use (Nova's
+    /// `_auto_allocate_network`, with the caller's token).
+    async fn auto_allocate(&self, project_id: &str, token: &str) -> Result<String> {
+        let a = self
+            .get(
+                &format!("/auto-allocated-topology/{project_id}"),
+                Some(token),
+            )
+            .await?;
+        if a.status == StatusCode::CONFLICT {
+            return Err(cannot_auto_allocate(project_id));
+        }
+        if !a.status.is_success() {
+            return Err(refused("auto-allocating a network", &a));
+        }
+        a.body["auto_allocated_topology"]["id"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| cannot_auto_allocate(project_id))
+    }
+
     async fn available(&self, project_id: &str, token: &str) -> Result<Vec<Value>> {
         let all = self.list("/networks", "networks", Some(token)).await?;
         Ok(available_networks(&all, project_id))
@@ -371,10 +415,10 @@ impl NeutronNetwork {
             Ask::Auto | Ask::Default => {
                 let nets = net.available(&i.project_id, token).await?;
                 match nets.as_slice() {
-                    [] if ask == Ask::Auto => Err(ComputeError::bad(format!(
-                        "Unable to automatically allocate a network for project {}",
-                        i.project_id
-                    ))),
+                    [] if ask == Ask::Auto => Ok(vec![Requested {
+                        network_id: Some(net.auto_allocate(&i.project_id, token).await?),
+                        ..Default::default()
+                    }]),
                     [] => Ok(vec![]),
                     [n] => Ok(vec![Requested {
                         network_id: n["id"].as_str().map(str::to_string),
@@ -528,11 +572,11 @@ impl NetworkHook for NeutronNetwork {
                 if nets.len() > 1 {
                     return Err(ComputeError::conflict(AMBIGUOUS));
                 }
-                if nets.is_empty() && ask == Ask::Auto {
-                    return Err(ComputeError::bad(format!(
-                        "Unable to automatically allocate a network for project {}",
-                        req.project_id
-                    )));
+                if nets.is_empty()
+                    && ask == Ask::Auto
+                    && !net.can_auto_allocate(req.project_id, user_token).await?
+                {
+                    return Err(cannot_auto_allocate(req.project_id));
                 }
                 names_networks = !nets.is_empty();
             }

@@ -132,6 +132,7 @@ impl Agent {
                 host: &self.svc.cfg.host,
                 lease_seconds: self.svc.cfg.dhcp_lease_duration,
                 metadata: self.svc.cfg.isolated_metadata && self.metadata.is_some(),
+                uplinks: &self.svc.cfg.segments,
             },
         );
         let mut statuses: HashMap<String, &'static str> = built.port_status;

@@ -4,6 +4,65 @@
 use common::config::{Config, ConfigError, Opt};
 use std::path::PathBuf;
 
+use crate::segments::{self, SegmentConfig};
+
+fn invalid(name: &str, value: &str, expected: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        section: "network".into(),
+        name: name.into(),
+        value: value.into(),
+        expected,
+    }
+}
+
+/// The `[network]` options of provider networks, checked.
+fn segment_config(c: &Config) -> Result<SegmentConfig, ConfigError> {
+    let opt = |name: &str| c.get_str("network", name);
+    let tenant = opt("tenant_network_type")?;
+    if ![segments::LOCAL, segments::VLAN, segments::VXLAN].contains(&tenant.as_str()) {
+        return Err(invalid(
+            "tenant_network_type",
+            &tenant,
+            "local, vlan or vxlan",
+        ));
+    }
+    let vni = opt("vni_ranges")?;
+    let vlan = opt("network_vlan_ranges")?;
+    let flat = opt("flat_networks")?;
+    let maps = opt("physical_interface_mappings")?;
+    let local_ip = opt("local_ip")?;
+    let tunnel = opt("tunnel_interface")?;
+    let vtep = match (local_ip.trim(), tunnel.trim()) {
+        ("", _) | (_, "") => None,
+        (ip, dev) => Some((
+            ip.parse()
+                .map_err(|_| invalid("local_ip", ip, "an IP address"))?,
+            dev.to_string(),
+        )),
+    };
+    Ok(SegmentConfig {
+        tenant_network_type: tenant,
+        vni_ranges: segments::parse_vni_ranges(&vni)
+            .ok_or_else(|| invalid("vni_ranges", &vni, "first:last ranges within 1-16777215"))?,
+        vlan_ranges: segments::parse_vlan_ranges(&vlan).ok_or_else(|| {
+            invalid(
+                "network_vlan_ranges",
+                &vlan,
+                "physnet or physnet:first:last (1-4094), separated by commas",
+            )
+        })?,
+        flat_networks: segments::parse_flat_networks(&flat),
+        physical_interface_mappings: segments::parse_mappings(&maps).ok_or_else(|| {
+            invalid(
+                "physical_interface_mappings",
+                &maps,
+                "physnet:interface pairs separated by commas",
+            )
+        })?,
+        vtep,
+    })
+}
+
 pub static OPTS: &[Opt] = &[
     Opt {
         section: "network",
@@ -143,6 +202,48 @@ pub static OPTS: &[Opt] = &[
         default: "100",
         help: "Security group rules a project may have by default, those of its default group included (-1: unlimited).",
     },
+    Opt {
+        section: "network",
+        name: "tenant_network_type",
+        default: "vxlan",
+        help: "Type of a network made without provider attributes (ML2's tenant_network_types, one): vxlan (the next free VNI of vni_ranges), vlan (the next free id of network_vlan_ranges) or local.",
+    },
+    Opt {
+        section: "network",
+        name: "vni_ranges",
+        default: "1:1000",
+        help: "VXLAN VNIs tenant networks take, as `first:last` ranges separated by commas (ML2's [ml2_type_vxlan] vni_ranges). Admins may give any VNI 1-16777215.",
+    },
+    Opt {
+        section: "network",
+        name: "network_vlan_ranges",
+        default: "",
+        help: "Physical networks for VLANs, each with the ids tenant networks take: `physnet1:100:199,physnet2` (a physnet without a range carries admins' VLANs only), as ML2's [ml2_type_vlan] network_vlan_ranges.",
+    },
+    Opt {
+        section: "network",
+        name: "flat_networks",
+        default: "*",
+        help: "Physical networks flat networks may use: `*` any, empty none, or names separated by commas (ML2's [ml2_type_flat] flat_networks).",
+    },
+    Opt {
+        section: "network",
+        name: "physical_interface_mappings",
+        default: "",
+        help: "This host's interface of each physical network, `physnet1:eth1` separated by commas (linuxbridge's option). A VLAN network on a mapped physnet gets a <iface>.<id> device on its bridge; the interface must be in the host namespace. Unmapped: the network stays local to this host.",
+    },
+    Opt {
+        section: "network",
+        name: "local_ip",
+        default: "",
+        help: "This host's VXLAN endpoint address (linuxbridge's [vxlan] local_ip). With tunnel_interface set, a VXLAN network gets a vxlan-<vni> device on its bridge; empty: VXLAN networks stay local to this host.",
+    },
+    Opt {
+        section: "network",
+        name: "tunnel_interface",
+        default: "",
+        help: "The interface (in the host namespace) that holds local_ip and carries VXLAN traffic.",
+    },
 ];
 
 /// Typed view of the options above.
@@ -172,6 +273,8 @@ pub struct NetworkConfig {
     pub state_dir: PathBuf,
     pub quota_security_group: i64,
     pub quota_security_group_rule: i64,
+    /// Provider networks: types, ranges, this host's uplinks.
+    pub segments: SegmentConfig,
 }
 
 impl NetworkConfig {
@@ -208,6 +311,7 @@ impl NetworkConfig {
             state_dir: c.state_dir().join("network"),
             quota_security_group: c.get("network", "quota_security_group")?,
             quota_security_group_rule: c.get("network", "quota_security_group_rule")?,
+            segments: segment_config(c)?,
         })
     }
 
@@ -234,5 +338,6 @@ mod tests {
         assert_eq!(c.quota_network, 100);
         assert_eq!(c.quota_security_group, 10);
         assert_eq!(c.quota_security_group_rule, 100);
+        assert_eq!(c.segments, crate::segments::SegmentConfig::default());
     }
 }

@@ -19,6 +19,8 @@ use std::net::{IpAddr, Ipv4Addr};
 /// Where guests reach the metadata service (served from the DHCP namespace).
 pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
+use crate::segments::{self, SegmentConfig};
+
 use crate::model::{
     FloatingIp, Network, OWNER_DHCP, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, Router,
     SecurityGroupRule, Subnet,
@@ -33,6 +35,8 @@ pub struct Snapshot {
     pub security_group_rules: Vec<SecurityGroupRule>,
     pub routers: Vec<Router>,
     pub floating_ips: Vec<FloatingIp>,
+    /// Each network's provider segment (none: local).
+    pub segments: HashMap<String, segments::Segment>,
 }
 
 /// The plan and, per port, whether the data plane carries it (its status: ACTIVE or DOWN).
@@ -51,6 +55,40 @@ pub struct Options<'a> {
     /// `enable_isolated_metadata` + `force_metadata`): 169.254.169.254 on the DHCP port and a
     /// route to it pushed by DHCP.
     pub metadata: bool,
+    /// This host's uplinks (physical_interface_mappings, the VXLAN endpoint).
+    pub uplinks: &'a SegmentConfig,
+}
+
+/// How a network's bridge leaves this host: a VLAN network on a physnet this host maps gets
+/// `<iface>.<id>`, a VXLAN network `vxlan-<vni>` when this host has a VTEP (no peers: kumo is
+/// one host); everything else (local, flat, unmapped) stays on the host.
+pub fn data_segment(seg: Option<&segments::Segment>, uplinks: &SegmentConfig) -> Segment {
+    let Some(seg) = seg else {
+        return Segment::Local;
+    };
+    match (seg.network_type.as_str(), seg.segmentation_id) {
+        (segments::VLAN, Some(id)) => seg
+            .physical_network
+            .as_ref()
+            .and_then(|p| uplinks.physical_interface_mappings.get(p))
+            .and_then(|dev| {
+                Some(Segment::Vlan {
+                    physdev: dev.clone(),
+                    id: u16::try_from(id).ok()?,
+                })
+            })
+            .unwrap_or(Segment::Local),
+        (segments::VXLAN, Some(vni)) => match &uplinks.vtep {
+            Some((local, dev)) => Segment::Vxlan {
+                vni,
+                local: *local,
+                dev: dev.clone(),
+                peers: vec![],
+            },
+            None => Segment::Local,
+        },
+        _ => Segment::Local,
+    }
 }
 
 pub fn is_guest_port(p: &Port) -> bool {
@@ -203,7 +241,7 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
         networks.push(NetworkPlan {
             id: net.id.clone(),
             mtu: net.mtu,
-            segment: Segment::Local,
+            segment: data_segment(snap.segments.get(&net.id), opts.uplinks),
             external: external.remove(net.id.as_str()),
             dhcp,
         });
@@ -444,6 +482,7 @@ mod tests {
             admin_state_up: true,
             shared: false,
             external: false,
+            is_default: false,
             mtu: 1500,
             port_security_enabled: true,
             availability_zone_hints: vec![],
@@ -469,6 +508,7 @@ mod tests {
             host_routes: vec![],
             ipv6_ra_mode: None,
             ipv6_address_mode: None,
+            subnetpool_id: None,
             created_at: String::new(),
             updated_at: String::new(),
             revision_number: 0,
@@ -505,12 +545,16 @@ mod tests {
         }
     }
 
+    static NO_UPLINKS: std::sync::LazyLock<SegmentConfig> =
+        std::sync::LazyLock::new(SegmentConfig::default);
+
     fn opts() -> Options<'static> {
         Options {
             names: Names::new("kt-"),
             host: "",
             lease_seconds: 600,
             metadata: false,
+            uplinks: &NO_UPLINKS,
         }
     }
 
@@ -522,6 +566,7 @@ mod tests {
             nexthop: "10.0.0.254".into(),
         }];
         let snap = Snapshot {
+            segments: HashMap::new(),
             security_group_rules: vec![],
             routers: vec![],
             floating_ips: vec![],
@@ -560,6 +605,7 @@ mod tests {
             security_group_rules: vec![],
             routers: vec![],
             floating_ips: vec![],
+            segments: HashMap::new(),
             networks: vec![net("n1"), net("n2")],
             subnets: vec![
                 subnet("s1", "n1", "10.0.0.0/24"),
@@ -595,6 +641,7 @@ mod tests {
             security_group_rules: vec![],
             routers: vec![],
             floating_ips: vec![],
+            segments: HashMap::new(),
             networks: vec![net("n1")],
             subnets: vec![subnet("s1", "n1", "10.0.0.0/24")],
             ports: vec![port("g1", "n1", "compute:nova", "10.0.0.3", "h2")],
@@ -646,6 +693,7 @@ mod tests {
             ports: vec![g1, g2, open],
             routers: vec![],
             floating_ips: vec![],
+            segments: HashMap::new(),
             security_group_rules: vec![
                 rule("r1", "def", "egress", None, None),
                 rule("r2", "def", "ingress", None, Some("def")),
@@ -733,6 +781,7 @@ mod tests {
             security_group_rules: vec![],
             routers: vec![router],
             floating_ips: vec![fip],
+            segments: HashMap::new(),
         };
         // without a bound guest on its network, the router is not built
         assert!(build(&snap, &opts()).plan.routers.is_empty());
@@ -754,5 +803,65 @@ mod tests {
         assert_eq!(e.external, Some(vec!["172.24.4.1/24".to_string()]));
         assert_eq!(b.port_status["gw"], "ACTIVE");
         assert_eq!(b.port_status["if"], "ACTIVE");
+    }
+
+    #[test]
+    fn provider_segments_map_to_uplinks_only_where_configured() {
+        let seg = |t: &str, p: Option<&str>, id: Option<u32>| segments::Segment {
+            network_type: t.into(),
+            physical_network: p.map(str::to_string),
+            segmentation_id: id,
+        };
+        let vlan = seg("vlan", Some("physnet1"), Some(101));
+        let vxlan = seg("vxlan", None, Some(7));
+        let flat = seg("flat", Some("physnet1"), None);
+        let none = SegmentConfig::default();
+        for s in [&vlan, &vxlan, &flat] {
+            assert_eq!(data_segment(Some(s), &none), Segment::Local);
+        }
+        assert_eq!(data_segment(None, &none), Segment::Local);
+        let mut uplinks = SegmentConfig::default();
+        uplinks
+            .physical_interface_mappings
+            .insert("physnet1".into(), "eth9".into());
+        uplinks.vtep = Some(("192.0.2.10".parse().unwrap(), "eth8".into()));
+        assert_eq!(
+            data_segment(Some(&vlan), &uplinks),
+            Segment::Vlan {
+                physdev: "eth9".into(),
+                id: 101
+            }
+        );
+        assert_eq!(
+            data_segment(Some(&seg("vlan", Some("physnet2"), Some(5))), &uplinks),
+            Segment::Local
+        );
+        assert_eq!(
+            data_segment(Some(&vxlan), &uplinks),
+            Segment::Vxlan {
+                vni: 7,
+                local: "192.0.2.10".parse().unwrap(),
+                dev: "eth8".into(),
+                peers: vec![],
+            }
+        );
+        assert_eq!(data_segment(Some(&flat), &uplinks), Segment::Local);
+        // The plan of a built network carries its segment.
+        let mut snap = Snapshot {
+            networks: vec![net("n1")],
+            subnets: vec![subnet("s1", "n1", "10.0.0.0/24")],
+            ports: vec![port("g1", "n1", "compute:nova", "10.0.0.3", "h1")],
+            ..Snapshot::default()
+        };
+        snap.segments.insert("n1".into(), vxlan.clone());
+        let o = Options {
+            uplinks: &uplinks,
+            ..opts()
+        };
+        let b = build(&snap, &o);
+        assert!(matches!(
+            b.plan.networks[0].segment,
+            Segment::Vxlan { vni: 7, .. }
+        ));
     }
 }

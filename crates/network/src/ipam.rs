@@ -200,6 +200,83 @@ pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
+/// The free address space of a subnet pool as CIDR blocks, in the order Neutron's
+/// `SubnetAllocator` tries them: smallest blocks first, then by address (so a small request
+/// fills a hole before it cuts into a large free block).
+pub fn free_blocks(prefixes: &[IpNet], taken: &[IpNet]) -> Vec<IpNet> {
+    let Some(first) = prefixes.first() else {
+        return vec![];
+    };
+    let v6 = first.addr().is_ipv6();
+    let bits: u32 = if v6 { 128 } else { 32 };
+    let range = |n: &IpNet| (to_u128(n.network()), to_u128(n.broadcast()));
+    // Free ranges = union of the prefixes minus every taken cidr.
+    let mut free: Vec<(u128, u128)> = prefixes.iter().map(range).collect();
+    free.sort_unstable();
+    let mut merged: Vec<(u128, u128)> = Vec::new();
+    for (a, b) in free {
+        match merged.last_mut() {
+            Some((_, e)) if a <= e.saturating_add(1) => *e = (*e).max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    for t in taken.iter().filter(|t| t.addr().is_ipv6() == v6) {
+        let (ta, tb) = range(t);
+        let mut next = Vec::new();
+        for (a, b) in merged {
+            if tb < a || ta > b {
+                next.push((a, b));
+                continue;
+            }
+            if ta > a {
+                next.push((a, ta - 1));
+            }
+            if tb < b {
+                next.push((tb + 1, b));
+            }
+        }
+        merged = next;
+    }
+    let mut blocks = Vec::new();
+    for (mut a, b) in merged {
+        loop {
+            // The largest aligned block starting at `a` that ends by `b`.
+            let span = |host: u32| {
+                if host >= 128 {
+                    u128::MAX
+                } else {
+                    (1u128 << host) - 1
+                }
+            };
+            let mut host = a.trailing_zeros().min(bits);
+            while host > 0 && a.checked_add(span(host)).is_none_or(|end| end > b) {
+                host -= 1;
+            }
+            let len = (bits - host) as u8;
+            let net =
+                IpNet::new(from_u128(a, v6), len).expect("prefix length within the version's bits");
+            blocks.push(net);
+            let end = to_u128(net.broadcast());
+            if end >= b {
+                break;
+            }
+            a = end + 1;
+        }
+    }
+    // Stable: blocks of one size stay in address order.
+    blocks.sort_by_key(|n| std::cmp::Reverse(n.prefix_len()));
+    blocks
+}
+
+/// The subnet an any-subnet request of `prefixlen` gets from the free `blocks`: the first
+/// subnet of the first block large enough.
+pub fn allocate_prefix(blocks: &[IpNet], prefixlen: u8) -> Option<IpNet> {
+    blocks
+        .iter()
+        .find(|b| b.prefix_len() <= prefixlen)
+        .and_then(|b| IpNet::new(b.network(), prefixlen).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,5 +389,29 @@ mod tests {
         assert!(overlaps(&n, &net("10.0.0.128/25")));
         assert!(overlaps(&net("10.0.0.0/16"), &n));
         assert!(!overlaps(&n, &net("10.0.1.0/24")));
+    }
+
+    #[test]
+    fn pool_blocks_and_allocation() {
+        let p = |s: &str| s.parse::<IpNet>().unwrap();
+        let blocks = free_blocks(&[p("10.0.0.0/16")], &[]);
+        assert_eq!(blocks, vec![p("10.0.0.0/16")]);
+        assert_eq!(allocate_prefix(&blocks, 26), Some(p("10.0.0.0/26")));
+        // A hole is filled before the large free block is cut.
+        let taken = [p("10.0.0.0/26"), p("10.0.0.128/25")];
+        let blocks = free_blocks(&[p("10.0.0.0/16")], &taken);
+        assert_eq!(blocks[0], p("10.0.0.64/26"));
+        assert_eq!(allocate_prefix(&blocks, 27), Some(p("10.0.0.64/27")));
+        assert_eq!(allocate_prefix(&blocks, 24), Some(p("10.0.1.0/24")));
+        assert_eq!(allocate_prefix(&blocks, 15), None);
+        // Adjacent prefixes merge; a full pool has nothing.
+        let blocks = free_blocks(&[p("10.1.0.0/25"), p("10.1.0.128/25")], &[]);
+        assert_eq!(blocks, vec![p("10.1.0.0/24")]);
+        assert!(free_blocks(&[p("10.1.0.0/24")], &[p("10.1.0.0/24")]).is_empty());
+        // The whole IPv6 space, and an IPv4 one, without overflow.
+        assert_eq!(free_blocks(&[p("::/0")], &[]), vec![p("::/0")]);
+        assert_eq!(free_blocks(&[p("0.0.0.0/0")], &[]), vec![p("0.0.0.0/0")]);
+        let blocks = free_blocks(&[p("2001:db8::/48")], &[p("2001:db8::/64")]);
+        assert_eq!(allocate_prefix(&blocks, 64), Some(p("2001:db8:0:1::/64")));
     }
 }

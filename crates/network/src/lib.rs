@@ -2,6 +2,7 @@
 //!
 //! - [`ipam`]: CIDRs, gateways and allocation pools (pure logic).
 //! - [`model`]: networks and subnets as stored and as rendered.
+//! - [`segments`]: provider segments (local, flat, vlan, vxlan): validation and ids (pure).
 //! - [`store`]: persistence (sea-orm) and the migration.
 //! - [`core`]: [`core::NetworkService`], Neutron's rules (no HTTP, no SQL).
 //! - [`hostplan`]: the data plane this host should have, from the database (pure).
@@ -16,6 +17,7 @@ pub mod error;
 pub mod hostplan;
 pub mod ipam;
 pub mod model;
+pub mod segments;
 pub mod store;
 
 pub use core::NetworkService;

@@ -13,6 +13,10 @@ pub struct Network {
     pub admin_state_up: bool,
     pub shared: bool,
     pub external: bool,
+    /// The deployment's default external network (auto-allocated-topology's `is_default`);
+    /// only meaningful on an external network.
+    #[serde(default)]
+    pub is_default: bool,
     pub mtu: u32,
     pub port_security_enabled: bool,
     pub availability_zone_hints: Vec<String>,
@@ -43,6 +47,9 @@ pub struct Subnet {
     pub host_routes: Vec<HostRoute>,
     pub ipv6_ra_mode: Option<String>,
     pub ipv6_address_mode: Option<String>,
+    /// The pool the cidr was allocated from (`subnet_allocation`).
+    #[serde(default)]
+    pub subnetpool_id: Option<String>,
     pub created_at: String,
     pub updated_at: String,
     pub revision_number: u64,
@@ -67,6 +74,8 @@ impl Network {
             "subnets": subnets,
             "shared": self.shared,
             "router:external": self.external,
+            // Neutron extends only external networks with their flag.
+            "is_default": if self.external { json!(self.is_default) } else { Value::Null },
             "mtu": self.mtu,
             "port_security_enabled": self.port_security_enabled,
             "availability_zone_hints": self.availability_zone_hints,
@@ -101,7 +110,7 @@ impl Subnet {
             "host_routes": self.host_routes,
             "ipv6_ra_mode": self.ipv6_ra_mode,
             "ipv6_address_mode": self.ipv6_address_mode,
-            "subnetpool_id": null,
+            "subnetpool_id": self.subnetpool_id,
             "service_types": [],
             "segment_id": null,
             "tags": [],

@@ -5,13 +5,20 @@
 use sea_orm::{ConnectionTrait, DbErr, Statement, Value as DbValue};
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
+use std::collections::{HashMap, HashSet};
+
+use crate::segments::Segment;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002IpAllocations)]
+        vec![
+            Box::new(M0001Initial),
+            Box::new(M0002IpAllocations),
+            Box::new(M0003NetworkSegments),
+        ]
     }
 }
 
@@ -112,6 +119,40 @@ impl MigrationTrait for M0002IpAllocations {
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.drop_table(Table::drop().table("ip_allocation").to_owned())
+            .await
+    }
+}
+
+/// Each network's segment (the `provider` attributes). `allocation` (`vlan:physnet1:100`,
+/// `vxlan:5`, `flat:physnet1`; null for local networks) is unique: two networks can never hold
+/// the same VLAN, VNI or flat physical network. Networks made before this migration have no
+/// row and are local.
+struct M0003NetworkSegments;
+
+impl MigrationName for M0003NetworkSegments {
+    fn name(&self) -> &str {
+        "m0003_network_segments"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003NetworkSegments {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("network_segment")
+                .col(string_len("network_id", 36).primary_key())
+                .col(string_len("network_type", 32))
+                .col(string_len_null("physical_network", 64))
+                .col(big_integer_null("segmentation_id"))
+                .col(string_len_null("allocation", 128).unique_key())
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("network_segment").to_owned())
             .await
     }
 }
@@ -382,6 +423,89 @@ pub async fn release_ips<C: ConnectionTrait>(c: &C, port: &str) -> Result<(), Db
         c,
         "DELETE FROM ip_allocation WHERE port_id = $1",
         vec![port.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+fn segment_row(r: &sea_orm::QueryResult) -> Result<(String, Segment), DbErr> {
+    Ok((
+        r.try_get::<String>("", "network_id")?,
+        Segment {
+            network_type: r.try_get::<String>("", "network_type")?,
+            physical_network: r.try_get::<Option<String>>("", "physical_network")?,
+            segmentation_id: r
+                .try_get::<Option<i64>>("", "segmentation_id")?
+                .map(|i| i as u32),
+        },
+    ))
+}
+
+/// Every network's segment, by network id.
+pub async fn segments<C: ConnectionTrait>(c: &C) -> Result<HashMap<String, Segment>, DbErr> {
+    let rows = c
+        .query_all_raw(stmt(
+            c,
+            "SELECT network_id, network_type, physical_network, segmentation_id FROM network_segment",
+            vec![],
+        ))
+        .await?;
+    rows.iter().map(segment_row).collect()
+}
+
+/// The segment of `network`, if it has one.
+pub async fn segment<C: ConnectionTrait>(c: &C, network: &str) -> Result<Option<Segment>, DbErr> {
+    let row = c
+        .query_one_raw(stmt(
+            c,
+            "SELECT network_id, network_type, physical_network, segmentation_id FROM network_segment WHERE network_id = $1",
+            vec![network.into()],
+        ))
+        .await?;
+    row.map(|r| segment_row(&r).map(|(_, s)| s)).transpose()
+}
+
+/// The allocations held (see [`Segment::allocation`]).
+pub async fn segment_allocations<C: ConnectionTrait>(c: &C) -> Result<HashSet<String>, DbErr> {
+    let rows = c
+        .query_all_raw(stmt(
+            c,
+            "SELECT allocation FROM network_segment WHERE allocation IS NOT NULL",
+            vec![],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String>("", "allocation"))
+        .collect()
+}
+
+/// Set (insert or replace) the segment of `network`.
+pub async fn set_segment<C: ConnectionTrait>(
+    c: &C,
+    network: &str,
+    s: &Segment,
+) -> Result<(), DbErr> {
+    delete_segment(c, network).await?;
+    c.execute_raw(stmt(
+        c,
+        "INSERT INTO network_segment (network_id, network_type, physical_network, segmentation_id, allocation) VALUES ($1, $2, $3, $4, $5)",
+        vec![
+            network.into(),
+            s.network_type.clone().into(),
+            s.physical_network.clone().into(),
+            s.segmentation_id.map(i64::from).into(),
+            s.allocation().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+pub async fn delete_segment<C: ConnectionTrait>(c: &C, network: &str) -> Result<(), DbErr> {
+    c.execute_raw(stmt(
+        c,
+        "DELETE FROM network_segment WHERE network_id = $1",
+        vec![network.into()],
     ))
     .await?;
     Ok(())

@@ -5,7 +5,7 @@ pub mod resource;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, OriginalUri, Path, State};
+use axum::extract::{FromRequestParts, OriginalUri, Path, RawQuery, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -41,7 +41,11 @@ pub fn router(svc: Arc<NetworkService>, validator: Arc<dyn TokenValidator>) -> R
         )
         .route("/quotas/{project}/default", get(default_quota))
         .route("/quotas/{project}/details", get(quota_details))
-        .route("/quotas/{project}/details.json", get(quota_details));
+        .route("/quotas/{project}/details.json", get(quota_details))
+        .route(
+            "/auto-allocated-topology/{project}",
+            get(get_auto_allocated_topology).delete(delete_auto_allocated_topology),
+        );
     v2 = resource::routes::<resource::Networks>(v2);
     v2 = resource::routes::<resource::Subnets>(v2);
     v2 = resource::routes::<resource::Ports>(v2);
@@ -196,6 +200,24 @@ const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
         "Subnet Allocation",
         "Enables allocation of subnets from a subnet pool",
         "2015-03-30T10:00:00-00:00",
+    ),
+    (
+        "default-subnetpools",
+        "Default Subnetpools",
+        "Provides ability to mark and use a subnetpool as the default.",
+        "2016-02-18T18:00:00-00:00",
+    ),
+    (
+        "auto-allocated-topology",
+        "Auto Allocated Topology Services",
+        "Auto Allocated Topology Services.",
+        "2016-01-01T00:00:00-00:00",
+    ),
+    (
+        "provider",
+        "Provider Network",
+        "Expose mapping of virtual networks to physical networks",
+        "2012-09-07T10:00:00-00:00",
     ),
     (
         "subnet-external-network",
@@ -401,6 +423,43 @@ async fn delete_quota(
     Path(project): Path<String>,
 ) -> Result<Response> {
     api.svc.delete_quota(&ctx, &project).await?;
+    Ok(no_content())
+}
+
+// ------------------------------------------------------------ auto-allocated topology
+
+/// `GET /auto-allocated-topology/{project}[?fields=dry-run]`.
+async fn get_auto_allocated_topology(
+    State(api): St,
+    Authenticated(ctx): Authenticated,
+    Path(project): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response> {
+    let fields: Vec<String> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .filter(|(k, _)| k == "fields")
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|f| !f.is_empty())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let t = api
+        .svc
+        .get_auto_allocated_topology(&ctx, &project, &fields)
+        .await?;
+    Ok(ok(json!({ "auto_allocated_topology": t })))
+}
+
+async fn delete_auto_allocated_topology(
+    State(api): St,
+    Authenticated(ctx): Authenticated,
+    Path(project): Path<String>,
+) -> Result<Response> {
+    api.svc
+        .delete_auto_allocated_topology(&ctx, &project)
+        .await?;
     Ok(no_content())
 }
 

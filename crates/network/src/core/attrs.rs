@@ -229,6 +229,26 @@ pub fn parse_mode(attr: &str, v: &Value) -> Result<Option<String>> {
     }
 }
 
+/// A subnet's `prefixlen` (neutron-lib's type:non_negative, converted to an int).
+pub fn parse_prefixlen(v: &Value) -> Result<u8> {
+    let n = match v {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    match n {
+        Some(n) if n < 0 => Err(NetError::invalid_attr(
+            "prefixlen",
+            format!("'{n}' should be non-negative"),
+        )),
+        Some(n) if n <= 128 => Ok(n as u8),
+        _ => Err(NetError::invalid_attr(
+            "prefixlen",
+            format!("'{}' is not an integer", py(v)),
+        )),
+    }
+}
+
 pub fn parse_gateway(v: &Value) -> Result<Option<IpAddr>> {
     match v {
         Value::Null => Ok(None),

@@ -19,6 +19,7 @@ impl NetworkService {
         let ports: Vec<Port> = super::read_all(r, PORT).await?;
         let (_, security_group_rules) = self.security_groups_snapshot().await?;
         let (routers, floating_ips) = self.l3_snapshot().await?;
+        let segments = store::segments(r).await?;
         Ok(Snapshot {
             networks,
             subnets,
@@ -26,6 +27,7 @@ impl NetworkService {
             security_group_rules,
             routers,
             floating_ips,
+            segments,
         })
     }
 

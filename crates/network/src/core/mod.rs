@@ -5,6 +5,7 @@
 //! request's. One file per resource; [`attrs`] holds neutron-lib's attribute validation.
 
 pub mod attrs;
+mod auto_allocate;
 mod dataplane_view;
 mod floating_ips;
 mod guest_lookup;
@@ -17,6 +18,7 @@ mod subnet_pools;
 mod subnets;
 
 pub use attrs::resource_body;
+pub use auto_allocate::DRY_RUN;
 pub use floating_ips::FLOATINGIP_KEYS;
 pub use guest_lookup::AddressOwner;
 pub use networks::NETWORK_KEYS;
@@ -64,6 +66,9 @@ pub struct NetworkService {
     pub(crate) policy: Enforcer,
     /// Bumped after every committed change the data plane may care about.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Held while a project's auto-allocated topology is looked up and built, so concurrent
+    /// first requests build one (kumo is one process).
+    auto_allocate_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for NetworkService {
@@ -133,6 +138,7 @@ impl NetworkService {
             db,
             policy,
             changes,
+            auto_allocate_lock: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -449,5 +455,89 @@ pub(crate) mod tests {
                 .await
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn provider_attributes() {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = NetworkConfig::defaults(d.path());
+        cfg.segments.vlan_ranges = crate::segments::parse_vlan_ranges("physnet1:100:199").unwrap();
+        cfg.segments.vni_ranges = vec![(1, 2)];
+        let s = NetworkService::open(cfg).await.unwrap();
+        let admin = ctx("adm", &["admin", "member", "reader"]);
+        let alice = ctx("pa", &["member", "reader"]);
+        // Tenant networks get the next free VNI; members see no provider attributes.
+        let a = s.create_networks(&alice, &[&obj(json!({}))]).await.unwrap();
+        assert!(a[0].get("provider:network_type").is_none());
+        let id = a[0]["id"].as_str().unwrap().to_string();
+        let shown = s.get_network(&admin, &id).await.unwrap();
+        assert_eq!(shown["provider:network_type"], "vxlan");
+        assert_eq!(shown["provider:segmentation_id"], 1);
+        assert_eq!(shown["provider:physical_network"], Value::Null);
+        let e = s
+            .create_networks(&alice, &[&obj(json!({"provider:network_type": "vlan"}))])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "PolicyNotAuthorized");
+        let v = s
+            .create_networks(
+                &admin,
+                &[&obj(json!({"provider:network_type": "vlan",
+                    "provider:physical_network": "physnet1", "provider:segmentation_id": 150}))],
+            )
+            .await
+            .unwrap();
+        assert_eq!(v[0]["provider:segmentation_id"], 150);
+        let e = s
+            .create_networks(
+                &admin,
+                &[&obj(json!({"provider:network_type": "vlan",
+                    "provider:physical_network": "physnet1", "provider:segmentation_id": "150"}))],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "VlanIdInUse");
+        // The last VNI, then none: 503 NoNetworkAvailable; a deleted network frees its VNI.
+        s.create_networks(&alice, &[&obj(json!({}))]).await.unwrap();
+        let e = s
+            .create_networks(&alice, &[&obj(json!({}))])
+            .await
+            .unwrap_err();
+        assert_eq!(e.status, http::StatusCode::SERVICE_UNAVAILABLE);
+        s.delete_network(&alice, &id, None).await.unwrap();
+        let again = s.create_networks(&admin, &[&obj(json!({}))]).await.unwrap();
+        assert_eq!(again[0]["provider:segmentation_id"], 1);
+        // Updates: the type cannot change; the id can while no port is bound.
+        let vid = v[0]["id"].as_str().unwrap();
+        let e = s
+            .update_network(
+                &admin,
+                vid,
+                &obj(json!({"provider:network_type": "vxlan"})),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "InvalidInput");
+        let u = s
+            .update_network(
+                &admin,
+                vid,
+                &obj(json!({"provider:segmentation_id": 160})),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(u["provider:segmentation_id"], 160);
+        let e = s
+            .update_network(
+                &alice,
+                again[0]["id"].as_str().unwrap(),
+                &obj(json!({"provider:segmentation_id": 5})),
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "NetworkNotFound");
     }
 }

@@ -1072,6 +1072,9 @@ impl NetworkService {
                 _ => {}
             }
         }
+        if ips_changed {
+            self.keep_floating_ip_targets(&*w, &p).await?;
+        }
         if body.contains_key("security_groups") || body.contains_key("port_security_enabled") {
             let sgs = body.get("security_groups");
             self.apply_port_security(&*w, ctx, &mut p, sgs, false)
@@ -1086,6 +1089,32 @@ impl NetworkService {
         w.commit().await?;
         self.changed();
         Ok(self.render_port(ctx, &p, &net))
+    }
+
+    /// A fixed IP a floating IP maps to stays on its port (Neutron's
+    /// `prevent_internal_ip_change_for_fip`, 400).
+    async fn keep_floating_ip_targets<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        p: &Port,
+    ) -> Result<()> {
+        for f in self.all_floating_ips(c).await? {
+            let Some(fixed) = f.fixed_ip_address.as_deref() else {
+                continue;
+            };
+            if f.port_id.as_deref() == Some(&p.id)
+                && !p.fixed_ips.iter().any(|x| x.ip_address == fixed)
+            {
+                return Err(NetError::bad_request(
+                    "port",
+                    format!(
+                        "Cannot update the fixed_ips of the port {}, because its original fixed_ip has been associated to a floating ip",
+                        p.id
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub async fn delete_port(

@@ -1,5 +1,6 @@
-//! Subnet pools (`subnet_allocation`): the pools and their prefixes. Subnets do not take their
-//! cidr from a pool yet (`subnetpool_id` on a subnet is refused), so a pool is never in use.
+//! Subnet pools (`subnet_allocation`, `default-subnetpools`): the pools and their prefixes, and
+//! the allocation of a subnet's cidr from a pool (Neutron's `SubnetAllocator`: prefix bounds, the
+//! per-project prefix quota, the smallest free block first).
 
 use common::auth::AuthContext;
 use ipnet::IpNet;
@@ -7,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::attrs::*;
-use super::{NetworkService, SUBNETPOOL};
+use super::{NetworkService, SUBNET, SUBNETPOOL};
 use crate::error::{NetError, Result};
-use crate::model::now;
+use crate::ipam;
+use crate::model::{Subnet, now};
 use crate::store;
 
 pub const SUBNETPOOL_KEYS: &[&str] = &[
@@ -135,6 +137,28 @@ fn parse_prefixes(v: &Value) -> Result<(Vec<String>, u8)> {
     ))
 }
 
+/// neutron-lib's SubnetAllocationError. Neutron answers it with a 500 (it maps no HTTP status
+/// to it); kumo says 409: the pool's state, not the server, refuses the request.
+fn allocation_error(reason: impl std::fmt::Display) -> NetError {
+    NetError::conflict(
+        "SubnetAllocationError",
+        format!("Failed to allocate subnet: {reason}."),
+    )
+}
+
+fn bounds_error(kind: &str, len: u8, base_kind: &str, base: u8) -> NetError {
+    NetError::invalid(
+        "IllegalSubnetPoolPrefixBounds",
+        format!("Illegal prefix bounds: {kind}={len}, {base_kind}={base}."),
+    )
+}
+
+/// Quota units of an allocation of `prefixlen`: Neutron counts IPv4 in /32s and IPv6 in /64s.
+fn quota_units(ip_version: u8, prefixlen: u8) -> f64 {
+    let unit: i32 = if ip_version == 6 { 64 } else { 32 };
+    2f64.powi(unit - i32::from(prefixlen))
+}
+
 fn prefixlen(attr: &str, v: &Value, max: u8) -> Result<u8> {
     let n = match v {
         Value::Number(n) => n.as_u64(),
@@ -151,7 +175,7 @@ fn prefixlen(attr: &str, v: &Value, max: u8) -> Result<u8> {
 }
 
 impl NetworkService {
-    async fn lookup_subnetpool<C: sea_orm::ConnectionTrait>(
+    pub(crate) async fn lookup_subnetpool<C: sea_orm::ConnectionTrait>(
         &self,
         c: &C,
         ctx: &AuthContext,
@@ -169,8 +193,8 @@ impl NetworkService {
         }
     }
 
-    /// Check and set the prefix lengths: min <= default <= max <= the version's bits, and the
-    /// prefixes no longer than max.
+    /// Check and set the prefix lengths as Neutron's SubnetPoolReader: min <= max <= the
+    /// version's bits, min <= default <= max.
     fn apply_lengths(p: &mut SubnetPool, body: &Map<String, Value>) -> Result<()> {
         let bits = if p.ip_version == 6 { 128 } else { 32 };
         if let Some(v) = body.get("min_prefixlen") {
@@ -183,13 +207,191 @@ impl NetworkService {
             Some(v) => prefixlen("default_prefixlen", v, bits)?,
             None => p.default_prefixlen.max(p.min_prefixlen),
         };
-        if !(p.min_prefixlen <= p.default_prefixlen && p.default_prefixlen <= p.max_prefixlen) {
-            return Err(NetError::invalid_input(format!(
-                "Illegal prefix bounds: min_prefixlen={}, default_prefixlen={}, max_prefixlen={}",
-                p.min_prefixlen, p.default_prefixlen, p.max_prefixlen
-            )));
+        if p.min_prefixlen > p.max_prefixlen {
+            return Err(bounds_error(
+                "min_prefixlen",
+                p.min_prefixlen,
+                "max_prefixlen",
+                p.max_prefixlen,
+            ));
+        }
+        if p.default_prefixlen < p.min_prefixlen {
+            return Err(bounds_error(
+                "default_prefixlen",
+                p.default_prefixlen,
+                "min_prefixlen",
+                p.min_prefixlen,
+            ));
+        }
+        if p.default_prefixlen > p.max_prefixlen {
+            return Err(bounds_error(
+                "default_prefixlen",
+                p.default_prefixlen,
+                "max_prefixlen",
+                p.max_prefixlen,
+            ));
         }
         Ok(())
+    }
+
+    /// Only one default pool per IP version (Neutron's `_check_default_subnetpool_exists`).
+    async fn check_no_other_default<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        p: &SubnetPool,
+    ) -> Result<()> {
+        let pools: Vec<SubnetPool> = super::read_all(c, SUBNETPOOL).await?;
+        if pools
+            .iter()
+            .any(|o| o.is_default && o.ip_version == p.ip_version && o.id != p.id)
+        {
+            return Err(NetError::invalid_input(
+                "A default subnetpool for this IP family has already been set. Only one default may exist per IP family",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The pool a new subnet names: `subnetpool_id`, or with `use_default_subnetpool` the
+    /// default pool of its IP version (Neutron's `_get_subnetpool_id`).
+    pub(crate) async fn requested_subnetpool<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        ctx: &AuthContext,
+        body: &Map<String, Value>,
+        ip_version: u8,
+    ) -> Result<Option<SubnetPool>> {
+        let use_default = body
+            .get("use_default_subnetpool")
+            .map(|v| to_bool("use_default_subnetpool", v))
+            .transpose()?
+            .unwrap_or(false);
+        let id = match body.get("subnetpool_id") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(to_string("subnetpool_id", v, 36)?),
+        };
+        if use_default && id.is_some() {
+            return Err(NetError::bad_request(
+                "subnets",
+                "subnetpool_id and use_default_subnetpool cannot both be specified",
+            ));
+        }
+        if let Some(id) = id {
+            return self.lookup_subnetpool(c, ctx, &id).await.map(Some);
+        }
+        if !use_default {
+            return Ok(None);
+        }
+        match self.default_subnetpool(c, ctx, ip_version).await? {
+            Some(p) => Ok(Some(p)),
+            None => Err(NetError::bad_request(
+                "subnets",
+                format!("No default subnetpool found for IPv{ip_version}"),
+            )),
+        }
+    }
+
+    /// The default pool of `ip_version` the caller can see.
+    pub(crate) async fn default_subnetpool<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        ctx: &AuthContext,
+        ip_version: u8,
+    ) -> Result<Option<SubnetPool>> {
+        let pools: Vec<SubnetPool> = super::read_all(c, SUBNETPOOL).await?;
+        Ok(pools.into_iter().find(|p| {
+            p.is_default
+                && p.ip_version == ip_version
+                && (self.is_admin(ctx) || p.shared || ctx.project_id() == Some(&p.project_id))
+        }))
+    }
+
+    /// The cidr a subnet of `project` gets from `pool`: `cidr` if given and free in the pool,
+    /// else the first free block of `prefixlen` (the pool's default when none). `pending`
+    /// holds the subnets of the same (bulk) request not yet written.
+    pub(crate) async fn allocate_from_pool<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        pool: &SubnetPool,
+        project: &str,
+        cidr: Option<IpNet>,
+        prefixlen: Option<u8>,
+        pending: &[Subnet],
+    ) -> Result<IpNet> {
+        let len = cidr
+            .map(|n| n.prefix_len())
+            .or(prefixlen)
+            .unwrap_or(pool.default_prefixlen);
+        if len > pool.max_prefixlen {
+            return Err(NetError::invalid(
+                "MaxPrefixSubnetAllocationError",
+                format!(
+                    "Unable to allocate subnet with prefix length {len}, maximum allowed prefix is {}.",
+                    pool.max_prefixlen
+                ),
+            ));
+        }
+        if len < pool.min_prefixlen {
+            return Err(NetError::invalid(
+                "MinPrefixSubnetAllocationError",
+                format!(
+                    "Unable to allocate subnet with prefix length {len}, minimum allowed prefix is {}.",
+                    pool.min_prefixlen
+                ),
+            ));
+        }
+        let mut allocated: Vec<Subnet> = super::read_all::<Subnet, _>(c, SUBNET)
+            .await?
+            .into_iter()
+            .filter(|s| s.subnetpool_id.as_deref() == Some(&pool.id))
+            .collect();
+        allocated.extend(
+            pending
+                .iter()
+                .filter(|s| s.subnetpool_id.as_deref() == Some(&pool.id))
+                .cloned(),
+        );
+        let taken: Vec<IpNet> = allocated
+            .iter()
+            .filter_map(|s| s.cidr.parse().ok())
+            .collect();
+        // A quota of 0 or none means no limit, as in Neutron.
+        if let Some(quota) = pool.default_quota.filter(|q| *q > 0) {
+            let used: f64 = allocated
+                .iter()
+                .filter(|s| s.project_id == project)
+                .filter_map(|s| s.cidr.parse::<IpNet>().ok())
+                .map(|n| quota_units(pool.ip_version, n.prefix_len()))
+                .sum();
+            if used + quota_units(pool.ip_version, len) > quota as f64 {
+                return Err(NetError::conflict(
+                    "SubnetPoolQuotaExceeded",
+                    "Per-project subnet pool prefix quota exceeded.",
+                ));
+            }
+        }
+        let prefixes: Vec<IpNet> = pool
+            .prefixes
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let free = ipam::free_blocks(&prefixes, &taken);
+        match cidr {
+            Some(want) => {
+                if free.iter().any(|b| b.contains(&want)) {
+                    Ok(want)
+                } else {
+                    Err(allocation_error(
+                        "Cannot allocate requested subnet from the available set of prefixes",
+                    ))
+                }
+            }
+            None => ipam::allocate_prefix(&free, len).ok_or_else(|| {
+                allocation_error(format!(
+                    "Insufficient prefix space to allocate subnet size /{len}"
+                ))
+            }),
+        }
     }
 
     pub async fn create_subnetpools(
@@ -251,6 +453,9 @@ impl NetworkService {
                 .filter(|a| body.get(*a).is_some_and(|v| v == &json!(true)))
                 .collect();
             self.authorize(ctx, "create_subnetpool", &attrs, &p.target())?;
+            if p.is_default {
+                self.check_no_other_default(&*w, &p).await?;
+            }
             store::insert(
                 &*w,
                 store::NewRow {
@@ -334,6 +539,9 @@ impl NetworkService {
             }
         }
         Self::apply_lengths(&mut p, body)?;
+        if p.is_default && body.contains_key("is_default") {
+            self.check_no_other_default(&*w, &p).await?;
+        }
         p.updated_at = now();
         p.revision_number += 1;
         store::update(&*w, &p.id, serde_json::to_string(&p)?).await?;
@@ -351,8 +559,141 @@ impl NetworkService {
         let p = self.lookup_subnetpool(&*w, ctx, id).await?;
         check_revision(if_match, p.revision_number)?;
         self.authorize(ctx, "delete_subnetpool", &[], &p.target())?;
+        let subnets: Vec<Subnet> = super::read_all(&*w, SUBNET).await?;
+        if subnets
+            .iter()
+            .any(|s| s.subnetpool_id.as_deref() == Some(id))
+        {
+            return Err(NetError::invalid(
+                "SubnetPoolDeleteError",
+                "Unable to delete subnet pool: Subnet pool has existing allocations.",
+            ));
+        }
         store::delete(&*w, id).await?;
         w.commit().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{ctx, obj, svc};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn subnets_from_pools() {
+        let d = tempfile::tempdir().unwrap();
+        let s = svc(d.path()).await;
+        let admin = ctx("adm", &["admin", "member", "reader"]);
+        let alice = ctx("pa", &["member", "reader"]);
+        let pool = s
+            .create_subnetpools(
+                &admin,
+                &[&obj(json!({"name": "p", "prefixes": ["10.10.0.0/16"],
+                    "default_prefixlen": 24, "max_prefixlen": 28, "shared": true,
+                    "is_default": true, "default_quota": 512}))],
+            )
+            .await
+            .unwrap();
+        let pool_id = pool[0]["id"].as_str().unwrap().to_string();
+        let e = s
+            .create_subnetpools(
+                &admin,
+                &[&obj(
+                    json!({"prefixes": ["10.20.0.0/16"], "is_default": true}),
+                )],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "InvalidInput");
+        let net = s.create_networks(&alice, &[&obj(json!({}))]).await.unwrap();
+        let net_id = net[0]["id"].as_str().unwrap();
+        let sub = |extra: serde_json::Value| {
+            let mut b = json!({"network_id": net_id, "ip_version": 4});
+            b.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            obj(b)
+        };
+        let a = s
+            .create_subnets(&alice, &[&sub(json!({"subnetpool_id": pool_id}))])
+            .await
+            .unwrap();
+        assert_eq!(a[0]["cidr"], "10.10.0.0/24");
+        assert_eq!(a[0]["subnetpool_id"], pool_id.as_str());
+        assert_eq!(a[0]["gateway_ip"], "10.10.0.1");
+        let b = s
+            .create_subnets(
+                &alice,
+                &[&sub(
+                    json!({"use_default_subnetpool": true, "prefixlen": 26}),
+                )],
+            )
+            .await
+            .unwrap();
+        assert_eq!(b[0]["cidr"], "10.10.1.0/26");
+        // Two in one bulk request do not collide; a hole is filled first.
+        let c = s
+            .create_subnets(
+                &alice,
+                &[
+                    &sub(json!({"subnetpool_id": pool_id, "prefixlen": 27})),
+                    &sub(json!({"subnetpool_id": pool_id, "prefixlen": 27})),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(c[0]["cidr"], "10.10.1.64/27");
+        assert_eq!(c[1]["cidr"], "10.10.1.96/27");
+        let e = s
+            .create_subnets(
+                &alice,
+                &[&sub(json!({"subnetpool_id": pool_id, "prefixlen": 30}))],
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "MaxPrefixSubnetAllocationError");
+        assert_eq!(
+            e.message,
+            "Unable to allocate subnet with prefix length 30, maximum allowed prefix is 28."
+        );
+        // Taken or outside: the explicit cidr is refused.
+        for cidr in ["10.10.0.0/28", "192.168.0.0/28"] {
+            let e = s
+                .create_subnets(
+                    &alice,
+                    &[&sub(json!({"subnetpool_id": pool_id, "cidr": cidr}))],
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind, "SubnetAllocationError", "{cidr}");
+        }
+        // Quota 512 /32s: 256 + 64 + 32 + 32 used, another /24 is too much.
+        let e = s
+            .create_subnets(&alice, &[&sub(json!({"subnetpool_id": pool_id}))])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "SubnetPoolQuotaExceeded");
+        // A subnet without the pool on the same network and version: affinity.
+        let e = s
+            .create_subnets(&alice, &[&sub(json!({"cidr": "192.168.9.0/24"}))])
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "NetworkSubnetPoolAffinityError");
+        let e = s
+            .delete_subnetpool(&admin, &pool_id, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "SubnetPoolDeleteError");
+        s.delete_network(&alice, net_id, None).await.unwrap();
+        s.delete_subnetpool(&admin, &pool_id, None).await.unwrap();
+        let e = s
+            .create_subnets(&alice, &[&sub(json!({"use_default_subnetpool": true}))])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.message,
+            "Bad subnets request: No default subnetpool found for IPv4."
+        );
     }
 }

@@ -52,7 +52,12 @@ const SUBNET_POST: &[&str] = &[
     "ipv6_ra_mode",
     "ipv6_address_mode",
     "subnetpool_id",
+    "prefixlen",
+    "use_default_subnetpool",
 ];
+/// Accepted on create, never shown (`prefixlen` of subnet_allocation, `use_default_subnetpool`
+/// of default-subnetpools).
+const SUBNET_POST_ONLY: &[&str] = &["prefixlen", "use_default_subnetpool"];
 const SUBNET_PUT: &[&str] = &[
     "name",
     "description",
@@ -90,8 +95,14 @@ impl NetworkService {
         c: &C,
         ctx: &AuthContext,
         body: &Map<String, Value>,
+        pending: &[Subnet],
     ) -> Result<(Subnet, Network)> {
-        check_keys(body, SUBNET_KEYS, SUBNET_POST, false)?;
+        let known: Vec<&str> = SUBNET_KEYS
+            .iter()
+            .chain(SUBNET_POST_ONLY)
+            .copied()
+            .collect();
+        check_keys(body, &known, SUBNET_POST, false)?;
         let required = |k: &str| -> Result<&Value> {
             body.get(k).ok_or_else(|| {
                 NetError::bad(format!(
@@ -112,21 +123,9 @@ impl NetworkService {
                 ));
             }
         };
-        if let Some(p) = body.get("subnetpool_id")
-            && !p.is_null()
-        {
-            return Err(NetError::bad(
-                "Invalid input for operation: subnet pools are not supported by this cloud."
-                    .to_string(),
-            ));
-        }
-        let cidr_s = match body.get("cidr") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => {
-                return Err(NetError::bad(
-                    "Bad subnets request: a subnetpool must be specified in the absence of a cidr.",
-                ));
-            }
+        let given_cidr = match body.get("cidr") {
+            Some(Value::String(s)) => Some(ipam::parse_cidr(s)?),
+            Some(Value::Null) | None => None,
             Some(other) => {
                 return Err(NetError::invalid_attr(
                     "cidr",
@@ -134,7 +133,63 @@ impl NetworkService {
                 ));
             }
         };
-        let net_cidr = ipam::parse_cidr(&cidr_s)?;
+        let prefixlen = match body.get("prefixlen") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(parse_prefixlen(v)?),
+        };
+        if given_cidr.is_some() && prefixlen.is_some() {
+            return Err(NetError::bad_request(
+                "subnets",
+                "cidr and prefixlen must not be supplied together",
+            ));
+        }
+        let pool = self.requested_subnetpool(c, ctx, body, ip_version).await?;
+        let net_cidr = match (&pool, given_cidr) {
+            (None, None) => {
+                return Err(NetError::bad_request(
+                    "subnets",
+                    "a subnetpool must be specified in the absence of a cidr",
+                ));
+            }
+            (None, Some(c)) => c,
+            (Some(pool), given) => {
+                if given.is_none() && body.get("allocation_pools").is_some_and(|v| !v.is_null()) {
+                    return Err(NetError::bad_request(
+                        "subnets",
+                        "allocation_pools allowed only for specific subnet requests.",
+                    ));
+                }
+                if pool.ip_version != ip_version {
+                    return Err(NetError::bad_request(
+                        "subnets",
+                        format!(
+                            "Cannot allocate IPv{ip_version} subnet from IPv{} subnet pool",
+                            pool.ip_version
+                        ),
+                    ));
+                }
+                // A gateway without a cidr asks for the block around it (Neutron's
+                // SubnetRequestFactory).
+                let around_gateway = match (given, body.get("gateway_ip")) {
+                    (None, Some(v)) => parse_gateway(v)?.and_then(|g| {
+                        ipnet::IpNet::new(g, prefixlen.unwrap_or(pool.default_prefixlen))
+                            .ok()
+                            .map(|n| n.trunc())
+                    }),
+                    _ => None,
+                };
+                let project = owner(ctx, body)?;
+                self.allocate_from_pool(
+                    c,
+                    pool,
+                    &project,
+                    given.or(around_gateway),
+                    prefixlen,
+                    pending,
+                )
+                .await?
+            }
+        };
         let is_v6 = net_cidr.addr().is_ipv6();
         if is_v6 != (ip_version == 6) {
             return Err(NetError::invalid_input(format!(
@@ -235,6 +290,7 @@ impl NetworkService {
             host_routes: routes,
             ipv6_ra_mode: ra,
             ipv6_address_mode: am,
+            subnetpool_id: pool.map(|p| p.id),
             created_at: ts.clone(),
             updated_at: ts,
             revision_number: 0,
@@ -253,7 +309,7 @@ impl NetworkService {
         let mut external: HashMap<String, bool> = HashMap::new();
         let mut per_project: HashMap<String, i64> = HashMap::new();
         for body in bodies {
-            let (sub, net) = self.parse_new_subnet(&*w, ctx, body).await?;
+            let (sub, net) = self.parse_new_subnet(&*w, ctx, body, &made).await?;
             external.insert(net.id.clone(), net.external);
             self.authorize(ctx, "create_subnet", &[], &Self::subnet_target(&sub, &net))?;
             let cidr = ipam::parse_cidr(&sub.cidr)?;
@@ -262,6 +318,17 @@ impl NetworkService {
                 siblings.push(serde_json::from_str(&b)?);
             }
             siblings.extend(made.iter().filter(|s| s.network_id == net.id).cloned());
+            // Neutron's NetworkSubnetPoolAffinityError: one network's subnets of one IP
+            // version come from the same pool (or none).
+            if siblings
+                .iter()
+                .any(|o| o.ip_version == sub.ip_version && o.subnetpool_id != sub.subnetpool_id)
+            {
+                return Err(NetError::invalid(
+                    "NetworkSubnetPoolAffinityError",
+                    "Subnets hosted on the same network must be allocated from the same subnet pool.",
+                ));
+            }
             for other in &siblings {
                 if let Ok(oc) = ipam::parse_cidr(&other.cidr)
                     && ipam::overlaps(&cidr, &oc)
