@@ -419,12 +419,68 @@ impl QmpClient {
         self.execute_unit("system_reset").await
     }
 
+    /// `netdev_add`: a host network backend; `netdev` holds its options, `type` and `id`
+    /// included (QMP takes them typed: booleans as booleans).
+    pub async fn netdev_add(&self, netdev: Value) -> Result<(), QmpError> {
+        self.execute("netdev_add", Some(netdev)).await.map(|_| ())
+    }
+
+    /// `netdev_del`: remove the backend `id` (its NIC should be gone first).
+    pub async fn netdev_del(&self, id: &str) -> Result<(), QmpError> {
+        let args = serde_json::json!({ "id": id });
+        self.execute("netdev_del", Some(args)).await.map(|_| ())
+    }
+
+    /// `device_add`: plug a device; `device` holds `driver`, `id`, `bus` and its properties.
+    pub async fn device_add(&self, device: Value) -> Result<(), QmpError> {
+        self.execute("device_add", Some(device)).await.map(|_| ())
+    }
+
+    /// `device_del`: ask for the device to be unplugged. For a PCI device this only starts
+    /// the unplug: the guest must let go of it, and `DEVICE_DELETED` with `data.device == id`
+    /// says when it is gone.
+    pub async fn device_del(&self, id: &str) -> Result<(), QmpError> {
+        let args = serde_json::json!({ "id": id });
+        self.execute("device_del", Some(args)).await.map(|_| ())
+    }
+
+    /// `qom-list`: the properties (and children) of the QOM object at `path`, as
+    /// `(name, type)` pairs.
+    pub async fn qom_list(&self, path: &str) -> Result<Vec<(String, String)>, QmpError> {
+        let args = serde_json::json!({ "path": path });
+        let value = self.execute("qom-list", Some(args)).await?;
+        Ok(value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_string(),
+                    p["type"].as_str()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
     /// `quit`: QEMU exits. Also `Ok` if QEMU closed the socket before its reply arrived; the
     /// connection is closed afterwards either way.
     pub async fn quit(&self) -> Result<(), QmpError> {
         match self.execute_unit("quit").await {
             Ok(()) | Err(QmpError::Closed) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl QmpError {
+    /// QEMU said the device or backend named does not exist (`DeviceNotFound`, or a
+    /// `GenericError` whose text says so, as `netdev_del` answers).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            QmpError::Command { class, desc } => {
+                class == "DeviceNotFound" || desc.contains("not found")
+            }
+            _ => false,
         }
     }
 }
