@@ -13,6 +13,7 @@ mod flavor_extras;
 mod flavors;
 mod groups;
 mod hypervisors;
+mod interfaces;
 mod keypairs;
 mod misc;
 pub mod novnc;
@@ -75,6 +76,7 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(quotas::routes())
         .merge(services::routes())
         .merge(hypervisors::routes())
+        .merge(interfaces::routes())
         .merge(usage::routes())
         .merge(events::routes());
     Router::new()
