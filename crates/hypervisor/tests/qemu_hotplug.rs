@@ -2,7 +2,8 @@
 //! a second one plugged while it runs (QEMU holds its tap: carrier; the guest's mdev hook
 //! brings the new interface up), loses the first (DEVICE_DELETED: the tap has no carrier any
 //! more), keeps exactly the remaining NIC through a hard reboot, and a port attached while it
-//! is stopped is there at the next start. The taps are made as the network agent makes them
+//! is stopped is there at the next start; a guest started without ports (QEMU outside the
+//! taps' namespace) gets its tap as a descriptor over QMP. The taps are made as the network agent makes them
 //! (persistent, vnet_hdr) in a namespace of the test's own, deleted at the end whatever
 //! happens. Needs root, ip and QEMU; skipped, with a message, without.
 
@@ -267,4 +268,44 @@ async fn nics_are_hot_plugged_and_unplugged_and_survive_a_hard_reboot() {
         "{line}"
     );
     d.destroy(uuid).await.expect("destroy");
+    assert!(wait_carrier(&ns, &taps[0], false).await);
+
+    // A guest started without ports runs in kumo's namespace, not the taps': the tap is opened
+    // in its namespace and handed to QEMU (getfd), and unplugs as any other.
+    let bare = "0e4b1c2a-7d7e-4c55-9a33-3b9d8c1f0c02";
+    let _bare_guard = Guard {
+        ns: ns.clone(),
+        pidfile: tmp.path().join("instances").join(bare).join("qemu.pid"),
+    };
+    let mut no_ports = spec.clone();
+    no_ports.uuid = bare.into();
+    no_ports.network_info = json!([]);
+    d.spawn(&no_ports).await.expect("spawn without ports");
+    let bare_pidfile = tmp.path().join("instances").join(bare).join("qemu.pid");
+    let pid = qemu_pid(&bare_pidfile).expect("QEMU runs");
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("ns"),
+        std::fs::read_link("/proc/self/ns/net").expect("own ns"),
+        "a guest without ports stays in kumo's namespace"
+    );
+    d.attach_interface(bare, &vif(1))
+        .await
+        .expect("attach by fd");
+    assert!(
+        wait_carrier(&ns, &taps[1], true).await,
+        "the tap passed by fd"
+    );
+    let t0 = Instant::now();
+    while !d
+        .console_output(bare, None)
+        .await
+        .unwrap_or_default()
+        .contains("kumo-tiny: ready")
+    {
+        assert!(t0.elapsed() < Duration::from_secs(90), "no ready marker");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.detach_interface(bare, &port(1)).await.expect("detach");
+    assert!(wait_carrier(&ns, &taps[1], false).await, "unplugged");
+    d.destroy(bare).await.expect("destroy");
 }

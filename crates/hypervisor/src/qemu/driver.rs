@@ -20,6 +20,7 @@ use super::cmdline::{self, Launch, Paths};
 use super::disk::{self, BaseCache};
 use super::host::{self, Accel, AccelChoice};
 use super::qmp::{QmpClient, QmpError};
+use super::tap;
 use crate::{
     Driver, DriverError, HostResources, ImageSource, InstanceInfo, InstanceSpec, PowerState,
     RebootKind, Result, SnapshotData,
@@ -423,9 +424,11 @@ impl QemuDriver {
         Ok(clean)
     }
 
-    /// Plug the NIC of `vif` into a running guest: a tap backend opened by name in QEMU's own
-    /// network namespace (where the network agent made it), and a virtio-net device on a
-    /// free root port. Idempotent: a NIC already there is left alone.
+    /// Plug the NIC of `vif` into a running guest: a tap backend, and a virtio-net device on a
+    /// free root port. QEMU opens the tap by name when it runs in the tap's network namespace
+    /// (it was started with ports there); otherwise (a guest started without ports runs in the
+    /// root namespace) kumo opens the tap in its namespace and passes the descriptor over QMP.
+    /// Idempotent: a NIC already there is left alone.
     async fn hotplug_nic(
         &self,
         uuid: &str,
@@ -435,16 +438,8 @@ impl QemuDriver {
         index: usize,
     ) -> Result<()> {
         const STEP: &str = "attaching the interface";
-        if !runs_in_namespace(pid, &nic.namespace) {
-            return Err(failed(
-                STEP,
-                format!(
-                    "the guest's QEMU does not run in network namespace {} of tap {} (it was started without a port there); stop and start the server to plug the port",
-                    nic.namespace, nic.devname
-                ),
-            ));
-        }
-        if !tap_exists_in(&nic.namespace, &nic.devname)? {
+        let by_name = runs_in_namespace(pid, &nic.namespace);
+        if by_name && !tap_exists_in(&nic.namespace, &nic.devname)? {
             return Err(failed(
                 STEP,
                 format!(
@@ -471,8 +466,25 @@ impl QemuDriver {
                 ),
             )
         })?;
-        let backend = json!({"type": "tap", "id": netdev, "ifname": nic.devname,
-            "script": "no", "downscript": "no", "vnet_hdr": true});
+        let backend = if by_name {
+            json!({"type": "tap", "id": netdev, "ifname": nic.devname,
+                "script": "no", "downscript": "no", "vnet_hdr": true})
+        } else {
+            let fd = tap::open_in(&Path::new(NETNS_DIR).join(&nic.namespace), &nic.devname)
+                .map_err(|e| {
+                    failed(
+                        STEP,
+                        format!(
+                            "tap {} of network namespace {}: {e}",
+                            nic.devname, nic.namespace
+                        ),
+                    )
+                })?;
+            let fdname = format!("fd-{netdev}");
+            c.getfd(&fdname, fd).await.map_err(qmp_failed(STEP))?;
+            // QEMU takes vnet_hdr from the descriptor (opened with IFF_VNET_HDR).
+            json!({"type": "tap", "id": netdev, "fd": fdname})
+        };
         match c.netdev_add(backend).await {
             Ok(()) => {}
             // Left by an attach that failed after it: reuse it.
