@@ -371,6 +371,40 @@ def test_delete_of_a_server_deletes_attached_ports_and_keeps_users(cc):
         c.net_demo("DELETE", f"/ports/{mine['id']}")
 
 
+def test_shelve_offload_unbinds_the_ports_and_unshelve_binds_them_again(cc):
+    c = cc
+    sid = boot(c, c.net_a["id"])
+    r = c.net_demo("POST", "/ports", json={"port": {"network_id": c.net_b["id"]}})
+    mine = r.json()["port"]
+    try:
+        r = iface(c, sid, version="2.49", port_id=mine["id"], tag="mine")
+        assert r.status_code == 200, r.text
+        before = addresses(c, sid)
+        host = server(c, sid)["OS-EXT-SRV-ATTR:host"]
+        demo(c, "server", "shelve", sid)
+        wait_server(c, sid, "SHELVED_OFFLOADED", timeout=60)
+        ports = ports_of(c, sid)
+        assert len(ports) == 2, ports
+        for p in ports:
+            # still the server's, bound nowhere (Nova's unbind_ports(detach=False))
+            assert p["device_id"] == sid and p["binding:host_id"] == "", p
+            assert p["status"] == "DOWN", p
+        demo(c, "server", "unshelve", sid)
+        s = wait_server(c, sid, "ACTIVE", timeout=60)
+        assert s["addresses"] == before, (s["addresses"], before)
+        for p in ports_of(c, sid):
+            assert p["binding:host_id"] == s["OS-EXT-SRV-ATTR:host"] == host and p["status"] == "ACTIVE", p
+        r = c.compute("GET", f"/servers/{sid}/os-interface/{mine['id']}", version="2.70", token=c.demo_token)
+        assert r.json()["interfaceAttachment"]["tag"] == "mine", r.text
+        # still the user's port: kept when the server goes
+        delete_server(c, sid)
+        kept = port(c, mine["id"])
+        assert kept is not None and kept["device_id"] == "", kept
+    finally:
+        c.compute("DELETE", f"/servers/{sid}")
+        c.net_demo("DELETE", f"/ports/{mine['id']}")
+
+
 # ------------------------------------------------------------------ one real guest
 GUEST_CONF = ("[DEFAULT]\ncompute_driver = qemu\nshutdown_timeout = 5\n\n"
               "[quota]\ninstances = 20\ncores = 40\nram = -1\n")

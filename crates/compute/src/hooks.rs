@@ -58,6 +58,31 @@ pub trait NetworkHook: Send + Sync {
         request_id: &str,
     ) -> Result<()>;
 
+    /// Shelve offload (Nova's `unbind_ports(detach=False)`): the instance's ports lose their
+    /// host binding and stay the instance's (`device_id` kept).
+    async fn unbind_for_offload(
+        &self,
+        _svc: &ComputeService,
+        _instance: &Instance,
+        _request_id: &str,
+    ) -> Result<()> {
+        Ok(())
+    }
+    /// Unshelve of an offloaded instance (Nova's `setup_instance_network_on_host`): its ports
+    /// bound to its new host, the waits for their `network-vif-plugged`, and the network info
+    /// from what the binding answered.
+    async fn bind_on_host(
+        &self,
+        _svc: &ComputeService,
+        instance: &Instance,
+        _request_id: &str,
+    ) -> Result<Allocation> {
+        Ok(Allocation {
+            network_info: instance.network_info.clone(),
+            waiters: vec![],
+        })
+    }
+
     // Interface attach and detach (`os-interface`) and the multinic actions. The defaults are
     // a cloud without a network service: nothing there exists.
 

@@ -830,7 +830,18 @@ impl ComputeAgent {
             Operation::ShelveOffload => self.offload(&i, rid).await?,
             Operation::Unshelve => {
                 if i.vm_state == vm_state::SHELVED_OFFLOADED {
+                    // The ports come back bound to this host, plugged before the spawn, as a
+                    // build's.
+                    let alloc = svc.network.bind_on_host(svc, &i, rid).await?;
+                    let nw = alloc.network_info.clone();
+                    svc.update_instance(uuid, None, move |x| {
+                        x.network_info = nw;
+                        Ok(())
+                    })
+                    .await?;
+                    self.wait_for_vifs(uuid, alloc.waiters).await?;
                     let mut spec = spec_of(&i);
+                    spec.network_info = alloc.network_info;
                     if let Some(img) = &i.shelved_image_id {
                         spec.image_id = Some(img.clone());
                     }
@@ -1062,6 +1073,11 @@ impl ComputeAgent {
 
     async fn offload(&self, i: &Instance, rid: &str) -> Result<()> {
         self.driver.destroy(&i.uuid).await?;
+        // After the guest let go of its taps: the ports wait unbound for the next host.
+        self.svc
+            .network
+            .unbind_for_offload(&self.svc, i, rid)
+            .await?;
         self.svc.clients()?.release(&i.uuid, rid).await?;
         self.svc
             .update_instance(&i.uuid, None, |x| {

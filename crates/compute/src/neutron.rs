@@ -802,6 +802,107 @@ impl NetworkHook for NeutronNetwork {
         }
         Ok(())
     }
+    async fn unbind_for_offload(
+        &self,
+        svc: &ComputeService,
+        instance: &Instance,
+        rid: &str,
+    ) -> Result<()> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        let body = json!({"port": {"binding:host_id": ""}});
+        for vif in instance.network_info.as_array().into_iter().flatten() {
+            let Some(pid) = vif["id"].as_str() else {
+                continue;
+            };
+            let a = net
+                .call(Method::PUT, &format!("/ports/{pid}"), Some(&body), None)
+                .await?;
+            // As Nova: a port gone is fine, another failure is logged and the offload goes on.
+            if !a.status.is_success() && a.status != StatusCode::NOT_FOUND {
+                tracing::warn!(instance = %instance.uuid, port = %pid, "port not unbound at shelve offload: {}", said(&a));
+            }
+        }
+        tracing::info!(instance = %instance.uuid, "ports unbound for shelve offload");
+        Ok(())
+    }
+
+    async fn bind_on_host(
+        &self,
+        svc: &ComputeService,
+        instance: &Instance,
+        rid: &str,
+    ) -> Result<Allocation> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        let i = instance;
+        let host =
+            i.host.clone().filter(|h| !h.is_empty()).ok_or_else(|| {
+                ComputeError::Internal(format!("instance {} has no host", i.uuid))
+            })?;
+        let owner = device_owner(i, &svc.cfg.default_availability_zone);
+        let mut ports = net
+            .list(&format!("/ports?device_id={}", i.uuid), "ports", None)
+            .await?;
+        // In the order of the network info (the guest's NICs keep their order).
+        let old: Vec<&Value> = i.network_info.as_array().into_iter().flatten().collect();
+        let position = |p: &Value| {
+            old.iter()
+                .position(|v| v["id"] == p["id"])
+                .unwrap_or(usize::MAX)
+        };
+        ports.sort_by_key(position);
+        let mut waiters: BTreeMap<String, crate::core::events::EventWaiter> = ports
+            .iter()
+            .filter_map(|p| p["id"].as_str())
+            .map(|pid| {
+                (
+                    pid.to_string(),
+                    svc.events.prepare(&i.uuid, VIF_PLUGGED, Some(pid)),
+                )
+            })
+            .collect();
+        let preserved = preserved_ports(i);
+        let mut nets = BTreeMap::new();
+        let mut vifs = Vec::new();
+        let mut pending = Vec::new();
+        for p in &ports {
+            let pid = p["id"].as_str().unwrap_or_default();
+            let body = json!({"port": {"binding:host_id": host, "device_owner": owner}});
+            let a = net
+                .call(Method::PUT, &format!("/ports/{pid}"), Some(&body), None)
+                .await?;
+            if !a.status.is_success() {
+                return Err(refused(&format!("binding port {pid} to {host}"), &a));
+            }
+            let port = &a.body["port"];
+            if port["binding:vif_type"] == "binding_failed" {
+                return Err(ComputeError::Internal(format!(
+                    "Binding failed for port {pid}, please check neutron logs for more information."
+                )));
+            }
+            let was = old.iter().find(|v| v["id"].as_str() == Some(pid));
+            let preserve = was.is_some_and(|v| v["preserve_on_delete"] == json!(true))
+                || preserved.iter().any(|k| k == pid);
+            let tag = was.and_then(|v| v["tag"].as_str());
+            let vif = net.vif(port, preserve, tag, &mut nets).await?;
+            match waiters.remove(pid) {
+                Some(w) if vif["active"] != json!(true) => pending.push((pid.to_string(), w)),
+                _ => {}
+            }
+            vifs.push(vif);
+        }
+        tracing::info!(instance = %i.uuid, %host, ports = vifs.len(), "ports bound for unshelve");
+        Ok(Allocation {
+            network_info: Value::Array(vifs),
+            waiters: pending,
+        })
+    }
+
     async fn allocate_port(
         &self,
         svc: &ComputeService,
