@@ -8,7 +8,9 @@
 #               net 169.254.169.0/24), one virtio-net NIC: DHCP lease; the metadata service at
 #               169.254.169.254:80 is a guestfwd to a Python http.server on a free loopback port
 #               (hostname, key, user_data); SSH as kumo through a hostfwd from 127.0.0.1 with a
-#               throwaway ed25519 key; then QMP system_powerdown must make QEMU exit
+#               throwaway ed25519 key; a second NIC hot-plugged over QMP (into a pcie-root-port)
+#               must get its own DHCP lease, and be unplugged again (DEVICE_DELETED); then QMP
+#               system_powerdown must make QEMU exit
 #
 #   tools/guest-image/boot-test.sh [IMAGE.qcow2]     (default: build.sh's output)
 #
@@ -173,6 +175,53 @@ sys.exit(1 if "error" in msg else 0)
 EOF
 }
 
+# qmp_do SOCKET JSON [DEVICE]: send one QMP command given as JSON (after qmp_capabilities),
+# print its reply; with DEVICE, then wait (30 s) for the DEVICE_DELETED event naming it.
+qmp_do() {
+	python3 - "$@" <<'EOF'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(30)
+s.connect(sys.argv[1])
+f = s.makefile("rw")
+f.readline()  # greeting
+device = sys.argv[3] if len(sys.argv) > 3 else None
+deleted = False
+for cmd in ({"execute": "qmp_capabilities"}, json.loads(sys.argv[2])):
+    f.write(json.dumps(cmd) + "\n")
+    f.flush()
+    while True:  # events may come before the reply
+        line = f.readline()
+        if not line:
+            sys.exit("QMP: connection closed")
+        msg = json.loads(line)
+        if msg.get("event") == "DEVICE_DELETED" and msg.get("data", {}).get("device") == device:
+            deleted = True
+        if "return" in msg or "error" in msg:
+            break
+print(line.strip())
+if "error" in msg:
+    sys.exit(1)
+while device and not deleted:
+    line = f.readline()
+    if not line:
+        sys.exit("QMP: closed before DEVICE_DELETED")
+    msg = json.loads(line)
+    deleted = msg.get("event") == "DEVICE_DELETED" and msg.get("data", {}).get("device") == device
+EOF
+}
+
+# wait_console NAME REGEX [SECONDS]: wait (default 30 s) for a console line of boot NAME
+# matching REGEX, then check it as expect does.
+wait_console() {
+	local i=0 n=$((${3:-30} * 20))
+	while [ $i -lt $n ] && ! grep -Eq "$2" "$tmp/$1.log"; do
+		sleep 0.05
+		i=$((i + 1))
+	done
+	expect "$1" "$2"
+}
+
 # 1. Plain boot: no network, no config drive.
 if want plain; then
 	if boot plain; then
@@ -245,7 +294,7 @@ EOF
 	# for QEMU's whole life: a second HTTP request hangs).
 	elif start network \
 		-netdev "user,id=n0,restrict=on,net=169.254.169.0/24,guestfwd=tcp:169.254.169.254:80-cmd:socat - TCP:127.0.0.1:$http_port,hostfwd=tcp:127.0.0.1:$ssh_port-:22" \
-		-device virtio-net-pci,netdev=n0; then
+		-device virtio-net-pci,netdev=n0 -device pcie-root-port,id=rp1,bus=pcie.0,chassis=1; then
 		expect network '^kumo-tiny: eth0 169\.254\.169\.[0-9]+ by DHCP'
 		expect network '^kumo-tiny: metadata from metadata service: hostname tiny-net, 1 key\(s\)'
 		expect network '^kumo-tiny-user-data: from the metadata service on tiny-net, keys: 1'
@@ -272,6 +321,23 @@ EOF
 			log "network: ok: ssh kumo@127.0.0.1:$ssh_port (ed25519) -> $got in $ms ms"
 		else
 			fail "network: ssh gave '$got': $(cat "$tmp/ssh.err")"
+		fi
+		# Hot-plug: a second NIC (its own restricted slirp) into the free root port gets a
+		# lease through the guest's mdev hook; unplugging it waits for the guest to let go.
+		t0=$(date +%s%N)
+		if qmp_do "$tmp/network.qmp" '{"execute": "netdev_add", "arguments": {"type": "user", "id": "n1", "restrict": true, "net": "10.0.2.0/24"}}' >"$tmp/qmp.out" 2>&1 &&
+			qmp_do "$tmp/network.qmp" '{"execute": "device_add", "arguments": {"driver": "virtio-net-pci", "id": "nic1", "netdev": "n1", "bus": "rp1", "mac": "fa:16:3e:00:00:01"}}' >>"$tmp/qmp.out" 2>&1; then
+			wait_console network '^kumo-tiny: eth1 10\.0\.2\.15 by DHCP'
+			log "network: hot-plugged NIC handled after $((($(date +%s%N) - t0) / 1000000)) ms"
+			t0=$(date +%s%N)
+			if qmp_do "$tmp/network.qmp" '{"execute": "device_del", "arguments": {"id": "nic1"}}' nic1 >>"$tmp/qmp.out" 2>&1; then
+				log "network: ok: DEVICE_DELETED after $((($(date +%s%N) - t0) / 1000000)) ms"
+				wait_console network '^kumo-tiny: eth1 removed' 5
+			else
+				fail "network: unplug failed: $(cat "$tmp/qmp.out")"
+			fi
+		else
+			fail "network: hot-plug failed: $(cat "$tmp/qmp.out")"
 		fi
 		# The ACPI power button: QEMU must exit by itself (acpid -> poweroff).
 		t0=$(date +%s%N)

@@ -39,6 +39,10 @@ pub enum ComputeError {
     Driver(#[from] hypervisor::DriverError),
     #[error("{0}")]
     Internal(String),
+    /// An operation failed in a way Nova tells the caller (a 500 whose message is shown, as
+    /// `InterfaceAttachFailed`).
+    #[error("{0}")]
+    Failed(String),
 }
 
 pub type Result<T, E = ComputeError> = std::result::Result<T, E>;
@@ -86,7 +90,8 @@ impl ComputeError {
             | Self::Db(_)
             | Self::Bus(_)
             | Self::Driver(_)
-            | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            | Self::Internal(_)
+            | Self::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

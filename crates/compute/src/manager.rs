@@ -14,8 +14,8 @@ use crate::core::ComputeService;
 use crate::error::{ComputeError, Result};
 use crate::model::*;
 use crate::rpc::{
-    self, BuildAndRun, ConsoleOutput, ExternalInstanceEvents, GetVncConsole, Operation,
-    RunOperation, Terminate,
+    self, AttachInterface, BuildAndRun, ConsoleOutput, ExternalInstanceEvents, GetVncConsole,
+    Operation, RunOperation, Terminate,
 };
 use crate::store;
 
@@ -24,6 +24,7 @@ pub const EVENT_NETWORKING: &str = "compute_build_networking";
 pub const EVENT_BDM: &str = "compute_build_block_device_mapping";
 pub const EVENT_SPAWNING: &str = "compute_build_spawning";
 pub const EVENT_TERMINATE: &str = "compute_terminate_instance";
+pub const EVENT_ATTACH_INTERFACE: &str = "compute_attach_interface";
 
 /// The host memory kept from guests on a node of `memory_mb` (placement's reserved MEMORY_MB):
 /// `reserved_host_memory_mb`, at most half the node's.
@@ -596,6 +597,9 @@ impl ComputeAgent {
             Operation::Unshelve => "compute_unshelve_instance",
             Operation::AttachVolume { .. } => "compute_attach_volume",
             Operation::DetachVolume { .. } => "compute_detach_volume",
+            Operation::DetachInterface { .. } => "compute_detach_interface",
+            Operation::AddFixedIp { .. } => "compute_add_fixed_ip_to_instance",
+            Operation::RemoveFixedIp { .. } => "compute_remove_fixed_ip_from_instance",
         }
     }
 
@@ -843,7 +847,18 @@ impl ComputeAgent {
             Operation::ShelveOffload => self.offload(&i, rid).await?,
             Operation::Unshelve => {
                 if i.vm_state == vm_state::SHELVED_OFFLOADED {
+                    // The ports come back bound to this host, plugged before the spawn, as a
+                    // build's.
+                    let alloc = svc.network.bind_on_host(svc, &i, rid).await?;
+                    let nw = alloc.network_info.clone();
+                    svc.update_instance(uuid, None, move |x| {
+                        x.network_info = nw;
+                        Ok(())
+                    })
+                    .await?;
+                    self.wait_for_vifs(uuid, alloc.waiters).await?;
                     let mut spec = self.spec(&i);
+                    spec.network_info = alloc.network_info;
                     if let Some(img) = &i.shelved_image_id {
                         spec.image_id = Some(img.clone());
                     }
@@ -880,7 +895,148 @@ impl ComputeAgent {
                 })
                 .await?;
             }
+            Operation::DetachInterface { port_id } => {
+                self.detach_interface(&i, port_id, rid).await?;
+            }
+            Operation::AddFixedIp { network_id } => {
+                let vif = svc.network.add_fixed_ip(svc, &i, network_id, rid).await?;
+                self.record_vif(uuid, vif).await?;
+            }
+            Operation::RemoveFixedIp { address } => {
+                let vif = svc.network.remove_fixed_ip(svc, &i, address, rid).await?;
+                self.record_vif(uuid, vif).await?;
+            }
         }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ interfaces
+
+    /// Nova's `attach_interface`: the network hook makes (or takes) the port and binds it to
+    /// this host, with the wait for its `network-vif-plugged` registered first, as a build
+    /// does; once it is plugged the driver hot-plugs it; then it joins the network info. A
+    /// failure after the binding releases the port again. An event of the request's
+    /// `attach_interface` action records it.
+    pub async fn attach_interface(&self, msg: &AttachInterface, rid: &str) -> Result<Value> {
+        let svc = &self.svc;
+        let uuid = &msg.instance_uuid;
+        let ev = svc
+            .event_start(uuid, rid, EVENT_ATTACH_INTERFACE, Some(&self.host))
+            .await?;
+        let r = self.attach_steps(msg, rid).await;
+        if let Err(e) = &r {
+            tracing::warn!(instance = %uuid, error = %e, "interface attach failed");
+        }
+        svc.event_finish(ev, r.as_ref().err().map(|e| e.to_string()).as_deref())
+            .await?;
+        svc.action_finish(uuid, rid).await?;
+        r
+    }
+
+    async fn attach_steps(&self, msg: &AttachInterface, rid: &str) -> Result<Value> {
+        let svc = &self.svc;
+        let uuid = &msg.instance_uuid;
+        let i = svc
+            .get_instance(uuid)
+            .await?
+            .filter(|i| !i.deleted)
+            .ok_or_else(|| ComputeError::instance_not_found(uuid))?;
+        let req = crate::neutron::Requested {
+            network_id: msg.network_id.clone(),
+            port_id: msg.port_id.clone(),
+            fixed_ip: msg.fixed_ip.clone(),
+            tag: msg.tag.clone(),
+        };
+        let (vif, waiter) = svc
+            .network
+            .allocate_port(svc, &i, &req, &msg.user_token, rid)
+            .await?;
+        let port_id = vif["id"].as_str().unwrap_or_default().to_string();
+        let preserve = vif["preserve_on_delete"] == json!(true);
+        let plugged = match waiter {
+            Some(w) => self.wait_for_vifs(uuid, vec![(port_id.clone(), w)]).await,
+            None => Ok(()),
+        };
+        let attached = match plugged {
+            Ok(()) => self.driver.attach_interface(uuid, &vif).await.map_err(|e| {
+                ComputeError::Failed(format!(
+                    "Failed to attach network adapter device to {uuid}: {e}"
+                ))
+            }),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = attached {
+            if let Err(undo) = svc
+                .network
+                .deallocate_port(svc, &i, &port_id, preserve, rid)
+                .await
+            {
+                tracing::warn!(instance = %uuid, port = %port_id, error = %undo, "port of a failed attach not released");
+            }
+            return Err(e);
+        }
+        self.record_vif(uuid, vif.clone()).await?;
+        tracing::info!(instance = %uuid, port = %port_id, "interface attached");
+        Ok(vif)
+    }
+
+    /// Nova's `detach_interface`: the driver unplugs the port, then the network hook releases
+    /// it (the caller's unbound and kept, one compute made deleted), then it leaves the network
+    /// info.
+    async fn detach_interface(&self, i: &Instance, port_id: &str, rid: &str) -> Result<()> {
+        let svc = &self.svc;
+        let uuid = &i.uuid;
+        let Some(vif) = i
+            .network_info
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["id"].as_str() == Some(port_id))
+        else {
+            return Err(ComputeError::NotFound(format!(
+                "Port {port_id} is not attached"
+            )));
+        };
+        let preserve = vif["preserve_on_delete"] == json!(true)
+            || crate::neutron::preserved_ports(i)
+                .iter()
+                .any(|p| p == port_id);
+        self.driver
+            .detach_interface(uuid, port_id)
+            .await
+            .map_err(|e| {
+                ComputeError::Failed(format!(
+                    "Failed to detach network adapter device from {uuid}: {e}"
+                ))
+            })?;
+        svc.network
+            .deallocate_port(svc, i, port_id, preserve, rid)
+            .await?;
+        let port = port_id.to_string();
+        svc.update_instance(uuid, None, move |x| {
+            if let Some(vifs) = x.network_info.as_array_mut() {
+                vifs.retain(|v| v["id"].as_str() != Some(port.as_str()));
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(instance = %uuid, port = %port_id, preserved = preserve, "interface detached");
+        Ok(())
+    }
+
+    /// Put a port's VIF into the instance's network info (in place of the old one).
+    async fn record_vif(&self, uuid: &str, vif: Value) -> Result<()> {
+        self.svc
+            .update_instance(uuid, None, move |x| {
+                let mut vifs = x.network_info.as_array().cloned().unwrap_or_default();
+                match vifs.iter_mut().find(|v| v["id"] == vif["id"]) {
+                    Some(old) => *old = vif,
+                    None => vifs.push(vif),
+                }
+                x.network_info = Value::Array(vifs);
+                Ok(())
+            })
+            .await?;
         Ok(())
     }
 
@@ -934,6 +1090,11 @@ impl ComputeAgent {
 
     async fn offload(&self, i: &Instance, rid: &str) -> Result<()> {
         self.driver.destroy(&i.uuid).await?;
+        // After the guest let go of its taps: the ports wait unbound for the next host.
+        self.svc
+            .network
+            .unbind_for_offload(&self.svc, i, rid)
+            .await?;
         self.svc.clients()?.release(&i.uuid, rid).await?;
         self.svc
             .update_instance(&i.uuid, None, |x| {
@@ -993,6 +1154,27 @@ impl ComputeAgent {
     }
 }
 
+/// How an attach failure travels back to the API, which answers with the status the kind
+/// names (`crate::rpc::AttachInterface`).
+/// Failures inside kumo (database, bus, the network service) reach the caller as Nova's
+/// InterfaceAttachFailed; the detail is in the log and the action's event.
+fn attach_fault(uuid: &str, e: &ComputeError) -> bus::Fault {
+    let kind = match e {
+        ComputeError::BadRequest(_) => "BadRequest",
+        ComputeError::NotFound(_) => "NotFound",
+        ComputeError::Conflict(_) => "Conflict",
+        ComputeError::Forbidden(_) | ComputeError::QuotaExceeded(_) => "Forbidden",
+        ComputeError::Failed(m) => return bus::Fault::remote("InterfaceAttachFailed", m.clone()),
+        _ => {
+            return bus::Fault::remote(
+                "InterfaceAttachFailed",
+                format!("Failed to attach network adapter device to {uuid}"),
+            );
+        }
+    };
+    bus::Fault::remote(kind, e.to_string())
+}
+
 /// The agent's bus handler.
 pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
     let a1 = agent.clone();
@@ -1000,6 +1182,7 @@ pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
     let a3 = agent.clone();
     let a4 = agent.clone();
     let a5 = agent.clone();
+    let a6 = agent.clone();
     Dispatcher::new()
         .on(move |meta: RequestMeta, msg: BuildAndRun| {
             let a = a1.clone();
@@ -1035,6 +1218,14 @@ pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
                     tracing::error!(error = %e, "external events failed");
                 }
                 Ok(())
+            }
+        })
+        .on(move |meta: RequestMeta, msg: AttachInterface| {
+            let a = a6.clone();
+            async move {
+                a.attach_interface(&msg, ComputeAgent::rid(&meta))
+                    .await
+                    .map_err(|e| attach_fault(&msg.instance_uuid, &e))
             }
         })
         .on(move |_meta: RequestMeta, msg: ConsoleOutput| {

@@ -367,6 +367,8 @@ pub mod action {
     pub const RESET_STATE: &str = "resetState";
     pub const ATTACH_VOLUME: &str = "attach_volume";
     pub const DETACH_VOLUME: &str = "detach_volume";
+    pub const ATTACH_INTERFACE: &str = "attach_interface";
+    pub const DETACH_INTERFACE: &str = "detach_interface";
 }
 
 /// A server group.

@@ -37,7 +37,7 @@ fn cannot_auto_allocate(project_id: &str) -> ComputeError {
 /// The network hook of a cloud with a network service.
 pub struct NeutronNetwork;
 
-/// One entry of a create request's `networks` list.
+/// One entry of a create request's `networks` list (and what an interface attach asks for).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Requested {
     pub network_id: Option<String>,
@@ -374,6 +374,65 @@ impl Net<'_> {
         Ok(Some(ids))
     }
 
+    /// A network and its subnets as compute sees them, once per network for `cache`.
+    async fn network_and_subnets(
+        &self,
+        nid: &str,
+        cache: &mut BTreeMap<String, (Value, Vec<Value>)>,
+    ) -> Result<(Value, Vec<Value>)> {
+        if let Some(found) = cache.get(nid) {
+            return Ok(found.clone());
+        }
+        let n = self.get(&format!("/networks/{nid}"), None).await?;
+        if !n.status.is_success() {
+            return Err(refused(&format!("GET network {nid}"), &n));
+        }
+        let subnets = self
+            .list(&format!("/subnets?network_id={nid}"), "subnets", None)
+            .await?;
+        let found = (n.body["network"].clone(), subnets);
+        cache.insert(nid.to_string(), found.clone());
+        Ok(found)
+    }
+
+    /// The VIF of a port as the network service shows it now.
+    async fn vif(
+        &self,
+        port: &Value,
+        preserve: bool,
+        tag: Option<&str>,
+        cache: &mut BTreeMap<String, (Value, Vec<Value>)>,
+    ) -> Result<Value> {
+        let nid = port["network_id"].as_str().unwrap_or_default();
+        let (n, subnets) = self.network_and_subnets(nid, cache).await?;
+        Ok(vif_of(port, &n, &subnets, preserve, tag))
+    }
+
+    /// Bind port `pid` to `host` as compute; its VIF from what the binding answered.
+    async fn bind(
+        &self,
+        host: &str,
+        pid: &str,
+        preserve: bool,
+        tag: Option<&str>,
+        cache: &mut BTreeMap<String, (Value, Vec<Value>)>,
+    ) -> Result<Value> {
+        let body = json!({"port": {"binding:host_id": host}});
+        let a = self
+            .call(Method::PUT, &format!("/ports/{pid}"), Some(&body), None)
+            .await?;
+        if !a.status.is_success() {
+            return Err(refused(&format!("binding port {pid} to {host}"), &a));
+        }
+        let port = &a.body["port"];
+        if port["binding:vif_type"] == "binding_failed" {
+            return Err(ComputeError::Internal(format!(
+                "Binding failed for port {pid}, please check neutron logs for more information."
+            )));
+        }
+        self.vif(port, preserve, tag, cache).await
+    }
+
     /// Delete ports (compute's token; gone is fine).
     async fn delete_ports(&self, ids: &[String]) {
         for id in ids {
@@ -428,6 +487,132 @@ impl NeutronNetwork {
                 }
             }
         }
+    }
+
+    /// The port of an interface attach, as the caller (Nova's checks of
+    /// `_validate_requested_port_ids` / `_validate_requested_network_ids` with attach's
+    /// errors): theirs taken, or one made on the network. Returns (port id, the caller's).
+    async fn attach_port(
+        &self,
+        svc: &ComputeService,
+        net: &Net<'_>,
+        i: &Instance,
+        req: &Requested,
+        token: &str,
+    ) -> Result<(String, bool)> {
+        let owner = device_owner(i, &svc.cfg.default_availability_zone);
+        if let Some(pid) = &req.port_id {
+            let a = net.get(&format!("/ports/{pid}"), Some(token)).await?;
+            if a.status == StatusCode::NOT_FOUND {
+                return Err(ComputeError::NotFound(format!(
+                    "Port id {pid} could not be found."
+                )));
+            }
+            if !a.status.is_success() {
+                return Err(refused(&format!("GET port {pid}"), &a));
+            }
+            let p = &a.body["port"];
+            if p["device_id"].as_str().is_some_and(|d| !d.is_empty()) {
+                return Err(ComputeError::conflict(format!(
+                    "Port {pid} is still in use."
+                )));
+            }
+            if p["fixed_ips"].as_array().is_none_or(Vec::is_empty) {
+                return Err(ComputeError::bad(format!(
+                    "Port {pid} requires a FixedIP in order to be used."
+                )));
+            }
+            let body = json!({"port": {"device_id": i.uuid, "device_owner": owner}});
+            let a = net
+                .call(
+                    Method::PUT,
+                    &format!("/ports/{pid}"),
+                    Some(&body),
+                    Some(token),
+                )
+                .await?;
+            if !a.status.is_success() {
+                return Err(refused(&format!("taking port {pid}"), &a));
+            }
+            return Ok((pid.clone(), true));
+        }
+        let nid = match &req.network_id {
+            Some(nid) => {
+                let a = net.get(&format!("/networks/{nid}"), Some(token)).await?;
+                if a.status == StatusCode::NOT_FOUND {
+                    return Err(ComputeError::NotFound(format!(
+                        "Network {nid} could not be found."
+                    )));
+                }
+                if !a.status.is_success() {
+                    return Err(refused(&format!("GET network {nid}"), &a));
+                }
+                nid.clone()
+            }
+            None => {
+                let nets = net.available(&i.project_id, token).await?;
+                match nets.as_slice() {
+                    [n] => n["id"].as_str().unwrap_or_default().to_string(),
+                    [] => {
+                        return Err(ComputeError::bad(format!(
+                            "No specific network was requested and none are available for project '{}'.",
+                            i.project_id
+                        )));
+                    }
+                    _ => {
+                        return Err(ComputeError::bad(
+                            "More than one possible network found. Specify network ID(s) to select which one(s) to connect to.",
+                        ));
+                    }
+                }
+            }
+        };
+        let groups = net.group_ids(&i.security_groups, token).await?;
+        let body = port_create_body(
+            &nid,
+            req.fixed_ip.as_deref(),
+            &i.uuid,
+            &owner,
+            groups.as_deref(),
+        );
+        let a = net
+            .call(Method::POST, "/ports", Some(&body), Some(token))
+            .await?;
+        if !a.status.is_success() {
+            let ip = req.fixed_ip.as_deref().unwrap_or_default();
+            return Err(match a.body["NeutronError"]["type"].as_str() {
+                Some("IpAddressAlreadyAllocated") => ComputeError::conflict(format!(
+                    "Fixed IP address {ip} is already in use on instance {}.",
+                    i.uuid
+                )),
+                Some("IpAddressGenerationFailure") => ComputeError::bad(format!(
+                    "No fixed IP addresses available for network: {nid}"
+                )),
+                _ => refused(&format!("creating a port on network {nid}"), &a),
+            });
+        }
+        let pid = a.body["port"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        tracing::info!(instance = %i.uuid, port = %pid, network = %nid, "port created for an interface attach");
+        Ok((pid, false))
+    }
+
+    /// A port's VIF after its addresses changed, keeping what the instance's network info
+    /// said of it (the caller's or not, its tag).
+    async fn refreshed_vif(&self, net: &Net<'_>, i: &Instance, port: &Value) -> Result<Value> {
+        let pid = port["id"].as_str().unwrap_or_default();
+        let old = i
+            .network_info
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["id"].as_str() == Some(pid));
+        let preserve = old.is_some_and(|v| v["preserve_on_delete"] == json!(true))
+            || preserved_ports(i).iter().any(|p| p == pid);
+        let tag = old.and_then(|v| v["tag"].as_str());
+        net.vif(port, preserve, tag, &mut BTreeMap::new()).await
     }
 
     async fn allocate_ports(
@@ -510,32 +695,9 @@ impl NeutronNetwork {
         let mut vifs = Vec::new();
         let mut pending = Vec::new();
         for (pid, preserve, tag) in ports {
-            let body = json!({"port": {"binding:host_id": host}});
-            let a = net
-                .call(Method::PUT, &format!("/ports/{pid}"), Some(&body), None)
+            let vif = net
+                .bind(&host, &pid, preserve, tag.as_deref(), &mut nets)
                 .await?;
-            if !a.status.is_success() {
-                return Err(refused(&format!("binding port {pid} to {host}"), &a));
-            }
-            let port = a.body["port"].clone();
-            if port["binding:vif_type"] == "binding_failed" {
-                return Err(ComputeError::Internal(format!(
-                    "Binding failed for port {pid}, please check neutron logs for more information."
-                )));
-            }
-            let nid = port["network_id"].as_str().unwrap_or_default().to_string();
-            if !nets.contains_key(&nid) {
-                let n = net.get(&format!("/networks/{nid}"), None).await?;
-                if !n.status.is_success() {
-                    return Err(refused(&format!("GET network {nid}"), &n));
-                }
-                let subnets = net
-                    .list(&format!("/subnets?network_id={nid}"), "subnets", None)
-                    .await?;
-                nets.insert(nid.clone(), (n.body["network"].clone(), subnets));
-            }
-            let (n, subnets) = &nets[&nid];
-            let vif = vif_of(&port, n, subnets, preserve, tag.as_deref());
             if vif["active"] == json!(true) {
                 waiters.remove(&pid);
             } else if let Some(w) = waiters.remove(&pid) {
@@ -683,6 +845,313 @@ impl NetworkHook for NeutronNetwork {
             tracing::info!(instance = %instance.uuid, deleted = ?gone, unbound = ?kept, "ports released");
         }
         Ok(())
+    }
+    async fn unbind_for_offload(
+        &self,
+        svc: &ComputeService,
+        instance: &Instance,
+        rid: &str,
+    ) -> Result<()> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        let body = json!({"port": {"binding:host_id": ""}});
+        for vif in instance.network_info.as_array().into_iter().flatten() {
+            let Some(pid) = vif["id"].as_str() else {
+                continue;
+            };
+            let a = net
+                .call(Method::PUT, &format!("/ports/{pid}"), Some(&body), None)
+                .await?;
+            // As Nova: a port gone is fine, another failure is logged and the offload goes on.
+            if !a.status.is_success() && a.status != StatusCode::NOT_FOUND {
+                tracing::warn!(instance = %instance.uuid, port = %pid, "port not unbound at shelve offload: {}", said(&a));
+            }
+        }
+        tracing::info!(instance = %instance.uuid, "ports unbound for shelve offload");
+        Ok(())
+    }
+
+    async fn bind_on_host(
+        &self,
+        svc: &ComputeService,
+        instance: &Instance,
+        rid: &str,
+    ) -> Result<Allocation> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        let i = instance;
+        let host =
+            i.host.clone().filter(|h| !h.is_empty()).ok_or_else(|| {
+                ComputeError::Internal(format!("instance {} has no host", i.uuid))
+            })?;
+        let owner = device_owner(i, &svc.cfg.default_availability_zone);
+        let mut ports = net
+            .list(&format!("/ports?device_id={}", i.uuid), "ports", None)
+            .await?;
+        // In the order of the network info (the guest's NICs keep their order).
+        let old: Vec<&Value> = i.network_info.as_array().into_iter().flatten().collect();
+        let position = |p: &Value| {
+            old.iter()
+                .position(|v| v["id"] == p["id"])
+                .unwrap_or(usize::MAX)
+        };
+        ports.sort_by_key(position);
+        let mut waiters: BTreeMap<String, crate::core::events::EventWaiter> = ports
+            .iter()
+            .filter_map(|p| p["id"].as_str())
+            .map(|pid| {
+                (
+                    pid.to_string(),
+                    svc.events.prepare(&i.uuid, VIF_PLUGGED, Some(pid)),
+                )
+            })
+            .collect();
+        let preserved = preserved_ports(i);
+        let mut nets = BTreeMap::new();
+        let mut vifs = Vec::new();
+        let mut pending = Vec::new();
+        for p in &ports {
+            let pid = p["id"].as_str().unwrap_or_default();
+            let body = json!({"port": {"binding:host_id": host, "device_owner": owner}});
+            let a = net
+                .call(Method::PUT, &format!("/ports/{pid}"), Some(&body), None)
+                .await?;
+            if !a.status.is_success() {
+                return Err(refused(&format!("binding port {pid} to {host}"), &a));
+            }
+            let port = &a.body["port"];
+            if port["binding:vif_type"] == "binding_failed" {
+                return Err(ComputeError::Internal(format!(
+                    "Binding failed for port {pid}, please check neutron logs for more information."
+                )));
+            }
+            let was = old.iter().find(|v| v["id"].as_str() == Some(pid));
+            let preserve = was.is_some_and(|v| v["preserve_on_delete"] == json!(true))
+                || preserved.iter().any(|k| k == pid);
+            let tag = was.and_then(|v| v["tag"].as_str());
+            let vif = net.vif(port, preserve, tag, &mut nets).await?;
+            match waiters.remove(pid) {
+                Some(w) if vif["active"] != json!(true) => pending.push((pid.to_string(), w)),
+                _ => {}
+            }
+            vifs.push(vif);
+        }
+        tracing::info!(instance = %i.uuid, %host, ports = vifs.len(), "ports bound for unshelve");
+        Ok(Allocation {
+            network_info: Value::Array(vifs),
+            waiters: pending,
+        })
+    }
+
+    async fn allocate_port(
+        &self,
+        svc: &ComputeService,
+        instance: &Instance,
+        req: &Requested,
+        user_token: &str,
+        rid: &str,
+    ) -> Result<(Value, Option<crate::core::events::EventWaiter>)> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        let i = instance;
+        let host =
+            i.host.clone().filter(|h| !h.is_empty()).ok_or_else(|| {
+                ComputeError::Internal(format!("instance {} has no host", i.uuid))
+            })?;
+        let (pid, preserve) = self.attach_port(svc, &net, i, req, user_token).await?;
+        // The plug event is awaited from before the binding that causes it.
+        let waiter = svc.events.prepare(&i.uuid, VIF_PLUGGED, Some(&pid));
+        match net
+            .bind(
+                &host,
+                &pid,
+                preserve,
+                req.tag.as_deref(),
+                &mut BTreeMap::new(),
+            )
+            .await
+        {
+            Ok(vif) => {
+                let waiter = (vif["active"] != json!(true)).then_some(waiter);
+                Ok((vif, waiter))
+            }
+            Err(e) => {
+                // Nothing half made stays behind.
+                if preserve {
+                    let _ = net.unbind_ports(std::slice::from_ref(&pid)).await;
+                } else {
+                    net.delete_ports(std::slice::from_ref(&pid)).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn deallocate_port(
+        &self,
+        svc: &ComputeService,
+        instance: &Instance,
+        port_id: &str,
+        preserve: bool,
+        rid: &str,
+    ) -> Result<()> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        let ids = [port_id.to_string()];
+        if preserve {
+            net.unbind_ports(&ids).await?;
+            tracing::info!(instance = %instance.uuid, port = %port_id, "port unbound (the caller's: kept)");
+        } else {
+            let a = net
+                .call(Method::DELETE, &format!("/ports/{port_id}"), None, None)
+                .await?;
+            if !a.status.is_success() && a.status != StatusCode::NOT_FOUND {
+                return Err(refused(&format!("deleting port {port_id}"), &a));
+            }
+            tracing::info!(instance = %instance.uuid, port = %port_id, "port deleted");
+        }
+        Ok(())
+    }
+
+    async fn list_ports(
+        &self,
+        svc: &ComputeService,
+        instance: &Instance,
+        user_token: &str,
+        rid: &str,
+    ) -> Result<Vec<Value>> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        net.list(
+            &format!("/ports?device_id={}", instance.uuid),
+            "ports",
+            Some(user_token),
+        )
+        .await
+    }
+
+    async fn show_port(
+        &self,
+        svc: &ComputeService,
+        port_id: &str,
+        user_token: &str,
+        rid: &str,
+    ) -> Result<Option<Value>> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        let a = net
+            .get(&format!("/ports/{port_id}"), Some(user_token))
+            .await?;
+        if a.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !a.status.is_success() {
+            return Err(refused(&format!("GET port {port_id}"), &a));
+        }
+        Ok(Some(a.body["port"].clone()))
+    }
+
+    /// As Nova's `add_fixed_ip_to_instance`: a fixed IP on one of the network's subnets for
+    /// the instance's port on that network (compute's token).
+    async fn add_fixed_ip(
+        &self,
+        svc: &ComputeService,
+        instance: &Instance,
+        network_id: &str,
+        rid: &str,
+    ) -> Result<Value> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        let subnets = net
+            .list(
+                &format!("/subnets?network_id={network_id}"),
+                "subnets",
+                None,
+            )
+            .await?;
+        let ports = net
+            .list(
+                &format!("/ports?device_id={}&network_id={network_id}", instance.uuid),
+                "ports",
+                None,
+            )
+            .await?;
+        for p in &ports {
+            let pid = p["id"].as_str().unwrap_or_default();
+            for sub in &subnets {
+                let mut fixed = p["fixed_ips"].as_array().cloned().unwrap_or_default();
+                fixed.push(json!({"subnet_id": sub["id"]}));
+                let body = json!({"port": {"fixed_ips": fixed}});
+                let a = net
+                    .call(Method::PUT, &format!("/ports/{pid}"), Some(&body), None)
+                    .await?;
+                if a.status.is_success() {
+                    tracing::info!(instance = %instance.uuid, port = %pid, subnet = %sub["id"], "fixed IP added");
+                    return self.refreshed_vif(&net, instance, &a.body["port"]).await;
+                }
+                tracing::debug!(port = %pid, subnet = %sub["id"], "no fixed IP there: {}", said(&a));
+            }
+        }
+        Err(ComputeError::bad(crate::hooks::no_network_for(
+            &instance.uuid,
+        )))
+    }
+
+    /// As Nova's `remove_fixed_ip_from_instance`: the address off the instance's port that
+    /// holds it.
+    async fn remove_fixed_ip(
+        &self,
+        svc: &ComputeService,
+        instance: &Instance,
+        address: &str,
+        rid: &str,
+    ) -> Result<Value> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair("device_id", &instance.uuid)
+            .append_pair("fixed_ips", &format!("ip_address={address}"))
+            .finish();
+        let ports = net.list(&format!("/ports?{q}"), "ports", None).await?;
+        let Some(p) = ports.first() else {
+            return Err(ComputeError::bad(crate::hooks::no_fixed_ip(
+                &instance.uuid,
+                address,
+            )));
+        };
+        let pid = p["id"].as_str().unwrap_or_default();
+        let kept: Vec<Value> = p["fixed_ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| f["ip_address"].as_str() != Some(address))
+            .cloned()
+            .collect();
+        let body = json!({"port": {"fixed_ips": kept}});
+        let a = net
+            .call(Method::PUT, &format!("/ports/{pid}"), Some(&body), None)
+            .await?;
+        if !a.status.is_success() {
+            return Err(refused(&format!("removing {address} from port {pid}"), &a));
+        }
+        tracing::info!(instance = %instance.uuid, port = %pid, %address, "fixed IP removed");
+        self.refreshed_vif(&net, instance, &a.body["port"]).await
     }
 }
 

@@ -110,6 +110,18 @@ pub enum Operation {
     DetachVolume {
         volume_id: String,
     },
+    /// Unplug a port and release it (the caller's unbound, compute's deleted).
+    DetachInterface {
+        port_id: String,
+    },
+    /// multinic `addFixedIp`: one more address from the network on the server's port there.
+    AddFixedIp {
+        network_id: String,
+    },
+    /// multinic `removeFixedIp`.
+    RemoveFixedIp {
+        address: String,
+    },
 }
 
 /// compute.<host>: run a server action.
@@ -123,6 +135,26 @@ impl Message for RunOperation {
     const METHOD: &'static str = "run_operation";
     const VERSION: Version = Version::new(1, 0);
     type Reply = ();
+}
+
+/// compute.<host>: attach an interface (`POST /servers/{id}/os-interface`, a call as in Nova):
+/// the caller's port, or a new one on a network (the project's one network when neither is
+/// given), bound and plugged. The reply is the new VIF. Remote fault kinds are the HTTP
+/// answers the API gives for them: `BadRequest`, `NotFound`, `Conflict`, `Forbidden`, else
+/// `InterfaceAttachFailed` (500).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachInterface {
+    pub instance_uuid: String,
+    pub network_id: Option<String>,
+    pub port_id: Option<String>,
+    pub fixed_ip: Option<String>,
+    pub tag: Option<String>,
+    pub user_token: String,
+}
+impl Message for AttachInterface {
+    const METHOD: &'static str = "attach_interface";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = serde_json::Value;
 }
 
 /// compute.<host>: the serial console's tail.

@@ -118,7 +118,14 @@ impl FakeDriver {
                 vcpus: spec.vcpus,
                 memory_mb: spec.memory_mb,
                 volumes: old.as_ref().map(|o| o.volumes.clone()).unwrap_or_default(),
-                ports: old.as_ref().map(|o| o.ports.clone()).unwrap_or_default(),
+                // The NICs a guest boots with are its network info's, as QEMU's.
+                ports: spec
+                    .network_info
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|vif| vif["id"].as_str().map(str::to_string))
+                    .collect(),
                 old_size: None,
                 console,
             },
@@ -278,14 +285,24 @@ impl Driver for FakeDriver {
             .unwrap_or_default()
             .to_string();
         self.with_guest(uuid, |g| {
-            g.ports.push(port);
+            if !g.ports.contains(&port) {
+                g.console.push(format!(
+                    "fake: interface {port} ({}) attached",
+                    vif["address"]
+                ));
+                g.ports.push(port);
+            }
             Ok(())
         })
     }
 
     async fn detach_interface(&self, uuid: &str, port_id: &str) -> Result<()> {
         self.with_guest(uuid, |g| {
-            g.ports.retain(|p| p != port_id);
+            if g.ports.iter().any(|p| p == port_id) {
+                g.ports.retain(|p| p != port_id);
+                g.console
+                    .push(format!("fake: interface {port_id} detached"));
+            }
             Ok(())
         })
     }
@@ -397,6 +414,31 @@ mod tests {
             PowerState::Shutdown
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn interfaces_follow_attach_and_detach_and_a_respawn_takes_the_network_info() {
+        let d = FakeDriver::new(host(None));
+        let mut s = spec("n");
+        s.network_info = serde_json::json!([{"id": "p1"}]);
+        d.spawn(&s).await.unwrap();
+        let ports = |d: &FakeDriver| d.guests.lock()["n"].ports.clone();
+        assert_eq!(ports(&d), vec!["p1".to_string()]);
+        let vif = serde_json::json!({"id": "p2", "address": "fa:16:3e:00:00:02"});
+        d.attach_interface("n", &vif).await.unwrap();
+        d.attach_interface("n", &vif).await.unwrap();
+        assert_eq!(ports(&d), vec!["p1".to_string(), "p2".into()]);
+        d.detach_interface("n", "p1").await.unwrap();
+        d.detach_interface("n", "p1").await.unwrap();
+        assert_eq!(ports(&d), vec!["p2".to_string()]);
+        assert!(d.console_output("n", None).await.unwrap().contains("p2"));
+        assert!(matches!(
+            d.attach_interface("nope", &vif).await,
+            Err(DriverError::InstanceNotFound(_))
+        ));
+        // A rebuild boots with what the network info says.
+        d.rebuild(&s).await.unwrap();
+        assert_eq!(ports(&d), vec!["p1".to_string()]);
     }
 
     #[tokio::test]

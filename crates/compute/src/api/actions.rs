@@ -525,6 +525,7 @@ async fn action(
                 })?;
             return Ok(Json(json!({"output": out})).into_response());
         }
+        "addFixedIp" | "removeFixedIp" => return multinic(&api, &ctx, &id, name, arg).await,
         "os-getVNCConsole" | "os-getSPICEConsole" | "os-getRDPConsole" | "os-getSerialConsole" => {
             return super::consoles::legacy(&api, &ctx, &id, name, arg).await;
         }
@@ -772,4 +773,56 @@ async fn create_image(api: &Api, ctx: &Ctx, id: &str, arg: &Value) -> Result<Res
     } else {
         Ok((StatusCode::ACCEPTED, [(http::header::LOCATION, location)]).into_response())
     }
+}
+
+/// The multinic actions `addFixedIp` (`{"networkId": ...}`) and `removeFixedIp`
+/// (`{"address": ...}`), 202; gone from 2.44 (404, as Nova's versioned actions).
+async fn multinic(api: &Api, ctx: &Ctx, id: &str, name: &str, arg: &Value) -> Result<Response> {
+    if ctx.at(44) {
+        return Err(ComputeError::NotFound(
+            "The resource could not be found.".into(),
+        ));
+    }
+    let a = arg
+        .as_object()
+        .ok_or_else(|| v::invalid(name, arg, format!("{arg} is not of type 'object'")))?;
+    if name == "addFixedIp" {
+        v::only(a, &["networkId"])?;
+        let network_id = match a.get("networkId") {
+            Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= 36 => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(other) => {
+                return Err(v::invalid(
+                    "networkId",
+                    other,
+                    format!("{other} is not valid: a string of 1 to 36 characters or a number"),
+                ));
+            }
+            None => {
+                return Err(v::invalid(name, arg, "'networkId' is a required property"));
+            }
+        };
+        api.svc
+            .add_fixed_ip(&ctx.auth, id, &network_id, &ctx.token, &ctx.request_id)
+            .await?;
+    } else {
+        v::only(a, &["address"])?;
+        let address = match a.get("address") {
+            Some(Value::String(s)) if s.parse::<std::net::IpAddr>().is_ok() => s.clone(),
+            Some(other) => {
+                return Err(v::invalid(
+                    "address",
+                    other,
+                    format!("{other} is not valid under any of the given schemas"),
+                ));
+            }
+            None => {
+                return Err(v::invalid(name, arg, "'address' is a required property"));
+            }
+        };
+        api.svc
+            .remove_fixed_ip(&ctx.auth, id, &address, &ctx.token, &ctx.request_id)
+            .await?;
+    }
+    Ok(accepted())
 }

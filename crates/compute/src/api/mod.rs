@@ -13,6 +13,7 @@ mod flavor_extras;
 mod flavors;
 mod groups;
 mod hypervisors;
+mod interfaces;
 mod keypairs;
 mod misc;
 pub mod novnc;
@@ -76,6 +77,7 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(quotas::routes())
         .merge(services::routes())
         .merge(hypervisors::routes())
+        .merge(interfaces::routes())
         .merge(usage::routes())
         .merge(events::routes())
         .merge(server_password::routes());

@@ -3,6 +3,7 @@
 //! sockets, SMBIOS that tells cloud-init it runs on OpenStack. Started paused (`-S`) and
 //! daemonized, so the guest outlives kumo and kumo resumes it once QMP is connected.
 
+use serde_json::Value;
 use std::path::Path;
 
 use super::host::Accel;
@@ -74,6 +75,8 @@ fn esc(v: &str) -> String {
 /// One NIC of a guest: a VIF of the network info whose tap the network agent made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Nic {
+    /// The port (the VIF's `id`); the NIC's QEMU ids derive from it ([`nic_ids`]).
+    pub port_id: String,
     /// The tap's name (the VIF's `devname`).
     pub devname: String,
     pub mac: String,
@@ -82,29 +85,61 @@ pub struct Nic {
     pub namespace: String,
 }
 
-/// The NICs of the network info: each VIF with a `devname` and a `details.namespace` (VIFs
-/// without them are not wired to this host's data plane and get no NIC).
+/// The NIC of one VIF: one with a `devname` and a `details.namespace` (a VIF without them is
+/// not wired to this host's data plane and gets no NIC).
+pub fn nic_of(vif: &Value) -> Option<Nic> {
+    let devname = vif["devname"].as_str().filter(|d| !d.is_empty())?;
+    let namespace = vif["details"]["namespace"]
+        .as_str()
+        .filter(|n| !n.is_empty())?;
+    Some(Nic {
+        port_id: vif["id"].as_str().unwrap_or_default().to_string(),
+        devname: devname.to_string(),
+        mac: vif["address"].as_str().unwrap_or_default().to_string(),
+        mtu: vif["network"]["meta"]["mtu"]
+            .as_u64()
+            .and_then(|m| u16::try_from(m).ok())
+            .filter(|m| *m >= 68),
+        namespace: namespace.to_string(),
+    })
+}
+
+/// The NICs of the network info, in its order.
 pub fn nics(spec: &InstanceSpec) -> Vec<Nic> {
     spec.network_info
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|vif| {
-            let devname = vif["devname"].as_str().filter(|d| !d.is_empty())?;
-            let namespace = vif["details"]["namespace"]
-                .as_str()
-                .filter(|n| !n.is_empty())?;
-            Some(Nic {
-                devname: devname.to_string(),
-                mac: vif["address"].as_str().unwrap_or_default().to_string(),
-                mtu: vif["network"]["meta"]["mtu"]
-                    .as_u64()
-                    .and_then(|m| u16::try_from(m).ok())
-                    .filter(|m| *m >= 68),
-                namespace: namespace.to_string(),
-            })
-        })
+        .filter_map(nic_of)
         .collect()
+}
+
+/// QEMU's ids of a port's NIC: (netdev, device) = (`hostnet-<port>`, `net-<port>`), so a
+/// NIC made at launch and one hot-plugged later are found the same way at detach. A port id
+/// QEMU would refuse as an id (ids are a letter, then letters, digits, `-`, `.`, `_`) falls
+/// back to the NIC's position `n`.
+pub fn nic_ids(port_id: &str, n: usize) -> (String, String) {
+    let usable = !port_id.is_empty()
+        && port_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'));
+    if usable {
+        (format!("hostnet-{port_id}"), format!("net-{port_id}"))
+    } else {
+        (format!("hostnet{n}"), format!("net{n}"))
+    }
+}
+
+/// `-device`/`device_add` properties of a NIC (without the bus).
+pub fn nic_device(nic: &Nic, netdev: &str, id: &str) -> String {
+    let mut dev = format!(
+        "virtio-net-pci,netdev={netdev},id={id},mac={}",
+        esc(&nic.mac)
+    );
+    if let Some(mtu) = nic.mtu {
+        dev.push_str(&format!(",host_mtu={mtu}"));
+    }
+    dev
 }
 
 /// The one network namespace QEMU must run in for its NICs to find their taps; an error when
@@ -224,20 +259,14 @@ pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> 
         } else {
             "pcie.0".to_string()
         };
+        let (netdev, id) = nic_ids(&nic.port_id, n);
         a.push("-netdev".into());
         a.push(format!(
-            "tap,id=hostnet{n},ifname={},script=no,downscript=no,vnet_hdr=on",
+            "tap,id={netdev},ifname={},script=no,downscript=no,vnet_hdr=on",
             esc(&nic.devname)
         ));
-        let mut dev = format!(
-            "virtio-net-pci,netdev=hostnet{n},id=net{n},mac={},bus={bus}",
-            esc(&nic.mac)
-        );
-        if let Some(mtu) = nic.mtu {
-            dev.push_str(&format!(",host_mtu={mtu}"));
-        }
         a.push("-device".into());
-        a.push(dev);
+        a.push(format!("{},bus={bus}", nic_device(nic, &netdev, &id)));
     }
     a.extend([
         "-pidfile".to_string(),
@@ -317,6 +346,7 @@ mod tests {
         assert_eq!(n[0].mtu, Some(1450));
         assert_eq!(n[1].mtu, None);
         assert_eq!(nic_namespace(&n).unwrap().as_deref(), Some("kumo-host"));
+        assert_eq!(n[0].port_id, "p1");
         let paths = Paths::new(Path::new("/s"), &s.uuid);
         let l = Launch {
             accel: Accel::Tcg,
@@ -327,11 +357,11 @@ mod tests {
         // root on rp1, rng on rp2, NICs on rp3 and then the root complex.
         assert!(a.contains("virtio-rng-pci,id=rng0,bus=rp2"), "{a}");
         assert!(
-            a.contains("-netdev tap,id=hostnet0,ifname=tapp1,script=no,downscript=no,vnet_hdr=on -device virtio-net-pci,netdev=hostnet0,id=net0,mac=fa:16:3e:00:00:01,bus=rp3,host_mtu=1450"),
+            a.contains("-netdev tap,id=hostnet-p1,ifname=tapp1,script=no,downscript=no,vnet_hdr=on -device virtio-net-pci,netdev=hostnet-p1,id=net-p1,mac=fa:16:3e:00:00:01,host_mtu=1450,bus=rp3"),
             "{a}"
         );
         assert!(
-            a.contains("-netdev tap,id=hostnet1,ifname=tapp2,script=no,downscript=no,vnet_hdr=on -device virtio-net-pci,netdev=hostnet1,id=net1,mac=fa:16:3e:00:00:02,bus=pcie.0 "),
+            a.contains("-netdev tap,id=hostnet-p2,ifname=tapp2,script=no,downscript=no,vnet_hdr=on -device virtio-net-pci,netdev=hostnet-p2,id=net-p2,mac=fa:16:3e:00:00:02,bus=pcie.0 "),
             "{a}"
         );
         assert!(!a.contains("tapp3"));
@@ -341,6 +371,17 @@ mod tests {
         assert_eq!(nic_namespace(&[]).unwrap(), None);
         // No network info, no NIC.
         assert!(!build(&spec(), &paths, &l).join(" ").contains("-netdev"));
+    }
+
+    #[test]
+    fn nic_ids_come_from_the_port() {
+        let port = "0b7f3a52-9a43-4f6e-8d0e-55a1c2b3d4e5";
+        assert_eq!(
+            nic_ids(port, 3),
+            (format!("hostnet-{port}"), format!("net-{port}"))
+        );
+        assert_eq!(nic_ids("", 2), ("hostnet2".into(), "net2".into()));
+        assert_eq!(nic_ids("a,b", 0), ("hostnet0".into(), "net0".into()));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use super::cmdline::{self, Launch, Paths};
 use super::disk::{self, BaseCache};
 use super::host::{self, Accel, AccelChoice};
 use super::qmp::{QmpClient, QmpError};
+use super::tap;
 use crate::{
     Driver, DriverError, HostResources, ImageSource, InstanceInfo, InstanceSpec, PowerState,
     RebootKind, Result, SnapshotData,
@@ -57,6 +58,86 @@ const RESIZE_DISK: &str = "disk.resize";
 
 /// Where `ip netns` keeps the network namespaces by name.
 const NETNS_DIR: &str = "/run/netns";
+
+/// How long a detach waits for the guest to let go of a NIC: a PCIe unplug goes through the
+/// guest (Linux's pciehp waits 5 s after the attention button before it removes the device),
+/// and TCG is slow.
+const DETACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether process `pid` runs in the network namespace `ns` (same nsfs inode).
+fn runs_in_namespace(pid: i32, ns: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let theirs = std::fs::metadata(format!("/proc/{pid}/ns/net"));
+    let named = std::fs::metadata(Path::new(NETNS_DIR).join(ns));
+    match (theirs, named) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Whether the tap `devname` exists in the network namespace `ns` (looked up from a thread
+/// of its own that enters the namespace; no other thread changes namespace).
+fn tap_exists_in(ns: &str, devname: &str) -> Result<bool> {
+    use nix::sched::{CloneFlags, setns};
+    let path = Path::new(NETNS_DIR).join(ns);
+    let f = std::fs::File::open(&path).map_err(|e| {
+        failed(
+            "attaching the interface",
+            format!("network namespace {ns} ({}): {e}", path.display()),
+        )
+    })?;
+    let name = devname.to_string();
+    std::thread::spawn(move || -> Result<bool> {
+        setns(&f, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| failed("attaching the interface", format!("cannot enter it: {e}")))?;
+        Ok(nix::net::if_::if_nametoindex(name.as_str()).is_ok())
+    })
+    .join()
+    .map_err(|_| failed("attaching the interface", "the namespace check panicked"))?
+}
+
+/// Where QEMU keeps the devices made with an `id` (`-device` and `device_add`).
+const PERIPHERALS: &str = "/machine/peripheral";
+
+/// The ids of the guest's devices (`qom-list /machine/peripheral`); a device being unplugged
+/// stays listed until the guest has let go of it. Read from QOM, not `query-pci`: the PCI
+/// view of a root port lists its devices only once the firmware has numbered the buses.
+async fn device_ids(c: &QmpClient) -> std::result::Result<Vec<String>, QmpError> {
+    Ok(c.qom_list(PERIPHERALS)
+        .await?
+        .into_iter()
+        .filter(|(_, ty)| ty.starts_with("child<"))
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// The first of kumo's root ports (`rp1`..`rpN`) whose bus has no device on it.
+async fn free_root_port(
+    c: &QmpClient,
+    ids: &[String],
+) -> std::result::Result<Option<String>, QmpError> {
+    let mut ports: Vec<u32> = ids
+        .iter()
+        .filter_map(|id| id.strip_prefix("rp")?.parse().ok())
+        .collect();
+    ports.sort_unstable();
+    for n in ports {
+        // The root port's bus is its child of the same name; devices on it are `child[i]`.
+        let bus = c.qom_list(&format!("{PERIPHERALS}/rp{n}/rp{n}")).await?;
+        if !bus.iter().any(|(name, _)| name.starts_with("child[")) {
+            return Ok(Some(format!("rp{n}")));
+        }
+    }
+    Ok(None)
+}
+
+/// The NIC of port `port_id` in a spec's network info, and its position among the NICs.
+fn spec_nic(spec: &InstanceSpec, port_id: &str) -> Option<(usize, cmdline::Nic)> {
+    cmdline::nics(spec)
+        .into_iter()
+        .enumerate()
+        .find(|(_, n)| n.port_id == port_id)
+}
 
 /// Start `cmd` inside the network namespace of the guest's NICs: a thread of its own enters
 /// the namespace, checks that the taps exist there (the network agent makes them when a port
@@ -341,6 +422,138 @@ impl QemuDriver {
         let _ = std::fs::remove_file(&paths.qmp);
         let _ = std::fs::remove_file(&paths.vnc);
         Ok(clean)
+    }
+
+    /// Plug the NIC of `vif` into a running guest: a tap backend, and a virtio-net device on a
+    /// free root port. QEMU opens the tap by name when it runs in the tap's network namespace
+    /// (it was started with ports there); otherwise (a guest started without ports runs in the
+    /// root namespace) kumo opens the tap in its namespace and passes the descriptor over QMP.
+    /// Idempotent: a NIC already there is left alone.
+    async fn hotplug_nic(
+        &self,
+        uuid: &str,
+        paths: &Paths,
+        pid: i32,
+        nic: &cmdline::Nic,
+        index: usize,
+    ) -> Result<()> {
+        const STEP: &str = "attaching the interface";
+        let by_name = runs_in_namespace(pid, &nic.namespace);
+        if by_name && !tap_exists_in(&nic.namespace, &nic.devname)? {
+            return Err(failed(
+                STEP,
+                format!(
+                    "tap {} does not exist in network namespace {} (the network agent creates it when the port is bound to this host)",
+                    nic.devname, nic.namespace
+                ),
+            ));
+        }
+        let c = self.qmp(uuid, paths).await?;
+        let (netdev, id) = cmdline::nic_ids(&nic.port_id, index);
+        let ids = device_ids(&c).await.map_err(qmp_failed(STEP))?;
+        if ids.contains(&id) {
+            return Ok(());
+        }
+        let bus = free_root_port(&c, &ids)
+            .await
+            .map_err(qmp_failed(STEP))?
+            .ok_or_else(|| {
+            failed(
+                STEP,
+                format!(
+                    "no free PCIe root port for hot-plug: all {} ([qemu] pcie_root_ports) are in use",
+                    self.cfg.root_ports
+                ),
+            )
+        })?;
+        let backend = if by_name {
+            json!({"type": "tap", "id": netdev, "ifname": nic.devname,
+                "script": "no", "downscript": "no", "vnet_hdr": true})
+        } else {
+            let fd = tap::open_in(&Path::new(NETNS_DIR).join(&nic.namespace), &nic.devname)
+                .map_err(|e| {
+                    failed(
+                        STEP,
+                        format!(
+                            "tap {} of network namespace {}: {e}",
+                            nic.devname, nic.namespace
+                        ),
+                    )
+                })?;
+            let fdname = format!("fd-{netdev}");
+            c.getfd(&fdname, fd).await.map_err(qmp_failed(STEP))?;
+            // QEMU takes vnet_hdr from the descriptor (opened with IFF_VNET_HDR).
+            json!({"type": "tap", "id": netdev, "fd": fdname})
+        };
+        match c.netdev_add(backend).await {
+            Ok(()) => {}
+            // Left by an attach that failed after it: reuse it.
+            Err(QmpError::Command { desc, .. }) if desc.contains("Duplicate") => {}
+            Err(e) => return Err(failed(STEP, e)),
+        }
+        let mut device = json!({"driver": "virtio-net-pci", "id": id, "netdev": netdev,
+            "mac": nic.mac, "bus": bus});
+        if let Some(mtu) = nic.mtu {
+            device["host_mtu"] = json!(mtu);
+        }
+        if let Err(e) = c.device_add(device).await {
+            let _ = c.netdev_del(&netdev).await;
+            return Err(failed(STEP, e));
+        }
+        tracing::info!(instance = %uuid, port = %nic.port_id, tap = %nic.devname, %bus, "NIC hot-plugged");
+        Ok(())
+    }
+
+    /// Unplug a NIC from a running guest: `device_del`, then wait for the guest to release
+    /// it (`DEVICE_DELETED` naming the device), then remove its tap backend.
+    async fn unplug_nic(&self, uuid: &str, paths: &Paths, netdev: &str, id: &str) -> Result<()> {
+        const STEP: &str = "detaching the interface";
+        let c = self.qmp(uuid, paths).await?;
+        // Subscribed before the request: the event may come before device_del's reply.
+        let mut events = c.subscribe_events();
+        match c.device_del(id).await {
+            Ok(()) => {
+                let deadline = Instant::now() + DETACH_TIMEOUT;
+                loop {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match tokio::time::timeout(left, events.recv()).await {
+                        Ok(Ok(ev)) => {
+                            if ev.event == "DEVICE_DELETED" && ev.data["device"] == id {
+                                break;
+                            }
+                        }
+                        Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                            let ids = device_ids(&c).await.map_err(qmp_failed(STEP))?;
+                            if !ids.iter().any(|d| d == id) {
+                                break;
+                            }
+                        }
+                        Ok(Err(broadcast::error::RecvError::Closed)) => {
+                            return Err(failed(STEP, "QEMU went away during the unplug"));
+                        }
+                        Err(_) => {
+                            return Err(failed(
+                                STEP,
+                                format!(
+                                    "the guest did not release NIC {id} within {} s (a paused guest cannot until it runs again)",
+                                    DETACH_TIMEOUT.as_secs()
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            // Gone already (an earlier detach the guest finished late).
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(failed(STEP, e)),
+        }
+        match c.netdev_del(netdev).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(failed(STEP, e)),
+        }
+        tracing::info!(instance = %uuid, device = %id, "NIC unplugged");
+        Ok(())
     }
 
     /// Disks for a spec: base, overlay, ephemeral, swap (the instance directory must exist).
@@ -834,12 +1047,51 @@ impl Driver for QemuDriver {
         Err(DriverError::Unsupported("detaching volumes"))
     }
 
-    async fn attach_interface(&self, _uuid: &str, _vif: &Value) -> Result<()> {
-        Err(DriverError::Unsupported("attaching interfaces"))
+    /// Hot-plug into a running guest, and record the VIF in `spec.json` in any power state,
+    /// so a start, a hard reboot or a resize launches QEMU with the NIC.
+    async fn attach_interface(&self, uuid: &str, vif: &Value) -> Result<()> {
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(uuid)?;
+        let mut spec = self.read_spec(&paths)?;
+        let port_id = vif["id"].as_str().unwrap_or_default().to_string();
+        let mut vifs: Vec<Value> = spec.network_info.as_array().cloned().unwrap_or_default();
+        vifs.retain(|v| v["id"].as_str() != Some(port_id.as_str()));
+        vifs.push(vif.clone());
+        spec.network_info = Value::Array(vifs);
+        if let Some(pid) = self.running_pid(&paths, uuid)
+            && let Some((index, nic)) = spec_nic(&spec, &port_id)
+        {
+            self.hotplug_nic(uuid, &paths, pid, &nic, index).await?;
+        }
+        self.write_spec(&paths, &spec)
     }
 
-    async fn detach_interface(&self, _uuid: &str, _port_id: &str) -> Result<()> {
-        Err(DriverError::Unsupported("detaching interfaces"))
+    /// Unplug from a running guest, and drop the VIF from `spec.json`.
+    async fn detach_interface(&self, uuid: &str, port_id: &str) -> Result<()> {
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(uuid)?;
+        let mut spec = self.read_spec(&paths)?;
+        if self.running_pid(&paths, uuid).is_some()
+            && let Some((index, nic)) = spec_nic(&spec, port_id)
+        {
+            let (mut netdev, mut id) = cmdline::nic_ids(&nic.port_id, index);
+            // A guest launched before NIC ids came from ports has `net<index>`.
+            let c = self.qmp(uuid, &paths).await?;
+            let ids = device_ids(&c)
+                .await
+                .map_err(qmp_failed("detaching the interface"))?;
+            let legacy = (format!("hostnet{index}"), format!("net{index}"));
+            if !ids.contains(&id) && ids.contains(&legacy.1) {
+                (netdev, id) = legacy;
+            }
+            self.unplug_nic(uuid, &paths, &netdev, &id).await?;
+        }
+        if let Some(vifs) = spec.network_info.as_array_mut() {
+            vifs.retain(|v| v["id"].as_str() != Some(port_id));
+        }
+        self.write_spec(&paths, &spec)
     }
 
     async fn console_output(&self, uuid: &str, length: Option<usize>) -> Result<String> {

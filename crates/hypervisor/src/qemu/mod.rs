@@ -7,6 +7,7 @@ pub mod disk;
 mod driver;
 pub mod host;
 pub mod qmp;
+mod tap;
 
 pub use driver::{QemuConfig, QemuDriver};
 pub use host::{Accel, AccelChoice};

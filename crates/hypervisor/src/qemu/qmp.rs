@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -211,6 +212,8 @@ fn peer_gone(e: &io::Error) -> bool {
 struct Outgoing {
     id: u64,
     line: Vec<u8>,
+    /// A descriptor to pass with the line (SCM_RIGHTS), for `getfd`.
+    fd: Option<OwnedFd>,
 }
 
 struct Inner {
@@ -352,6 +355,25 @@ impl QmpClient {
         arguments: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, QmpError> {
+        self.send_command(command, arguments, timeout, None).await
+    }
+
+    /// `getfd`: hands QEMU a file descriptor (sent as SCM_RIGHTS with the command) under
+    /// `name`, for a later command that takes it by name (`netdev_add` with `fd`).
+    pub async fn getfd(&self, name: &str, fd: OwnedFd) -> Result<(), QmpError> {
+        let args = serde_json::json!({ "fdname": name });
+        self.send_command("getfd", Some(args), self.inner.timeout, Some(fd))
+            .await
+            .map(|_| ())
+    }
+
+    async fn send_command(
+        &self,
+        command: &str,
+        arguments: Option<Value>,
+        timeout: Duration,
+        fd: Option<OwnedFd>,
+    ) -> Result<Value, QmpError> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut request = Map::new();
         request.insert("execute".into(), Value::from(command));
@@ -375,7 +397,7 @@ impl QmpClient {
             shared: &self.inner.shared,
             id,
         };
-        if self.inner.outgoing.send(Outgoing { id, line }).is_err() {
+        if self.inner.outgoing.send(Outgoing { id, line, fd }).is_err() {
             return Err(QmpError::Closed);
         }
         match tokio::time::timeout(timeout, reply).await {
@@ -419,12 +441,68 @@ impl QmpClient {
         self.execute_unit("system_reset").await
     }
 
+    /// `netdev_add`: a host network backend; `netdev` holds its options, `type` and `id`
+    /// included (QMP takes them typed: booleans as booleans).
+    pub async fn netdev_add(&self, netdev: Value) -> Result<(), QmpError> {
+        self.execute("netdev_add", Some(netdev)).await.map(|_| ())
+    }
+
+    /// `netdev_del`: remove the backend `id` (its NIC should be gone first).
+    pub async fn netdev_del(&self, id: &str) -> Result<(), QmpError> {
+        let args = serde_json::json!({ "id": id });
+        self.execute("netdev_del", Some(args)).await.map(|_| ())
+    }
+
+    /// `device_add`: plug a device; `device` holds `driver`, `id`, `bus` and its properties.
+    pub async fn device_add(&self, device: Value) -> Result<(), QmpError> {
+        self.execute("device_add", Some(device)).await.map(|_| ())
+    }
+
+    /// `device_del`: ask for the device to be unplugged. For a PCI device this only starts
+    /// the unplug: the guest must let go of it, and `DEVICE_DELETED` with `data.device == id`
+    /// says when it is gone.
+    pub async fn device_del(&self, id: &str) -> Result<(), QmpError> {
+        let args = serde_json::json!({ "id": id });
+        self.execute("device_del", Some(args)).await.map(|_| ())
+    }
+
+    /// `qom-list`: the properties (and children) of the QOM object at `path`, as
+    /// `(name, type)` pairs.
+    pub async fn qom_list(&self, path: &str) -> Result<Vec<(String, String)>, QmpError> {
+        let args = serde_json::json!({ "path": path });
+        let value = self.execute("qom-list", Some(args)).await?;
+        Ok(value
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p["name"].as_str()?.to_string(),
+                    p["type"].as_str()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
     /// `quit`: QEMU exits. Also `Ok` if QEMU closed the socket before its reply arrived; the
     /// connection is closed afterwards either way.
     pub async fn quit(&self) -> Result<(), QmpError> {
         match self.execute_unit("quit").await {
             Ok(()) | Err(QmpError::Closed) => Ok(()),
             Err(e) => Err(e),
+        }
+    }
+}
+
+impl QmpError {
+    /// QEMU said the device or backend named does not exist (`DeviceNotFound`, or a
+    /// `GenericError` whose text says so, as `netdev_del` answers).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            QmpError::Command { class, desc } => {
+                class == "DeviceNotFound" || desc.contains("not found")
+            }
+            _ => false,
         }
     }
 }
@@ -541,8 +619,12 @@ async fn write_loop(
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     shared: Arc<Shared>,
 ) {
-    while let Some(Outgoing { id, line }) = queue.recv().await {
-        if let Err(e) = write.write_all(&line).await {
+    while let Some(Outgoing { id, line, fd }) = queue.recv().await {
+        let sent = match fd {
+            None => write.write_all(&line).await,
+            Some(fd) => send_with_fd(&mut write, &line, &fd).await,
+        };
+        if let Err(e) = sent {
             // A partly written command would garble the stream: the connection is over.
             tracing::warn!(error = %e, "QMP write failed, closing the connection");
             shared.complete(id, Err(write_error(e)));
@@ -550,6 +632,33 @@ async fn write_loop(
             return;
         }
     }
+}
+
+/// Writes `line` with `fd` attached (SCM_RIGHTS) to its first bytes, as QEMU's monitor takes
+/// a descriptor for the command it comes with.
+async fn send_with_fd(write: &mut OwnedWriteHalf, line: &[u8], fd: &OwnedFd) -> io::Result<()> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, UnixAddr, sendmsg};
+    let stream: &UnixStream = write.as_ref();
+    let fds = [fd.as_raw_fd()];
+    let sent = loop {
+        stream.writable().await?;
+        let attempt = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            sendmsg::<UnixAddr>(
+                stream.as_raw_fd(),
+                &[io::IoSlice::new(line)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            )
+            .map_err(io::Error::from)
+        });
+        match attempt {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    write.write_all(&line[sent..]).await
 }
 
 #[cfg(test)]
