@@ -253,6 +253,8 @@ pub async fn ensure_guest_image(
 pub const PUBLIC_NETWORK: &str = "public";
 pub const PRIVATE_NETWORK: &str = "private";
 pub const DEMO_ROUTER: &str = "router1";
+/// devstack's shared default IPv4 subnet pool.
+pub const DEFAULT_SUBNET_POOL: &str = "shared-default-subnetpool-v4";
 /// The demo user's key pair (its private half is STATE/demo-key, what `kumo ssh` uses).
 pub const DEMO_KEYPAIR: &str = "demo-key";
 
@@ -293,7 +295,7 @@ pub async fn ensure_network(cloud: &Cloud, report: &BootstrapReport) -> Result<b
         .create_networks(
             &ctx,
             &[&body(
-                json!({"name": PUBLIC_NETWORK, "router:external": true}),
+                json!({"name": PUBLIC_NETWORK, "router:external": true, "is_default": true}),
             )],
         )
         .await
@@ -308,6 +310,19 @@ pub async fn ensure_network(cloud: &Cloud, report: &BootstrapReport) -> Result<b
     )
     .await
     .map_err(e)?;
+    // devstack's default pool: `networks: auto` (auto-allocated topology) takes its
+    // subnets from it, and the demo's private subnet is its first /26.
+    let pool = net
+        .create_subnetpools(
+            &ctx,
+            &[&body(json!({
+                "name": DEFAULT_SUBNET_POOL, "prefixes": ["10.0.0.0/16"],
+                "default_prefixlen": 26, "shared": true, "is_default": true,
+            }))],
+        )
+        .await
+        .map_err(e)?;
+    let pool_id = first_id(&pool)?;
     let private = net
         .create_networks(
             &ctx,
@@ -324,6 +339,7 @@ pub async fn ensure_network(cloud: &Cloud, report: &BootstrapReport) -> Result<b
             &[&body(json!({
                 "name": "private-subnet", "network_id": private_id, "ip_version": 4,
                 "cidr": "10.0.0.0/26", "project_id": demo_project,
+                "subnetpool_id": pool_id,
             }))],
         )
         .await
