@@ -4,6 +4,7 @@
     ok, why = qemu_available()
     needs_qemu_guest = pytest.mark.skipif(not ok, reason=why)
     path = kumo_tiny_image()                      # KUMO_TINY_IMAGE, else build.sh (cached)
+    path = cloud_image()                          # KUMO_CLOUD_IMAGE, else tools/cloud-image/build.sh
     text = wait_for_console(cloud, server_id)     # until "kumo-tiny: ready" is in the console log
 """
 
@@ -20,6 +21,7 @@ import pytest
 from cloudlib import REPO, Cloud, CommandError, run
 
 BUILD_SH = REPO / "tools" / "guest-image" / "build.sh"
+CLOUD_BUILD_SH = REPO / "tools" / "cloud-image" / "build.sh"
 READY = "kumo-tiny: ready"  # the image's last boot line on its serial console
 
 
@@ -58,6 +60,31 @@ def kumo_tiny_image() -> Path:
         raise RuntimeError(f"{BUILD_SH} printed no image path:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     _IMAGE = Path(lines[-1])
     return _IMAGE
+
+
+_CLOUD_IMAGE: Path | None = None
+
+
+def cloud_image() -> Path:
+    """The Debian 12 cloud-init qcow2 (docs/cloud-image.md): $KUMO_CLOUD_IMAGE (run_tests.sh sets
+    it), else the path tools/cloud-image/build.sh prints last (cached: ~0.1 s; a fresh build
+    runs debootstrap as root: ~3-4 min). Built once per test session."""
+    global _CLOUD_IMAGE
+    env = os.environ.get("KUMO_CLOUD_IMAGE", "").strip()
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise RuntimeError(f"KUMO_CLOUD_IMAGE={env}: no such file")
+        return p
+    if _CLOUD_IMAGE is not None and _CLOUD_IMAGE.is_file():
+        return _CLOUD_IMAGE
+    proc = run([str(CLOUD_BUILD_SH)], timeout=1200)
+    lines = proc.stdout.strip().splitlines()
+    if not lines or not Path(lines[-1]).is_file():
+        raise RuntimeError(f"{CLOUD_BUILD_SH} printed no image path:\n{proc.stdout[-2000:]}\n"
+                           f"{proc.stderr[-2000:]}")
+    _CLOUD_IMAGE = Path(lines[-1])
+    return _CLOUD_IMAGE
 
 
 ConsoleSource = Union[Cloud, Callable[..., str]]  # a Cloud, or a callable running the CLI

@@ -14,7 +14,7 @@
 #   tests : what the end-to-end tests need (memcached: the real Keystone "peer" caches with it)
 #   guest : real guests (compute_driver = qemu): QEMU (qemu-system-x86 and qemu-utils of one
 #           release, see kumo_apt_args), noVNC (the console proxy serves it), what
-#           tools/guest-image/build.sh and boot-test.sh use
+#           tools/guest-image/build.sh, boot-test.sh and tools/cloud-image/build.sh use
 #   network : the network data plane (crates/dataplane): ip, nft, dnsmasq in namespaces; its tests
 #           also use busybox's udhcpc and ping
 #   peer_compute : what ../shared/peer/nova.sh (the real Nova, bench/compute.sh) needs: private
@@ -24,7 +24,7 @@ KUMO_PKGS_build=(build-essential pkg-config)
 KUMO_PKGS_tools=(curl qemu-utils)
 KUMO_PKGS_tests=(memcached)
 KUMO_PKGS_guest=(qemu-system-x86 qemu-utils novnc syslinux syslinux-common dosfstools mtools fdisk cpio kmod
-  genisoimage socat openssh-client)
+  genisoimage socat openssh-client debootstrap e2fsprogs)
 KUMO_PKGS_network=(iproute2 nftables dnsmasq-base busybox-static iputils-ping)
 KUMO_PKGS_peer_compute=(build-essential curl python3-venv memcached rabbitmq-server mariadb-server)
 
