@@ -247,3 +247,26 @@ def test_demo_key_pair_is_made_once(md_cloud):
     cloud.restart()
     assert private.read_text() == before
     assert [k["Name"] for k in osc_demo(cloud, "keypair", "list", fmt_json=True)] == ["demo-key"]
+
+
+def test_user_data_over_64_kib_is_refused(md_cloud, tmp_path):
+    """Nova's limit: 65535 characters of base64 user_data; above, 400 at create (raw API and
+    the CLI), and no server is made."""
+    cloud, _ = md_cloud
+    before = len(cloud.compute("GET", "/servers", params={"all_tenants": 1}).json()["servers"])
+    big = base64.b64encode(b"x" * 49152).decode()  # 65536 characters
+    r = cloud.compute("POST", "/servers", json={"server": {
+        "name": unique("big"), "imageRef": "00000000-0000-4000-8000-000000000000",
+        "flavorRef": "1", "networks": "none", "user_data": big}})
+    assert r.status_code == 400, r.text
+    assert "user_data" in r.json()["badRequest"]["message"], r.text
+    ud = tmp_path / "big"
+    ud.write_bytes(b"x" * 49152)
+    image = cloud.osc("image", "create", "--disk-format", "raw", "--container-format", "bare",
+                      unique("img"), fmt_json=True)["id"]
+    flavor = cloud.osc("flavor", "create", "--vcpus", "1", "--ram", "64", "--disk", "1",
+                       unique("f"), fmt_json=True)["id"]
+    err = cloud.osc_fail("server", "create", "--image", image, "--flavor", flavor,
+                         "--user-data", str(ud), "--nic", "none", unique("big"))
+    assert "400" in err and "is not a 'base64' string or is too long" in err, err[-300:]
+    assert len(cloud.compute("GET", "/servers", params={"all_tenants": 1}).json()["servers"]) == before

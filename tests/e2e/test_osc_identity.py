@@ -283,7 +283,8 @@ def test_application_credential_login(cloud, member):
     assert ac["id"] in {r["ID"] for r in listed}
     common = ["--os-auth-url", cloud.auth_url, "--os-identity-api-version", "3", "--os-region-name", cloud.region,
               "--os-auth-type", "v3applicationcredential", "--os-application-credential-id", ac["id"]]
-    tok = cloud.osc(*common, "--os-application-credential-secret", ac["secret"], "token", "issue",
+    # `=`: a secret may start with "-", which argparse would take for an option
+    tok = cloud.osc(*common, f"--os-application-credential-secret={ac['secret']}", "token", "issue",
                     cloud=None, fmt_json=True)
     assert tok["user_id"] == user["id"] and tok["project_id"] == project["id"]
     body = cloud.validate(tok["id"]).json()["token"]
@@ -294,6 +295,6 @@ def test_application_credential_login(cloud, member):
     assert "401" in err, err
     # deleting the credential ends logins with it
     cloud.osc_as(user["name"], password, "application", "credential", "delete", ac["id"], project=project["name"])
-    err = cloud.osc_fail(*common, "--os-application-credential-secret", ac["secret"], "token", "issue", cloud=None)
+    err = cloud.osc_fail(*common, f"--os-application-credential-secret={ac['secret']}", "token", "issue", cloud=None)
     # the real Keystone: 404 "Could not find Application Credential: <id>."
     assert "HTTP 404" in err or "HTTP 401" in err, err

@@ -60,6 +60,12 @@ pub static OPTS: &[Opt] = &[
         help: "Give every server a config drive, asked for or not (Nova's force_config_drive).",
     },
     Opt {
+        section: "compute",
+        name: "force_config_drive",
+        default: "false",
+        help: "The same as [DEFAULT] force_config_drive (either one set gives every server a config drive).",
+    },
+    Opt {
         section: "DEFAULT",
         name: "config_drive_format",
         default: "iso9660",
@@ -469,7 +475,8 @@ impl ComputeConfig {
             ))
             .filter(|d| !d.is_zero()),
             vif_plugging_is_fatal: c.get("DEFAULT", "vif_plugging_is_fatal")?,
-            force_config_drive: c.get("DEFAULT", "force_config_drive")?,
+            force_config_drive: c.get::<bool>("DEFAULT", "force_config_drive")?
+                || c.get::<bool>("compute", "force_config_drive")?,
             config_drive_format: {
                 let v = c.get_str("DEFAULT", "config_drive_format")?;
                 v.parse().map_err(|_| ConfigError::Invalid {

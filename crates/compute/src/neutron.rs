@@ -130,6 +130,33 @@ fn version_of(addr: &str) -> u8 {
     if addr.contains(':') { 6 } else { 4 }
 }
 
+/// The port `pid` as the caller sees it (the API's answer, `{"port": …}`), refused when a
+/// device already holds it: Nova's first checks before a port is used. `not_found` makes the
+/// error for a missing port (400 in a create's validation, 404 on an attach).
+async fn free_port(
+    net: &Net<'_>,
+    pid: &str,
+    token: &str,
+    not_found: fn(String) -> ComputeError,
+) -> Result<Value> {
+    let a = net.get(&format!("/ports/{pid}"), Some(token)).await?;
+    if a.status == StatusCode::NOT_FOUND {
+        return Err(not_found(format!("Port id {pid} could not be found.")));
+    }
+    if !a.status.is_success() {
+        return Err(refused(&format!("GET port {pid}"), &a));
+    }
+    if a.body["port"]["device_id"]
+        .as_str()
+        .is_some_and(|d| !d.is_empty())
+    {
+        return Err(ComputeError::conflict(format!(
+            "Port {pid} is still in use."
+        )));
+    }
+    Ok(a.body)
+}
+
 /// One Nova VIF from a bound port, its network and the network's subnets.
 pub fn vif_of(
     port: &Value,
@@ -502,21 +529,8 @@ impl NeutronNetwork {
     ) -> Result<(String, bool)> {
         let owner = device_owner(i, &svc.cfg.default_availability_zone);
         if let Some(pid) = &req.port_id {
-            let a = net.get(&format!("/ports/{pid}"), Some(token)).await?;
-            if a.status == StatusCode::NOT_FOUND {
-                return Err(ComputeError::NotFound(format!(
-                    "Port id {pid} could not be found."
-                )));
-            }
-            if !a.status.is_success() {
-                return Err(refused(&format!("GET port {pid}"), &a));
-            }
-            let p = &a.body["port"];
-            if p["device_id"].as_str().is_some_and(|d| !d.is_empty()) {
-                return Err(ComputeError::conflict(format!(
-                    "Port {pid} is still in use."
-                )));
-            }
+            let port = free_port(net, pid, token, ComputeError::NotFound).await?;
+            let p = &port["port"];
             if p["fixed_ips"].as_array().is_none_or(Vec::is_empty) {
                 return Err(ComputeError::bad(format!(
                     "Port {pid} requires a FixedIP in order to be used."
@@ -745,21 +759,9 @@ impl NetworkHook for NeutronNetwork {
             Ask::List(list) => {
                 for r in list {
                     if let Some(pid) = &r.port_id {
-                        let a = net.get(&format!("/ports/{pid}"), Some(user_token)).await?;
-                        if a.status == StatusCode::NOT_FOUND {
-                            return Err(ComputeError::bad(format!(
-                                "Port id {pid} could not be found."
-                            )));
-                        }
-                        if !a.status.is_success() {
-                            return Err(refused(&format!("GET port {pid}"), &a));
-                        }
-                        let p = &a.body["port"];
-                        if p["device_id"].as_str().is_some_and(|d| !d.is_empty()) {
-                            return Err(ComputeError::conflict(format!(
-                                "Port {pid} is still in use."
-                            )));
-                        }
+                        let port =
+                            free_port(&net, pid, user_token, ComputeError::BadRequest).await?;
+                        let p = &port["port"];
                         if req.max_count > 1 {
                             return Err(ComputeError::bad(
                                 "Unable to launch multiple instances with a single configured port ID. Please launch your instance one by one with different ports.",

@@ -81,6 +81,7 @@ async fn wait_for_socket(path: &Path, qemu: &mut QemuGuard) {
 async fn service(dir: &Path) -> Arc<ComputeService> {
     let mut c = common::config::Config::new(dir);
     c.declare(compute::config::OPTS);
+    c.declare(metadata::config::OPTS);
     let url = format!("sqlite://{}/compute.sqlite?mode=rwc", dir.display());
     let cfg = ComputeConfig::from_config(&c, &url).expect("config");
     ComputeService::open(cfg).await.expect("open compute")
@@ -196,6 +197,7 @@ async fn serves_novnc_files_without_traversal() {
         .expect("ini");
     c.set_state_dir(dir.path());
     c.declare(compute::config::OPTS);
+    c.declare(metadata::config::OPTS);
     let url = format!("sqlite://{}/compute.sqlite?mode=rwc", dir.path().display());
     let cfg = ComputeConfig::from_config(&c, &url).expect("config");
     let svc = ComputeService::open(cfg).await.expect("open");

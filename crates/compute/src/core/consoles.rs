@@ -184,6 +184,7 @@ mod tests {
     async fn svc(dir: &std::path::Path) -> Arc<ComputeService> {
         let mut c = common::config::Config::new(dir);
         c.declare(crate::config::OPTS);
+        c.declare(metadata::config::OPTS);
         let url = format!("sqlite://{}/compute.sqlite?mode=rwc", dir.display());
         let cfg = ComputeConfig::from_config(&c, &url).expect("config");
         ComputeService::open(cfg).await.expect("open")
