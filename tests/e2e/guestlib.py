@@ -6,12 +6,17 @@
     path = kumo_tiny_image()                      # KUMO_TINY_IMAGE, else build.sh (cached)
     path = cloud_image()                          # KUMO_CLOUD_IMAGE, else tools/cloud-image/build.sh
     text = wait_for_console(cloud, server_id)     # until "kumo-tiny: ready" is in the console log
+    with guest_cloud(conf, image) as c: ...       # a kumo with the image and a flavor, cleaned up
+    key, name = ssh_keypair(cloud, request)       # an ed25519 key registered as a key pair
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Union
@@ -122,3 +127,46 @@ def wait_for_console(source: ConsoleSource, server: str, marker: str = READY, ti
     raise AssertionError(f"{marker!r} not {count} time(s) on the console of server {server} within {timeout} s"
                          + (f"; last CLI error: {error}" if error else "")
                          + f"; console log (tail):\n{tail}")
+
+
+@contextlib.contextmanager
+def guest_cloud(conf: str, image: Path, image_args: tuple = (), flavor_ram: int = 192,
+                flavor_disk: int = 1):
+    """A kumo of its own (`conf` appended to kumo.conf) with `image` uploaded as a public qcow2
+    image (`c.image_id`), a one-vCPU flavor (`c.flavor`) and its namespace prefix (`c.prefix`);
+    every server is deleted and kumo stopped at the end, also on failure."""
+    from cloudlib import start_kumo, unique
+
+    c = start_kumo(conf)
+    try:
+        c.prefix = c._driver.netns_prefix
+        c.image_id = c.osc("image", "create", "--file", str(image), "--disk-format", "qcow2",
+                           "--container-format", "bare", "--public", *image_args,
+                           unique(image.stem.split("-")[0] + "-img"), fmt_json=True)["id"]
+        c.flavor = c.osc("flavor", "create", "--vcpus", "1", "--ram", str(flavor_ram), "--disk",
+                         str(flavor_disk), unique("guest"), fmt_json=True)["id"]
+        yield c
+    finally:
+        try:
+            servers = lambda: c.compute("GET", "/servers", params={"all_tenants": 1}).json().get("servers", [])  # noqa: E731
+            for s in servers():
+                c.compute("DELETE", f"/servers/{s['id']}")
+            deadline = time.monotonic() + 60
+            while servers() and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            c.stop()
+
+
+def ssh_keypair(cloud, request) -> tuple[str, str]:
+    """A fresh ed25519 key (file path) registered as a key pair (name) of the admin user; the
+    key's temp dir is removed when the test ends."""
+    from cloudlib import unique
+
+    keydir = tempfile.mkdtemp(prefix="kumo-e2e-key-")
+    request.addfinalizer(lambda: shutil.rmtree(keydir, ignore_errors=True))
+    key = os.path.join(keydir, "id_ed25519")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+    name = unique("key")
+    cloud.osc("keypair", "create", "--public-key", key + ".pub", name)
+    return key, name

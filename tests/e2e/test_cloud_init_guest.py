@@ -22,16 +22,15 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from cloudlib import start_kumo, unique
+from cloudlib import unique
 from computelib import wait_server
-from guestlib import cloud_image, needs_qemu_guest, wait_for_console
+from guestlib import cloud_image, guest_cloud, needs_qemu_guest, ssh_keypair, wait_for_console
 from netlib import NetApi
-from test_network_guests import in_ns, wait_until
+from test_network_guests import in_ns
 
 pytestmark = [
     pytest.mark.kumo_only("kumo's QEMU driver, metadata service and config drive with cloud-init"),
@@ -100,27 +99,10 @@ def ssh_debian(ns: str, key: str, ip: str, command: str, timeout: int = 60) -> s
 
 @pytest.fixture(scope="module")
 def cc():
-    image = cloud_image()
-    c = start_kumo(CONF)
-    try:
-        c.prefix = c._driver.netns_prefix
-        c.image_id = c.osc("image", "create", "--file", str(image), "--disk-format", "qcow2",
-                           "--container-format", "bare", "--public",
-                           "--property", "os_distro=debian", "--property", "os_version=12",
-                           unique("debian12-cloudinit"), fmt_json=True)["id"]
-        # cloud-init's Python needs ~512 MB; the image's disk is 2 GiB
-        c.flavor = c.osc("flavor", "create", "--vcpus", "1", "--ram", "768", "--disk", "2",
-                         unique("cloudinit"), fmt_json=True)["id"]
+    # cloud-init's Python needs ~512 MB; the image's disk is 2 GiB
+    with guest_cloud(CONF, cloud_image(), ("--property", "os_distro=debian", "--property", "os_version=12"),
+                     flavor_ram=768, flavor_disk=2) as c:
         yield c
-    finally:
-        try:
-            for s in c.compute("GET", "/servers", params={"all_tenants": 1}).json().get("servers", []):
-                c.compute("DELETE", f"/servers/{s['id']}")
-            wait_until(lambda: not c.compute("GET", "/servers", params={"all_tenants": 1})
-                       .json().get("servers"), 60)
-        finally:
-            c.stop()
-
 
 def hostname_of(c, server_id: str) -> str:
     return c.compute("GET", f"/servers/{server_id}", version="2.3").json()["server"][
@@ -148,15 +130,10 @@ def check_common(p: dict[str, str], server_id: str, hostname: str, pubkey: str, 
 
 def test_cloud_init_configures_a_debian_guest(cc, request):
     c = cc
-    keydir = tempfile.mkdtemp(prefix="kumo-e2e-key-")
-    request.addfinalizer(lambda: shutil.rmtree(keydir, ignore_errors=True))
-    key = os.path.join(keydir, "id_ed25519")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+    key, keypair = ssh_keypair(c, request)
     with open(key + ".pub") as f:
         pubkey = f.read().strip()
-    keypair = unique("key")
-    c.osc("keypair", "create", "--public-key", key + ".pub", keypair)
-    ud = os.path.join(keydir, "user_data")
+    ud = key + "-user_data"
     with open(ud, "w") as f:
         f.write(USER_DATA)
 

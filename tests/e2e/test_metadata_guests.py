@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import tempfile
 
 import pytest
 
-from cloudlib import start_kumo, unique
+from cloudlib import unique
 from computelib import wait_server
-from guestlib import kumo_tiny_image, needs_qemu_guest, wait_for_console
+from guestlib import guest_cloud, kumo_tiny_image, needs_qemu_guest, ssh_keypair, wait_for_console
 from netlib import NetApi
-from test_network_guests import ssh, wait_until
+from test_network_guests import ssh
 
 pytestmark = [
     pytest.mark.kumo_only("kumo's metadata service and config drive with real guests"),
@@ -37,25 +35,8 @@ USER_DATA = '#!/bin/sh\necho "user_data says: uid $(id -u) on $(hostname)"\n'
 
 @pytest.fixture(scope="module")
 def gc():
-    image = kumo_tiny_image()
-    c = start_kumo(CONF)
-    try:
-        c.prefix = c._driver.netns_prefix
-        c.image_id = c.osc("image", "create", "--file", str(image), "--disk-format", "qcow2",
-                           "--container-format", "bare", "--public", unique("kumo-tiny"),
-                           fmt_json=True)["id"]
-        c.flavor = c.osc("flavor", "create", "--vcpus", "1", "--ram", "192", "--disk", "1",
-                         unique("tiny"), fmt_json=True)["id"]
+    with guest_cloud(CONF, kumo_tiny_image()) as c:
         yield c
-    finally:
-        try:
-            for s in c.compute("GET", "/servers", params={"all_tenants": 1}).json().get("servers", []):
-                c.compute("DELETE", f"/servers/{s['id']}")
-            wait_until(lambda: not c.compute("GET", "/servers", params={"all_tenants": 1})
-                       .json().get("servers"), 30)
-        finally:
-            c.stop()
-
 
 def hostname_of(c, server_id: str) -> str:
     return c.compute("GET", f"/servers/{server_id}", version="2.3").json()["server"][
@@ -64,13 +45,8 @@ def hostname_of(c, server_id: str) -> str:
 
 def test_metadata_service_and_config_drive_configure_the_guest(gc, request):
     c = gc
-    keydir = tempfile.mkdtemp(prefix="kumo-e2e-key-")
-    request.addfinalizer(lambda: shutil.rmtree(keydir, ignore_errors=True))
-    key = os.path.join(keydir, "id_ed25519")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
-    keypair = unique("key")
-    c.osc("keypair", "create", "--public-key", key + ".pub", keypair)
-    ud = os.path.join(keydir, "user_data")
+    key, keypair = ssh_keypair(c, request)
+    ud = key + "-user_data"
     with open(ud, "w") as f:
         f.write(USER_DATA)
 

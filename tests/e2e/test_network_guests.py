@@ -13,14 +13,13 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
 
-from cloudlib import start_kumo, unique
+from cloudlib import unique
 from computelib import wait_server
-from guestlib import console_log, kumo_tiny_image, needs_qemu_guest, wait_for_console
+from guestlib import guest_cloud, kumo_tiny_image, needs_qemu_guest, ssh_keypair, wait_for_console
 from netlib import NetApi
 
 pytestmark = [
@@ -71,29 +70,12 @@ def wait_until(check, timeout: float, step: float = 0.2) -> float | None:
 
 @pytest.fixture(scope="module")
 def nc():
-    image = kumo_tiny_image()
-    c = start_kumo(CONF)
-    try:
-        c.prefix = c._driver.netns_prefix
-        c.image_id = c.osc("image", "create", "--file", str(image), "--disk-format", "qcow2",
-                           "--container-format", "bare", "--public", unique("kumo-tiny"),
-                           fmt_json=True)["id"]
-        c.flavor = c.osc("flavor", "create", "--vcpus", "1", "--ram", "192", "--disk", "1",
-                         unique("tiny"), fmt_json=True)["id"]
+    with guest_cloud(CONF, kumo_tiny_image()) as c:
         # the outside world: an external network whose gateway kumo-ext holds
         c.public = c.osc("network", "create", "--external", unique("public"), fmt_json=True)
         c.osc("subnet", "create", "--network", c.public["id"], "--subnet-range", "172.24.4.0/24",
               "--no-dhcp", "--gateway", "172.24.4.1", unique("public-sub"))
         yield c
-    finally:
-        try:
-            for s in c.compute("GET", "/servers", params={"all_tenants": 1}).json().get("servers", []):
-                c.compute("DELETE", f"/servers/{s['id']}")
-            wait_until(lambda: not c.compute("GET", "/servers", params={"all_tenants": 1})
-                       .json().get("servers"), 30)
-        finally:
-            c.stop()
-
 
 def private_network(c, name: str, cidr: str = "10.0.0.0/24", project_args=()) -> tuple[dict, dict]:
     net = c.osc("network", "create", *project_args, name, fmt_json=True)
@@ -130,12 +112,7 @@ def test_guests_dhcp_router_floating_ip_and_security_groups(nc, request):
 
     # a key pair the guests install from the metadata service (169.254.169.254, served from
     # the network's DHCP namespace), so the outside world can log in over the floating IP
-    keydir = tempfile.mkdtemp(prefix="kumo-e2e-key-")
-    request.addfinalizer(lambda: shutil.rmtree(keydir, ignore_errors=True))
-    key = os.path.join(keydir, "id_ed25519")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
-    keypair = unique("key")
-    c.osc("keypair", "create", "--public-key", key + ".pub", keypair)
+    key, keypair = ssh_keypair(c, request)
 
     s1 = boot(c, unique("g1"), net["id"], key_name=keypair)
     s2 = boot(c, unique("g2"), net["id"], key_name=keypair)
@@ -201,7 +178,7 @@ def test_guests_dhcp_router_floating_ip_and_security_groups(nc, request):
             assert r.stdout.strip() == c.compute("GET", f"/servers/{s2['id']}", version="2.3").json()[
                 "server"]["OS-EXT-SRV-ATTR:hostname"]
     # a wrong key is refused
-    other = os.path.join(keydir, "other")
+    other = key + "-other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other], check=True)
     assert ssh(ext_ns, other, fip_ip, "true").returncode != 0
 
