@@ -130,6 +130,24 @@ fn version_of(addr: &str) -> u8 {
     if addr.contains(':') { 6 } else { 4 }
 }
 
+/// Marks the caller's port `pid` as the server's (device_id, device_owner), with the
+/// caller's token, before it is bound.
+async fn take_port(net: &Net<'_>, pid: &str, server: &str, owner: &str, token: &str) -> Result<()> {
+    let body = json!({"port": {"device_id": server, "device_owner": owner}});
+    let a = net
+        .call(
+            Method::PUT,
+            &format!("/ports/{pid}"),
+            Some(&body),
+            Some(token),
+        )
+        .await?;
+    if !a.status.is_success() {
+        return Err(refused(&format!("taking port {pid}"), &a));
+    }
+    Ok(())
+}
+
 /// The port `pid` as the caller sees it (the API's answer, `{"port": …}`), refused when a
 /// device already holds it: Nova's first checks before a port is used. `not_found` makes the
 /// error for a missing port (400 in a create's validation, 404 on an attach).
@@ -536,18 +554,7 @@ impl NeutronNetwork {
                     "Port {pid} requires a FixedIP in order to be used."
                 )));
             }
-            let body = json!({"port": {"device_id": i.uuid, "device_owner": owner}});
-            let a = net
-                .call(
-                    Method::PUT,
-                    &format!("/ports/{pid}"),
-                    Some(&body),
-                    Some(token),
-                )
-                .await?;
-            if !a.status.is_success() {
-                return Err(refused(&format!("taking port {pid}"), &a));
-            }
+            take_port(net, pid, &i.uuid, &owner, token).await?;
             return Ok((pid.clone(), true));
         }
         let nid = match &req.network_id {
@@ -656,18 +663,7 @@ impl NeutronNetwork {
         let mut ports: Vec<(String, bool, Option<String>)> = Vec::new();
         for r in &wanted {
             if let Some(pid) = &r.port_id {
-                let body = json!({"port": {"device_id": i.uuid, "device_owner": owner}});
-                let a = net
-                    .call(
-                        Method::PUT,
-                        &format!("/ports/{pid}"),
-                        Some(&body),
-                        Some(token),
-                    )
-                    .await?;
-                if !a.status.is_success() {
-                    return Err(refused(&format!("taking port {pid}"), &a));
-                }
+                take_port(net, pid, &i.uuid, &owner, token).await?;
                 taken.push(pid.clone());
                 ports.push((pid.clone(), true, r.tag.clone()));
             } else {
