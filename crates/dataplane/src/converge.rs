@@ -13,7 +13,7 @@
 use crate::dnsmasq::{DhcpConfig, Dnsmasq};
 use crate::link::{LinkState, Netns, normalize_cidr};
 use crate::nft::{NatRule, NatTable};
-use crate::plan::{HostPlan, Names, NetworkPlan, RouterPlan, RouterPort, Segment};
+use crate::plan::{ExternalAccess, HostPlan, Names, NetworkPlan, RouterPlan, RouterPort, Segment};
 use crate::{Error, Result, netns};
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -119,7 +119,16 @@ struct Ns {
 
 impl Ns {
     async fn read(name: &str) -> Result<Ns> {
-        let handle = Netns::named(name);
+        Self::read_handle(name, Netns::named(name)).await
+    }
+
+    /// The namespace kumo runs in (`[network] external_access = host`), named `host` in
+    /// reports.
+    async fn read_current() -> Result<Ns> {
+        Self::read_handle("host", Netns::current()).await
+    }
+
+    async fn read_handle(name: &str, handle: Netns) -> Result<Ns> {
         let links = handle
             .snapshot()
             .await?
@@ -289,7 +298,9 @@ impl<'a> Converger<'a> {
                         .ctx(|| format!("removing the namespace {ns} of router {id}"))?;
                     self.removed(&ns, "namespace".into());
                 }
-            } else if ns == names.external_namespace() && !any_external {
+            } else if ns == names.external_namespace()
+                && (!any_external || self.plan.external_access == ExternalAccess::Host)
+            {
                 remove_namespace_fully(&ns, None)
                     .await
                     .ctx(|| format!("removing the outside-world namespace {ns}"))?;
@@ -427,9 +438,17 @@ impl<'a> Converger<'a> {
         if b.is_some() {
             peer.handle.remove_link(peer_name).await?;
         }
-        host.handle
-            .ensure_veth(host_name, peer_name, Some(&peer.handle))
-            .await?;
+        if peer.handle.name().is_some() {
+            host.handle
+                .ensure_veth(host_name, peer_name, Some(&peer.handle))
+                .await?;
+        } else {
+            // `ip link … netns` takes a name; the current namespace has none, so the pair is
+            // made from there.
+            peer.handle
+                .ensure_veth(peer_name, host_name, Some(&host.handle))
+                .await?;
+        }
         self.created(
             &host.name,
             format!("veth {host_name} <-> {}/{peer_name}", peer.name),
@@ -661,19 +680,34 @@ impl<'a> Converger<'a> {
         if externals.is_empty() {
             return Ok(()); // its namespace went with the leftovers
         }
-        let name = self.names().external_namespace();
-        let ext = self
-            .namespace(&name)
-            .await
-            .ctx(|| format!("outside-world namespace {name}"))?;
-        self.forwarding(&name)
-            .await
-            .ctx(|| format!("outside-world namespace {name}"))?;
+        let (name, ext) = match self.plan.external_access {
+            ExternalAccess::Namespace => {
+                let name = self.names().external_namespace();
+                let ext = self
+                    .namespace(&name)
+                    .await
+                    .ctx(|| format!("outside-world namespace {name}"))?;
+                self.forwarding(&name)
+                    .await
+                    .ctx(|| format!("outside-world namespace {name}"))?;
+                (name, ext)
+            }
+            // The host's own namespace: its sysctls and other links are the host's business;
+            // an `ext…` link of a network no longer external goes with its peer in the host
+            // namespace.
+            ExternalAccess::Host => {
+                let ext = Ns::read_current().await.ctx(|| {
+                    "the namespace kumo runs in ([network] external_access = host)".to_string()
+                })?;
+                (ext.name.clone(), ext)
+            }
+        };
         let expected: BTreeSet<String> = externals
             .iter()
             .map(|n| crate::external_name(&n.id))
             .collect();
-        for l in ext.links.values() {
+        let own_namespace = self.plan.external_access == ExternalAccess::Namespace;
+        for l in ext.links.values().filter(|_| own_namespace) {
             if l.ifname.starts_with("ext") && !expected.contains(&l.ifname) {
                 let existed = ext
                     .handle
@@ -1078,6 +1112,7 @@ mod tests {
     fn validate_names_missing_networks() {
         let plan = HostPlan {
             names: Names::new("kt000000-"),
+            external_access: ExternalAccess::Namespace,
             networks: vec![],
             vm_ports: vec![crate::plan::VmPort {
                 id: "p1".into(),

@@ -45,6 +45,19 @@ impl Names {
     }
 }
 
+/// Where the "outside world" side of the external networks is: the gateway addresses of their
+/// subnets (`172.24.4.1/24`) and what reaches floating IPs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ExternalAccess {
+    /// In the `kumo-ext` namespace kumo makes: the host's own routing is never touched.
+    #[default]
+    Namespace,
+    /// In the namespace kumo runs in (the host's, as devstack's br-ex): the host reaches
+    /// floating IPs directly. The veth end there is named like its peer (`ext…`) and goes away
+    /// with it.
+    Host,
+}
+
 /// How a network's bridge reaches other hosts. All-in-one clouds use `Local` (the bridge has
 /// no uplink); the others put a VLAN or VXLAN device on the bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +80,8 @@ pub enum Segment {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostPlan {
     pub names: Names,
+    /// Where the external networks' gateway addresses live.
+    pub external_access: ExternalAccess,
     pub networks: Vec<NetworkPlan>,
     pub vm_ports: Vec<VmPort>,
     pub routers: Vec<RouterPlan>,

@@ -173,6 +173,7 @@ fn all_in_one(names: &Names) -> HostPlan {
     };
     HostPlan {
         names: names.clone(),
+        external_access: Default::default(),
         networks: vec![
             external_net(EXT),
             private_net(
@@ -661,6 +662,7 @@ async fn vlan_and_vxlan_segments() {
     let vl_net = "c1c1c1c1-0000-4000-8000-00000000000f";
     let mut plan = HostPlan {
         names: sb.names.clone(),
+        external_access: Default::default(),
         networks: vec![NetworkPlan {
             id: vx_net.into(),
             mtu: 1450,

@@ -1,6 +1,7 @@
 //! `kumo ssh SERVER [COMMAND…]`: log in to a guest the way a user of this host would, without
 //! touching the host's own routing: through the "outside world" namespace to the server's
-//! floating IP, else through its network's DHCP namespace to its fixed IP. The server is
+//! floating IP (from the host itself with `[network] external_access = host`), else through
+//! its network's DHCP namespace to its fixed IP. The server is
 //! found by id or name in the databases (no token needed on the host that runs the cloud).
 
 use anyhow::{Context, Result, bail};
@@ -8,12 +9,12 @@ use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 
 use common::config::Config;
-use dataplane::plan::Names;
+use dataplane::plan::{ExternalAccess, Names};
 
-/// Where to reach a server: a namespace and an address in it.
+/// Where to reach a server: a namespace (`None`: the one kumo runs in) and an address in it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Route {
-    pub namespace: String,
+    pub namespace: Option<String>,
     pub address: String,
 }
 
@@ -21,6 +22,7 @@ pub struct Route {
 /// namespace of that port's network).
 pub fn route_to(
     names: &Names,
+    external_access: ExternalAccess,
     ports: &[network::model::Port],
     floating: &[network::model::FloatingIp],
 ) -> Option<Route> {
@@ -30,7 +32,10 @@ pub fn route_to(
             .find(|f| f.port_id.as_deref() == Some(p.id.as_str()))
         {
             return Some(Route {
-                namespace: names.external_namespace(),
+                namespace: match external_access {
+                    ExternalAccess::Namespace => Some(names.external_namespace()),
+                    ExternalAccess::Host => None,
+                },
                 address: f.floating_ip_address.clone(),
             });
         }
@@ -40,7 +45,7 @@ pub fn route_to(
             .iter()
             .find(|f| !f.ip_address.contains(':'))
             .map(|f| Route {
-                namespace: names.dhcp_namespace(&p.network_id),
+                namespace: Some(names.dhcp_namespace(&p.network_id)),
                 address: f.ip_address.clone(),
             })
     })
@@ -96,23 +101,35 @@ pub async fn run(cfg: &Config, demo_key: PathBuf, ask: Ask) -> Result<()> {
         .filter(|p| p.device_id == instance.uuid)
         .collect();
     let names = Names::new(network.cfg.namespace_prefix.clone());
-    let Some(route) = route_to(&names, &ports, &snap.floating_ips) else {
+    let Some(route) = route_to(
+        &names,
+        network.cfg.external_access,
+        &ports,
+        &snap.floating_ips,
+    ) else {
         bail!(
             "server {} has no IPv4 address to reach (no port on a network)",
             instance.uuid
         );
     };
-    if !dataplane::netns::namespace_exists(&route.namespace).unwrap_or(false) {
+    if let Some(ns) = &route.namespace
+        && !dataplane::netns::namespace_exists(ns).unwrap_or(false)
+    {
         bail!(
-            "namespace {} does not exist: is the cloud running with its data plane ([network] dataplane), and is this the host that runs it?",
-            route.namespace
+            "namespace {ns} does not exist: is the cloud running with its data plane ([network] dataplane), and is this the host that runs it?"
         );
     }
     let identity = ask
         .identity
         .or_else(|| demo_key.exists().then_some(demo_key));
-    let mut cmd = std::process::Command::new("ip");
-    cmd.args(["netns", "exec", &route.namespace, "ssh"]);
+    let mut cmd = match &route.namespace {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns, "ssh"]);
+            c
+        }
+        None => std::process::Command::new("ssh"),
+    };
     if let Some(key) = &identity {
         cmd.arg("-i").arg(key);
     }
@@ -129,11 +146,16 @@ pub async fn run(cfg: &Config, demo_key: PathBuf, ask: Ask) -> Result<()> {
     ]);
     cmd.args(&ask.command);
     eprintln!(
-        "kumo ssh: {}@{} via namespace {}",
-        ask.login, route.address, route.namespace
+        "kumo ssh: {}@{} via {}",
+        ask.login,
+        route.address,
+        route
+            .namespace
+            .as_deref()
+            .map_or("this host".to_string(), |ns| format!("namespace {ns}"))
     );
     let err = cmd.exec();
-    Err(err).context("running `ip netns exec … ssh` (packages iproute2, openssh-client)")
+    Err(err).context("running ssh (packages openssh-client, iproute2)")
 }
 
 #[cfg(test)]
@@ -176,9 +198,9 @@ mod tests {
         let names = Names::new("kt-");
         let ports = vec![port("p1", "n1", "10.0.0.5")];
         assert_eq!(
-            route_to(&names, &ports, &[]),
+            route_to(&names, ExternalAccess::Namespace, &ports, &[]),
             Some(Route {
-                namespace: "kt-qdhcp-n1".into(),
+                namespace: Some("kt-qdhcp-n1".into()),
                 address: "10.0.0.5".into()
             })
         );
@@ -198,12 +220,25 @@ mod tests {
             revision_number: 0,
         };
         assert_eq!(
-            route_to(&names, &ports, &[fip]),
+            route_to(
+                &names,
+                ExternalAccess::Namespace,
+                &ports,
+                std::slice::from_ref(&fip)
+            ),
             Some(Route {
-                namespace: "kt-kumo-ext".into(),
+                namespace: Some("kt-kumo-ext".into()),
                 address: "172.24.4.9".into()
             })
         );
-        assert_eq!(route_to(&names, &[], &[]), None);
+        // external_access = host: the host itself holds the external gateway
+        assert_eq!(
+            route_to(&names, ExternalAccess::Host, &ports, &[fip]),
+            Some(Route {
+                namespace: None,
+                address: "172.24.4.9".into()
+            })
+        );
+        assert_eq!(route_to(&names, ExternalAccess::Namespace, &[], &[]), None);
     }
 }

@@ -133,6 +133,7 @@ impl Agent {
                 lease_seconds: self.svc.cfg.dhcp_lease_duration,
                 metadata: self.svc.cfg.isolated_metadata && self.metadata.is_some(),
                 uplinks: &self.svc.cfg.segments,
+                external_access: self.svc.cfg.external_access,
             },
         );
         let mut statuses: HashMap<String, &'static str> = built.port_status;

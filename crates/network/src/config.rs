@@ -2,6 +2,7 @@
 //! kumo's `[network]` (Neutron's `[DEFAULT]` and `[quotas]` are shared by kumo's services).
 
 use common::config::{Config, ConfigError, Opt};
+use dataplane::plan::ExternalAccess;
 use std::path::PathBuf;
 
 use crate::segments::{self, SegmentConfig};
@@ -192,6 +193,12 @@ pub static OPTS: &[Opt] = &[
     },
     Opt {
         section: "network",
+        name: "external_access",
+        default: "namespace",
+        help: "Where the external networks' gateway addresses (the outside world's side of floating IPs) live: `namespace` (a `kumo-ext` namespace kumo makes; the host's routing is never touched; `kumo ssh` goes through it) or `host` (the namespace kumo runs in, as devstack's br-ex: the host reaches floating IPs directly; forwarding and NAT beyond the host stay the host's business).",
+    },
+    Opt {
+        section: "network",
         name: "quota_security_group",
         default: "10",
         help: "Security groups a project may have by default, its default group included (-1: unlimited).",
@@ -270,6 +277,7 @@ pub struct NetworkConfig {
     pub host: String,
     pub dhcp_lease_duration: u32,
     pub isolated_metadata: bool,
+    pub external_access: ExternalAccess,
     pub state_dir: PathBuf,
     pub quota_security_group: i64,
     pub quota_security_group_rule: i64,
@@ -308,6 +316,11 @@ impl NetworkConfig {
             host: c.get_str("network", "host")?,
             dhcp_lease_duration: c.get("network", "dhcp_lease_duration")?,
             isolated_metadata: c.get("network", "isolated_metadata")?,
+            external_access: match c.get_str("network", "external_access")?.as_str() {
+                "namespace" => ExternalAccess::Namespace,
+                "host" => ExternalAccess::Host,
+                other => return Err(invalid("external_access", other, "namespace or host")),
+            },
             state_dir: c.state_dir().join("network"),
             quota_security_group: c.get("network", "quota_security_group")?,
             quota_security_group_rule: c.get("network", "quota_security_group_rule")?,

@@ -9,8 +9,8 @@
 
 use dataplane::dnsmasq::{DhcpHost, DhcpSubnet};
 use dataplane::plan::{
-    DhcpPlan, EtherType, FilterRule, HostPlan, Names, NetworkPlan, PortFilter, RouterGateway,
-    RouterPlan, RouterPort, Segment, VmPort,
+    DhcpPlan, EtherType, ExternalAccess, FilterRule, HostPlan, Names, NetworkPlan, PortFilter,
+    RouterGateway, RouterPlan, RouterPort, Segment, VmPort,
 };
 use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap};
@@ -57,6 +57,8 @@ pub struct Options<'a> {
     pub metadata: bool,
     /// This host's uplinks (physical_interface_mappings, the VXLAN endpoint).
     pub uplinks: &'a SegmentConfig,
+    /// Where the external networks' gateways live (`[network] external_access`).
+    pub external_access: ExternalAccess,
 }
 
 /// How a network's bridge leaves this host: a VLAN network on a physnet this host maps gets
@@ -253,6 +255,7 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
     Built {
         plan: HostPlan {
             names: opts.names.clone(),
+            external_access: opts.external_access,
             networks,
             vm_ports,
             routers,
@@ -555,6 +558,7 @@ mod tests {
             lease_seconds: 600,
             metadata: false,
             uplinks: &NO_UPLINKS,
+            external_access: ExternalAccess::Namespace,
         }
     }
 

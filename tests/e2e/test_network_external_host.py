@@ -1,0 +1,153 @@
+"""`[network] external_access = host`: the external network's gateway address lives in the
+namespace kumo runs in (devstack's br-ex), so that namespace reaches floating IPs directly,
+without the `kumo-ext` namespace, and `kumo ssh` logs in from there.
+
+The "host" is a namespace this test makes (`kth<hex>-host`): kumo, the CLI and every packet of
+the test run inside it (the test's thread enters it with setns), so the machine's root
+namespace is never touched. Root, QEMU, ip, nft, dnsmasq needed."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from cloudlib import unique
+from computelib import wait_server
+from guestlib import guest_cloud, kumo_tiny_image, needs_qemu_guest, ssh_keypair, wait_for_console
+
+pytestmark = [
+    pytest.mark.kumo_only("kumo's network data plane with real guests"),
+    needs_qemu_guest,
+    pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root"),
+    pytest.mark.skipif(not all(shutil.which(t) for t in ("ip", "nft", "dnsmasq", "ssh")),
+                       reason="ip, nft, dnsmasq and ssh are needed"),
+]
+
+CONF = ("[DEFAULT]\ncompute_driver = qemu\nshutdown_timeout = 5\n\n"
+        "[network]\nexternal_access = host\n")
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int):
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextlib.contextmanager
+def inside(ns: str):
+    """This thread (and every process it starts) in namespace `ns` until the block ends."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+def ext_links() -> dict[str, list[str]]:
+    """The `ext…` links of the current namespace with their IPv4 addresses."""
+    out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=True)
+    return {l["ifname"]: [f"{a['local']}/{a['prefixlen']}" for a in l.get("addr_info", [])
+                          if a.get("family") == "inet"]
+            for l in json.loads(out.stdout) if l["ifname"].startswith("ext")}
+
+
+def pings(ip: str, count: int = 1, wait: int = 2) -> bool:
+    return subprocess.run(["ping", "-c", str(count), "-W", str(wait), ip],
+                          capture_output=True).returncode == 0
+
+
+def wait_until(check, timeout: float, step: float = 0.2) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if check():
+            return time.monotonic() - t0
+        time.sleep(step)
+    return None
+
+
+@pytest.fixture(scope="module")
+def host_ns():
+    ns = f"kth{secrets.token_hex(3)}-host"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        yield ns
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_floating_ip_reached_from_the_host_namespace(host_ns, request):
+    with inside(host_ns), guest_cloud(CONF, kumo_tiny_image()) as c:
+        assert ext_links() == {}, "the test's host namespace starts without kumo's links"
+        public = c.osc("network", "create", "--external", unique("public"), fmt_json=True)
+        c.osc("subnet", "create", "--network", public["id"], "--subnet-range", "172.24.4.0/24",
+              "--no-dhcp", "--gateway", "172.24.4.1", unique("public-sub"))
+        net = c.osc("network", "create", unique("private"), fmt_json=True)
+        sub = c.osc("subnet", "create", "--network", net["id"], "--subnet-range", "10.0.0.0/24",
+                    unique("private-sub"), fmt_json=True)
+        router = c.osc("router", "create", unique("router"), fmt_json=True)
+        c.osc("router", "set", "--external-gateway", public["id"], router["id"])
+        c.osc("router", "add", "subnet", router["id"], sub["id"])
+        project = c.osc("token", "issue", fmt_json=True)["project_id"]
+        groups = c.osc("security", "group", "list", "--project", project, fmt_json=True)
+        default = next(g for g in groups if g["Name"] == "default")["ID"]
+        c.osc("security", "group", "rule", "create", "--protocol", "icmp", default)
+        c.osc("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", default)
+        key, keypair = ssh_keypair(c, request)
+        s = c.osc("server", "create", "--image", c.image_id, "--flavor", c.flavor, "--network",
+                  net["id"], "--key-name", keypair, unique("g"), fmt_json=True)
+        s = wait_server(c, s["id"], "ACTIVE", timeout=120)
+        fip = c.osc("floating", "ip", "create", public["id"], fmt_json=True)["floating_ip_address"]
+        c.osc("server", "add", "floating", "ip", s["id"], fip)
+
+        # the host holds the external gateway; there is no outside-world namespace
+        links = ext_links()
+        assert list(links.values()) == [["172.24.4.1/24"]], links
+        assert not os.path.exists(f"/run/netns/{c.prefix}kumo-ext")
+        took = wait_until(lambda: pings(fip), 30)
+        assert took is not None, f"floating IP {fip} does not answer from the host namespace"
+
+        # SSH straight from the host, and `kumo ssh` (no namespace to go through)
+        wait_for_console(c, s["id"], "dropbear listening on port 22", timeout=90)
+        out = subprocess.run(["ssh", "-i", key, "-o", "StrictHostKeyChecking=no",
+                              "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
+                              "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR", f"kumo@{fip}",
+                              "/bin/ping -c 2 -W 3 172.24.4.1 >/dev/null && echo HOST-OK"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "HOST-OK" in out.stdout, (out.stdout, out.stderr)
+        r = subprocess.run([c._driver.bin, "--state-dir", str(c.state_dir), "ssh", s["id"],
+                            "-i", key, "--", "hostname"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert "via this host" in r.stderr, r.stderr
+
+        # kill -9 and up: still reached, one link, still no outside-world namespace
+        c.kill9_and_up()
+        assert pings(fip, count=3)
+        time.sleep(2)
+        assert list(ext_links().values()) == [["172.24.4.1/24"]]
+        assert not os.path.exists(f"/run/netns/{c.prefix}kumo-ext")
+
+        # the router loses its gateway: the host's link goes with the external network's bridge
+        c.osc("server", "remove", "floating", "ip", s["id"], fip)
+        c.osc("router", "unset", "--external-gateway", router["id"])
+        assert wait_until(lambda: ext_links() == {}, 10) is not None, ext_links()
+    # kumo stopped and its namespaces removed: nothing of it is left in the host namespace
+    with inside(host_ns):
+        assert ext_links() == {}
