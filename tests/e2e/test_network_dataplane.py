@@ -223,6 +223,153 @@ def test_router_snat_and_floating_ip_reach_the_outside_world(net_cloud):
     assert not os.path.exists(f"/run/netns/{rns}")
 
 
+# A router solicitation from eth0 and the first router advertisement's fields, as JSON.
+RA_PROBE = r"""
+import json, socket, struct, time
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.settimeout(10)
+idx = socket.if_nametoindex("eth0")
+for _ in range(50):  # until the link-local address has passed duplicate address detection
+    try:
+        s.sendto(bytes([133, 0, 0, 0, 0, 0, 0, 0]), ("ff02::2", 0, 0, idx))
+        break
+    except OSError:
+        time.sleep(0.1)
+while True:
+    data, addr = s.recvfrom(4096)
+    if data[0] == 134:
+        break
+out = {"router": addr[0].split("%")[0], "managed": bool(data[5] & 0x80),
+       "other": bool(data[5] & 0x40), "prefixes": [], "mtu": None, "rdnss": []}
+opts, i = data[16:], 0
+while i + 2 <= len(opts) and opts[i + 1]:
+    t, n = opts[i], opts[i + 1] * 8
+    o = opts[i:i + n]
+    if t == 3:
+        out["prefixes"].append([socket.inet_ntop(socket.AF_INET6, o[16:32]) + "/" + str(o[2]),
+                                bool(o[3] & 0x40)])
+    elif t == 5:
+        out["mtu"] = struct.unpack("!I", o[4:8])[0]
+    elif t == 25:
+        out["rdnss"] += [socket.inet_ntop(socket.AF_INET6, o[j:j + 16]) for j in range(8, n, 16)]
+    i += n
+print(json.dumps(out))
+"""
+
+# One DHCPv6 exchange from eth0 (a Solicit for an address, or an Information-Request for
+# options) with the client's DUID-LL made of MAC; prints the answer's type, IA_NA addresses and
+# DNS servers as JSON.
+DHCPV6_PROBE = r"""
+import json, socket, struct, sys
+kind, mac = sys.argv[1], bytes.fromhex(sys.argv[2].replace(":", ""))
+opt = lambda code, data: struct.pack("!HH", code, len(data)) + data
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, b"eth0")
+s.bind(("::", 546))
+s.settimeout(5)
+body = opt(1, struct.pack("!HH", 3, 1) + mac) + opt(8, b"\0\0") + opt(6, struct.pack("!H", 23))
+if kind == "solicit":
+    msg = bytes([1]) + b"\x12\x34\x56" + body + opt(3, struct.pack("!III", 1, 0, 0))
+else:
+    msg = bytes([11]) + b"\x65\x43\x21" + body
+s.sendto(msg, ("ff02::1:2", 547, 0, socket.if_nametoindex("eth0")))
+data, _ = s.recvfrom(4096)
+out = {"type": data[0], "addresses": [], "dns": []}
+def walk(buf):
+    i = 0
+    while i + 4 <= len(buf):
+        code, n = struct.unpack("!HH", buf[i:i + 4])
+        yield code, buf[i + 4:i + 4 + n]
+        i += 4 + n
+for code, val in walk(data[4:]):
+    if code == 3:
+        out["addresses"] += [socket.inet_ntop(socket.AF_INET6, v[:16]) for c, v in walk(val[12:]) if c == 5]
+    elif code == 23:
+        out["dns"] += [socket.inet_ntop(socket.AF_INET6, val[j:j + 16]) for j in range(0, len(val), 16)]
+print(json.dumps(out))
+"""
+
+
+def test_ipv6_router_advertisements_slaac_and_dhcpv6(net_cloud):
+    """IPv6 subnets on a router: radvd in the router's namespace advertises them as Neutron's
+    L3 agent does (SLAAC and stateless prefixes autonomous, M and O flags, RDNSS, MTU), a
+    stand-in guest makes the SLAAC addresses its port has and a default route via the router,
+    dnsmasq hands out the port's DHCPv6-stateful address and the DNS servers; radvd survives
+    a kill -9 unchanged and goes with the last IPv6 interface."""
+    cloud, driver = net_cloud
+    prefix = driver.netns_prefix
+    admin = NetApi(cloud, cloud.admin_token)
+    net = admin("POST", "/networks", json={"network": {"name": unique("v6")}}).json()["network"]
+    v4 = admin("POST", "/subnets", json={"subnet": {
+        "network_id": net["id"], "ip_version": 4, "cidr": "10.40.0.0/24"}}).json()["subnet"]
+    subs = {}
+    for key, cidr, mode in (("a", "fd00:a::/64", "slaac"), ("b", "fd00:b::/64", "dhcpv6-stateful"),
+                            ("c", "fd00:c::/64", "dhcpv6-stateless")):
+        r = admin("POST", "/subnets", json={"subnet": {
+            "network_id": net["id"], "ip_version": 6, "cidr": cidr, "ipv6_ra_mode": mode,
+            "ipv6_address_mode": mode, "dns_nameservers": ["fd00:53::53"]}})
+        assert r.status_code == 201, r.text
+        subs[key] = r.json()["subnet"]
+    router = admin("POST", "/routers", json={"router": {"name": unique("r6")}}).json()["router"]
+    for sub in (v4, *subs.values()):
+        r = admin("PUT", f"/routers/{router['id']}/add_router_interface", json={"subnet_id": sub["id"]})
+        assert r.status_code == 200, r.text
+    port = admin("POST", "/ports", json={"port": {
+        "network_id": net["id"], "device_owner": "compute:nova", "device_id": "srv-v6",
+        "binding:host_id": "here", "port_security_enabled": False}}).json()["port"]
+    assert wait_status(admin, port["id"], "ACTIVE")["status"] == "ACTIVE"
+    ip_on = {f["subnet_id"]: f["ip_address"] for f in port["fixed_ips"]}
+    rns = f"{prefix}qrouter-{router['id']}"
+    # radvd and its privilege-separation child, nothing else
+    radvd = sorted(sh("ip", "netns", "pids", rns).split())
+    assert 1 <= len(radvd) <= 2 and all("radvd" in open(f"/proc/{p}/cmdline").read() for p in radvd), radvd
+    guest = StandIn(f"{prefix}kumo-host", "brq" + net["id"][:11], port["mac_address"])
+    try:
+        ra = json.loads(sh("ip", "netns", "exec", guest.ns, "python3", "-c", RA_PROBE))
+        assert ra["managed"] and ra["other"], ra
+        assert ra["prefixes"] == [["fd00:a::/64", True], ["fd00:b::/64", False],
+                                  ["fd00:c::/64", True]], ra
+        assert ra["rdnss"] == ["fd00:53::53"] and ra["mtu"] == net["mtu"], ra
+        assert ra["router"].startswith("fe80::"), ra
+        # SLAAC: the guest's own addresses are the ones its port has (EUI-64 of its MAC)
+        want = {ip_on[subs["a"]["id"]], ip_on[subs["c"]["id"]]}
+        def global_v6() -> set:
+            got = json.loads(sh("ip", "-n", guest.ns, "-j", "-6", "addr", "show", "eth0"))
+            return {a["local"] for a in got[0]["addr_info"] if a.get("scope") == "global"}
+        deadline = time.monotonic() + 15
+        while not want <= global_v6() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert want <= global_v6(), (want, global_v6())
+        routes = sh("ip", "-n", guest.ns, "-6", "route", "show", "default")
+        assert f"via {ra['router']}" in routes, routes
+        sh("ip", "netns", "exec", guest.ns, "ping", "-6", "-c", "1", "-W", "3", subs["a"]["gateway_ip"])
+        # DHCPv6: the stateful subnet's address of the port; the DNS servers by
+        # information-request
+        adv = json.loads(sh("ip", "netns", "exec", guest.ns, "python3", "-c", DHCPV6_PROBE,
+                            "solicit", port["mac_address"]))
+        assert adv["type"] == 2 and adv["addresses"] == [ip_on[subs["b"]["id"]]], adv
+        reply = json.loads(sh("ip", "netns", "exec", guest.ns, "python3", "-c", DHCPV6_PROBE,
+                              "info", port["mac_address"]))
+        assert reply["type"] == 7 and reply["dns"] == ["fd00:53::53"], reply
+    finally:
+        guest.remove()
+
+    # kill -9 and up: the same radvd
+    cloud.kill9_and_up()
+    time.sleep(1.5)
+    assert sorted(sh("ip", "netns", "pids", rns).split()) == radvd
+    # without IPv6 interfaces the router advertises nothing: radvd stops
+    for sub in subs.values():
+        r = admin("PUT", f"/routers/{router['id']}/remove_router_interface", json={"subnet_id": sub["id"]})
+        assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 5
+    while sh("ip", "netns", "pids", rns).split() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sh("ip", "netns", "pids", rns).split() == []
+    admin("DELETE", f"/ports/{port['id']}")
+
+
 def test_down_purge_removes_the_data_plane():
     """`kumo down --purge` removes kumo's namespaces (bridges, taps, dnsmasqs) and its runtime
     files; a plain `kumo down` leaves the data plane (and guests) running."""

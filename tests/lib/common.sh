@@ -25,7 +25,7 @@ KUMO_PKGS_tools=(curl qemu-utils)
 KUMO_PKGS_tests=(memcached)
 KUMO_PKGS_guest=(qemu-system-x86 qemu-utils novnc syslinux syslinux-common dosfstools mtools fdisk cpio kmod
   genisoimage socat openssh-client debootstrap e2fsprogs)
-KUMO_PKGS_network=(iproute2 nftables dnsmasq-base busybox-static iputils-ping)
+KUMO_PKGS_network=(iproute2 nftables dnsmasq-base radvd busybox-static iputils-ping)
 KUMO_PKGS_peer_compute=(build-essential curl python3-venv memcached rabbitmq-server mariadb-server)
 
 kumo_log() { printf '%s\n' "[${KUMO_LOG_TAG:-kumo}] $*" >&2; }

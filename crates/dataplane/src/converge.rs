@@ -13,7 +13,10 @@
 use crate::dnsmasq::{DhcpConfig, Dnsmasq};
 use crate::link::{LinkState, Netns, normalize_cidr};
 use crate::nft::{NatRule, NatTable};
-use crate::plan::{ExternalAccess, HostPlan, Names, NetworkPlan, RouterPlan, RouterPort, Segment};
+use crate::plan::{
+    ExternalAccess, HostPlan, Names, NetworkPlan, RouterAdvert, RouterPlan, RouterPort, Segment,
+};
+use crate::radvd::Radvd;
 use crate::{Error, Result, netns};
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
@@ -76,6 +79,41 @@ impl<T> Context<T> for Result<T> {
 /// The directory of a network's dnsmasq files.
 pub fn dhcp_dir(state_dir: &Path, network_id: &str) -> PathBuf {
     state_dir.join("dhcp").join(network_id)
+}
+
+/// Where a router's radvd keeps its config, pid and log.
+pub fn ra_dir(state_dir: &Path, router_id: &str) -> PathBuf {
+    state_dir.join("ra").join(router_id)
+}
+
+/// Stops the radvds (a router namespace's processes die with it; this also catches one whose
+/// namespace vanished) and removes the files of the routers `keep` does not hold.
+async fn remove_leftover_radvds(
+    names: &Names,
+    state_dir: &Path,
+    keep: &BTreeSet<&str>,
+) -> Result<Vec<String>> {
+    let mut stopped = Vec::new();
+    let Ok(entries) = std::fs::read_dir(state_dir.join("ra")) else {
+        return Ok(stopped);
+    };
+    for e in entries.filter_map(|e| e.ok()) {
+        let Ok(id) = e.file_name().into_string() else {
+            continue;
+        };
+        if keep.contains(id.as_str()) || !e.path().is_dir() {
+            continue;
+        }
+        let ns = names.router_namespace(&id);
+        if Radvd::new(&ns, e.path())
+            .stop()
+            .await
+            .ctx(|| format!("stopping radvd of router {id}"))?
+        {
+            stopped.push(ns);
+        }
+    }
+    Ok(stopped)
 }
 
 /// A dnsmasq handle good enough to find and stop a running one (its pid file is in `dir`).
@@ -324,6 +362,9 @@ impl<'a> Converger<'a> {
                         .ctx(|| format!("removing the DHCP files of network {id}"))?;
                 }
             }
+        }
+        for ns in remove_leftover_radvds(names, self.state_dir, &routers).await? {
+            self.removed(&ns, "radvd".into());
         }
         Ok(())
     }
@@ -576,6 +617,14 @@ impl<'a> Converger<'a> {
                 None
             }
         };
+        // The bridge is layer 2 only: without this it would take a SLAAC address from a
+        // router's advertisements and the host namespace would join the network.
+        if cur.is_none_or(|l| l.addr_info.iter().any(|a| a.local.contains(':'))) {
+            let key = format!("ipv6/conf/{br}/disable_ipv6");
+            if netns::ensure_net_sysctl(&host.name, &key, "1").await? && cur.is_some() {
+                self.changed(&host.name, format!("{key}=1"));
+            }
+        }
         let want = Want {
             mtu: Some(n.mtu),
             up: true,
@@ -768,14 +817,30 @@ impl<'a> Converger<'a> {
         };
         let cur = (!fresh).then(|| host.links.get(&outer)).flatten();
         self.fix_link(host, &outer, cur, &want).await?;
+        let planned = normalize_all(&d.addresses)?;
+        let cur = (!fresh).then(|| ns.links.get(&inner)).flatten();
+        // The DHCP port has exactly its fixed IPs: no SLAAC address of its own from the
+        // router's advertisements (set before it goes up).
+        let stray_v6 = cur.is_some_and(|l| {
+            l.addr_info.iter().any(|a| {
+                a.local.contains(':')
+                    && a.scope.as_deref() != Some("link")
+                    && !planned.contains(&format!("{}/{}", a.local, a.prefixlen))
+            })
+        });
+        if cur.is_none() || stray_v6 {
+            let key = format!("ipv6/conf/{inner}/accept_ra");
+            if netns::ensure_net_sysctl(&name, &key, "0").await? && cur.is_some() {
+                self.changed(&name, format!("{key}=0"));
+            }
+        }
         let want = Want {
             mac: Some(&d.mac),
             mtu: Some(n.mtu),
             up: true,
-            addrs: Some(normalize_all(&d.addresses)?),
+            addrs: Some(planned),
             ..Want::default()
         };
-        let cur = (!fresh).then(|| ns.links.get(&inner)).flatten();
         self.fix_link(&ns, &inner, cur, &want).await?;
 
         let dnsmasq = Dnsmasq::new(DhcpConfig {
@@ -893,6 +958,29 @@ impl<'a> Converger<'a> {
             self.fix_link(&ns, inner, cur, &want)
                 .await
                 .ctx(|| format!("port {}", port.port_id))?;
+        }
+
+        // IPv6: forwarding between the interfaces, and the router advertisements of the
+        // subnets with an ipv6_ra_mode (radvd).
+        if v6 && netns::ensure_net_sysctl(&name, "ipv6/conf/all/forwarding", "1").await? {
+            self.changed(&name, "ipv6/conf/all/forwarding=1".into());
+        }
+        let adverts: Vec<(String, &RouterAdvert)> = r
+            .interfaces
+            .iter()
+            .filter_map(|p| Some((crate::router_interface_name(&p.port_id), p.ra.as_ref()?)))
+            .collect();
+        let radvd = Radvd::new(&name, ra_dir(self.state_dir, &r.id));
+        if adverts.is_empty() {
+            if radvd.stop().await.ctx(|| format!("router {}", r.id))? {
+                self.removed(&name, "radvd".into());
+            }
+        } else if radvd
+            .ensure(&crate::radvd::render(&adverts))
+            .await
+            .ctx(|| format!("router {}", r.id))?
+        {
+            self.changed(&name, "radvd".into());
         }
 
         // Routes: the default via the gateway, static routes; others with a next hop go.
@@ -1081,6 +1169,7 @@ pub async fn teardown(names: &Names, state_dir: &Path) -> Result<Vec<String>> {
                 .ctx(|| format!("removing the DHCP files of network {id}"))?;
         }
     }
+    remove_leftover_radvds(names, state_dir, &BTreeSet::new()).await?;
     Ok(removed)
 }
 

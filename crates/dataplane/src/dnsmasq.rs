@@ -148,9 +148,21 @@ impl Dnsmasq {
     }
 
     /// The opts file text: router and DNS servers per subnet tag (an empty router option for a
-    /// subnet without gateway, so clients get no default route).
+    /// subnet without gateway, so clients get no default route); for an IPv6 subnet only its
+    /// DNS servers (its routes come from router advertisements).
     pub fn render_opts(&self) -> String {
         let mut out = String::new();
+        for s in self.config.subnets.iter().filter(|s| s.network.is_ipv6()) {
+            let dns: Vec<String> = s
+                .dns_servers
+                .iter()
+                .filter(|d| d.is_ipv6())
+                .map(|d| format!("[{d}]"))
+                .collect();
+            if !dns.is_empty() {
+                let _ = writeln!(out, "tag:{},option6:dns-server,{}", s.tag, dns.join(","));
+            }
+        }
         for s in self.config.subnets.iter().filter(|s| s.network.is_ipv4()) {
             match s.gateway {
                 Some(gw) => {

@@ -25,6 +25,7 @@ pub mod link;
 pub mod netns;
 pub mod nft;
 pub mod plan;
+pub mod radvd;
 
 mod cmd;
 

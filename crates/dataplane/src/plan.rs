@@ -175,6 +175,24 @@ pub struct RouterPort {
     pub mtu: u32,
     /// The port's addresses in CIDR form (`10.0.0.1/24`).
     pub addresses: Vec<String>,
+    /// IPv6 router advertisements on this interface (radvd), when a subnet of it has an
+    /// `ipv6_ra_mode`; never on a gateway port.
+    pub ra: Option<RouterAdvert>,
+}
+
+/// What a router advertises on one interface (Neutron's radvd template).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterAdvert {
+    /// AdvManagedFlag: addresses by DHCPv6 (a `dhcpv6-stateful` subnet).
+    pub managed: bool,
+    /// AdvOtherConfigFlag: other settings by DHCPv6 (a `dhcpv6-stateless` subnet).
+    pub other_config: bool,
+    /// (prefix CIDR, AdvAutonomous: hosts make their own address, slaac and stateless).
+    pub prefixes: Vec<(String, bool)>,
+    /// RDNSS: the subnets' IPv6 DNS servers.
+    pub dns_servers: Vec<IpAddr>,
+    /// AdvLinkMTU (the network's MTU; not sent below 1280).
+    pub mtu: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

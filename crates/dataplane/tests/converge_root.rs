@@ -192,6 +192,7 @@ fn all_in_one(names: &Names) -> HostPlan {
                 mac: "fa:16:3e:00:00:01".into(),
                 mtu: 1450,
                 addresses: vec!["10.0.0.1/24".into()],
+                ra: None,
             }],
             gateway: Some(RouterGateway {
                 port: RouterPort {
@@ -200,6 +201,7 @@ fn all_in_one(names: &Names) -> HostPlan {
                     mac: "fa:16:3e:00:04:0a".into(),
                     mtu: 1500,
                     addresses: vec!["172.24.4.10/24".into()],
+                    ra: None,
                 },
                 default_route: Some(ip("172.24.4.1")),
                 snat: true,
@@ -599,6 +601,7 @@ async fn idempotent_converge_is_fast() {
         mac: "fa:16:3e:00:01:01".into(),
         mtu: 1450,
         addresses: vec!["10.0.1.1/24".into()],
+        ra: None,
     };
     if let Some(g) = r2.gateway.as_mut() {
         g.port.port_id = "66666666-0000-4000-8000-00000000000d".into();

@@ -10,7 +10,7 @@
 use dataplane::dnsmasq::{DhcpHost, DhcpSubnet};
 use dataplane::plan::{
     DhcpPlan, EtherType, ExternalAccess, FilterRule, HostPlan, Names, NetworkPlan, PortFilter,
-    RouterGateway, RouterPlan, RouterPort, Segment, VmPort,
+    RouterAdvert, RouterGateway, RouterPlan, RouterPort, Segment, VmPort,
 };
 use ipnet::IpNet;
 use std::collections::{BTreeSet, HashMap};
@@ -207,7 +207,11 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
                 .find(|s| s.ip_version == 4)
                 .and_then(|s| s.gateway_ip.as_deref()?.parse().ok());
             plan.gateway = Some(RouterGateway {
-                port: router_port(gp, ext, &subnets),
+                // advertisements go to the inside only
+                port: RouterPort {
+                    ra: None,
+                    ..router_port(gp, ext, &subnets)
+                },
                 default_route,
                 snat: g.enable_snat,
             });
@@ -265,7 +269,13 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
 }
 
 fn router_port(p: &Port, net: &Network, subnets: &HashMap<&str, &Subnet>) -> RouterPort {
+    let mine: Vec<&Subnet> = p
+        .fixed_ips
+        .iter()
+        .filter_map(|f| subnets.get(f.subnet_id.as_str()).copied())
+        .collect();
     RouterPort {
+        ra: router_advert(&mine, net.mtu),
         port_id: p.id.clone(),
         network_id: net.id.clone(),
         mac: p.mac_address.clone(),
@@ -384,6 +394,67 @@ impl<'a> GroupIndex<'a> {
     }
 }
 
+/// Whether the network's dnsmasq serves this subnet (Neutron's DHCP agent): IPv4, and IPv6
+/// with DHCPv6 (stateful or stateless) or with no IPv6 mode at all.
+fn dhcp_serves(s: &Subnet) -> bool {
+    s.ip_version == 4
+        || matches!(
+            s.ipv6_address_mode.as_deref(),
+            Some(DHCPV6_STATEFUL | DHCPV6_STATELESS)
+        )
+        || (s.ipv6_address_mode.is_none() && s.ipv6_ra_mode.is_none())
+}
+
+/// An IPv6 subnet whose addresses DHCPv6 hands out (or one without modes, as Neutron).
+fn dhcpv6_stateful(s: &Subnet) -> bool {
+    s.ip_version == 6
+        && match s.ipv6_address_mode.as_deref() {
+            Some(mode) => mode == DHCPV6_STATEFUL,
+            None => s.ipv6_ra_mode.is_none(),
+        }
+}
+
+const SLAAC: &str = "slaac";
+const DHCPV6_STATEFUL: &str = "dhcpv6-stateful";
+const DHCPV6_STATELESS: &str = "dhcpv6-stateless";
+
+/// What the router advertises on an interface with these subnets (Neutron's radvd config):
+/// `None` without an IPv6 subnet that has an `ipv6_ra_mode`.
+fn router_advert(subnets: &[&Subnet], mtu: u32) -> Option<RouterAdvert> {
+    let v6: Vec<&&Subnet> = subnets
+        .iter()
+        .filter(|s| s.ip_version == 6 && s.ipv6_ra_mode.is_some())
+        .collect();
+    if v6.is_empty() {
+        return None;
+    }
+    let mode = |s: &Subnet| s.ipv6_ra_mode.clone().unwrap_or_default();
+    let mut dns_servers: Vec<IpAddr> = Vec::new();
+    for d in v6.iter().flat_map(|s| &s.dns_nameservers) {
+        if let Ok(ip) = d.parse::<IpAddr>()
+            && ip.is_ipv6()
+            && !dns_servers.contains(&ip)
+        {
+            dns_servers.push(ip);
+        }
+    }
+    Some(RouterAdvert {
+        managed: v6.iter().any(|s| mode(s) == DHCPV6_STATEFUL),
+        other_config: v6.iter().any(|s| mode(s) == DHCPV6_STATELESS),
+        prefixes: v6
+            .iter()
+            .map(|s| {
+                (
+                    s.cidr.clone(),
+                    matches!(mode(s).as_str(), SLAAC | DHCPV6_STATELESS),
+                )
+            })
+            .collect(),
+        dns_servers,
+        mtu,
+    })
+}
+
 fn dhcp_plan(
     snap: &Snapshot,
     net: &Network,
@@ -396,7 +467,7 @@ fn dhcp_plan(
         .fixed_ips
         .iter()
         .filter_map(|f| subnets.get(f.subnet_id.as_str()).copied())
-        .filter(|s| s.enable_dhcp && s.ip_version == 4)
+        .filter(|s| s.enable_dhcp && dhcp_serves(s))
         .collect();
     if served.is_empty() {
         return None;
@@ -413,9 +484,12 @@ fn dhcp_plan(
         .iter()
         .filter_map(|s| {
             let cidr: IpNet = s.cidr.parse().ok()?;
+            let v4 = s.ip_version == 4;
+            // IPv6 has no router option nor classless routes: router advertisements do it.
             let mut classless_routes: Vec<(String, IpAddr)> = s
                 .host_routes
                 .iter()
+                .filter(|_| v4)
                 .filter_map(|r| Some((r.destination.clone(), r.nexthop.parse().ok()?)))
                 .collect();
             let dhcp_ip = dhcp_port
@@ -423,7 +497,7 @@ fn dhcp_plan(
                 .iter()
                 .find(|f| f.subnet_id == s.id)
                 .and_then(|f| f.ip_address.parse::<IpAddr>().ok());
-            if let (true, Some(ip)) = (metadata, dhcp_ip) {
+            if let (true, true, Some(ip)) = (v4, metadata, dhcp_ip) {
                 classless_routes.push((format!("{}/32", METADATA_ADDRESS), ip));
             }
             Some(DhcpSubnet {
@@ -441,7 +515,13 @@ fn dhcp_plan(
             })
         })
         .collect();
-    let served_ids: BTreeSet<&str> = served.iter().map(|s| s.id.as_str()).collect();
+    // Addresses are handed out on IPv4 and DHCPv6-stateful subnets; a stateless subnet's
+    // hosts make their own (SLAAC) and ask DHCPv6 only for options.
+    let served_ids: BTreeSet<&str> = served
+        .iter()
+        .filter(|s| s.ip_version == 4 || dhcpv6_stateful(s))
+        .map(|s| s.id.as_str())
+        .collect();
     let mut hosts = Vec::new();
     for p in snap
         .ports
@@ -601,6 +681,118 @@ mod tests {
         let d = b.plan.networks[0].dhcp.as_ref().expect("dhcp");
         assert_eq!(d.addresses, vec!["10.0.0.2/24"]);
         assert_eq!(d.subnets[0].classless_routes.len(), 1);
+    }
+
+    #[test]
+    fn ipv6_subnets_get_radvd_and_dhcpv6_as_neutron() {
+        let v6 = |id: &str, cidr: &str, ra: &str, addr: &str| {
+            let mut s = subnet(id, "n1", cidr);
+            s.ip_version = 6;
+            s.gateway_ip = None;
+            s.dns_nameservers = vec!["fd00:53::53".into()];
+            s.ipv6_ra_mode = Some(ra.into());
+            s.ipv6_address_mode = Some(addr.into());
+            s
+        };
+        let slaac = v6("s6a", "fd00:a::/64", "slaac", "slaac");
+        let stateful = v6("s6b", "fd00:b::/64", "dhcpv6-stateful", "dhcpv6-stateful");
+        let stateless = v6("s6c", "fd00:c::/64", "dhcpv6-stateless", "dhcpv6-stateless");
+        let on = |mut p: Port, ips: &[(&str, &str)]| {
+            p.fixed_ips = ips
+                .iter()
+                .map(|(s, ip)| FixedIp {
+                    subnet_id: (*s).into(),
+                    ip_address: (*ip).into(),
+                })
+                .collect();
+            p
+        };
+        let all = [
+            ("s1", "10.0.0.x"),
+            ("s6a", "fd00:a::x"),
+            ("s6b", "fd00:b::x"),
+            ("s6c", "fd00:c::x"),
+        ];
+        let ips = |last: &str| -> Vec<(&str, String)> {
+            all.iter()
+                .map(|(s, ip)| (*s, ip.replace('x', last)))
+                .collect()
+        };
+        let with = |p: Port, last: &str| {
+            let v = ips(last);
+            let refs: Vec<(&str, &str)> = v.iter().map(|(s, ip)| (*s, ip.as_str())).collect();
+            on(p, &refs)
+        };
+        let mut r = Router {
+            id: "r1".into(),
+            name: String::new(),
+            description: String::new(),
+            project_id: "p".into(),
+            admin_state_up: true,
+            status: "ACTIVE".into(),
+            gateway: None,
+            routes: vec![],
+            availability_zone_hints: vec![],
+            created_at: String::new(),
+            updated_at: String::new(),
+            revision_number: 0,
+        };
+        r.id = "r1".into();
+        let mut qr = with(port("qr", "n1", OWNER_ROUTER_INTERFACE, "", ""), "1");
+        qr.device_id = "r1".into();
+        let snap = Snapshot {
+            segments: HashMap::new(),
+            security_group_rules: vec![],
+            routers: vec![r],
+            floating_ips: vec![],
+            networks: vec![net("n1")],
+            subnets: vec![
+                subnet("s1", "n1", "10.0.0.0/24"),
+                slaac,
+                stateful,
+                stateless,
+            ],
+            ports: vec![
+                with(port("d1", "n1", OWNER_DHCP, "", ""), "2"),
+                with(port("g1", "n1", "compute:nova", "", "h1"), "3"),
+                qr,
+            ],
+        };
+        let b = build(&snap, &opts());
+        // radvd: every IPv6 subnet advertised; SLAAC and stateless prefixes autonomous; the
+        // managed and other-config flags from the stateful and stateless subnets
+        let ra = b.plan.routers[0].interfaces[0].ra.as_ref().expect("ra");
+        assert_eq!(
+            ra.prefixes,
+            vec![
+                ("fd00:a::/64".to_string(), true),
+                ("fd00:b::/64".to_string(), false),
+                ("fd00:c::/64".to_string(), true),
+            ]
+        );
+        assert!(ra.managed && ra.other_config);
+        assert_eq!(
+            ra.dns_servers,
+            vec!["fd00:53::53".parse::<IpAddr>().expect("ip")]
+        );
+        // dnsmasq: IPv4 and both DHCPv6 subnets (not the SLAAC one); addresses only for the
+        // IPv4 and stateful subnets
+        let d = b.plan.networks[0].dhcp.as_ref().expect("dhcp");
+        let tags: Vec<&str> = d.subnets.iter().map(|s| s.tag.as_str()).collect();
+        assert_eq!(tags, vec!["subnet-s1", "subnet-s6b", "subnet-s6c"]);
+        assert!(d.subnets[1].classless_routes.is_empty());
+        let hosts: Vec<String> = d.hosts.iter().map(|h| h.ip.to_string()).collect();
+        assert_eq!(
+            hosts,
+            vec!["10.0.0.3", "fd00:b::3", "10.0.0.1", "fd00:b::1"]
+        );
+        // a router without IPv6 subnets advertises nothing
+        let mut snap4 = snap.clone();
+        snap4.subnets.retain(|s| s.ip_version == 4);
+        assert_eq!(
+            build(&snap4, &opts()).plan.routers[0].interfaces[0].ra,
+            None
+        );
     }
 
     #[test]

@@ -160,6 +160,31 @@ pub fn eui64(net: &IpNet, mac: &str) -> Option<IpAddr> {
     Some(IpAddr::V6(bytes.into()))
 }
 
+/// The port addresses are allocated for.
+#[derive(Clone, Copy)]
+pub(crate) struct AddressHolder<'a> {
+    pub id: &'a str,
+    pub mac: &'a str,
+    pub owner: &'a str,
+}
+
+impl<'a> AddressHolder<'a> {
+    pub fn of(p: &'a Port) -> Self {
+        AddressHolder {
+            id: &p.id,
+            mac: &p.mac_address,
+            owner: &p.device_owner,
+        }
+    }
+}
+
+/// Neutron's ROUTER_INTERFACE_OWNERS.
+const ROUTER_INTERFACE_OWNERS: &[&str] = &[
+    "network:router_interface",
+    "network:router_interface_distributed",
+    "network:ha_router_replicated_interface",
+];
+
 fn is_auto_address(s: &Subnet) -> bool {
     matches!(
         s.ipv6_address_mode.as_deref(),
@@ -444,11 +469,17 @@ impl NetworkService {
         &self,
         c: &C,
         net: &Network,
-        port_id: &str,
-        mac: &str,
+        holder: AddressHolder<'_>,
         requested: Option<&[IpRequest]>,
         keep: &[FixedIp],
     ) -> Result<Vec<FixedIp>> {
+        let AddressHolder {
+            id: port_id,
+            mac,
+            owner,
+        } = holder;
+        // Router interfaces may hold any address of an auto-address subnet (its gateway).
+        let router_port = ROUTER_INTERFACE_OWNERS.contains(&owner);
         let subnets = self.network_subnets(c, &net.id).await?;
         let mut out: Vec<FixedIp> = Vec::new();
         let mut taken_now: HashSet<IpAddr> = HashSet::new();
@@ -500,7 +531,10 @@ impl NetworkService {
                                     ),
                                 ));
                             }
-                            if is_auto_address(subnet) && eui64(&cidr, mac) != Some(ip) {
+                            if is_auto_address(subnet)
+                                && !router_port
+                                && eui64(&cidr, mac) != Some(ip)
+                            {
                                 return Err(NetError::bad(format!(
                                     "IPv6 address {ip} cannot be directly assigned to a port on subnet {} as the subnet is configured for automatic addresses",
                                     subnet.id
@@ -651,7 +685,17 @@ impl NetworkService {
         let id = uuid::Uuid::new_v4().to_string();
         let mac = self.choose_mac(c, &net.id, None).await?;
         let fixed_ips = self
-            .allocate_ips(c, net, &id, &mac, spec.fixed_ips.as_deref(), &[])
+            .allocate_ips(
+                c,
+                net,
+                AddressHolder {
+                    id: &id,
+                    mac: &mac,
+                    owner: &spec.device_owner,
+                },
+                spec.fixed_ips.as_deref(),
+                &[],
+            )
             .await?;
         let ts = now();
         let p = Port {
@@ -742,7 +786,7 @@ impl NetworkService {
                     .collect();
                 let keep = p.fixed_ips.clone();
                 p.fixed_ips = self
-                    .allocate_ips(c, net, &p.id, &p.mac_address, Some(&reqs), &keep)
+                    .allocate_ips(c, net, AddressHolder::of(&p), Some(&reqs), &keep)
                     .await?;
                 p.updated_at = now();
                 p.revision_number += 1;
@@ -873,7 +917,7 @@ impl NetworkService {
                 Some(v) => Some(parse_ip_requests(v)?),
             };
             p.fixed_ips = self
-                .allocate_ips(&*w, &net, &p.id, &p.mac_address, requested.as_deref(), &[])
+                .allocate_ips(&*w, &net, AddressHolder::of(&p), requested.as_deref(), &[])
                 .await?;
             self.apply_port_security(&*w, ctx, &mut p, body.get("security_groups"), true)
                 .await?;
@@ -1065,7 +1109,7 @@ impl NetworkService {
                     let reqs = parse_ip_requests(v)?;
                     let keep = p.fixed_ips.clone();
                     p.fixed_ips = self
-                        .allocate_ips(&*w, &net, &p.id, &p.mac_address, Some(&reqs), &keep)
+                        .allocate_ips(&*w, &net, AddressHolder::of(&p), Some(&reqs), &keep)
                         .await?;
                     ips_changed = true;
                 }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use std::net::IpAddr;
 
 use super::attrs::*;
-use super::ports::{IpRequest, PortSpec};
+use super::ports::{AddressHolder, IpRequest, PortSpec};
 use super::{NetworkService, PORT, ROUTER};
 use crate::error::{NetError, Result};
 use crate::ipam;
@@ -530,7 +530,7 @@ impl NetworkService {
                 {
                     let keep = p.fixed_ips.clone();
                     p.fixed_ips = self
-                        .allocate_ips(c, &net, &p.id, &p.mac_address, Some(reqs), &keep)
+                        .allocate_ips(c, &net, AddressHolder::of(&p), Some(reqs), &keep)
                         .await?;
                     p.updated_at = now();
                     p.revision_number += 1;
@@ -867,7 +867,7 @@ impl NetworkService {
                         reqs.push(wanted);
                         let keep = p.fixed_ips.clone();
                         p.fixed_ips = self
-                            .allocate_ips(&*w, &net, &p.id, &p.mac_address, Some(&reqs), &keep)
+                            .allocate_ips(&*w, &net, AddressHolder::of(&p), Some(&reqs), &keep)
                             .await?;
                         p.updated_at = now();
                         p.revision_number += 1;
@@ -1046,7 +1046,7 @@ impl NetworkService {
                     .collect();
                 let keep = p.fixed_ips.clone();
                 p.fixed_ips = self
-                    .allocate_ips(&*w, &net, &p.id, &p.mac_address, Some(&reqs), &keep)
+                    .allocate_ips(&*w, &net, AddressHolder::of(&p), Some(&reqs), &keep)
                     .await?;
                 p.updated_at = now();
                 p.revision_number += 1;
