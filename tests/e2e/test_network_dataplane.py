@@ -113,7 +113,7 @@ def test_bound_port_is_wired_and_served_by_dhcp(net_cloud):
     bridge = "brq" + net["id"][:11]
     tap = "tap" + port["id"][:11]
     l = links(host_ns)
-    assert l[tap]["master"] == bridge and l[bridge]["mtu"] == 1500, l[tap]
+    assert l[tap]["master"] == bridge and l[bridge]["mtu"] == net["mtu"] == 1450, l[bridge]
     dhcp_ns = f"{prefix}qdhcp-{net['id']}"
     assert os.path.exists(f"/run/netns/{dhcp_ns}")
     dnsmasq = sh("ip", "netns", "pids", dhcp_ns).split()

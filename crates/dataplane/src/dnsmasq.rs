@@ -28,6 +28,8 @@ pub struct DhcpSubnet {
     /// metadata service. A client that gets option 121 ignores the router option (RFC 3442),
     /// so the default route via the gateway is added to the list.
     pub classless_routes: Vec<(String, IpAddr)>,
+    /// The network's MTU, pushed with option 26 (IPv4); `None`: not pushed.
+    pub mtu: Option<u32>,
 }
 
 /// A port's fixed address.
@@ -171,6 +173,9 @@ impl Dnsmasq {
                 None => {
                     let _ = writeln!(out, "tag:{},option:router", s.tag);
                 }
+            }
+            if let Some(mtu) = s.mtu {
+                let _ = writeln!(out, "tag:{},option:mtu,{mtu}", s.tag);
             }
             if !s.dns_servers.is_empty() {
                 let dns: Vec<String> = s.dns_servers.iter().map(|d| d.to_string()).collect();
@@ -373,6 +378,7 @@ mod tests {
             interface: "tap0f6a4c2e-5b".into(),
             dir: "/var/lib/kumo/dhcp/n1".into(),
             subnets: vec![DhcpSubnet {
+                mtu: None,
                 tag: "subnet-s1".into(),
                 network: "10.0.0.0".parse().expect("ip"),
                 prefix_len: 24,
@@ -396,6 +402,14 @@ mod tests {
         assert!(
             opts.contains("tag:subnet-s1,249,169.254.169.254/32,10.0.0.2,0.0.0.0/0,10.0.0.1\n")
         );
+    }
+
+    #[test]
+    fn the_network_mtu_goes_with_option_26() {
+        let mut d = sample();
+        assert!(!d.render_opts().contains("option:mtu"));
+        d.config.subnets[0].mtu = Some(1450);
+        assert!(d.render_opts().contains("tag:subnet-s1,option:mtu,1450\n"));
     }
 
     #[test]

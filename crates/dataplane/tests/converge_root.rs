@@ -139,6 +139,7 @@ fn private_net(id: &str, dhcp_port: &str, third: u8, hosts: Vec<DhcpHost>) -> Ne
             mac: format!("fa:16:3e:00:{third:02x}:02"),
             addresses: vec![format!("10.0.{third}.2/24")],
             subnets: vec![DhcpSubnet {
+                mtu: None,
                 tag: format!("subnet-{third}"),
                 network: ip(&format!("10.0.{third}.0")),
                 prefix_len: 24,

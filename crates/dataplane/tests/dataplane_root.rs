@@ -296,6 +296,7 @@ async fn dnsmasq_serves_the_fixed_address() {
         interface: tap.clone(),
         dir: dir.path().join("net"),
         subnets: vec![DhcpSubnet {
+            mtu: None,
             tag: "subnet-1".into(),
             network: "10.97.0.0".parse().expect("ip"),
             prefix_len: 24,

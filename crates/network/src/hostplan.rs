@@ -502,6 +502,7 @@ fn dhcp_plan(
             }
             Some(DhcpSubnet {
                 classless_routes,
+                mtu: v4.then_some(net.mtu),
                 tag: format!("subnet-{}", s.id),
                 network: cidr.network(),
                 prefix_len: cidr.prefix_len(),

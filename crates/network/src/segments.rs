@@ -38,6 +38,16 @@ impl Segment {
         }
     }
 
+    /// The network's MTU on physical networks of `physnet_mtu` (ML2's type drivers): VXLAN
+    /// loses its encapsulation (UDP, VXLAN header and outer IPv4: 50 bytes), the others none.
+    pub fn mtu(&self, physnet_mtu: u32) -> u32 {
+        const VXLAN_OVERHEAD_V4: u32 = 50;
+        match self.network_type.as_str() {
+            VXLAN => physnet_mtu.saturating_sub(VXLAN_OVERHEAD_V4),
+            _ => physnet_mtu,
+        }
+    }
+
     /// What no two networks may share; `None` for local networks.
     pub fn allocation(&self) -> Option<String> {
         let phys = self.physical_network.as_deref().unwrap_or_default();

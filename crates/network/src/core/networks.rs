@@ -200,11 +200,12 @@ impl NetworkService {
         }
         let mut taken = store::segment_allocations(&*w).await?;
         let mut out = Vec::new();
-        for (n, wanted) in nets {
+        for (mut n, wanted) in nets {
             let seg = match wanted {
                 Some(seg) => segments::reserve(seg, &self.cfg.segments, &taken)?,
                 None => segments::tenant_segment(&self.cfg.segments, &taken)?,
             };
+            n.mtu = seg.mtu(self.cfg.global_physnet_mtu);
             if let Some(a) = seg.allocation() {
                 taken.insert(a);
             }
