@@ -261,6 +261,7 @@ impl<'a> Converger<'a> {
             claim(crate::bridge_name(&n.id), owner.clone())?;
             match &n.segment {
                 Segment::Local => {}
+                Segment::Flat { physdev } => claim(physdev.clone(), owner.clone())?,
                 Segment::Vlan { physdev, id } => {
                     claim(crate::vlan_name(physdev, *id), owner.clone())?
                 }
@@ -509,7 +510,9 @@ impl<'a> Converger<'a> {
         for n in &p.networks {
             expected.insert(crate::bridge_name(&n.id));
             match &n.segment {
-                Segment::Local => {}
+                // The physical interface is the host's: never a leftover (a bridge that goes
+                // releases it).
+                Segment::Local | Segment::Flat { .. } => {}
                 Segment::Vlan { physdev, id } => {
                     expected.insert(crate::vlan_name(physdev, *id));
                 }
@@ -633,6 +636,21 @@ impl<'a> Converger<'a> {
         self.fix_link(host, &br, cur, &want).await?;
         match &n.segment {
             Segment::Local => {}
+            Segment::Flat { physdev } => {
+                let Some(phys) = host.links.get(physdev) else {
+                    return Err(Error::Invalid(format!(
+                        "flat segment: the physical interface `{physdev}` is not in namespace \
+                         {}; move it there (ip link set {physdev} netns {})",
+                        host.name, host.name
+                    )));
+                };
+                let want = Want {
+                    master: Some(&br),
+                    up: true,
+                    ..Want::default()
+                };
+                self.fix_link(host, physdev, Some(phys), &want).await?;
+            }
             Segment::Vlan { physdev, id } => {
                 let name = crate::vlan_name(physdev, *id);
                 let Some(phys) = host.links.get(physdev) else {

@@ -63,6 +63,11 @@ pub enum ExternalAccess {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Segment {
     Local,
+    /// The physical interface itself on the bridge (untagged; it must be in the host
+    /// namespace; one flat network per interface).
+    Flat {
+        physdev: String,
+    },
     /// 802.1Q sub-interface `<physdev>.<id>` (physdev inside the host namespace).
     Vlan {
         physdev: String,

@@ -694,8 +694,28 @@ async fn vlan_and_vxlan_segments() {
             dhcp: None,
         });
     }
+    // A flat network: the physical interface itself on the bridge.
+    h.ensure_veth("phys1", "phys1peer", None)
+        .await
+        .expect("flat physdev");
+    let flat_net = "c2c2c2c2-0000-4000-8000-000000000010";
+    plan.networks.push(NetworkPlan {
+        id: flat_net.into(),
+        mtu: 1500,
+        segment: Segment::Flat {
+            physdev: "phys1".into(),
+        },
+        external: None,
+        dhcp: None,
+    });
     converge::converge(&plan, &state).await.expect("converge");
     let hl = links(&host).await;
+    let flat = find(&hl, "phys1").expect("flat physdev");
+    assert_eq!(
+        flat.master.as_deref(),
+        Some(dataplane::bridge_name(flat_net).as_str())
+    );
+    assert!(flat.is_up());
     let vx = find(&hl, "vxlan-4242").expect("vxlan link");
     assert_eq!(vx.kind(), Some("vxlan"));
     assert_eq!(vx.info("id").and_then(|v| v.as_u64()), Some(4242));
@@ -750,5 +770,8 @@ async fn vlan_and_vxlan_segments() {
     assert!(find(&hl, "vxlan-4242").is_none());
     assert!(find(&hl, "phys0.100").is_none());
     assert!(find(&hl, "phys0").is_some());
+    // the flat network's bridge went; its interface stays, on no bridge
+    let phys1 = find(&hl, "phys1").expect("flat physdev stays");
+    assert_eq!(phys1.master, None);
     drop(sb);
 }

@@ -61,8 +61,8 @@ pub struct Options<'a> {
     pub external_access: ExternalAccess,
 }
 
-/// How a network's bridge leaves this host: a VLAN network on a physnet this host maps gets
-/// `<iface>.<id>`, a VXLAN network `vxlan-<vni>` when this host has a VTEP (no peers: kumo is
+/// How a network's bridge leaves this host: a flat network on a physnet this host maps gets
+/// the interface itself, a VLAN network there `<iface>.<id>`, a VXLAN network `vxlan-<vni>` when this host has a VTEP (no peers: kumo is
 /// one host); everything else (local, flat, unmapped) stays on the host.
 pub fn data_segment(seg: Option<&segments::Segment>, uplinks: &SegmentConfig) -> Segment {
     let Some(seg) = seg else {
@@ -78,6 +78,14 @@ pub fn data_segment(seg: Option<&segments::Segment>, uplinks: &SegmentConfig) ->
                     physdev: dev.clone(),
                     id: u16::try_from(id).ok()?,
                 })
+            })
+            .unwrap_or(Segment::Local),
+        (segments::FLAT, _) => seg
+            .physical_network
+            .as_ref()
+            .and_then(|p| uplinks.physical_interface_mappings.get(p))
+            .map(|dev| Segment::Flat {
+                physdev: dev.clone(),
             })
             .unwrap_or(Segment::Local),
         (segments::VXLAN, Some(vni)) => match &uplinks.vtep {
@@ -1042,7 +1050,16 @@ mod tests {
                 peers: vec![],
             }
         );
-        assert_eq!(data_segment(Some(&flat), &uplinks), Segment::Local);
+        assert_eq!(
+            data_segment(Some(&flat), &uplinks),
+            Segment::Flat {
+                physdev: "eth9".into()
+            }
+        );
+        assert_eq!(
+            data_segment(Some(&seg("flat", Some("physnet2"), None)), &uplinks),
+            Segment::Local
+        );
         // The plan of a built network carries its segment.
         let mut snap = Snapshot {
             networks: vec![net("n1")],
