@@ -1,5 +1,6 @@
 """Real guests on real networks: kumo-tiny servers (QEMU, TCG here) on a private network get
-their ports' addresses by DHCP, answer from the DHCP namespace, reach and are reached from the
+their ports' addresses by DHCP (and their IPv6 SLAAC addresses from the router's
+advertisements), answer from the DHCP namespace, reach and are reached from the
 "outside world" namespace through a router (floating IP), security group rules open and
 close TCP 22 within 2 s, two projects' overlapping 10.0.0.0/24 networks stay apart, and a
 kill -9 of kumo neither cuts a guest off nor duplicates anything.
@@ -109,6 +110,14 @@ def test_guests_dhcp_router_floating_ip_and_security_groups(nc, request):
                ["project_id"], fmt_json=True)
     default = next(g for g in sg if g["Name"] == "default")["ID"]
     c.osc("security", "group", "rule", "create", "--protocol", "icmp", default)
+    c.osc("security", "group", "rule", "create", "--ethertype", "IPv6", "--protocol", "ipv6-icmp",
+          default)
+    # an IPv6 SLAAC subnet beside the IPv4 one: the router advertises it, the guests make their
+    # addresses themselves (their ports' EUI-64 addresses)
+    sub6 = c.osc("subnet", "create", "--network", net["id"], "--ip-version", "6",
+                 "--ipv6-ra-mode", "slaac", "--ipv6-address-mode", "slaac",
+                 "--subnet-range", "fd00:10::/64", unique("private6"), fmt_json=True)
+    c.osc("router", "add", "subnet", router["id"], sub6["id"])
 
     # a key pair the guests install from the metadata service (169.254.169.254, served from
     # the network's DHCP namespace), so the outside world can log in over the floating IP
@@ -126,6 +135,11 @@ def test_guests_dhcp_router_floating_ip_and_security_groups(nc, request):
 
     dhcp_ns = f"{c.prefix}qdhcp-{net['id']}"
     assert wait_until(lambda: pings(dhcp_ns, ip1) and pings(dhcp_ns, ip2), 20) is not None
+    router_ns = f"{c.prefix}qrouter-{router['id']}"
+    for p in (p1, p2):
+        v6 = next(f["ip_address"] for f in p["fixed_ips"] if f["subnet_id"] == sub6["id"])
+        took = wait_until(lambda: pings(router_ns, v6), 30)
+        assert took is not None, f"guest's SLAAC address {v6} does not answer from {router_ns}"
 
     # a floating IP: the outside world reaches the guest, TCP 22 only once a rule allows it
     fip = c.osc("floating", "ip", "create", c.public["id"], fmt_json=True)
