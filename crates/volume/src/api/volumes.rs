@@ -103,7 +103,7 @@ async fn create(State(api): St, ctx: Ctx, JsonBody(body): JsonBody) -> Response 
             image_ref: id_field(o, "imageRef")?.or(id_field(o, "image_id")?),
         };
         let v = api.svc.create_volume(&ctx.auth, &ctx.token, req).await?;
-        Ok(accepted(json!({"volume": render::volume(&api.svc, &ctx, &v, &[])})))
+        Ok(accepted(json!({"volume": render::volume(&api.svc, &ctx, &v, &[], false)})))
     }
     .await)
 }
@@ -181,6 +181,7 @@ async fn list_any(api: Api, ctx: Ctx, p: Params, detail: bool) -> Result<Respons
                     &ctx,
                     v,
                     atts.get(&v.id).map(Vec::as_slice).unwrap_or(&[]),
+                    true,
                 )
             } else {
                 render::volume_summary(&ctx, v)
@@ -226,7 +227,8 @@ async fn show(State(api): St, ctx: Ctx, Path(id): Path<String>) -> Response {
                 &api.svc,
                 &ctx,
                 &v,
-                atts.get(&v.id).map(Vec::as_slice).unwrap_or(&[])
+                atts.get(&v.id).map(Vec::as_slice).unwrap_or(&[]),
+            true
             )})))
         }
         .await,
@@ -266,7 +268,8 @@ async fn update(
             &api.svc,
             &ctx,
             &v,
-            atts.get(&v.id).map(Vec::as_slice).unwrap_or(&[])
+            atts.get(&v.id).map(Vec::as_slice).unwrap_or(&[]),
+            false
         )})))
     }
     .await)
