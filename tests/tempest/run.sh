@@ -4,7 +4,8 @@
 #   tests/tempest/run.sh SERVICE [--target kumo|keystone-peer] [--concurrency N] [--keep]
 #   (--concurrency: tempest workers, default 2 for kumo, 1 for the peer: see below)
 #
-# SERVICE: identity (17 tests, ../shared/tempest/lists/identity.txt), image (23), network (82), compute (95;
+# SERVICE: identity (17 tests, ../shared/tempest/lists/identity.txt), image (23), network (82), volume (65),
+# compute (95;
 # Neutron and Cinder are marked unavailable, so their tests skip themselves). Others are listed
 # in SERVICES below and come with their issues.
 # --target kumo           (default) $KUMO_BIN (default target/release/kumo) `up` on a free loopback

@@ -40,7 +40,12 @@ pub fn next_links(
         .extend_pairs(q.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .finish();
     let _ = coll;
-    json!([{"href": format!("{}/v3/{}/{path}?{qs}", ctx.base, ctx.project()), "rel": "next"}])
+    let project = ctx
+        .url_project
+        .as_ref()
+        .map(|p| format!("/{p}"))
+        .unwrap_or_default();
+    json!([{"href": format!("{}/v3{project}/{path}?{qs}", ctx.base), "rel": "next"}])
 }
 
 pub fn volume_summary(ctx: &Ctx, v: &Volume) -> Value {

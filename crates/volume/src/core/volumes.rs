@@ -642,6 +642,9 @@ impl VolumeService {
         if let Some(r) = readonly {
             self.authorize(ctx, "volume:update_readonly_flag", &v.project_id)?;
             v.readonly = r;
+            // Cinder shows the flag in the volume's metadata ("True"/"False").
+            v.metadata
+                .insert("readonly".into(), if r { "True" } else { "False" }.into());
         }
         v.updated_at = Some(now());
         self.save_volume(&*w, &v).await?;
@@ -882,8 +885,13 @@ pub(crate) fn page<T>(
         None => 0,
     };
     let rest: Vec<T> = items.into_iter().skip(start + offset).collect();
+    // As Cinder: a full page asked for with a limit gets a next link, even when nothing
+    // follows it (the client finds an empty page there).
+    let more = match limit {
+        Some(l) => l > 0 && rest.len() >= l.min(max),
+        None => rest.len() > max,
+    };
     let limit = limit.unwrap_or(max).min(max);
-    let more = rest.len() > limit;
     Ok((rest.into_iter().take(limit).collect(), more))
 }
 
@@ -948,8 +956,14 @@ mod tests {
         let (p, more) = page(ids.clone(), None, 3, None, 1000, |x| x).unwrap();
         assert_eq!(p, vec!["3", "4"]);
         assert!(!more);
-        let (p, _) = page(ids.clone(), None, 0, Some(0), 1000, |x| x).unwrap();
-        assert!(p.is_empty());
+        let (p, more) = page(ids.clone(), None, 0, Some(0), 1000, |x| x).unwrap();
+        assert!(p.is_empty() && !more);
+        // a full last page still links to the (empty) next one, as Cinder
+        let (p, more) = page(ids.clone(), Some("2"), 0, Some(2), 1000, |x| x).unwrap();
+        assert_eq!(p, vec!["3", "4"]);
+        assert!(more);
+        let (p, more) = page(ids.clone(), Some("4"), 0, Some(2), 1000, |x| x).unwrap();
+        assert!(p.is_empty() && !more);
         assert!(page(ids, Some("x"), 0, None, 1000, |x| x).is_err());
     }
 
