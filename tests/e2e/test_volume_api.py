@@ -310,6 +310,7 @@ def test_attachments_api(vc, demo_api):
     ci = r.json()["attachment"]["connection_info"]
     assert ci["driver_volume_type"] == "local"
     data = ci["data"]
+    assert set(data) == {"device_path", "format", "access_mode", "volume_id", "discard"}, data
     assert data["volume_id"] == v["id"] and data["format"] == "qcow2" and data["access_mode"] == "rw"
     assert data["discard"] is True
     assert Path(data["device_path"]).is_file() and Path(data["device_path"]) == volume_file(vc, v["id"])
@@ -333,6 +334,47 @@ def test_attachments_api(vc, demo_api):
     api.wait(v["id"], "available")
     assert api("GET", f"/volumes/{v['id']}").json()["volume"]["attachments"] == []
     assert api("DELETE", f"/volumes/{v['id']}").status_code == 202
+
+
+def test_attachments_across_restart(vc, admin_api):
+    """A completed attachment survives a restart (in-use); a reserved one does not (available)."""
+    api = VolumeApi(vc, admin_api.token, "3.44")
+    done, pending = api.create(size=1), api.create(size=1)
+    for v in (done, pending):
+        api.wait(v["id"], "available")
+    a = api("POST", "/attachments", json={"attachment": {"volume_uuid": done["id"], "connector": {"host": "h"},
+                                                          "instance_uuid": "11111111-2222-3333-4444-555555555555"}})
+    assert a.status_code == 200, a.text
+    assert api("POST", f"/attachments/{a.json()['attachment']['id']}/action",
+               json={"os-complete": None}).status_code == 204
+    b = api("POST", "/attachments", json={"attachment": {"volume_uuid": pending["id"]}})
+    assert b.status_code == 200, b.text
+    api.wait(pending["id"], "reserved")
+    vc.restart()
+    api = VolumeApi(vc, vc.admin_token, "3.44")
+    assert api("GET", f"/volumes/{done['id']}").json()["volume"]["status"] == "in-use"
+    assert api("GET", f"/volumes/{pending['id']}").json()["volume"]["status"] == "available"
+    assert api("GET", f"/attachments/{b.json()['attachment']['id']}").status_code == 404
+    assert api("DELETE", f"/attachments/{a.json()['attachment']['id']}").status_code == 200
+    for v in (done, pending):
+        api.wait(v["id"], "available")
+        assert api("DELETE", f"/volumes/{v['id']}").status_code == 202
+
+
+def test_all_projects_listing(vc, admin_api, demo_api):
+    mine = demo_api.create(size=1, name=unique("mine"))
+    names = {v["Name"] for v in vc.osc("volume", "list", "--all-projects", fmt_json=True)}
+    assert mine["name"] in names
+    assert mine["id"] not in {v["id"] for v in admin_api("GET", "/volumes").json()["volumes"]}
+    detail = admin_api("GET", "/volumes/detail?all_tenants=1").json()["volumes"]
+    row = next(v for v in detail if v["id"] == mine["id"])
+    assert row["os-vol-host-attr:host"] == "kumo@file#file"
+    assert "os-vol-host-attr:host" not in demo_api("GET", f"/volumes/{mine['id']}").json()["volume"]
+    # a member's all_tenants is ignored: only their project
+    ids = {v["id"] for v in demo_api("GET", "/volumes?all_tenants=1").json()["volumes"]}
+    assert mine["id"] in ids and not (ids - {v["id"] for v in demo_api("GET", "/volumes").json()["volumes"]})
+    demo_api.wait(mine["id"], "available")
+    assert demo_api("DELETE", f"/volumes/{mine['id']}").status_code == 202
 
 
 def test_legacy_attach_actions(vc, admin_api):
