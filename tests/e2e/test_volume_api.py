@@ -457,6 +457,14 @@ def test_lists_filters_and_paging(admin_api):
     assert [v["id"] for v in r.json()["volumes"]] == [ids[1]]
     r = admin_api("GET", "/volumes/detail", params={"metadata": meta, "offset": 1, "sort": "name:asc"})
     assert [v["name"] for v in r.json()["volumes"]] == [f"{tag}-1", f"{tag}-2"]
+    # 3.60: time comparisons on created_at / updated_at
+    q = {"metadata": meta, "created_at": "gt:2000-01-01T00:00:00Z"}
+    assert len(admin_api("GET", "/volumes", params=q, version="3.60").json()["volumes"]) == 3
+    q["created_at"] = "lt:2000-01-01T00:00:00Z"
+    assert admin_api("GET", "/volumes", params=q, version="3.60").json()["volumes"] == []
+    assert len(admin_api("GET", "/volumes", params=q, version="3.59").json()["volumes"]) == 3
+    q["created_at"] = "after:2000"
+    fault(admin_api("GET", "/volumes", params=q, version="3.60"), 400, "badRequest")
     for i in ids:
         assert admin_api("DELETE", f"/volumes/{i}").status_code == 202
 

@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::core::{CreateVolume, ListParams, UploadRequest};
+use crate::core::{CreateVolume, ListParams, TimeFilter, UploadRequest};
 
 pub fn routes() -> Router<Api> {
     Router::new()
@@ -108,7 +108,15 @@ async fn create(State(api): St, ctx: Ctx, JsonBody(body): JsonBody) -> Response 
     .await)
 }
 
-fn list_params(p: &Params) -> Result<ListParams> {
+fn list_params(p: &Params, mv: Mv) -> Result<ListParams> {
+    let mut time_filters = Vec::new();
+    if mv.at_least(60) {
+        for field in ["created_at", "updated_at"] {
+            if let Some(v) = p.get(field) {
+                time_filters.push(TimeFilter::parse(field, v).map_err(VolumeError::invalid_input)?);
+            }
+        }
+    }
     let metadata = match p.get("metadata") {
         None => None,
         Some(s) => {
@@ -131,6 +139,7 @@ fn list_params(p: &Params) -> Result<ListParams> {
             })?),
         },
         metadata,
+        time_filters,
         sort: sort_of(
             p,
             &[
@@ -164,7 +173,7 @@ fn list_params(p: &Params) -> Result<ListParams> {
 }
 
 async fn list_any(api: Api, ctx: Ctx, p: Params, detail: bool) -> Result<Response> {
-    let params = list_params(&p)?;
+    let params = list_params(&p, ctx.mv)?;
     let r = api.svc.list_volumes(&ctx.auth, &params).await?;
     let atts = if detail {
         api.svc.attachments_by_volume().await?

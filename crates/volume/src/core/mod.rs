@@ -14,7 +14,7 @@ mod volumes;
 pub use attachments::AttachRequest;
 pub use quotas::{QuotaSet, Usage};
 pub use snapshots::SnapshotListParams;
-pub use volumes::{CreateVolume, ListParams, ListResult, UploadRequest};
+pub use volumes::{CreateVolume, ListParams, ListResult, TimeFilter, UploadRequest};
 
 use common::auth::AuthContext;
 use common::db::Database;

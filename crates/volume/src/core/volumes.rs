@@ -33,10 +33,61 @@ pub struct ListParams {
     pub availability_zone: Option<String>,
     pub bootable: Option<bool>,
     pub metadata: Option<Metadata>,
+    /// 3.60: `created_at`/`updated_at` compared (`gt`, `gte`, `lt`, `lte`, `eq`, `neq`).
+    pub time_filters: Vec<TimeFilter>,
     pub sort: Vec<(String, bool)>,
     pub limit: Option<usize>,
     pub marker: Option<String>,
     pub offset: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TimeFilter {
+    pub updated: bool,
+    pub op: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+impl TimeFilter {
+    /// `gte:2024-01-01T00:00:00Z` for `created_at` or `updated_at`.
+    pub fn parse(field: &str, value: &str) -> std::result::Result<Self, String> {
+        let (op, t) = value
+            .split_once(':')
+            .ok_or_else(|| format!("Invalid filter {field}={value}"))?;
+        if !["gt", "gte", "lt", "lte", "eq", "neq"].contains(&op) {
+            return Err(format!("Invalid filter operator {op} for {field}"));
+        }
+        let at = chrono::DateTime::parse_from_rfc3339(t)
+            .map(|d| d.with_timezone(&chrono::Utc))
+            .or_else(|_| {
+                chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
+                    .map(|n| n.and_utc())
+            })
+            .map_err(|_| format!("Invalid time {t} for {field}"))?;
+        Ok(Self {
+            updated: field == "updated_at",
+            op: op.to_string(),
+            at,
+        })
+    }
+
+    fn matches(&self, v: &Volume) -> bool {
+        let Some(t) = (if self.updated {
+            v.updated_at
+        } else {
+            Some(v.created_at)
+        }) else {
+            return false;
+        };
+        match self.op.as_str() {
+            "gt" => t > self.at,
+            "gte" => t >= self.at,
+            "lt" => t < self.at,
+            "lte" => t <= self.at,
+            "eq" => t == self.at,
+            _ => t != self.at,
+        }
+    }
 }
 
 pub struct ListResult {
@@ -838,7 +889,7 @@ pub(crate) fn volume_matches(v: &Volume, p: &ListParams) -> bool {
     {
         return false;
     }
-    true
+    p.time_filters.iter().all(|f| f.matches(v))
 }
 
 fn sort_volumes(vols: &mut [Volume], keys: &[(String, bool)]) {
@@ -942,6 +993,17 @@ mod tests {
         p.name = None;
         p.bootable = Some(true);
         assert!(!volume_matches(&v, &p));
+        p.bootable = None;
+        let past = TimeFilter::parse("created_at", "gt:2000-01-01T00:00:00Z").unwrap();
+        p.time_filters = vec![past];
+        assert!(volume_matches(&v, &p));
+        p.time_filters = vec![TimeFilter::parse("created_at", "lt:2000-01-01T00:00:00").unwrap()];
+        assert!(!volume_matches(&v, &p));
+        // never updated: no updated_at filter matches
+        p.time_filters = vec![TimeFilter::parse("updated_at", "gt:2000-01-01T00:00:00Z").unwrap()];
+        assert!(!volume_matches(&v, &p));
+        assert!(TimeFilter::parse("created_at", "after:2000-01-01T00:00:00Z").is_err());
+        assert!(TimeFilter::parse("created_at", "gt:yesterday").is_err());
     }
 
     #[test]
