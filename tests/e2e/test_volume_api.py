@@ -130,6 +130,10 @@ def test_versions_and_catalog(vc):
     assert r.status_code == 200
     types = {e["Type"] for e in vc.osc("catalog", "list", fmt_json=True)}
     assert {"block-storage", "volumev3"} <= types
+    services = {(s["Binary"], s["Host"], s["State"]) for s in vc.osc("volume", "service", "list", fmt_json=True)}
+    assert services == {("cinder-scheduler", "kumo", "up"), ("cinder-volume", "kumo@file", "up")}, services
+    zones = vc.osc("availability", "zone", "list", "--volume", fmt_json=True)
+    assert [(z["Zone Name"], z["Zone Status"]) for z in zones] == [("nova", "available")], zones
 
 
 def test_microversion_header(admin_api):
