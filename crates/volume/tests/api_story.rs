@@ -262,3 +262,75 @@ async fn volume_story_over_http() {
     }
     panic!("volume {id} never went away");
 }
+
+/// What a restart makes of volumes left in transient statuses (set here with os-reset_status).
+#[tokio::test]
+async fn restart_recovers_transient_statuses() {
+    if !have_qemu_img() {
+        eprintln!("no qemu-img: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    {
+        let svc = VolumeService::open(VolumeConfig::defaults(dir.path()))
+            .await
+            .unwrap();
+        let app = Router::new().nest("/volume", volume::api::router(svc, Arc::new(Tokens)));
+        for _ in 0..4 {
+            let (s, b) = call(
+                &app,
+                "POST",
+                "/v3/volumes",
+                "member",
+                Some(json!({"volume": {"size": 1}})),
+            )
+            .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+            let id = b["volume"]["id"].as_str().unwrap().to_string();
+            wait_status(&app, &id, "available").await;
+            ids.push(id);
+        }
+        for (id, st) in ids
+            .iter()
+            .zip(["creating", "deleting", "attaching", "in-use"])
+        {
+            let (s, b) = call(
+                &app,
+                "POST",
+                &format!("/v3/volumes/{id}/action"),
+                "admin",
+                Some(json!({"os-reset_status": {"status": st}})),
+            )
+            .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        }
+        // the delete had finished on the backend
+        std::fs::remove_file(dir.path().join(format!("volumes/volume-{}.qcow2", ids[1]))).unwrap();
+    }
+    let svc = VolumeService::open(VolumeConfig::defaults(dir.path()))
+        .await
+        .unwrap();
+    let app = Router::new().nest("/volume", volume::api::router(svc, Arc::new(Tokens)));
+    let status = |i: usize| {
+        let app = app.clone();
+        let id = ids[i].clone();
+        async move {
+            let (s, b) = call(&app, "GET", &format!("/v3/volumes/{id}"), "member", None).await;
+            (
+                s,
+                b["volume"]["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        }
+    };
+    // creating with complete data -> available
+    assert_eq!(status(0).await, (StatusCode::OK, "available".into()));
+    // deleting with no data left -> gone
+    assert_eq!(status(1).await.0, StatusCode::NOT_FOUND);
+    // attaching / in-use without a completed attachment -> available, never in-use
+    assert_eq!(status(2).await, (StatusCode::OK, "available".into()));
+    assert_eq!(status(3).await, (StatusCode::OK, "available".into()));
+}

@@ -165,6 +165,12 @@ impl VolumeService {
             let attached = atts
                 .iter()
                 .any(|a| a.volume_id == v.id && a.attach_status == "attached");
+            // A delete the backend had finished: finish it here too.
+            if v.status == crate::model::status::DELETING && !has_data {
+                tracing::warn!(volume = %v.id, "delete finished after restart");
+                store::delete(&*w, &v.id).await?;
+                continue;
+            }
             if let Some(to) = recovered_status(&v.status, has_data, attached) {
                 tracing::warn!(volume = %v.id, from = %v.status, to, "volume status recovered after restart");
                 v.status = to.to_string();
