@@ -21,6 +21,7 @@ const HEALTH: &[(&str, &str)] = &[
     ("image", "/image/versions"),
     ("compute", "/compute/v2.1"),
     ("network", "/network"),
+    ("volume", "/volume/v3"),
 ];
 
 /// Minimal HTTP/1.0 GET on loopback: the status code, or None if nothing answers.

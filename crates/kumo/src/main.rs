@@ -146,7 +146,7 @@ enum ConfigAction {
 enum PolicyAction {
     /// Print a service's policy defaults as a policy.yaml to start overrides from.
     Sample {
-        /// identity, compute, image or placement.
+        /// identity, compute, image, placement or volume.
         #[arg(default_value = "identity")]
         service: String,
     },
@@ -339,8 +339,9 @@ fn main() -> Result<()> {
                 "compute" => compute::core::POLICY_DEFAULTS,
                 "image" => image::core::POLICY_DEFAULTS,
                 "placement" => placement::core::POLICY_DEFAULTS,
+                "volume" => volume::core::POLICY_DEFAULTS,
                 other => anyhow::bail!(
-                    "no policy for {other:?}: choose identity, compute, image or placement"
+                    "no policy for {other:?}: choose identity, compute, image, placement or volume"
                 ),
             };
             let e = common::policy::Enforcer::builder()

@@ -66,6 +66,9 @@ pub fn admin_password(state: &StateDir) -> Result<String> {
 /// The user compute calls placement with (devstack's name for it).
 pub const COMPUTE_SERVICE_USER: &str = "nova";
 
+/// The user the volume service reads the catalog with (devstack's name for it).
+pub const VOLUME_SERVICE_USER: &str = "cinder";
+
 /// The password of the services' own users, kept in the state dir.
 pub fn service_password(state: &StateDir) -> Result<String> {
     let file = state.root.join("service-password");
@@ -92,6 +95,7 @@ pub struct Cloud {
     pub image: Arc<image::ImageService>,
     pub compute: Arc<compute::ComputeService>,
     pub network: Arc<network::NetworkService>,
+    pub volume: Arc<volume::VolumeService>,
 }
 
 /// Open every enabled service (databases migrated, keys created).
@@ -121,12 +125,19 @@ pub async fn open(cfg: &Config) -> Result<Cloud> {
     )?)
     .await
     .context("opening the network service")?;
+    let volume = volume::VolumeService::open(volume::config::VolumeConfig::from_config(
+        cfg,
+        &db_template,
+    )?)
+    .await
+    .context("opening the volume service")?;
     Ok(Cloud {
         identity,
         placement,
         image,
         compute,
         network,
+        volume,
     })
 }
 
@@ -164,6 +175,19 @@ pub fn catalog(base: &str) -> Vec<CatalogService> {
             // Neutron's endpoint has no version: clients append /v2.0.
             url: format!("{base}/network"),
         },
+        // Cinder registers its v3 endpoint under both types; clients look up either.
+        CatalogService {
+            service_type: "block-storage".into(),
+            name: "cinder".into(),
+            description: "Block Storage (Cinder v3)".into(),
+            url: format!("{base}/volume/v3"),
+        },
+        CatalogService {
+            service_type: "volumev3".into(),
+            name: "cinderv3".into(),
+            description: "Block Storage (Cinder v3)".into(),
+            url: format!("{base}/volume/v3"),
+        },
     ]
 }
 
@@ -182,12 +206,14 @@ pub fn app(cloud: &Cloud) -> Router {
     let image = image::api::router(cloud.image.clone(), cloud.token_validator());
     let compute = compute::api::router(cloud.compute.clone(), cloud.token_validator());
     let network = network::api::router(cloud.network.clone(), cloud.token_validator());
+    let volume = volume::api::router(cloud.volume.clone(), cloud.token_validator());
     Router::new()
         .nest("/compute", compute)
         .nest("/identity", identity.clone())
         .nest("/placement", placement)
         .nest("/image", image)
         .nest("/network", network)
+        .nest("/volume", volume)
         // The console proxy: noVNC's page and its websocket, authenticated by console tokens.
         .nest("/novnc", compute::api::novnc::router(cloud.compute.clone()))
         .merge(identity)
@@ -228,7 +254,10 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
         region_id: region.clone(),
         services: catalog(&base),
         demo_password: demo.then(|| password.clone()),
-        service_users: vec![(COMPUTE_SERVICE_USER.into(), service_password.clone())],
+        service_users: vec![
+            (COMPUTE_SERVICE_USER.into(), service_password.clone()),
+            (VOLUME_SERVICE_USER.into(), service_password.clone()),
+        ],
     };
     let report = identity::bootstrap::bootstrap(&cloud.identity, &spec)
         .await
@@ -300,11 +329,22 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
         compute::clients::ServiceCredentials {
             auth_url: format!("{base}/identity"),
             username: COMPUTE_SERVICE_USER.into(),
-            password: service_password,
+            password: service_password.clone(),
             project_name: "service".into(),
             region: region.clone(),
         },
     ));
+    cloud
+        .volume
+        .set_image_client(Arc::new(volume::glance::ImageClient::new(
+            volume::glance::ServiceCredentials {
+                auth_url: format!("{base}/identity"),
+                username: VOLUME_SERVICE_USER.into(),
+                password: service_password.clone(),
+                project_name: "service".into(),
+                region: region.clone(),
+            },
+        )));
     let _roles = compute::roles::start(cloud.compute.clone(), bus, clients)
         .await
         .context("starting the compute roles")?;
@@ -423,7 +463,9 @@ async fn ensure_demo_image(
 /// Drop the trailing slash of a path (but `/`), except for Glance's resource paths.
 fn trim_trailing_slash(mut req: axum::extract::Request) -> axum::extract::Request {
     let path = req.uri().path();
-    let keep = path.starts_with("/image/v2/") && path.len() > "/image/v2/".len();
+    // Cinder, like Glance, answers `/volumes/` with 404 (Tempest checks it).
+    let keep = (path.starts_with("/image/v2/") && path.len() > "/image/v2/".len())
+        || (path.starts_with("/volume/v3/") && path.len() > "/volume/v3/".len());
     if path.len() > 1 && path.ends_with('/') && !keep {
         let trimmed = path.trim_end_matches('/');
         let new = match req.uri().query() {

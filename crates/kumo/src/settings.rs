@@ -81,5 +81,6 @@ pub fn declare_all(cfg: &mut Config) {
     cfg.declare(image::config::OPTS);
     cfg.declare(compute::config::OPTS);
     cfg.declare(network::config::OPTS);
+    cfg.declare(volume::config::OPTS);
     cfg.declare(metadata::config::OPTS);
 }
