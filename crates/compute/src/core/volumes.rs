@@ -194,10 +194,8 @@ impl ComputeService {
         self.record_action(ctx, &i, action::ATTACH_VOLUME, request_id)
             .await?;
         if i.vm_state == vm_state::SHELVED_OFFLOADED {
-            // No host: the volume is the server's, connected when it is unshelved.
-            self.volume
-                .attachment_complete(&call, &attachment_id)
-                .await?;
+            // No host: the volume stays reserved for the server (no connector to complete
+            // with; the volume service refuses os-complete without one).
             let b = bdm_id.clone();
             self.update_instance(uuid, None, move |x| {
                 if let Some(a) = x.volume_attachments.iter_mut().find(|a| a.id == b) {
