@@ -215,7 +215,13 @@ impl ComputeService {
             .as_array()
             .into_iter()
             .flatten()
-            .any(|b| b["boot_index"].as_i64() == Some(0) || b["boot_index"].as_str() == Some("0"));
+            .any(|b| {
+                (b["boot_index"].as_i64() == Some(0) || b["boot_index"].as_str() == Some("0"))
+                    // OSC sends the image itself as a boot_index 0 mapping to a local disk.
+                    && (b["destination_type"].as_str() == Some("volume")
+                        || (b["destination_type"].is_null()
+                            && b["source_type"].as_str() == Some("volume")))
+            });
         let (image_ref, image_meta) = match req.image_ref.as_deref().filter(|s| !s.is_empty()) {
             Some(href) => {
                 let id = image_id_from_href(href)?;
