@@ -4,7 +4,8 @@ attachments, QMP hot-plug), through the real `openstack` CLI:
 - a 1 GiB volume attached to a running guest (`server add volume`) shows up in the guest as a
   new virtio disk (`/sys/block/vdb`, read over SSH), takes a marker written with `dd`, is
   detached (`server remove volume`: the guest lets go, the volume is `available`), attached to
-  a second guest, which reads the marker back;
+  a second guest, which reads the marker back; a `kill -9` of kumo and a start leave it attached
+  once (no second disk in the guest);
 - a detach from a paused guest times out (`[qemu] volume_detach_timeout`): the volume stays
   `in-use`, the attachment stays listed (`server volume list`), the action's event has the
   error; after unpause the detach works;
@@ -154,6 +155,14 @@ def test_attach_write_detach_reattach_and_paused_detach(vc, request):
     wait_volume(c, vol["id"], "in-use", 30)
     assert wait_until(lambda: "rw" in ssh(c, s2["id"], key, "test -w /dev/vdb && echo rw").stdout, 10)
     assert marker in in_guest(c, s2["id"], key, "dd if=/dev/vdb bs=512 count=1 2>/dev/null")
+
+    # kill -9 of kumo and up again: the guests run on, the attachment is still recorded, and
+    # the agent's start does not plug the disk a second time.
+    c.kill9_and_up()
+    assert volume(c, vol["id"])["status"] == "in-use"
+    assert [a["Volume ID"] for a in c.osc("server", "volume", "list", s2["id"], fmt_json=True)] == [vol["id"]]
+    disks = in_guest(c, s2["id"], key, "ls /sys/block").split()
+    assert sorted(d for d in disks if d.startswith("vd")) == ["vda", "vdb"], disks
 
     # Paused: the guest cannot let go; the detach fails after the timeout, nothing is lost.
     c.osc("server", "pause", s2["id"])

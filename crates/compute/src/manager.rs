@@ -217,6 +217,9 @@ impl ComputeAgent {
                 }
                 _ => {}
             }
+            if let Err(e) = self.finish_volume_steps(i, &rid).await {
+                tracing::warn!(instance = %i.uuid, error = %e, "volume operations a restart interrupted not finished");
+            }
         }
         self.sync_power_states().await?;
         let live: Vec<&str> = on_host.iter().map(|i| i.uuid.as_str()).collect();
@@ -1205,6 +1208,65 @@ impl ComputeAgent {
             self.update_bdm(uuid, &bdm_id, |x| x.state = "attached".into())
                 .await?;
             tracing::info!(instance = %uuid, volume = %volume_id, %device, ?boot_index, "volume ready for the build");
+        }
+        Ok(())
+    }
+
+    /// At start: the volume operations a restart (or `kill -9`) cut short, from the record.
+    /// An attach that had not reached the volume service is forgotten; one with its
+    /// connection is plugged again (the driver does not plug a disk the guest already has) and
+    /// completed, or undone; an interrupted detach leaves the volume attached (the user
+    /// detaches again). Builds are not touched (they start over). Compute's own token.
+    async fn finish_volume_steps(&self, i: &Instance, rid: &str) -> Result<()> {
+        if i.vm_state == vm_state::BUILDING || i.task_state.as_deref() == Some(task_state::DELETING)
+        {
+            return Ok(());
+        }
+        let c = self.vcall(i, "", rid);
+        for a in &i.volume_attachments {
+            match a.state.as_str() {
+                "reserving" => {
+                    tracing::info!(instance = %i.uuid, volume = %a.volume_id, "forgetting an attach that never reserved its volume");
+                    self.forget_bdm(&i.uuid, &a.id).await?;
+                }
+                "attaching" => {
+                    let redo: Result<()> = async {
+                        let a = if a.connection_info.is_object() {
+                            a.clone()
+                        } else {
+                            self.connect_volume(i, a, &c).await?
+                        };
+                        self.driver
+                            .attach_volume(&i.uuid, &a.driver_entry())
+                            .await?;
+                        if let Some(aid) = &a.attachment_id {
+                            self.svc.volume.attachment_complete(&c, aid).await?;
+                        }
+                        Ok(())
+                    }
+                    .await;
+                    match redo {
+                        Ok(()) => {
+                            tracing::info!(instance = %i.uuid, volume = %a.volume_id, "finished an attach a restart interrupted");
+                            self.update_bdm(&i.uuid, &a.id, |b| b.state = "attached".into())
+                                .await?;
+                        }
+                        Err(e) => {
+                            tracing::warn!(instance = %i.uuid, volume = %a.volume_id, error = %e, "undoing an attach a restart interrupted");
+                            let _ = self.driver.detach_volume(&i.uuid, &a.volume_id).await;
+                            if let Some(aid) = &a.attachment_id {
+                                self.svc.volume.attachment_delete(&c, aid).await?;
+                            }
+                            self.forget_bdm(&i.uuid, &a.id).await?;
+                        }
+                    }
+                }
+                "detaching" => {
+                    self.update_bdm(&i.uuid, &a.id, |b| b.state = "attached".into())
+                        .await?;
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
