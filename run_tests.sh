@@ -217,7 +217,7 @@ fi
 
 # ------------------------------------------------------------------ Tempest (tests/tempest/run.sh)
 # One run per service that kumo serves; each prints `N passed, N failed, N skipped` last.
-TEMPEST_SERVICES=${KUMO_TEMPEST_SERVICES:-identity image compute network}
+TEMPEST_SERVICES=${KUMO_TEMPEST_SERVICES:-identity image compute network volume}
 for svc in $TEMPEST_SERVICES; do
   t0=$(date +%s)
   if [[ ! -x $ROOT/tests/tempest/run.sh ]]; then

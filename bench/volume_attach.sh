@@ -6,7 +6,7 @@
 # kumo: `$KUMO_BIN up --demo` on a free port in a fresh state dir, `compute_driver = qemu`, its
 # data plane on (root) under a namespace prefix of its own, the volume service, the kumo-tiny
 # image ($KUMO_TINY_IMAGE, else tools/guest-image/build.sh's cached output). One guest on the
-# demo `private` network with a fresh key; bench/lib/volume_run.py measures, N times (default
+# demo `private` network with a fresh key; bench/lib/volume_attach_run.py measures, N times (default
 # 5): `POST os-volume_attachments` -> the disk in the guest (`/sys/block/vdb`, a loop in the
 # guest started over SSH before the request, timed on the host) and the detach -> the volume
 # `available`; then sequential write throughput of M MiB (default 256) with `dd ... conv=fsync`
@@ -96,6 +96,6 @@ ADMIN_PASSWORD=$PASSWORD "$KUMO" up --demo --state-dir "$STATE" --listen "127.0.
   --config "$STATE/kumo.conf" >"$OUT/up.log" 2>&1 || { tail -20 "$OUT/up.log" >&2; bdie "kumo up failed"; }
 ssh-keygen -q -t ed25519 -N "" -f "$WORK/key"
 blog "load average $(cut -d' ' -f1 /proc/loadavg)"
-python3 "$HERE/lib/volume_run.py" "http://127.0.0.1:$PORT" "$PASSWORD" "$KUMO" "$STATE" "$WORK/key" \
+python3 "$HERE/lib/volume_attach_run.py" "http://127.0.0.1:$PORT" "$PASSWORD" "$KUMO" "$STATE" "$WORK/key" \
   "$OUT" "$RUNS" "$MIB" | tee "$OUT/table.md"
 blog "results in $OUT"

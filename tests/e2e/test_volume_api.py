@@ -130,6 +130,10 @@ def test_versions_and_catalog(vc):
     assert r.status_code == 200
     types = {e["Type"] for e in vc.osc("catalog", "list", fmt_json=True)}
     assert {"block-storage", "volumev3"} <= types
+    services = {(s["Binary"], s["Host"], s["State"]) for s in vc.osc("volume", "service", "list", fmt_json=True)}
+    assert services == {("cinder-scheduler", "kumo", "up"), ("cinder-volume", "kumo@file", "up")}, services
+    zones = vc.osc("availability", "zone", "list", "--volume", fmt_json=True)
+    assert [(z["Zone Name"], z["Zone Status"]) for z in zones] == [("nova", "available")], zones
 
 
 def test_microversion_header(admin_api):
@@ -310,6 +314,7 @@ def test_attachments_api(vc, demo_api):
     ci = r.json()["attachment"]["connection_info"]
     assert ci["driver_volume_type"] == "local"
     data = ci["data"]
+    assert set(data) == {"device_path", "format", "access_mode", "volume_id", "discard"}, data
     assert data["volume_id"] == v["id"] and data["format"] == "qcow2" and data["access_mode"] == "rw"
     assert data["discard"] is True
     assert Path(data["device_path"]).is_file() and Path(data["device_path"]) == volume_file(vc, v["id"])
@@ -333,6 +338,47 @@ def test_attachments_api(vc, demo_api):
     api.wait(v["id"], "available")
     assert api("GET", f"/volumes/{v['id']}").json()["volume"]["attachments"] == []
     assert api("DELETE", f"/volumes/{v['id']}").status_code == 202
+
+
+def test_attachments_across_restart(vc, admin_api):
+    """A completed attachment survives a restart (in-use); a reserved one does not (available)."""
+    api = VolumeApi(vc, admin_api.token, "3.44")
+    done, pending = api.create(size=1), api.create(size=1)
+    for v in (done, pending):
+        api.wait(v["id"], "available")
+    a = api("POST", "/attachments", json={"attachment": {"volume_uuid": done["id"], "connector": {"host": "h"},
+                                                          "instance_uuid": "11111111-2222-3333-4444-555555555555"}})
+    assert a.status_code == 200, a.text
+    assert api("POST", f"/attachments/{a.json()['attachment']['id']}/action",
+               json={"os-complete": None}).status_code == 204
+    b = api("POST", "/attachments", json={"attachment": {"volume_uuid": pending["id"]}})
+    assert b.status_code == 200, b.text
+    api.wait(pending["id"], "reserved")
+    vc.restart()
+    api = VolumeApi(vc, vc.admin_token, "3.44")
+    assert api("GET", f"/volumes/{done['id']}").json()["volume"]["status"] == "in-use"
+    assert api("GET", f"/volumes/{pending['id']}").json()["volume"]["status"] == "available"
+    assert api("GET", f"/attachments/{b.json()['attachment']['id']}").status_code == 404
+    assert api("DELETE", f"/attachments/{a.json()['attachment']['id']}").status_code == 200
+    for v in (done, pending):
+        api.wait(v["id"], "available")
+        assert api("DELETE", f"/volumes/{v['id']}").status_code == 202
+
+
+def test_all_projects_listing(vc, admin_api, demo_api):
+    mine = demo_api.create(size=1, name=unique("mine"))
+    names = {v["Name"] for v in vc.osc("volume", "list", "--all-projects", fmt_json=True)}
+    assert mine["name"] in names
+    assert mine["id"] not in {v["id"] for v in admin_api("GET", "/volumes").json()["volumes"]}
+    detail = admin_api("GET", "/volumes/detail?all_tenants=1").json()["volumes"]
+    row = next(v for v in detail if v["id"] == mine["id"])
+    assert row["os-vol-host-attr:host"] == "kumo@file#file"
+    assert "os-vol-host-attr:host" not in demo_api("GET", f"/volumes/{mine['id']}").json()["volume"]
+    # a member's all_tenants is ignored: only their project
+    ids = {v["id"] for v in demo_api("GET", "/volumes?all_tenants=1").json()["volumes"]}
+    assert mine["id"] in ids and not (ids - {v["id"] for v in demo_api("GET", "/volumes").json()["volumes"]})
+    demo_api.wait(mine["id"], "available")
+    assert demo_api("DELETE", f"/volumes/{mine['id']}").status_code == 202
 
 
 def test_legacy_attach_actions(vc, admin_api):
@@ -415,6 +461,14 @@ def test_lists_filters_and_paging(admin_api):
     assert [v["id"] for v in r.json()["volumes"]] == [ids[1]]
     r = admin_api("GET", "/volumes/detail", params={"metadata": meta, "offset": 1, "sort": "name:asc"})
     assert [v["name"] for v in r.json()["volumes"]] == [f"{tag}-1", f"{tag}-2"]
+    # 3.60: time comparisons on created_at / updated_at
+    q = {"metadata": meta, "created_at": "gt:2000-01-01T00:00:00Z"}
+    assert len(admin_api("GET", "/volumes", params=q, version="3.60").json()["volumes"]) == 3
+    q["created_at"] = "lt:2000-01-01T00:00:00Z"
+    assert admin_api("GET", "/volumes", params=q, version="3.60").json()["volumes"] == []
+    assert len(admin_api("GET", "/volumes", params=q, version="3.59").json()["volumes"]) == 3
+    q["created_at"] = "after:2000"
+    fault(admin_api("GET", "/volumes", params=q, version="3.60"), 400, "badRequest")
     for i in ids:
         assert admin_api("DELETE", f"/volumes/{i}").status_code == 202
 

@@ -4,7 +4,8 @@
 #   tests/tempest/run.sh SERVICE [--target kumo|keystone-peer] [--concurrency N] [--keep]
 #   (--concurrency: tempest workers, default 2 for kumo, 1 for the peer: see below)
 #
-# SERVICE: identity (17 tests, ../shared/tempest/lists/identity.txt), image (23), network (82), compute (95;
+# SERVICE: identity (17 tests, ../shared/tempest/lists/identity.txt), image (23), network (82), volume (65),
+# compute (95;
 # Neutron and Cinder are marked unavailable, so their tests skip themselves). Others are listed
 # in SERVICES below and come with their issues.
 # --target kumo           (default) $KUMO_BIN (default target/release/kumo) `up` on a free loopback
@@ -31,6 +32,7 @@ declare -A SERVICES=(
   [image]="image.txt|glance|23"
   [compute]="compute.txt|nova,glance|95"
   [network]="network.txt|neutron|82"
+  [volume]="volume.txt|cinder,glance,neutron|65"
 )
 # Values shared by kumo.conf / the peer's keystone config and tempest.conf (must agree:
 # tempest's [identity] user_* options mirror keystone's [security_compliance]).
@@ -204,7 +206,13 @@ wait_http_200 "$V3_URL" 30 || fail_setup "$V3_URL does not answer 200"
 
 export OS_AUTH_URL=$AUTH_URL OS_USERNAME=admin OS_PASSWORD=$ADMIN_PW OS_PROJECT_NAME=admin
 export OS_USER_DOMAIN_NAME=Default OS_PROJECT_DOMAIN_NAME=Default OS_REGION_NAME=RegionOne
-if [[ $SERVICE == compute ]]; then
+if [[ $SERVICE == volume ]]; then
+  # the image volume-from-image tests copy (a 1 MiB qcow2)
+  command -v qemu-img >/dev/null || fail_setup "qemu-img (qemu-utils) is needed for the volume tests"
+  IMAGE_REF=$(upload_image "$V3_URL" "tempest-volume-image" "$WORK/disk.qcow2") || fail_setup "image upload failed"
+  export IMAGE_REF
+  blog "image $IMAGE_REF"
+elif [[ $SERVICE == compute ]]; then
   # two small bootable images (the alt one for rebuild) and two flavors (the alt one for resize)
   command -v qemu-img >/dev/null || fail_setup "qemu-img (qemu-utils) is needed for the compute images"
   IMAGE_REF=$(upload_image "$V3_URL" "tempest-cirros" "$WORK/disk.qcow2") || fail_setup "image upload failed"
@@ -226,7 +234,7 @@ if [[ $SERVICE == compute ]]; then
 else
   export IMAGE_REF=${IMAGE_REF:-00000000-0000-0000-0000-000000000000}   # not used by these tests
 fi
-if [[ $SERVICE == network ]]; then
+if [[ $SERVICE == network || $SERVICE == volume ]]; then
   # the external network Tempest's router and floating IP tests put gateways on (devstack's public)
   PUBLIC_NETWORK_ID=$(create_public_network "$V3_URL") || fail_setup "creating the public network failed"
   export PUBLIC_NETWORK_ID PUBLIC_NETWORK_NAME=public

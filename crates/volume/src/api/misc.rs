@@ -506,6 +506,7 @@ async fn extensions(_ctx: Ctx) -> Response {
     };
     ok(json!({"extensions": [
         ext("os-admin-actions", "AdminActions", "Enable admin actions."),
+        ext("os-hosts", "Hosts", "Admin-only host administration."),
         ext("os-availability-zone", "AvailabilityZones", "Describe Availability Zones."),
         ext("os-extended-snapshot-attributes", "ExtendedSnapshotAttributes", "Extended SnapshotAttributes support."),
         ext("os-quota-sets", "Quotas", "Quota management support."),

@@ -186,6 +186,8 @@ fn base_of(parts: &Parts, svc: &VolumeService) -> String {
 
 /// Everything a handler needs to know about the request.
 pub struct Ctx {
+    /// The project id the request's path carried after `/v3`, if any (links follow that form).
+    pub url_project: Option<String>,
     pub auth: Arc<AuthContext>,
     pub token: String,
     pub mv: Mv,
@@ -217,7 +219,23 @@ impl FromRequestParts<Api> for Ctx {
             .get::<Mv>()
             .copied()
             .unwrap_or(Mv(MICROVERSIONS.min));
+        let full = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map(|u| u.0.path().to_string())
+            .unwrap_or_else(|| parts.uri.path().to_string());
+        let url_project = full.find("/v3/").and_then(|i| {
+            let rest = &full[i..];
+            strip_project(rest).map(|_| {
+                rest["/v3/".len()..]
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        });
         Ok(Ctx {
+            url_project,
             auth,
             token,
             mv,

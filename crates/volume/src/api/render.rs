@@ -40,14 +40,27 @@ pub fn next_links(
         .extend_pairs(q.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .finish();
     let _ = coll;
-    json!([{"href": format!("{}/v3/{}/{path}?{qs}", ctx.base, ctx.project()), "rel": "next"}])
+    let project = ctx
+        .url_project
+        .as_ref()
+        .map(|p| format!("/{p}"))
+        .unwrap_or_default();
+    json!([{"href": format!("{}/v3{project}/{path}?{qs}", ctx.base), "rel": "next"}])
 }
 
 pub fn volume_summary(ctx: &Ctx, v: &Volume) -> Value {
     json!({"id": v.id, "name": v.name, "links": links(ctx, &v.project_id, "volumes", &v.id)})
 }
 
-pub fn volume(svc: &VolumeService, ctx: &Ctx, v: &Volume, atts: &[Attachment]) -> Value {
+/// A volume; `extended`: the show/detail view, with the attributes Cinder's extensions add
+/// (tenant, host, migration status, image metadata); create and update answer without them.
+pub fn volume(
+    svc: &VolumeService,
+    ctx: &Ctx,
+    v: &Volume,
+    atts: &[Attachment],
+    extended: bool,
+) -> Value {
     let attachments: Vec<Value> = atts
         .iter()
         .filter(|a| a.attach_status == "attached")
@@ -86,6 +99,9 @@ pub fn volume(svc: &VolumeService, ctx: &Ctx, v: &Volume, atts: &[Attachment]) -
         "consistencygroup_id": null,
         "migration_status": null,
     });
+    if !extended {
+        return with_microversion_fields(o, ctx, v);
+    }
     if let Some(m) = &v.image_metadata {
         o["volume_image_metadata"] = json!(m);
     }
@@ -105,6 +121,10 @@ pub fn volume(svc: &VolumeService, ctx: &Ctx, v: &Volume, atts: &[Attachment]) -
         o["os-vol-mig-status-attr:migstat"] = Value::Null;
         o["os-vol-mig-status-attr:name_id"] = Value::Null;
     }
+    with_microversion_fields(o, ctx, v)
+}
+
+fn with_microversion_fields(mut o: Value, ctx: &Ctx, v: &Volume) -> Value {
     let mv = ctx.mv;
     if mv.at_least(13) {
         o["group_id"] = Value::Null;

@@ -43,6 +43,9 @@ async fn create(State(api): St, ctx: Ctx, JsonBody(body): JsonBody) -> Response 
                 "Invalid input for field/attribute snapshot. Value: None. 'snapshot' is a required property",
             ));
         };
+        if o.get("volume_id") == Some(&Value::Null) {
+            return Err(VolumeError::volume_not_found("None"));
+        }
         let Some(volume_id) = o.get("volume_id").and_then(Value::as_str) else {
             return Err(VolumeError::bad(format!(
                 "Invalid input for field/attribute snapshot. Value: {o}. 'volume_id' is a required property"
@@ -83,7 +86,22 @@ async fn list_any(api: Api, ctx: Ctx, p: Params, detail: bool) -> Result<Respons
         name: p.get("name").or(p.get("display_name")).map(str::to_string),
         status: p.get("status").map(str::to_string),
         volume_id: p.get("volume_id").map(str::to_string),
-        sort: sort_of(&p, &["id", "name", "size", "status", "created_at"])?,
+        sort: sort_of(
+            &p,
+            &["id", "name", "display_name", "size", "status", "created_at"],
+        )?
+        .into_iter()
+        .map(|(k, d)| {
+            (
+                if k == "display_name" {
+                    "name".into()
+                } else {
+                    k
+                },
+                d,
+            )
+        })
+        .collect(),
         limit: usize_param(&p, "limit")?,
         marker: p.get("marker").map(str::to_string),
         offset: usize_param(&p, "offset")?.unwrap_or(0),

@@ -7,7 +7,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::core::{CreateVolume, ListParams, UploadRequest};
+use crate::core::{CreateVolume, ListParams, TimeFilter, UploadRequest};
 
 pub fn routes() -> Router<Api> {
     Router::new()
@@ -103,12 +103,20 @@ async fn create(State(api): St, ctx: Ctx, JsonBody(body): JsonBody) -> Response 
             image_ref: id_field(o, "imageRef")?.or(id_field(o, "image_id")?),
         };
         let v = api.svc.create_volume(&ctx.auth, &ctx.token, req).await?;
-        Ok(accepted(json!({"volume": render::volume(&api.svc, &ctx, &v, &[])})))
+        Ok(accepted(json!({"volume": render::volume(&api.svc, &ctx, &v, &[], false)})))
     }
     .await)
 }
 
-fn list_params(p: &Params) -> Result<ListParams> {
+fn list_params(p: &Params, mv: Mv) -> Result<ListParams> {
+    let mut time_filters = Vec::new();
+    if mv.at_least(60) {
+        for field in ["created_at", "updated_at"] {
+            if let Some(v) = p.get(field) {
+                time_filters.push(TimeFilter::parse(field, v).map_err(VolumeError::invalid_input)?);
+            }
+        }
+    }
     let metadata = match p.get("metadata") {
         None => None,
         Some(s) => {
@@ -131,6 +139,7 @@ fn list_params(p: &Params) -> Result<ListParams> {
             })?),
         },
         metadata,
+        time_filters,
         sort: sort_of(
             p,
             &[
@@ -164,7 +173,7 @@ fn list_params(p: &Params) -> Result<ListParams> {
 }
 
 async fn list_any(api: Api, ctx: Ctx, p: Params, detail: bool) -> Result<Response> {
-    let params = list_params(&p)?;
+    let params = list_params(&p, ctx.mv)?;
     let r = api.svc.list_volumes(&ctx.auth, &params).await?;
     let atts = if detail {
         api.svc.attachments_by_volume().await?
@@ -181,6 +190,7 @@ async fn list_any(api: Api, ctx: Ctx, p: Params, detail: bool) -> Result<Respons
                     &ctx,
                     v,
                     atts.get(&v.id).map(Vec::as_slice).unwrap_or(&[]),
+                    true,
                 )
             } else {
                 render::volume_summary(&ctx, v)
@@ -226,7 +236,8 @@ async fn show(State(api): St, ctx: Ctx, Path(id): Path<String>) -> Response {
                 &api.svc,
                 &ctx,
                 &v,
-                atts.get(&v.id).map(Vec::as_slice).unwrap_or(&[])
+                atts.get(&v.id).map(Vec::as_slice).unwrap_or(&[]),
+            true
             )})))
         }
         .await,
@@ -266,7 +277,8 @@ async fn update(
             &api.svc,
             &ctx,
             &v,
-            atts.get(&v.id).map(Vec::as_slice).unwrap_or(&[])
+            atts.get(&v.id).map(Vec::as_slice).unwrap_or(&[]),
+            false
         )})))
     }
     .await)

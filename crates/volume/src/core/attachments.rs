@@ -49,9 +49,7 @@ impl VolumeService {
         if let Some(m) = connector["mountpoint"].as_str() {
             a.mountpoint = Some(m.to_string());
         }
-        let mut info = self.connection_info(v, &a.attach_mode);
-        info["data"]["attachment_id"] = Value::from(a.id.clone());
-        a.connection_info = Some(info);
+        a.connection_info = Some(self.connection_info(v, &a.attach_mode));
         a.connector = Some(connector);
         a.attach_status = "attaching".into();
         a.updated_at = Some(now());

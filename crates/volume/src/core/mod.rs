@@ -14,7 +14,7 @@ mod volumes;
 pub use attachments::AttachRequest;
 pub use quotas::{QuotaSet, Usage};
 pub use snapshots::SnapshotListParams;
-pub use volumes::{CreateVolume, ListParams, ListResult, UploadRequest};
+pub use volumes::{CreateVolume, ListParams, ListResult, TimeFilter, UploadRequest};
 
 use common::auth::AuthContext;
 use common::db::Database;
@@ -165,6 +165,12 @@ impl VolumeService {
             let attached = atts
                 .iter()
                 .any(|a| a.volume_id == v.id && a.attach_status == "attached");
+            // A delete the backend had finished: finish it here too.
+            if v.status == crate::model::status::DELETING && !has_data {
+                tracing::warn!(volume = %v.id, "delete finished after restart");
+                store::delete(&*w, &v.id).await?;
+                continue;
+            }
             if let Some(to) = recovered_status(&v.status, has_data, attached) {
                 tracing::warn!(volume = %v.id, from = %v.status, to, "volume status recovered after restart");
                 v.status = to.to_string();

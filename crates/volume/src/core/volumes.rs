@@ -33,10 +33,61 @@ pub struct ListParams {
     pub availability_zone: Option<String>,
     pub bootable: Option<bool>,
     pub metadata: Option<Metadata>,
+    /// 3.60: `created_at`/`updated_at` compared (`gt`, `gte`, `lt`, `lte`, `eq`, `neq`).
+    pub time_filters: Vec<TimeFilter>,
     pub sort: Vec<(String, bool)>,
     pub limit: Option<usize>,
     pub marker: Option<String>,
     pub offset: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct TimeFilter {
+    pub updated: bool,
+    pub op: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+impl TimeFilter {
+    /// `gte:2024-01-01T00:00:00Z` for `created_at` or `updated_at`.
+    pub fn parse(field: &str, value: &str) -> std::result::Result<Self, String> {
+        let (op, t) = value
+            .split_once(':')
+            .ok_or_else(|| format!("Invalid filter {field}={value}"))?;
+        if !["gt", "gte", "lt", "lte", "eq", "neq"].contains(&op) {
+            return Err(format!("Invalid filter operator {op} for {field}"));
+        }
+        let at = chrono::DateTime::parse_from_rfc3339(t)
+            .map(|d| d.with_timezone(&chrono::Utc))
+            .or_else(|_| {
+                chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S%.f")
+                    .map(|n| n.and_utc())
+            })
+            .map_err(|_| format!("Invalid time {t} for {field}"))?;
+        Ok(Self {
+            updated: field == "updated_at",
+            op: op.to_string(),
+            at,
+        })
+    }
+
+    fn matches(&self, v: &Volume) -> bool {
+        let Some(t) = (if self.updated {
+            v.updated_at
+        } else {
+            Some(v.created_at)
+        }) else {
+            return false;
+        };
+        match self.op.as_str() {
+            "gt" => t > self.at,
+            "gte" => t >= self.at,
+            "lt" => t < self.at,
+            "lte" => t <= self.at,
+            "eq" => t == self.at,
+            _ => t != self.at,
+        }
+    }
 }
 
 pub struct ListResult {
@@ -642,6 +693,9 @@ impl VolumeService {
         if let Some(r) = readonly {
             self.authorize(ctx, "volume:update_readonly_flag", &v.project_id)?;
             v.readonly = r;
+            // Cinder shows the flag in the volume's metadata ("True"/"False").
+            v.metadata
+                .insert("readonly".into(), if r { "True" } else { "False" }.into());
         }
         v.updated_at = Some(now());
         self.save_volume(&*w, &v).await?;
@@ -835,7 +889,7 @@ pub(crate) fn volume_matches(v: &Volume, p: &ListParams) -> bool {
     {
         return false;
     }
-    true
+    p.time_filters.iter().all(|f| f.matches(v))
 }
 
 fn sort_volumes(vols: &mut [Volume], keys: &[(String, bool)]) {
@@ -882,8 +936,13 @@ pub(crate) fn page<T>(
         None => 0,
     };
     let rest: Vec<T> = items.into_iter().skip(start + offset).collect();
+    // As Cinder: a full page asked for with a limit gets a next link, even when nothing
+    // follows it (the client finds an empty page there).
+    let more = match limit {
+        Some(l) => l > 0 && rest.len() >= l.min(max),
+        None => rest.len() > max,
+    };
     let limit = limit.unwrap_or(max).min(max);
-    let more = rest.len() > limit;
     Ok((rest.into_iter().take(limit).collect(), more))
 }
 
@@ -934,6 +993,17 @@ mod tests {
         p.name = None;
         p.bootable = Some(true);
         assert!(!volume_matches(&v, &p));
+        p.bootable = None;
+        let past = TimeFilter::parse("created_at", "gt:2000-01-01T00:00:00Z").unwrap();
+        p.time_filters = vec![past];
+        assert!(volume_matches(&v, &p));
+        p.time_filters = vec![TimeFilter::parse("created_at", "lt:2000-01-01T00:00:00").unwrap()];
+        assert!(!volume_matches(&v, &p));
+        // never updated: no updated_at filter matches
+        p.time_filters = vec![TimeFilter::parse("updated_at", "gt:2000-01-01T00:00:00Z").unwrap()];
+        assert!(!volume_matches(&v, &p));
+        assert!(TimeFilter::parse("created_at", "after:2000-01-01T00:00:00Z").is_err());
+        assert!(TimeFilter::parse("created_at", "gt:yesterday").is_err());
     }
 
     #[test]
@@ -948,8 +1018,14 @@ mod tests {
         let (p, more) = page(ids.clone(), None, 3, None, 1000, |x| x).unwrap();
         assert_eq!(p, vec!["3", "4"]);
         assert!(!more);
-        let (p, _) = page(ids.clone(), None, 0, Some(0), 1000, |x| x).unwrap();
-        assert!(p.is_empty());
+        let (p, more) = page(ids.clone(), None, 0, Some(0), 1000, |x| x).unwrap();
+        assert!(p.is_empty() && !more);
+        // a full last page still links to the (empty) next one, as Cinder
+        let (p, more) = page(ids.clone(), Some("2"), 0, Some(2), 1000, |x| x).unwrap();
+        assert_eq!(p, vec!["3", "4"]);
+        assert!(more);
+        let (p, more) = page(ids.clone(), Some("4"), 0, Some(2), 1000, |x| x).unwrap();
+        assert!(p.is_empty() && !more);
         assert!(page(ids, Some("x"), 0, None, 1000, |x| x).is_err());
     }
 

@@ -1,0 +1,336 @@
+//! The volume router over HTTP, mounted as kumo mounts it, with a test token validator standing
+//! in for identity and the real file backend (qemu-img): a volume's life through the
+//! attachments API, Cinder's error bodies, paths with and without the project id.
+
+#![allow(clippy::unwrap_used)] // a test crate: a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use chrono::Utc;
+use common::auth::{AuthContext, AuthFailure, RoleRef, Scope, TokenValidator};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+use volume::VolumeService;
+use volume::config::VolumeConfig;
+
+struct Tokens;
+
+fn ctx(roles: &[&str], project: &str) -> AuthContext {
+    AuthContext {
+        user_id: "u1".into(),
+        user_name: "user".into(),
+        user_domain_id: "default".into(),
+        user_domain_name: "Default".into(),
+        scope: Scope::Project {
+            id: project.into(),
+            name: project.into(),
+            domain_id: "default".into(),
+            domain_name: "Default".into(),
+        },
+        roles: roles
+            .iter()
+            .map(|r| RoleRef {
+                id: (*r).into(),
+                name: (*r).into(),
+            })
+            .collect(),
+        methods: vec!["password".into()],
+        audit_ids: vec![],
+        issued_at: Utc::now(),
+        expires_at: Utc::now(),
+        app_cred: None,
+        is_admin_project: false,
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenValidator for Tokens {
+    async fn validate(&self, token: &str) -> Result<Arc<AuthContext>, AuthFailure> {
+        match token {
+            "admin" => Ok(Arc::new(ctx(&["admin", "member", "reader"], "padmin"))),
+            "member" => Ok(Arc::new(ctx(&["member", "reader"], "pdemo"))),
+            _ => Err(AuthFailure::Invalid),
+        }
+    }
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("/volume{path}"))
+        .header("host", "cloud.example:5000")
+        .header("openstack-api-version", "volume 3.44");
+    if !token.is_empty() {
+        req = req.header("x-auth-token", token);
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn wait_status(app: &Router, id: &str, want: &str) -> Value {
+    for _ in 0..500 {
+        let (s, b) = call(app, "GET", &format!("/v3/volumes/{id}"), "member", None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+        if b["volume"]["status"] == want {
+            return b["volume"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("volume {id} never {want}");
+}
+
+fn have_qemu_img() -> bool {
+    std::process::Command::new("qemu-img")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test]
+async fn volume_story_over_http() {
+    if !have_qemu_img() {
+        eprintln!("no qemu-img: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let svc = VolumeService::open(VolumeConfig::defaults(dir.path()))
+        .await
+        .unwrap();
+    let app = Router::new().nest("/volume", volume::api::router(svc, Arc::new(Tokens)));
+
+    // discovery is anonymous; everything else needs a token
+    let (s, b) = call(&app, "GET", "", "", None).await;
+    assert_eq!(s, StatusCode::MULTIPLE_CHOICES);
+    assert_eq!(b["versions"][0]["min_version"], "3.0");
+    let (s, b) = call(&app, "GET", "/v3/volumes", "", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+
+    // bad input: Cinder's bodies
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v3/pdemo/volumes",
+        "member",
+        Some(json!({"volume": {"size": 0}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["badRequest"]["code"], 400);
+    let (s, b) = call(&app, "GET", "/v3/volumes/nope", "member", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        b["itemNotFound"]["message"],
+        "Volume nope could not be found."
+    );
+
+    // create, with and without the project id in the path
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v3/pdemo/volumes",
+        "member",
+        Some(json!({"volume": {"size": 1, "name": "v"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["volume"]["id"].as_str().unwrap().to_string();
+    assert_eq!(b["volume"]["status"], "creating");
+    let v = wait_status(&app, &id, "available").await;
+    assert_eq!(v["volume_type"], "__DEFAULT__");
+    assert!(
+        dir.path()
+            .join(format!("volumes/volume-{id}.qcow2"))
+            .is_file()
+    );
+    // another project's member does not see it; the admin does, with the host
+    let (s, _) = call(&app, "GET", &format!("/v3/volumes/{id}"), "admin", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, b) = call(
+        &app,
+        "GET",
+        "/v3/volumes/detail?all_tenants=1",
+        "admin",
+        None,
+    )
+    .await;
+    assert_eq!(b["volumes"][0]["os-vol-host-attr:host"], "kumo@file#file");
+
+    // attachments: reserved -> connection info -> in-use -> available
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v3/attachments",
+        "member",
+        Some(json!({"attachment": {"volume_uuid": id, "instance_uuid": "i-1"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let att = b["attachment"]["id"].as_str().unwrap().to_string();
+    wait_status(&app, &id, "reserved").await;
+    let (s, b) = call(&app, "DELETE", &format!("/v3/volumes/{id}"), "member", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        b["badRequest"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Invalid volume:")
+    );
+    let (s, b) = call(
+        &app,
+        "PUT",
+        &format!("/v3/attachments/{att}"),
+        "member",
+        Some(json!({"attachment": {"connector": {"host": "h1", "mountpoint": "/dev/vdb"}}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let data = &b["attachment"]["connection_info"]["data"];
+    assert_eq!(
+        b["attachment"]["connection_info"]["driver_volume_type"],
+        "local"
+    );
+    assert_eq!(data["format"], "qcow2");
+    assert_eq!(data["access_mode"], "rw");
+    assert!(std::path::Path::new(data["device_path"].as_str().unwrap()).is_file());
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("/v3/attachments/{att}/action"),
+        "member",
+        Some(json!({"os-complete": null})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let v = wait_status(&app, &id, "in-use").await;
+    assert_eq!(v["attachments"][0]["device"], "/dev/vdb");
+    assert_eq!(v["attachments"][0]["server_id"], "i-1");
+    let (s, _) = call(
+        &app,
+        "DELETE",
+        &format!("/v3/attachments/{att}"),
+        "member",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    wait_status(&app, &id, "available").await;
+
+    // delete: 202, then 404 for good
+    let (s, _) = call(
+        &app,
+        "DELETE",
+        &format!("/v3/pdemo/volumes/{id}"),
+        "member",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    for _ in 0..500 {
+        let (s, _) = call(&app, "GET", &format!("/v3/volumes/{id}"), "member", None).await;
+        if s == StatusCode::NOT_FOUND {
+            assert!(
+                !dir.path()
+                    .join(format!("volumes/volume-{id}.qcow2"))
+                    .exists()
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("volume {id} never went away");
+}
+
+/// What a restart makes of volumes left in transient statuses (set here with os-reset_status).
+#[tokio::test]
+async fn restart_recovers_transient_statuses() {
+    if !have_qemu_img() {
+        eprintln!("no qemu-img: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut ids = Vec::new();
+    {
+        let svc = VolumeService::open(VolumeConfig::defaults(dir.path()))
+            .await
+            .unwrap();
+        let app = Router::new().nest("/volume", volume::api::router(svc, Arc::new(Tokens)));
+        for _ in 0..4 {
+            let (s, b) = call(
+                &app,
+                "POST",
+                "/v3/volumes",
+                "member",
+                Some(json!({"volume": {"size": 1}})),
+            )
+            .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+            let id = b["volume"]["id"].as_str().unwrap().to_string();
+            wait_status(&app, &id, "available").await;
+            ids.push(id);
+        }
+        for (id, st) in ids
+            .iter()
+            .zip(["creating", "deleting", "attaching", "in-use"])
+        {
+            let (s, b) = call(
+                &app,
+                "POST",
+                &format!("/v3/volumes/{id}/action"),
+                "admin",
+                Some(json!({"os-reset_status": {"status": st}})),
+            )
+            .await;
+            assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        }
+        // the delete had finished on the backend
+        std::fs::remove_file(dir.path().join(format!("volumes/volume-{}.qcow2", ids[1]))).unwrap();
+    }
+    let svc = VolumeService::open(VolumeConfig::defaults(dir.path()))
+        .await
+        .unwrap();
+    let app = Router::new().nest("/volume", volume::api::router(svc, Arc::new(Tokens)));
+    let status = |i: usize| {
+        let app = app.clone();
+        let id = ids[i].clone();
+        async move {
+            let (s, b) = call(&app, "GET", &format!("/v3/volumes/{id}"), "member", None).await;
+            (
+                s,
+                b["volume"]["status"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            )
+        }
+    };
+    // creating with complete data -> available
+    assert_eq!(status(0).await, (StatusCode::OK, "available".into()));
+    // deleting with no data left -> gone
+    assert_eq!(status(1).await.0, StatusCode::NOT_FOUND);
+    // attaching / in-use without a completed attachment -> available, never in-use
+    assert_eq!(status(2).await, (StatusCode::OK, "available".into()));
+    assert_eq!(status(3).await, (StatusCode::OK, "available".into()));
+}
