@@ -51,6 +51,30 @@ impl Answer {
     }
 }
 
+/// The volume API's base for a project: the catalog's URL with its project part (a
+/// `$(project_id)s` template, or the project the service token's catalog was made for) set to
+/// `project_id`; a URL that ends at `/v3` stays project-less (Cinder 3.67's form).
+pub fn volume_base(endpoint: &str, project_id: &str) -> String {
+    let e = endpoint.trim_end_matches('/');
+    for t in [
+        "$(project_id)s",
+        "%(project_id)s",
+        "$(tenant_id)s",
+        "%(tenant_id)s",
+        "{project_id}",
+    ] {
+        if e.contains(t) {
+            return e.replace(t, project_id);
+        }
+    }
+    match e.rfind("/v3/") {
+        Some(at) if !e[at + 4..].contains('/') && !project_id.is_empty() => {
+            format!("{}/v3/{project_id}", &e[..at])
+        }
+        _ => e.to_string(),
+    }
+}
+
 fn upstream(service: &'static str, message: impl Into<String>) -> ComputeError {
     ComputeError::Upstream {
         service,
@@ -181,6 +205,25 @@ impl ServiceClients {
         request_id: &str,
     ) -> Result<Answer> {
         let base = self.endpoint(service_type).await?;
+        self.call_at(
+            service, &base, method, path, body, headers, user_token, request_id,
+        )
+        .await
+    }
+
+    /// One JSON call to `base` + `path` (an endpoint already looked up).
+    #[allow(clippy::too_many_arguments)]
+    async fn call_at(
+        &self,
+        service: &'static str,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+        user_token: Option<&str>,
+        request_id: &str,
+    ) -> Result<Answer> {
         let url = format!("{base}{path}");
         let mut force = false;
         loop {
@@ -557,6 +600,44 @@ impl ServiceClients {
             &format!("/v2.0{path}"),
             body,
             &[],
+            user_token,
+            request_id,
+        )
+        .await
+    }
+
+    // ------------------------------------------------------------------ volume
+
+    /// One call to the volume service's v3 API (catalog type `block-storage`, else
+    /// `volumev3`) at microversion 3.44 (attachments), for `project_id`'s resources, with
+    /// the user's token or (None) compute's own.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn volume(
+        &self,
+        method: Method,
+        project_id: &str,
+        path: &str,
+        body: Option<&Value>,
+        user_token: Option<&str>,
+        request_id: &str,
+    ) -> Result<Answer> {
+        let endpoint = match self.endpoint("block-storage").await {
+            Ok(e) => e,
+            Err(_) => self.endpoint("volumev3").await.map_err(|_| {
+                upstream(
+                    "volume",
+                    "the catalog has no block-storage (or volumev3) endpoint: is the volume service running?",
+                )
+            })?,
+        };
+        let base = volume_base(&endpoint, project_id);
+        self.call_at(
+            "volume",
+            &base,
+            method,
+            path,
+            body,
+            &[("openstack-api-version", "volume 3.44")],
             user_token,
             request_id,
         )

@@ -228,6 +228,24 @@ pub static OPTS: &[Opt] = &[
         help: "PCIe root ports each guest gets at launch (its disks use the first, hot-plug the others).",
     },
     Opt {
+        section: "qemu",
+        name: "volume_detach_timeout",
+        default: "20",
+        help: "Seconds a volume detach waits for the guest to release the disk before it fails (the volume then stays attached).",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "block_device_allocate_retries",
+        default: "60",
+        help: "Times a boot polls a volume it created until it is available (Nova's option).",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "block_device_allocate_retries_interval",
+        default: "3",
+        help: "Seconds between those polls (Nova's option).",
+    },
+    Opt {
         section: "image_cache",
         name: "remove_unused_original_minimum_age_seconds",
         default: "86400",
@@ -410,6 +428,9 @@ pub struct ComputeConfig {
     pub qemu_img: PathBuf,
     pub qemu_console_log_max_bytes: u64,
     pub qemu_pcie_root_ports: u32,
+    pub volume_detach_timeout: Duration,
+    pub block_device_allocate_retries: u32,
+    pub block_device_allocate_retries_interval: Duration,
     pub unused_base_min_age: Duration,
     pub image_cache_interval: Duration,
     pub fake_hosts: u32,
@@ -519,6 +540,15 @@ impl ComputeConfig {
             qemu_img: PathBuf::from(c.get_str("qemu", "qemu_img")?),
             qemu_console_log_max_bytes: c.get("qemu", "console_log_max_bytes")?,
             qemu_pcie_root_ports: c.get::<u32>("qemu", "pcie_root_ports")?.clamp(2, 30),
+            volume_detach_timeout: Duration::from_secs(
+                c.get::<u64>("qemu", "volume_detach_timeout")?.max(1),
+            ),
+            block_device_allocate_retries: c
+                .get::<u32>("DEFAULT", "block_device_allocate_retries")?
+                .max(1),
+            block_device_allocate_retries_interval: Duration::from_secs(
+                c.get::<u64>("DEFAULT", "block_device_allocate_retries_interval")?,
+            ),
             unused_base_min_age: Duration::from_secs(
                 c.get("image_cache", "remove_unused_original_minimum_age_seconds")?,
             ),

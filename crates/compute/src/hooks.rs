@@ -1,6 +1,7 @@
 //! The steps of a build that belong to other services: networking (ports from the network
 //! service: [`crate::neutron::NeutronNetwork`], or [`NoNetwork`] without one) and block
-//! devices (volumes from the volume service; nothing until that service exists).
+//! devices (volumes from the volume service: [`crate::cinder::CinderVolumes`], or
+//! [`NoVolumes`] without one).
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
@@ -182,12 +183,84 @@ pub fn network_hook(name: &str) -> std::sync::Arc<dyn NetworkHook> {
     }
 }
 
+/// Who a volume call is for: the instance's project, the caller's token (None: compute's
+/// own service token) and the request id.
+pub struct VolumeCall<'a> {
+    pub svc: &'a ComputeService,
+    pub project_id: &'a str,
+    pub token: Option<&'a str>,
+    pub request_id: &'a str,
+}
+
+/// The volume service as compute uses it (Nova's `nova.volume.cinder.API` with the 3.44
+/// attachments flow): [`crate::cinder::CinderVolumes`], or [`NoVolumes`] without one.
 #[async_trait]
 pub trait VolumeHook: Send + Sync {
-    /// Prepare the block device mappings of `instance` and return the block device info.
-    async fn prepare(&self, instance: &Instance, user_token: &str) -> Result<Value>;
-    /// Detach and, where asked (`delete_on_termination`), delete the volumes (idempotent).
-    async fn release(&self, instance: &Instance) -> Result<()>;
+    /// The volume as the caller sees it; None when it does not exist for them.
+    async fn get(&self, c: &VolumeCall<'_>, volume_id: &str) -> Result<Option<Value>>;
+    /// `POST /volumes`: the new volume (creating).
+    async fn create(&self, c: &VolumeCall<'_>, volume: Value) -> Result<Value>;
+    async fn delete(&self, c: &VolumeCall<'_>, volume_id: &str) -> Result<()>;
+    /// `POST /attachments` without a connector: the volume is reserved; the attachment's id.
+    async fn attachment_create(
+        &self,
+        c: &VolumeCall<'_>,
+        volume_id: &str,
+        instance_uuid: &str,
+    ) -> Result<String>;
+    /// `PUT /attachments/{id}` with this host's connector: the connection_info.
+    async fn attachment_update(
+        &self,
+        c: &VolumeCall<'_>,
+        attachment_id: &str,
+        connector: Value,
+    ) -> Result<Value>;
+    /// `os-complete`: the volume is in-use.
+    async fn attachment_complete(&self, c: &VolumeCall<'_>, attachment_id: &str) -> Result<()>;
+    /// `DELETE /attachments/{id}` (a gone attachment counts as deleted).
+    async fn attachment_delete(&self, c: &VolumeCall<'_>, attachment_id: &str) -> Result<()>;
+}
+
+/// No volume service: no volume exists.
+pub struct NoVolumes;
+
+fn no_volume_service() -> ComputeError {
+    ComputeError::bad("There is no volume service in this cloud.")
+}
+
+#[async_trait]
+impl VolumeHook for NoVolumes {
+    async fn get(&self, _c: &VolumeCall<'_>, _volume_id: &str) -> Result<Option<Value>> {
+        Ok(None)
+    }
+    async fn create(&self, _c: &VolumeCall<'_>, _volume: Value) -> Result<Value> {
+        Err(no_volume_service())
+    }
+    async fn delete(&self, _c: &VolumeCall<'_>, _volume_id: &str) -> Result<()> {
+        Ok(())
+    }
+    async fn attachment_create(
+        &self,
+        _c: &VolumeCall<'_>,
+        _volume_id: &str,
+        _instance_uuid: &str,
+    ) -> Result<String> {
+        Err(no_volume_service())
+    }
+    async fn attachment_update(
+        &self,
+        _c: &VolumeCall<'_>,
+        _attachment_id: &str,
+        _connector: Value,
+    ) -> Result<Value> {
+        Err(no_volume_service())
+    }
+    async fn attachment_complete(&self, _c: &VolumeCall<'_>, _attachment_id: &str) -> Result<()> {
+        Err(no_volume_service())
+    }
+    async fn attachment_delete(&self, _c: &VolumeCall<'_>, _attachment_id: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// No network service: no ports, an empty network_info.
@@ -221,19 +294,6 @@ impl NetworkHook for NoNetwork {
         _instance: &Instance,
         _request_id: &str,
     ) -> Result<()> {
-        Ok(())
-    }
-}
-
-/// No volume service yet: no volumes.
-pub struct NoVolumes;
-
-#[async_trait]
-impl VolumeHook for NoVolumes {
-    async fn prepare(&self, _instance: &Instance, _user_token: &str) -> Result<Value> {
-        Ok(json!([]))
-    }
-    async fn release(&self, _instance: &Instance) -> Result<()> {
         Ok(())
     }
 }

@@ -8,11 +8,13 @@
 //! - [`core`]: [`ComputeService`]: what the API asks for, no HTTP.
 //! - [`conductor`], [`scheduler`], [`manager`]: the roles, over the bus ([`rpc`] messages).
 //! - [`clients`]: placement and image over their REST APIs.
-//! - [`hooks`]: the network and volume steps of a build; [`neutron`]: the network service's.
+//! - [`hooks`]: the network and volume steps of a build; [`neutron`]: the network service's;
+//!   [`cinder`]: the volume service's.
 //! - [`console`]: remote consoles (targets, one-time tokens, noVNC URLs).
 //! - [`api`]: the HTTP API.
 
 pub mod api;
+pub mod cinder;
 pub mod clients;
 pub mod conductor;
 pub mod config;

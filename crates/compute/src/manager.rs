@@ -12,12 +12,21 @@ use std::time::Duration;
 
 use crate::core::ComputeService;
 use crate::error::{ComputeError, Result};
+use crate::hooks::VolumeCall;
 use crate::model::*;
 use crate::rpc::{
     self, AttachInterface, BuildAndRun, ConsoleOutput, ExternalInstanceEvents, GetVncConsole,
     Operation, RunOperation, Terminate,
 };
 use crate::store;
+
+/// The instance as it is now (NotFound once deleted).
+async fn svc_instance(svc: &ComputeService, uuid: &str) -> Result<Instance> {
+    svc.get_instance(uuid)
+        .await?
+        .filter(|i| !i.deleted)
+        .ok_or_else(|| ComputeError::instance_not_found(uuid))
+}
 
 pub const EVENT_BUILD: &str = "compute__do_build_and_run_instance";
 pub const EVENT_NETWORKING: &str = "compute_build_networking";
@@ -63,7 +72,14 @@ pub fn spec_of(i: &Instance) -> InstanceSpec {
         config_drive_files: Vec::new(),
         config_drive_format: String::new(),
         network_info: i.network_info.clone(),
-        block_device_info: i.block_device_mapping.clone(),
+        // The volumes the host has connected (boot volume, extra disks, attached ones).
+        block_device_info: Value::Array(
+            i.volume_attachments
+                .iter()
+                .filter(|a| a.connection_info.is_object())
+                .map(VolumeAttachment::driver_entry)
+                .collect(),
+        ),
     }
 }
 
@@ -151,7 +167,7 @@ impl ComputeAgent {
             match (i.vm_state.as_str(), i.task_state.as_deref()) {
                 (_, Some(task_state::DELETING)) => {
                     tracing::info!(instance = %i.uuid, "finishing a delete interrupted by a restart");
-                    self.terminate(&i.uuid, &rid).await?;
+                    self.terminate(&i.uuid, &rid, None).await?;
                     continue;
                 }
                 (vm_state::BUILDING, _) => {
@@ -166,7 +182,7 @@ impl ComputeAgent {
                         // The build's allocate starts over and cleans up what it makes.
                         tracing::warn!(instance = %i.uuid, error = %e, "ports of an interrupted build not released");
                     }
-                    svc.volume.release(i).await?;
+                    svc.release_volumes(i, None, &rid).await?;
                     svc.update_instance(&i.uuid, None, |x| {
                         x.task_state = Some(task_state::SCHEDULING.into());
                         Ok(())
@@ -200,6 +216,9 @@ impl ComputeAgent {
                     .await?;
                 }
                 _ => {}
+            }
+            if let Err(e) = self.finish_volume_steps(i, &rid).await {
+                tracing::warn!(instance = %i.uuid, error = %e, "volume operations a restart interrupted not finished");
             }
         }
         self.sync_power_states().await?;
@@ -326,7 +345,10 @@ impl ComputeAgent {
                 let _ = self.driver.destroy(uuid).await;
                 if let Some(i) = svc.get_instance(uuid).await? {
                     let _ = svc.network.deallocate(svc, &i, rid).await;
-                    let _ = svc.volume.release(&i).await;
+                    let token = Some(msg.user_token.as_str()).filter(|t| !t.is_empty());
+                    if let Err(e) = svc.release_volumes(&i, token, rid).await {
+                        tracing::warn!(instance = %uuid, error = %e, "volumes of a failed build not released");
+                    }
                 }
                 if gone {
                     // Deleted during the build: the delete's terminate finishes the rest.
@@ -454,13 +476,10 @@ impl ComputeAgent {
             )
             .await
             .map_err(at("block_device_mapping"))?;
-        let bdi = match svc.volume.prepare(&i, &msg.user_token).await {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = svc.event_finish(ev, Some(&e.to_string())).await;
-                return Err(("block_device_mapping", e));
-            }
-        };
+        if let Err(e) = self.prepare_volumes(&i, &msg.user_token, rid).await {
+            let _ = svc.event_finish(ev, Some(&e.to_string())).await;
+            return Err(("block_device_mapping", e));
+        }
 
         // Step 28: spawning.
         let (i, ev) = svc
@@ -470,9 +489,6 @@ impl ComputeAgent {
                 Some((ev, None)),
                 Some((rid, EVENT_SPAWNING, host)),
                 |x| {
-                    if bdi.as_array().is_some_and(|a| !a.is_empty()) {
-                        x.block_device_mapping = bdi;
-                    }
                     x.task_state = Some(task_state::SPAWNING.into());
                     Ok(())
                 },
@@ -547,7 +563,7 @@ impl ComputeAgent {
 
     // ------------------------------------------------------------ delete
 
-    pub async fn terminate(&self, uuid: &str, rid: &str) -> Result<()> {
+    pub async fn terminate(&self, uuid: &str, rid: &str, user_token: Option<&str>) -> Result<()> {
         let svc = &self.svc;
         let ev = svc
             .event_start(uuid, rid, EVENT_TERMINATE, Some(&self.host))
@@ -558,7 +574,7 @@ impl ComputeAgent {
             };
             self.driver.destroy(uuid).await?;
             svc.network.deallocate(svc, &i, rid).await?;
-            svc.volume.release(&i).await?;
+            svc.release_volumes(&i, user_token, rid).await?;
             svc.clients()?.release(uuid, rid).await?;
             if let Some(img) = &i.shelved_image_id {
                 let _ = img;
@@ -883,17 +899,13 @@ impl ComputeAgent {
                         .await;
                 }
             }
-            Operation::AttachVolume { volume_id, device } => {
-                d.attach_volume(uuid, volume_id, device).await?;
+            Operation::AttachVolume { volume_id } => {
+                self.attach_volume(&i, volume_id, &msg.user_token, rid)
+                    .await?;
             }
             Operation::DetachVolume { volume_id } => {
-                d.detach_volume(uuid, volume_id).await?;
-                let v = volume_id.clone();
-                svc.update_instance(uuid, None, move |x| {
-                    x.volume_attachments.retain(|a| a.volume_id != v);
-                    Ok(())
-                })
-                .await?;
+                self.detach_volume(&i, volume_id, &msg.user_token, rid)
+                    .await?;
             }
             Operation::DetachInterface { port_id } => {
                 self.detach_interface(&i, port_id, rid).await?;
@@ -908,6 +920,387 @@ impl ComputeAgent {
             }
         }
         Ok(())
+    }
+
+    // ------------------------------------------------------------ volumes
+
+    /// The volume service call of an instance's volume operation.
+    fn vcall<'a>(&'a self, i: &'a Instance, token: &'a str, rid: &'a str) -> VolumeCall<'a> {
+        VolumeCall {
+            svc: &self.svc,
+            project_id: &i.project_id,
+            token: Some(token).filter(|t| !t.is_empty()),
+            request_id: rid,
+        }
+    }
+
+    /// Change one mapping of the instance (by its id).
+    async fn update_bdm(
+        &self,
+        uuid: &str,
+        bdm_id: &str,
+        f: impl FnOnce(&mut VolumeAttachment) + Send,
+    ) -> Result<Instance> {
+        let b = bdm_id.to_string();
+        self.svc
+            .update_instance(uuid, None, move |x| {
+                if let Some(a) = x.volume_attachments.iter_mut().find(|a| a.id == b) {
+                    f(a);
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn forget_bdm(&self, uuid: &str, bdm_id: &str) -> Result<()> {
+        let b = bdm_id.to_string();
+        self.svc
+            .update_instance(uuid, None, move |x| {
+                x.volume_attachments.retain(|a| a.id != b);
+                Ok(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// This host's connector to the volume service (attachment_update); the connection
+    /// recorded in the mapping before anything is plugged.
+    async fn connect_volume(
+        &self,
+        i: &Instance,
+        a: &VolumeAttachment,
+        c: &VolumeCall<'_>,
+    ) -> Result<VolumeAttachment> {
+        let aid = a.attachment_id.clone().ok_or_else(|| {
+            ComputeError::Internal(format!("volume {} has no attachment", a.volume_id))
+        })?;
+        let connector = crate::cinder::connector(&self.host, &self.svc.cfg.my_ip, &a.device);
+        let ci = self
+            .svc
+            .volume
+            .attachment_update(c, &aid, connector)
+            .await?;
+        let kind = ci["driver_volume_type"].as_str().unwrap_or_default();
+        if kind != "local" {
+            return Err(ComputeError::Failed(format!(
+                "Volume {} has driver_volume_type {kind:?}: this host only attaches \"local\" volumes",
+                a.volume_id
+            )));
+        }
+        let ci2 = ci.clone();
+        self.update_bdm(&i.uuid, &a.id, move |b| b.connection_info = ci2)
+            .await?;
+        let mut out = a.clone();
+        out.connection_info = ci;
+        Ok(out)
+    }
+
+    /// Nova's `attach_volume` on the host: connect (the connection recorded first), plug,
+    /// complete. A failure deletes the attachment (the volume is available again) and the
+    /// mapping.
+    async fn attach_volume(
+        &self,
+        i: &Instance,
+        volume_id: &str,
+        token: &str,
+        rid: &str,
+    ) -> Result<()> {
+        let uuid = &i.uuid;
+        let a = i
+            .volume_attachments
+            .iter()
+            .find(|a| a.volume_id == volume_id)
+            .cloned()
+            .ok_or_else(|| crate::core::volumes::not_attached(uuid, volume_id))?;
+        let c = self.vcall(i, token, rid);
+        let plugged: Result<VolumeAttachment> = async {
+            let a = self.connect_volume(i, &a, &c).await?;
+            self.driver
+                .attach_volume(uuid, &a.driver_entry())
+                .await
+                .map_err(|e| {
+                    ComputeError::Failed(format!(
+                        "Failed to attach volume {volume_id} to instance {uuid}: {e}"
+                    ))
+                })?;
+            Ok(a)
+        }
+        .await;
+        let completed = match plugged {
+            Ok(a) => match &a.attachment_id {
+                Some(aid) => match self.svc.volume.attachment_complete(&c, aid).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => {
+                        let _ = self.driver.detach_volume(uuid, volume_id).await;
+                        Err(e)
+                    }
+                },
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        if let Err(e) = completed {
+            if let Some(aid) = &a.attachment_id
+                && let Err(undo) = self.svc.volume.attachment_delete(&c, aid).await
+            {
+                tracing::warn!(instance = %uuid, volume = %volume_id, error = %undo, "attachment of a failed attach not deleted");
+            }
+            self.forget_bdm(uuid, &a.id).await?;
+            return Err(e);
+        }
+        self.update_bdm(uuid, &a.id, |b| b.state = "attached".into())
+            .await?;
+        tracing::info!(instance = %uuid, volume = %volume_id, device = %a.device, "volume attached");
+        Ok(())
+    }
+
+    /// Nova's `detach_volume` on the host: the guest lets go (or the detach fails and the
+    /// volume stays attached and recorded), then the attachment is deleted (the volume is
+    /// available), then the mapping.
+    async fn detach_volume(
+        &self,
+        i: &Instance,
+        volume_id: &str,
+        token: &str,
+        rid: &str,
+    ) -> Result<()> {
+        let uuid = &i.uuid;
+        let a = i
+            .volume_attachments
+            .iter()
+            .find(|a| a.volume_id == volume_id)
+            .cloned()
+            .ok_or_else(|| crate::core::volumes::not_attached(uuid, volume_id))?;
+        self.update_bdm(uuid, &a.id, |b| b.state = "detaching".into())
+            .await?;
+        if let Err(e) = self.driver.detach_volume(uuid, volume_id).await {
+            self.update_bdm(uuid, &a.id, |b| b.state = "attached".into())
+                .await?;
+            return Err(ComputeError::Failed(format!(
+                "Failed to detach volume {volume_id} from instance {uuid}: {e}"
+            )));
+        }
+        if let Some(aid) = &a.attachment_id {
+            let c = self.vcall(i, token, rid);
+            self.svc.volume.attachment_delete(&c, aid).await?;
+        }
+        self.forget_bdm(uuid, &a.id).await?;
+        tracing::info!(instance = %uuid, volume = %volume_id, "volume detached");
+        Ok(())
+    }
+
+    /// The build's block_device_mapping step: every requested volume destination, made
+    /// (image, blank or snapshot source: a new volume, waited for until `available`) or
+    /// taken (a volume source, checked `available`), recorded, reserved, connected and
+    /// completed. Each mapping is written before the volume service is asked the next thing,
+    /// so a failed build (or a delete) finds and releases what was made.
+    async fn prepare_volumes(&self, i: &Instance, token: &str, rid: &str) -> Result<()> {
+        let uuid = &i.uuid;
+        let c = self.vcall(i, token, rid);
+        let requested: Vec<Value> = i
+            .block_device_mapping
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for b in requested {
+            let source = b["source_type"].as_str().unwrap_or("");
+            let dest = b["destination_type"]
+                .as_str()
+                .unwrap_or(if source == "volume" {
+                    "volume"
+                } else {
+                    "local"
+                });
+            if dest != "volume" {
+                continue;
+            }
+            let boot_index = match &b["boot_index"] {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => s.parse().ok(),
+                _ => None,
+            }
+            .filter(|n| *n >= 0);
+            let delete_on_termination = b["delete_on_termination"] == json!(true)
+                || b["delete_on_termination"].as_str().is_some_and(|s| {
+                    matches!(s.to_ascii_lowercase().as_str(), "true" | "1" | "yes" | "on")
+                });
+            let tag = b["tag"].as_str().map(str::to_string);
+            let bdm_id = uuid::Uuid::new_v4().to_string();
+            let src_id = b["uuid"].as_str().unwrap_or_default().to_string();
+            let cur = svc_instance(&self.svc, uuid).await?;
+            let device = if boot_index == Some(0) {
+                "/dev/vda".to_string()
+            } else {
+                crate::cinder::next_device(&cur)?
+            };
+            let record = |volume_id: String, state: &str| VolumeAttachment {
+                id: bdm_id.clone(),
+                volume_id,
+                device: device.clone(),
+                tag: tag.clone(),
+                delete_on_termination,
+                attachment_id: None,
+                connection_info: Value::Null,
+                boot_index,
+                state: state.into(),
+            };
+            let volume_id = if source == "volume" {
+                let v = self.svc.volume.get(&c, &src_id).await?.ok_or_else(|| {
+                    ComputeError::bad(format!("Volume {src_id} could not be found."))
+                })?;
+                crate::cinder::check_attachable(&v)?;
+                src_id.clone()
+            } else {
+                let size = b["volume_size"]
+                    .as_i64()
+                    .or_else(|| b["volume_size"].as_str().and_then(|s| s.parse().ok()))
+                    .unwrap_or_else(|| i.flavor.root_gb.max(1));
+                let mut body = json!({"size": size, "name": format!("{uuid}-{}", if source == "image" { "image-vol" } else { "blank-vol" })});
+                match source {
+                    "image" => body["imageRef"] = json!(src_id),
+                    "snapshot" => body["snapshot_id"] = json!(src_id),
+                    _ => {}
+                }
+                if let Some(t) = b["volume_type"].as_str() {
+                    body["volume_type"] = json!(t);
+                }
+                let v = self.svc.volume.create(&c, body).await?;
+                let vid = v["id"].as_str().unwrap_or_default().to_string();
+                let rec = record(vid.clone(), "creating");
+                self.svc
+                    .update_instance(uuid, None, move |x| {
+                        x.volume_attachments.push(rec);
+                        Ok(())
+                    })
+                    .await?;
+                self.await_volume(&c, &vid).await?;
+                vid
+            };
+            if source == "volume" {
+                let rec = record(volume_id.clone(), "reserving");
+                self.svc
+                    .update_instance(uuid, None, move |x| {
+                        x.volume_attachments.push(rec);
+                        Ok(())
+                    })
+                    .await?;
+            }
+            let aid = self
+                .svc
+                .volume
+                .attachment_create(&c, &volume_id, uuid)
+                .await?;
+            let aid2 = aid.clone();
+            self.update_bdm(uuid, &bdm_id, move |x| {
+                x.attachment_id = Some(aid2);
+                x.state = "attaching".into();
+            })
+            .await?;
+            let cur = svc_instance(&self.svc, uuid).await?;
+            let a = cur
+                .volume_attachments
+                .iter()
+                .find(|a| a.id == bdm_id)
+                .cloned()
+                .ok_or_else(|| ComputeError::Internal("a volume mapping vanished".into()))?;
+            self.connect_volume(&cur, &a, &c).await?;
+            self.svc.volume.attachment_complete(&c, &aid).await?;
+            self.update_bdm(uuid, &bdm_id, |x| x.state = "attached".into())
+                .await?;
+            tracing::info!(instance = %uuid, volume = %volume_id, %device, ?boot_index, "volume ready for the build");
+        }
+        Ok(())
+    }
+
+    /// At start: the volume operations a restart (or `kill -9`) cut short, from the record.
+    /// An attach that had not reached the volume service is forgotten; one with its
+    /// connection is plugged again (the driver does not plug a disk the guest already has) and
+    /// completed, or undone; an interrupted detach leaves the volume attached (the user
+    /// detaches again). Builds are not touched (they start over). Compute's own token.
+    async fn finish_volume_steps(&self, i: &Instance, rid: &str) -> Result<()> {
+        if i.vm_state == vm_state::BUILDING || i.task_state.as_deref() == Some(task_state::DELETING)
+        {
+            return Ok(());
+        }
+        let c = self.vcall(i, "", rid);
+        for a in &i.volume_attachments {
+            match a.state.as_str() {
+                "reserving" => {
+                    tracing::info!(instance = %i.uuid, volume = %a.volume_id, "forgetting an attach that never reserved its volume");
+                    self.forget_bdm(&i.uuid, &a.id).await?;
+                }
+                "attaching" => {
+                    let redo: Result<()> = async {
+                        let a = if a.connection_info.is_object() {
+                            a.clone()
+                        } else {
+                            self.connect_volume(i, a, &c).await?
+                        };
+                        self.driver
+                            .attach_volume(&i.uuid, &a.driver_entry())
+                            .await?;
+                        if let Some(aid) = &a.attachment_id {
+                            self.svc.volume.attachment_complete(&c, aid).await?;
+                        }
+                        Ok(())
+                    }
+                    .await;
+                    match redo {
+                        Ok(()) => {
+                            tracing::info!(instance = %i.uuid, volume = %a.volume_id, "finished an attach a restart interrupted");
+                            self.update_bdm(&i.uuid, &a.id, |b| b.state = "attached".into())
+                                .await?;
+                        }
+                        Err(e) => {
+                            tracing::warn!(instance = %i.uuid, volume = %a.volume_id, error = %e, "undoing an attach a restart interrupted");
+                            let _ = self.driver.detach_volume(&i.uuid, &a.volume_id).await;
+                            if let Some(aid) = &a.attachment_id {
+                                self.svc.volume.attachment_delete(&c, aid).await?;
+                            }
+                            self.forget_bdm(&i.uuid, &a.id).await?;
+                        }
+                    }
+                }
+                "detaching" => {
+                    self.update_bdm(&i.uuid, &a.id, |b| b.state = "attached".into())
+                        .await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Poll a volume the build created until it is `available` (Nova's
+    /// `_await_block_device_map_created`, `block_device_allocate_retries` times).
+    async fn await_volume(&self, c: &VolumeCall<'_>, volume_id: &str) -> Result<()> {
+        let cfg = &self.svc.cfg;
+        let started = std::time::Instant::now();
+        let mut status = String::new();
+        for attempt in 1..=cfg.block_device_allocate_retries {
+            if let Some(v) = self.svc.volume.get(c, volume_id).await? {
+                status = v["status"].as_str().unwrap_or_default().to_string();
+                match status.as_str() {
+                    "available" => return Ok(()),
+                    "error" | "error_restoring" | "error_extending" => break,
+                    _ => {}
+                }
+            }
+            if attempt < cfg.block_device_allocate_retries {
+                // Quick first looks: a small image converts in well under a second.
+                let wait = if attempt <= 10 {
+                    Duration::from_millis(200).min(cfg.block_device_allocate_retries_interval)
+                } else {
+                    cfg.block_device_allocate_retries_interval
+                };
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Err(ComputeError::Failed(format!(
+            "Volume {volume_id} did not finish being created even after we waited {} seconds or {} attempts. And its status is {status}.",
+            started.elapsed().as_secs(),
+            cfg.block_device_allocate_retries
+        )))
     }
 
     // ------------------------------------------------------------ interfaces
@@ -1196,7 +1589,8 @@ pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
         .on(move |meta: RequestMeta, msg: Terminate| {
             let a = a2.clone();
             async move {
-                if let Err(e) = a.terminate(&msg.instance_uuid, ComputeAgent::rid(&meta)).await {
+                let token = Some(msg.user_token.as_str()).filter(|t| !t.is_empty());
+                if let Err(e) = a.terminate(&msg.instance_uuid, ComputeAgent::rid(&meta), token).await {
                     tracing::error!(instance = %msg.instance_uuid, error = %e, "delete failed");
                 }
                 Ok(())

@@ -297,8 +297,12 @@ pub struct RecordedEvent {
     pub received_at: Timestamp,
 }
 
+/// One volume of an instance (Nova's volume block device mapping): boot volumes and attached
+/// ones. Written with the volume service's attachment id before the host connects it, and
+/// updated with the connection once the host has it, so no attachment is ever lost.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VolumeAttachment {
+    /// The mapping's own id (Nova's `bdm_uuid`).
     pub id: String,
     pub volume_id: String,
     pub device: String,
@@ -306,6 +310,27 @@ pub struct VolumeAttachment {
     pub tag: Option<String>,
     #[serde(default)]
     pub delete_on_termination: bool,
+    /// The volume service's attachment (None: not reserved yet).
+    #[serde(default)]
+    pub attachment_id: Option<String>,
+    /// What the volume service answered for this host's connector (null: not connected).
+    #[serde(default)]
+    pub connection_info: Value,
+    /// 0 for the boot volume; None for a volume attached after boot or an extra disk.
+    #[serde(default)]
+    pub boot_index: Option<i64>,
+    /// `attaching` (reserved, not yet in the guest), `attached`, or `detaching`.
+    #[serde(default)]
+    pub state: String,
+}
+
+impl VolumeAttachment {
+    /// The driver's block_device_info entry (see `hypervisor::volume`).
+    pub fn driver_entry(&self) -> Value {
+        serde_json::json!({"volume_id": self.volume_id, "attachment_id": self.attachment_id,
+            "device_name": self.device, "boot_index": self.boot_index,
+            "connection_info": self.connection_info})
+    }
 }
 
 impl Instance {

@@ -124,6 +124,7 @@ pub async fn start(
                     shutdown_timeout: cfg.shutdown_timeout,
                     console_log_max_bytes: cfg.qemu_console_log_max_bytes,
                     root_ports: cfg.qemu_pcie_root_ports,
+                    volume_detach_timeout: cfg.volume_detach_timeout,
                     unused_base_min_age: cfg.unused_base_min_age,
                     cache_interval: cfg.image_cache_interval,
                     kumo_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -70,6 +70,10 @@ impl Message for BuildAndRun {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Terminate {
     pub instance_uuid: String,
+    /// The caller's token, for the volume service (detach, delete_on_termination); empty:
+    /// compute's own.
+    #[serde(default)]
+    pub user_token: String,
 }
 impl Message for Terminate {
     const METHOD: &'static str = "terminate_instance";
@@ -103,9 +107,9 @@ pub enum Operation {
     },
     ShelveOffload,
     Unshelve,
+    /// Connect, plug and complete a volume the API reserved and recorded.
     AttachVolume {
         volume_id: String,
-        device: String,
     },
     DetachVolume {
         volume_id: String,

@@ -104,20 +104,42 @@ impl FakeDriver {
         })
     }
 
+    /// The volumes a guest has (volume id -> device name), for tests.
+    pub fn volumes(&self, uuid: &str) -> BTreeMap<String, String> {
+        self.guests
+            .lock()
+            .get(uuid)
+            .map(|g| g.volumes.clone())
+            .unwrap_or_default()
+    }
+
     fn install(&self, spec: &InstanceSpec) {
         let mut guests = self.guests.lock();
         let console = vec![
             format!("fake: booting {} ({})", spec.name, spec.uuid),
             format!("fake: {} login:", spec.hostname),
         ];
-        let old = guests.remove(&spec.uuid);
+        guests.remove(&spec.uuid);
         guests.insert(
             spec.uuid.clone(),
             Guest {
                 power: PowerState::Running,
                 vcpus: spec.vcpus,
                 memory_mb: spec.memory_mb,
-                volumes: old.as_ref().map(|o| o.volumes.clone()).unwrap_or_default(),
+                // The volumes a guest boots with are its block device info's, as QEMU's.
+                volumes: spec
+                    .block_device_info
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| e["connection_info"].is_object())
+                    .filter_map(|e| {
+                        Some((
+                            e["volume_id"].as_str()?.to_string(),
+                            e["device_name"].as_str().unwrap_or_default().to_string(),
+                        ))
+                    })
+                    .collect(),
                 // The NICs a guest boots with are its network info's, as QEMU's.
                 ports: spec
                     .network_info
@@ -264,16 +286,40 @@ impl Driver for FakeDriver {
         })
     }
 
-    async fn attach_volume(&self, uuid: &str, volume_id: &str, device: &str) -> Result<()> {
+    async fn attach_volume(&self, uuid: &str, entry: &Value) -> Result<()> {
+        let disk = crate::volume::VolumeDisk::from_entry(entry)?;
+        let device = entry["device_name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         self.with_guest(uuid, |g| {
-            g.volumes.insert(volume_id.to_string(), device.to_string());
+            if g.volumes
+                .insert(disk.volume_id.clone(), device.clone())
+                .is_none()
+            {
+                g.console.push(format!(
+                    "fake: volume {} attached at {device}",
+                    disk.volume_id
+                ));
+            }
             Ok(())
         })
     }
 
+    /// A paused guest cannot release a device (as QEMU's): the detach fails.
     async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<()> {
         self.with_guest(uuid, |g| {
-            g.volumes.remove(volume_id);
+            if g.volumes.contains_key(volume_id) && g.power == PowerState::Paused {
+                return Err(DriverError::Failed {
+                    step: "detaching the volume",
+                    reason: format!(
+                        "the guest did not release volume {volume_id} (a paused guest cannot until it runs again)"
+                    ),
+                });
+            }
+            if g.volumes.remove(volume_id).is_some() {
+                g.console.push(format!("fake: volume {volume_id} detached"));
+            }
             Ok(())
         })
     }
@@ -439,6 +485,39 @@ mod tests {
         // A rebuild boots with what the network info says.
         d.rebuild(&s).await.unwrap();
         assert_eq!(ports(&d), vec!["p1".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn volumes_follow_attach_and_detach_and_a_paused_guest_keeps_its_volume() {
+        let d = FakeDriver::new(host(None));
+        d.spawn(&spec("v")).await.unwrap();
+        let entry = serde_json::json!({"volume_id": "vol1", "device_name": "/dev/vdb",
+            "connection_info": {"driver_volume_type": "local", "data": {"device_path": "/v/1"}}});
+        d.attach_volume("v", &entry).await.unwrap();
+        d.attach_volume("v", &entry).await.unwrap();
+        assert_eq!(d.volumes("v").len(), 1);
+        let bad = serde_json::json!({"volume_id": "vol2",
+            "connection_info": {"driver_volume_type": "rbd", "data": {}}});
+        assert!(d.attach_volume("v", &bad).await.is_err());
+        d.pause("v").await.unwrap();
+        assert!(d.detach_volume("v", "vol1").await.is_err());
+        assert_eq!(
+            d.volumes("v").len(),
+            1,
+            "still attached after a failed detach"
+        );
+        d.unpause("v").await.unwrap();
+        d.detach_volume("v", "vol1").await.unwrap();
+        d.detach_volume("v", "vol1").await.unwrap();
+        assert!(d.volumes("v").is_empty());
+        // A spawn gives the guest its spec's volumes.
+        let mut s = spec("w");
+        s.block_device_info = serde_json::json!([entry]);
+        d.spawn(&s).await.unwrap();
+        assert_eq!(
+            d.volumes("w").get("vol1").map(String::as_str),
+            Some("/dev/vdb")
+        );
     }
 
     #[tokio::test]

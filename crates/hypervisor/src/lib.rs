@@ -11,6 +11,7 @@
 
 pub mod fake;
 pub mod qemu;
+pub mod volume;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -182,7 +183,12 @@ pub trait Driver: Send + Sync {
     async fn confirm_resize(&self, uuid: &str) -> Result<()>;
     async fn revert_resize(&self, spec: &InstanceSpec) -> Result<()>;
     async fn snapshot(&self, uuid: &str) -> Result<SnapshotData>;
-    async fn attach_volume(&self, uuid: &str, volume_id: &str, device: &str) -> Result<()>;
+    /// Give the guest a volume: `entry` is one block_device_info entry ([`volume`]). A running
+    /// guest gets it hot-plugged; in any power state it is remembered so the next launch has
+    /// it. Idempotent: a volume the guest already has is not plugged twice.
+    async fn attach_volume(&self, uuid: &str, entry: &Value) -> Result<()>;
+    /// Take a volume away: a running guest must release it (unplug, waited for up to the
+    /// driver's detach timeout); on timeout the volume stays attached and this fails.
     async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<()>;
     async fn attach_interface(&self, uuid: &str, vif: &Value) -> Result<()>;
     async fn detach_interface(&self, uuid: &str, port_id: &str) -> Result<()>;

@@ -101,6 +101,7 @@ fn driver(dir: &Path, images: Arc<dyn ImageSource>) -> Arc<QemuDriver> {
             shutdown_timeout: Duration::from_secs(20),
             console_log_max_bytes: 1 << 20,
             root_ports: 6,
+            volume_detach_timeout: std::time::Duration::from_secs(20),
             unused_base_min_age: Duration::from_secs(86400),
             cache_interval: Duration::from_secs(2400),
             kumo_version: "test".into(),

@@ -120,6 +120,7 @@ async fn qemu_runs_in_the_taps_namespace_and_holds_the_tap() {
             shutdown_timeout: Duration::from_secs(5),
             console_log_max_bytes: 1 << 20,
             root_ports: 4,
+            volume_detach_timeout: std::time::Duration::from_secs(20),
             unused_base_min_age: Duration::from_secs(86400),
             cache_interval: Duration::from_secs(2400),
             kumo_version: "test".into(),

@@ -24,6 +24,7 @@ mod servers;
 mod services;
 mod usage;
 pub(crate) mod validate;
+mod volumes;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -78,6 +79,7 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(services::routes())
         .merge(hypervisors::routes())
         .merge(interfaces::routes())
+        .merge(volumes::routes())
         .merge(usage::routes())
         .merge(events::routes())
         .merge(server_password::routes());

@@ -767,7 +767,7 @@ async fn update(
 
 async fn delete(State(api): St, ctx: Ctx, Path(id): Path<String>) -> Result<Response> {
     api.svc
-        .delete_server(&ctx.auth, &id, &ctx.request_id)
+        .delete_server(&ctx.auth, &id, &ctx.request_id, &ctx.token)
         .await?;
     Ok(no_content())
 }

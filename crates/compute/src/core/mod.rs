@@ -12,6 +12,7 @@ pub mod quotas;
 pub mod servers;
 pub mod services;
 pub mod usage;
+pub mod volumes;
 
 use common::auth::AuthContext;
 use common::db::Database;
@@ -22,7 +23,7 @@ use std::sync::{Arc, OnceLock};
 use crate::clients::ServiceClients;
 use crate::config::ComputeConfig;
 use crate::error::{ComputeError, Result};
-use crate::hooks::{NetworkHook, NoVolumes, VolumeHook};
+use crate::hooks::{NetworkHook, VolumeHook};
 use crate::model::*;
 use crate::store;
 
@@ -54,7 +55,7 @@ impl ComputeService {
             db,
             enforcer,
             network,
-            volume: Arc::new(NoVolumes),
+            volume: Arc::new(crate::cinder::CinderVolumes),
             events: events::EventWaiters::default(),
             bus: OnceLock::new(),
             clients: OnceLock::new(),

@@ -215,7 +215,13 @@ impl ComputeService {
             .as_array()
             .into_iter()
             .flatten()
-            .any(|b| b["boot_index"].as_i64() == Some(0) || b["boot_index"].as_str() == Some("0"));
+            .any(|b| {
+                (b["boot_index"].as_i64() == Some(0) || b["boot_index"].as_str() == Some("0"))
+                    // OSC sends the image itself as a boot_index 0 mapping to a local disk.
+                    && (b["destination_type"].as_str() == Some("volume")
+                        || (b["destination_type"].is_null()
+                            && b["source_type"].as_str() == Some("volume")))
+            });
         let (image_ref, image_meta) = match req.image_ref.as_deref().filter(|s| !s.is_empty()) {
             Some(href) => {
                 let id = image_id_from_href(href)?;
@@ -236,6 +242,7 @@ impl ComputeService {
                 let min_disk = image["min_disk"].as_i64().unwrap_or(0);
                 let size = image["size"].as_i64().unwrap_or(0);
                 if flavor.root_gb > 0
+                    && !boots_from_volume
                     && (min_disk > flavor.root_gb || size > flavor.root_gb * (1 << 30))
                 {
                     return Err(ComputeError::bad(
@@ -247,6 +254,32 @@ impl ComputeService {
             None if boots_from_volume => (String::new(), json!({})),
             None => return Err(ComputeError::bad("Missing imageRef attribute")),
         };
+        // A volume-backed server shows no image (Nova's `image: ""`); the image, if any, is in
+        // its boot volume.
+        let image_ref = if boots_from_volume {
+            String::new()
+        } else {
+            image_ref
+        };
+        // The volumes a create names, as the caller sees them (Nova's _validate_bdm).
+        for b in req.block_device_mapping.as_array().into_iter().flatten() {
+            if b["source_type"].as_str() != Some("volume") {
+                continue;
+            }
+            let vid = b["uuid"].as_str().unwrap_or_default();
+            let call = crate::hooks::VolumeCall {
+                svc: self,
+                project_id: &project_id,
+                token: Some(user_token),
+                request_id,
+            };
+            let v = self.volume.get(&call, vid).await?.ok_or_else(|| {
+                ComputeError::bad(format!(
+                    "Block Device Mapping is Invalid: failed to get volume {vid}."
+                ))
+            })?;
+            crate::cinder::check_attachable(&v)?;
+        }
 
         // The networks and ports, as the caller sees them (Nova's validate_networks).
         self.network
@@ -505,6 +538,7 @@ impl ComputeService {
         ctx: &AuthContext,
         uuid: &str,
         request_id: &str,
+        user_token: &str,
     ) -> Result<()> {
         let i = self
             .instance_for(ctx, uuid, "os_compute_api:servers:delete")
@@ -521,6 +555,7 @@ impl ComputeService {
         if let Some(host) = i.host.clone() {
             let msg = rpc::Terminate {
                 instance_uuid: uuid.to_string(),
+                user_token: user_token.to_string(),
             };
             match self
                 .bus()?
@@ -540,7 +575,7 @@ impl ComputeService {
     /// Delete an instance no agent holds: release its claims and mark it deleted.
     pub async fn local_delete(&self, i: &Instance, request_id: &str) -> Result<()> {
         self.network.deallocate(self, i, request_id).await?;
-        self.volume.release(i).await?;
+        self.release_volumes(i, None, request_id).await?;
         self.clients()?.release(&i.uuid, request_id).await?;
         self.finish_delete(&i.uuid).await?;
         self.action_finish(&i.uuid, request_id).await

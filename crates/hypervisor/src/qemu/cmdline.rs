@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::host::Accel;
 use crate::InstanceSpec;
+use crate::volume::VolumeDisk;
 
 /// Files of one instance (the directory layout of DESIGN §6).
 #[derive(Debug, Clone)]
@@ -157,6 +158,36 @@ pub fn nic_namespace(nics: &[Nic]) -> Result<Option<String>, String> {
     }
 }
 
+/// The `blockdev-add` arguments of a volume: its file (or host_device) node and its format
+/// node, read-only for an `ro` attachment, discard passed down.
+pub fn volume_nodes(v: &VolumeDisk, node: &str, file: &str) -> (Value, Value) {
+    let driver = if v.is_block_device() {
+        "host_device"
+    } else {
+        "file"
+    };
+    let mut f = serde_json::json!({"driver": driver, "node-name": file,
+        "filename": p(&v.path), "cache": {"direct": false}, "read-only": v.read_only});
+    let mut fmt = serde_json::json!({"driver": v.format, "node-name": node, "file": file,
+        "read-only": v.read_only});
+    if v.discard && !v.read_only {
+        f["discard"] = "unmap".into();
+        fmt["discard"] = "unmap".into();
+    }
+    (f, fmt)
+}
+
+/// A volume's nodes as `-blockdev` options (the JSON syntax QEMU also takes there).
+fn volume_blockdevs(v: &VolumeDisk, node: &str, file: &str) -> Vec<String> {
+    let (f, fmt) = volume_nodes(v, node, file);
+    vec![
+        "-blockdev".into(),
+        f.to_string(),
+        "-blockdev".into(),
+        fmt.to_string(),
+    ]
+}
+
 pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> {
     let mut a: Vec<String> = Vec::new();
     let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
@@ -205,29 +236,46 @@ pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> 
         push(&["-device", &port]);
     }
     let mut port = 1;
-    let mut disk = |a: &mut Vec<String>, node: &str, file: &Path, fmt: &str, boot: bool| {
-        a.push("-blockdev".into());
-        a.push(format!(
-            "driver=file,filename={},node-name={node}-file,cache.direct=off,discard=unmap",
-            esc(&p(file))
-        ));
-        a.push("-blockdev".into());
-        a.push(format!(
-            "driver={fmt},file={node}-file,node-name={node},discard=unmap"
-        ));
-        a.push("-device".into());
-        a.push(format!(
-            "virtio-blk-pci,drive={node},id={node}-dev,bus=rp{port}{}",
-            if boot { ",bootindex=1" } else { "" }
-        ));
-        port += 1;
-    };
-    disk(&mut a, "root", &paths.disk, "qcow2", true);
+    let disk =
+        |a: &mut Vec<String>, port: &mut u32, node: &str, file: &Path, fmt: &str, boot: bool| {
+            a.push("-blockdev".into());
+            a.push(format!(
+                "driver=file,filename={},node-name={node}-file,cache.direct=off,discard=unmap",
+                esc(&p(file))
+            ));
+            a.push("-blockdev".into());
+            a.push(format!(
+                "driver={fmt},file={node}-file,node-name={node},discard=unmap"
+            ));
+            a.push("-device".into());
+            a.push(format!(
+                "virtio-blk-pci,drive={node},id={node}-dev,bus=rp{}{}",
+                *port,
+                if boot { ",bootindex=1" } else { "" }
+            ));
+            *port += 1;
+        };
+    let volumes = VolumeDisk::all(&spec.block_device_info).unwrap_or_default();
+    match volumes.iter().find(|v| v.boot) {
+        // Boot from volume: the volume is the root disk (its node and device keep the root's
+        // names; a boot volume is not detached from a guest).
+        Some(v) => {
+            let mut props = volume_blockdevs(v, "root", "root-file");
+            a.append(&mut props);
+            a.push("-device".into());
+            a.push(format!(
+                "virtio-blk-pci,drive=root,id=root-dev,bus=rp{port},bootindex=1,serial={}",
+                esc(&v.serial())
+            ));
+            port += 1;
+        }
+        None => disk(&mut a, &mut port, "root", &paths.disk, "qcow2", true),
+    }
     if spec.ephemeral_gb > 0 {
-        disk(&mut a, "eph0", &paths.ephemeral, "raw", false);
+        disk(&mut a, &mut port, "eph0", &paths.ephemeral, "raw", false);
     }
     if spec.swap_mb > 0 {
-        disk(&mut a, "swap", &paths.swap, "raw", false);
+        disk(&mut a, &mut port, "swap", &paths.swap, "raw", false);
     }
     if spec.config_drive {
         // Read-only virtio disk: cloud-init and kumo-tiny find it by its label, config-2.
@@ -241,6 +289,24 @@ pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> 
         a.push("-device".into());
         a.push(format!(
             "virtio-blk-pci,drive=config,id=config-dev,bus=rp{port},serial=config-2"
+        ));
+        port += 1;
+    }
+    // Attached volumes on the next root ports, with the ids a hot-plug gives them.
+    for v in volumes.iter().filter(|v| !v.boot) {
+        let (node, file) = v.node_names();
+        let mut props = volume_blockdevs(v, &node, &file);
+        a.append(&mut props);
+        let bus = if port <= l.root_ports {
+            format!("rp{port}")
+        } else {
+            "pcie.0".to_string()
+        };
+        a.push("-device".into());
+        a.push(format!(
+            "virtio-blk-pci,drive={node},id={},bus={bus},serial={}",
+            esc(&v.device_id()),
+            esc(&v.serial())
         ));
         port += 1;
     }
@@ -371,6 +437,46 @@ mod tests {
         assert_eq!(nic_namespace(&[]).unwrap(), None);
         // No network info, no NIC.
         assert!(!build(&spec(), &paths, &l).join(" ").contains("-netdev"));
+    }
+
+    #[test]
+    fn volumes_are_disks_and_a_boot_volume_is_the_root() {
+        let mut s = spec();
+        s.ephemeral_gb = 0;
+        let vol = |id: &str, boot: Option<i64>, mode: &str| {
+            json!({"volume_id": id, "device_name": "/dev/vdb", "boot_index": boot,
+                "connection_info": {"driver_volume_type": "local",
+                    "data": {"device_path": format!("/vols/{id}"), "format": "qcow2",
+                        "access_mode": mode, "discard": true}}})
+        };
+        let l = Launch {
+            accel: Accel::Tcg,
+            root_ports: 8,
+            kumo_version: "0",
+        };
+        let paths = Paths::new(Path::new("/s"), &s.uuid);
+        s.block_device_info = json!([vol("0b7f3a52-9a43-4f6e-8d0e-55a1c2b3d4e5", None, "ro"),
+            {"volume_id": "pending", "connection_info": null}]);
+        let a = build(&s, &paths, &l).join(" ");
+        assert!(a.contains("filename=/s/"), "image root kept: {a}");
+        assert!(
+            a.contains("virtio-blk-pci,drive=vol0b7f3a529a434f6e8d0e55a1,id=volume-0b7f3a52-9a43-4f6e-8d0e-55a1c2b3d4e5,bus=rp2,serial=0b7f3a52-9a43-4f6e-8"),
+            "{a}"
+        );
+        assert!(a.contains("\"read-only\":true"), "{a}");
+        assert!(!a.contains("pending"));
+        s.block_device_info = json!([vol("boot", Some(0), "rw")]);
+        let a = build(&s, &paths, &l).join(" ");
+        assert!(a.contains("\"filename\":\"/vols/boot\""), "{a}");
+        assert!(a.contains("\"discard\":\"unmap\""), "{a}");
+        assert!(
+            a.contains("virtio-blk-pci,drive=root,id=root-dev,bus=rp1,bootindex=1,serial=boot"),
+            "{a}"
+        );
+        assert!(
+            !a.contains("/s/11111111-2222-3333-4444-555555555555/disk,"),
+            "{a}"
+        );
     }
 
     #[test]

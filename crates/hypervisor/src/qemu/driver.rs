@@ -21,6 +21,7 @@ use super::disk::{self, BaseCache};
 use super::host::{self, Accel, AccelChoice};
 use super::qmp::{QmpClient, QmpError};
 use super::tap;
+use crate::volume::VolumeDisk;
 use crate::{
     Driver, DriverError, HostResources, ImageSource, InstanceInfo, InstanceSpec, PowerState,
     RebootKind, Result, SnapshotData,
@@ -42,6 +43,8 @@ pub struct QemuConfig {
     pub console_log_max_bytes: u64,
     /// PCIe root ports created at launch (boot disks use the first ones, hot-plug the rest).
     pub root_ports: u32,
+    /// How long a volume detach waits for the guest to release the disk (`DEVICE_DELETED`).
+    pub volume_detach_timeout: Duration,
     /// A base image no instance used for this long is deleted (checked every `cache_interval`).
     pub unused_base_min_age: Duration,
     pub cache_interval: Duration,
@@ -504,49 +507,64 @@ impl QemuDriver {
         Ok(())
     }
 
+    /// `device_del`, then wait up to `timeout` for the guest to release the device
+    /// (`DEVICE_DELETED` naming it). A device already gone is fine; one whose unplug an earlier
+    /// request started is waited for again.
+    async fn unplug_device(
+        &self,
+        c: &QmpClient,
+        step: &'static str,
+        id: &str,
+        what: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        // Subscribed before the request: the event may come before device_del's reply.
+        let mut events = c.subscribe_events();
+        match c.device_del(id).await {
+            Ok(()) => {}
+            // Gone already (an earlier detach the guest finished late).
+            Err(e) if e.is_not_found() => return Ok(()),
+            Err(QmpError::Command { desc, .. }) if desc.contains("in the process of unplug") => {}
+            Err(e) => return Err(failed(step, e)),
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, events.recv()).await {
+                Ok(Ok(ev)) => {
+                    if ev.event == "DEVICE_DELETED" && ev.data["device"] == id {
+                        return Ok(());
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                    let ids = device_ids(c).await.map_err(qmp_failed(step))?;
+                    if !ids.iter().any(|d| d == id) {
+                        return Ok(());
+                    }
+                }
+                Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    return Err(failed(step, "QEMU went away during the unplug"));
+                }
+                Err(_) => {
+                    return Err(failed(
+                        step,
+                        format!(
+                            "the guest did not release {what} within {} s (a paused guest cannot until it runs again)",
+                            timeout.as_secs()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
     /// Unplug a NIC from a running guest: `device_del`, then wait for the guest to release
     /// it (`DEVICE_DELETED` naming the device), then remove its tap backend.
     async fn unplug_nic(&self, uuid: &str, paths: &Paths, netdev: &str, id: &str) -> Result<()> {
         const STEP: &str = "detaching the interface";
         let c = self.qmp(uuid, paths).await?;
-        // Subscribed before the request: the event may come before device_del's reply.
-        let mut events = c.subscribe_events();
-        match c.device_del(id).await {
-            Ok(()) => {
-                let deadline = Instant::now() + DETACH_TIMEOUT;
-                loop {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match tokio::time::timeout(left, events.recv()).await {
-                        Ok(Ok(ev)) => {
-                            if ev.event == "DEVICE_DELETED" && ev.data["device"] == id {
-                                break;
-                            }
-                        }
-                        Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
-                            let ids = device_ids(&c).await.map_err(qmp_failed(STEP))?;
-                            if !ids.iter().any(|d| d == id) {
-                                break;
-                            }
-                        }
-                        Ok(Err(broadcast::error::RecvError::Closed)) => {
-                            return Err(failed(STEP, "QEMU went away during the unplug"));
-                        }
-                        Err(_) => {
-                            return Err(failed(
-                                STEP,
-                                format!(
-                                    "the guest did not release NIC {id} within {} s (a paused guest cannot until it runs again)",
-                                    DETACH_TIMEOUT.as_secs()
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
-            // Gone already (an earlier detach the guest finished late).
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(failed(STEP, e)),
-        }
+        self.unplug_device(&c, STEP, id, &format!("NIC {id}"), DETACH_TIMEOUT)
+            .await?;
         match c.netdev_del(netdev).await {
             Ok(()) => {}
             Err(e) if e.is_not_found() => {}
@@ -556,24 +574,105 @@ impl QemuDriver {
         Ok(())
     }
 
-    /// Disks for a spec: base, overlay, ephemeral, swap (the instance directory must exist).
-    async fn make_disks(&self, spec: &InstanceSpec, paths: &Paths) -> Result<()> {
-        let image_id = spec.image_id.as_deref().ok_or_else(|| {
-            failed(
-                "creating the root disk",
-                "booting without an image needs a volume, which this host cannot attach yet",
-            )
-        })?;
-        let base = self.bases.ensure(self.images.as_ref(), image_id).await?;
-        let _ = std::fs::remove_file(&paths.disk);
-        disk::create_overlay(
-            &self.cfg.qemu_img,
-            &base,
-            &paths.disk,
-            spec.root_gb,
-            image_id,
+    /// Plug a volume into a running guest: its file (or host_device) node and format node
+    /// (`blockdev-add`), then a virtio-blk device on a free root port. Idempotent: a guest
+    /// that has the device already (a retried attach, a kumo restarted under a running QEMU)
+    /// is left alone, and nodes left by a failed attempt are reused.
+    async fn hotplug_volume(&self, uuid: &str, paths: &Paths, v: &VolumeDisk) -> Result<()> {
+        const STEP: &str = "attaching the volume";
+        let c = self.qmp(uuid, paths).await?;
+        let id = v.device_id();
+        let ids = device_ids(&c).await.map_err(qmp_failed(STEP))?;
+        if ids.contains(&id) {
+            tracing::info!(instance = %uuid, volume = %v.volume_id, "volume already plugged");
+            return Ok(());
+        }
+        let bus = free_root_port(&c, &ids)
+            .await
+            .map_err(qmp_failed(STEP))?
+            .ok_or_else(|| {
+                failed(
+                    STEP,
+                    format!(
+                        "no free PCIe root port for hot-plug: all {} ([qemu] pcie_root_ports) are in use",
+                        self.cfg.root_ports
+                    ),
+                )
+            })?;
+        let (node, file) = v.node_names();
+        let (file_node, fmt_node) = cmdline::volume_nodes(v, &node, &file);
+        for n in [file_node, fmt_node] {
+            match c.blockdev_add(n).await {
+                Ok(()) => {}
+                Err(QmpError::Command { desc, .. }) if desc.contains("Duplicate") => {}
+                Err(e) => {
+                    let _ = c.blockdev_del(&node).await;
+                    let _ = c.blockdev_del(&file).await;
+                    return Err(failed(STEP, format!("{}: {e}", v.path.display())));
+                }
+            }
+        }
+        let device = json!({"driver": "virtio-blk-pci", "id": id, "drive": node, "bus": bus,
+            "serial": v.serial()});
+        if let Err(e) = c.device_add(device).await {
+            let _ = c.blockdev_del(&node).await;
+            let _ = c.blockdev_del(&file).await;
+            return Err(failed(STEP, e));
+        }
+        tracing::info!(instance = %uuid, volume = %v.volume_id, %bus, path = %v.path.display(), "volume hot-plugged");
+        Ok(())
+    }
+
+    /// Unplug a volume from a running guest: `device_del` and the wait for the guest, then
+    /// `blockdev-del` of its nodes.
+    async fn unplug_volume(&self, uuid: &str, paths: &Paths, v: &VolumeDisk) -> Result<()> {
+        const STEP: &str = "detaching the volume";
+        let c = self.qmp(uuid, paths).await?;
+        let id = v.device_id();
+        self.unplug_device(
+            &c,
+            STEP,
+            &id,
+            &format!("volume {}", v.volume_id),
+            self.cfg.volume_detach_timeout,
         )
         .await?;
+        let (node, file) = v.node_names();
+        for n in [node, file] {
+            match c.blockdev_del(&n).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() || e.to_string().contains("not found") => {}
+                Err(e) => return Err(failed(STEP, e)),
+            }
+        }
+        tracing::info!(instance = %uuid, volume = %v.volume_id, "volume unplugged");
+        Ok(())
+    }
+
+    /// Disks for a spec: base, overlay, ephemeral, swap (the instance directory must exist).
+    async fn make_disks(&self, spec: &InstanceSpec, paths: &Paths) -> Result<()> {
+        let volumes = VolumeDisk::all(&spec.block_device_info)?;
+        if volumes.iter().any(|v| v.boot) {
+            // Boot from volume: the volume is the root disk; no image copy.
+            let _ = std::fs::remove_file(&paths.disk);
+        } else {
+            let image_id = spec.image_id.as_deref().ok_or_else(|| {
+                failed(
+                    "creating the root disk",
+                    "booting without an image needs a boot volume (boot_index 0)",
+                )
+            })?;
+            let base = self.bases.ensure(self.images.as_ref(), image_id).await?;
+            let _ = std::fs::remove_file(&paths.disk);
+            disk::create_overlay(
+                &self.cfg.qemu_img,
+                &base,
+                &paths.disk,
+                spec.root_gb,
+                image_id,
+            )
+            .await?;
+        }
         if spec.ephemeral_gb > 0 {
             disk::create_formatted(&paths.ephemeral, spec.ephemeral_gb << 30, "ext4").await?;
         }
@@ -1039,12 +1138,59 @@ impl Driver for QemuDriver {
         })
     }
 
-    async fn attach_volume(&self, _uuid: &str, _volume_id: &str, _device: &str) -> Result<()> {
-        Err(DriverError::Unsupported("attaching volumes"))
+    /// Hot-plug into a running guest, and record the volume in `spec.json` in any power
+    /// state, so a start, a hard reboot or a resize launches QEMU with it.
+    async fn attach_volume(&self, uuid: &str, entry: &Value) -> Result<()> {
+        let v = VolumeDisk::from_entry(entry)?;
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(uuid)?;
+        let mut spec = self.read_spec(&paths)?;
+        if self.running_pid(&paths, uuid).is_some() {
+            self.hotplug_volume(uuid, &paths, &v).await?;
+        }
+        let mut entries: Vec<Value> = spec
+            .block_device_info
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        entries.retain(|e| e["volume_id"].as_str() != Some(v.volume_id.as_str()));
+        entries.push(entry.clone());
+        spec.block_device_info = Value::Array(entries);
+        self.write_spec(&paths, &spec)
     }
 
-    async fn detach_volume(&self, _uuid: &str, _volume_id: &str) -> Result<()> {
-        Err(DriverError::Unsupported("detaching volumes"))
+    /// Unplug from a running guest (waiting for it to let go), then drop the volume from
+    /// `spec.json`. On a timeout the volume stays in both.
+    async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<()> {
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(uuid)?;
+        let mut spec = self.read_spec(&paths)?;
+        let entry = spec
+            .block_device_info
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["volume_id"].as_str() == Some(volume_id))
+            .cloned();
+        let Some(entry) = entry else {
+            return Ok(());
+        };
+        let v = VolumeDisk::from_entry(&entry)?;
+        if v.boot {
+            return Err(failed(
+                "detaching the volume",
+                format!("volume {volume_id} is the guest's root disk"),
+            ));
+        }
+        if self.running_pid(&paths, uuid).is_some() {
+            self.unplug_volume(uuid, &paths, &v).await?;
+        }
+        if let Some(entries) = spec.block_device_info.as_array_mut() {
+            entries.retain(|e| e["volume_id"].as_str() != Some(volume_id));
+        }
+        self.write_spec(&paths, &spec)
     }
 
     /// Hot-plug into a running guest, and record the VIF in `spec.json` in any power state,
@@ -1156,6 +1302,7 @@ mod tests {
                 shutdown_timeout: Duration::from_secs(1),
                 console_log_max_bytes: 100,
                 root_ports: 2,
+                volume_detach_timeout: std::time::Duration::from_secs(20),
                 unused_base_min_age: Duration::from_secs(86400),
                 cache_interval: Duration::from_secs(2400),
                 kumo_version: "t".into(),

@@ -466,6 +466,17 @@ impl QmpClient {
         self.execute("device_del", Some(args)).await.map(|_| ())
     }
 
+    /// `blockdev-add`: a block node; `node` holds its `driver`, `node-name` and options.
+    pub async fn blockdev_add(&self, node: Value) -> Result<(), QmpError> {
+        self.execute("blockdev-add", Some(node)).await.map(|_| ())
+    }
+
+    /// `blockdev-del`: remove the block node `node_name` (nothing may use it any more).
+    pub async fn blockdev_del(&self, node_name: &str) -> Result<(), QmpError> {
+        let args = serde_json::json!({ "node-name": node_name });
+        self.execute("blockdev-del", Some(args)).await.map(|_| ())
+    }
+
     /// `qom-list`: the properties (and children) of the QOM object at `path`, as
     /// `(name, type)` pairs.
     pub async fn qom_list(&self, path: &str) -> Result<Vec<(String, String)>, QmpError> {

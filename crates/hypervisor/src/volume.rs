@@ -1,0 +1,148 @@
+//! Volumes as a driver sees them: the entries of [`crate::InstanceSpec::block_device_info`]
+//! (one per attached volume, written by the compute agent) and the `connection_info` the
+//! volume service answered for this host (Cinder's `attachment_update`).
+//!
+//! An entry: `{"volume_id", "attachment_id", "device_name": "/dev/vdb", "boot_index": 0 | null,
+//! "connection_info": {"driver_volume_type": "local", "data": {"device_path", "format",
+//! "access_mode", "discard"}}}`. Only `local` connections (a file or block device on this
+//! host) are supported; anything else is refused with a clear reason.
+
+use serde_json::Value;
+use std::path::PathBuf;
+
+use crate::{DriverError, Result};
+
+/// One volume to give a guest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VolumeDisk {
+    pub volume_id: String,
+    /// The file or block device holding the volume's data.
+    pub path: PathBuf,
+    /// `qcow2` or `raw`.
+    pub format: String,
+    pub read_only: bool,
+    pub discard: bool,
+    /// The boot volume (`boot_index` 0): the guest's root disk.
+    pub boot: bool,
+}
+
+fn refuse(volume_id: &str, reason: impl std::fmt::Display) -> DriverError {
+    DriverError::Failed {
+        step: "connecting the volume",
+        reason: format!("volume {volume_id}: {reason}"),
+    }
+}
+
+impl VolumeDisk {
+    /// The disk of one block_device_info entry.
+    pub fn from_entry(entry: &Value) -> Result<Self> {
+        let volume_id = entry["volume_id"].as_str().unwrap_or_default().to_string();
+        let ci = &entry["connection_info"];
+        let kind = ci["driver_volume_type"].as_str().unwrap_or("");
+        if kind != "local" {
+            return Err(refuse(
+                &volume_id,
+                format!(
+                    "driver_volume_type {kind:?} is not supported by this host (only \"local\": a file or block device here)"
+                ),
+            ));
+        }
+        let data = &ci["data"];
+        let path = data["device_path"]
+            .as_str()
+            .filter(|p| p.starts_with('/'))
+            .ok_or_else(|| refuse(&volume_id, "connection_info has no absolute device_path"))?;
+        let format = data["format"].as_str().unwrap_or("raw").to_string();
+        if !matches!(format.as_str(), "raw" | "qcow2") {
+            return Err(refuse(
+                &volume_id,
+                format!("format {format:?} is not supported (raw or qcow2)"),
+            ));
+        }
+        Ok(Self {
+            path: PathBuf::from(path),
+            format,
+            read_only: data["access_mode"].as_str() == Some("ro"),
+            discard: data["discard"].as_bool().unwrap_or(true),
+            boot: entry["boot_index"].as_i64() == Some(0),
+            volume_id,
+        })
+    }
+
+    /// The volumes of a spec in its order (entries without connection info are skipped).
+    pub fn all(block_device_info: &Value) -> Result<Vec<Self>> {
+        block_device_info
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["connection_info"].is_object())
+            .map(Self::from_entry)
+            .collect()
+    }
+
+    /// QEMU's block node names (at most 31 characters): the format node and its file node.
+    pub fn node_names(&self) -> (String, String) {
+        let hex: String = self
+            .volume_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(24)
+            .collect();
+        (format!("vol{hex}"), format!("vol{hex}-f"))
+    }
+
+    /// The guest device's id (stable per volume, so a restarted kumo finds it).
+    pub fn device_id(&self) -> String {
+        let safe: String = self
+            .volume_id
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        format!("volume-{safe}")
+    }
+
+    /// The disk's serial as the guest sees it (virtio-blk keeps 20 bytes, as with libvirt's
+    /// volume serial; `/dev/disk/by-id/virtio-<serial>`).
+    pub fn serial(&self) -> String {
+        self.volume_id.chars().take(20).collect()
+    }
+
+    /// Whether the path is a block device (QEMU's `host_device` driver) rather than a file.
+    pub fn is_block_device(&self) -> bool {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(&self.path)
+            .map(|m| m.file_type().is_block_device())
+            .unwrap_or(false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn local_connections_only() {
+        let e = json!({"volume_id": "0b7f3a52-9a43-4f6e-8d0e-55a1c2b3d4e5", "boot_index": null,
+            "connection_info": {"driver_volume_type": "local",
+                "data": {"device_path": "/v/volume-1", "format": "qcow2", "access_mode": "ro"}}});
+        let d = VolumeDisk::from_entry(&e).expect("local");
+        assert!(d.read_only && !d.boot && d.discard);
+        assert_eq!(d.format, "qcow2");
+        let (node, file) = d.node_names();
+        assert!(node.len() <= 31 && file.len() <= 31, "{node} {file}");
+        assert_eq!(d.device_id(), "volume-0b7f3a52-9a43-4f6e-8d0e-55a1c2b3d4e5");
+        assert_eq!(d.serial(), "0b7f3a52-9a43-4f6e-8");
+        let iscsi = json!({"volume_id": "v", "connection_info": {"driver_volume_type": "iscsi", "data": {}}});
+        let err = VolumeDisk::from_entry(&iscsi).unwrap_err().to_string();
+        assert!(err.contains("\"iscsi\" is not supported"), "{err}");
+        let rel = json!({"volume_id": "v", "connection_info": {"driver_volume_type": "local", "data": {"device_path": "x"}}});
+        assert!(VolumeDisk::from_entry(&rel).is_err());
+        assert_eq!(
+            VolumeDisk::all(&json!([{"volume_id": "pending"}, e]))
+                .expect("ok")
+                .len(),
+            1
+        );
+    }
+}
