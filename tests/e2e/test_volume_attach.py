@@ -12,7 +12,8 @@ attachments, QMP hot-plug), through the real `openstack` CLI:
 - a server boots from a volume made from the image (`volume create --image`, `server create
   --volume`) and from an image-to-volume block device mapping with delete_on_termination
   (`--block-device ...`): both reach the kumo-tiny ready marker; deleting the second deletes
-  its volume, deleting the first leaves its volume `available`.
+  its volume, deleting the first leaves its volume `available`, and that volume, uploaded to
+  an image, boots a third guest.
 
 Needs root, QEMU and kumo's volume service (skipped without: the catalog must have
 `block-storage`). kumo only."""
@@ -221,4 +222,20 @@ def test_boot_from_volume_and_delete_on_termination(vc, request):
     gone = wait_until(lambda: made_id not in {v["ID"] for v in c.osc("volume", "list", fmt_json=True)}, 60)
     assert gone, "the delete_on_termination volume survived its server"
     wait_volume(c, boot_vol["id"], "available", 60)
+
+    # the volume a guest ran from, uploaded to an image, boots a new guest
+    name = unique("from-volume")
+    c.osc("image", "create", "--volume", boot_vol["id"], "--disk-format", "qcow2", name)
+    image = None
+    def uploaded():
+        nonlocal image
+        found = [i for i in c.osc("image", "list", "--long", fmt_json=True) if i["Name"] == name]
+        image = found[0] if found and found[0]["Status"] == "active" else None
+        return image is not None
+    assert wait_until(uploaded, 180), f"image {name} from volume {boot_vol['id']} not active"
+    wait_volume(c, boot_vol["id"], "available", 60)
+    s3 = boot(c, unique("from-upload"), keypair, "--image", image["ID"])
+    wait_for_console(c, s3["id"], timeout=180)
+    c.osc("server", "delete", "--wait", s3["id"])
+    c.osc("image", "delete", image["ID"])
     c.osc("volume", "delete", boot_vol["id"])
