@@ -136,6 +136,15 @@ def test_server_on_a_network_gets_a_bound_port_deleted_with_it(cc, net):
         # the demo user sees the address too, through the CLI
         osc = cc.osc("server", "show", sid, cloud="kumo", fmt_json=True)
         assert addr in str(osc["addresses"]), osc
+        # Nova's ips API: by label, version and addr only; an unknown label is 404
+        ips = cc.compute("GET", f"/servers/{sid}/ips")
+        assert ips.status_code == 200, ips.text
+        assert ips.json() == {"addresses": {net["name"]: [{"version": 4, "addr": addr}]}}, ips.text
+        one = cc.compute("GET", f"/servers/{sid}/ips/{net['name']}")
+        assert one.json() == {net["name"]: [{"version": 4, "addr": addr}]}, one.text
+        missing = cc.compute("GET", f"/servers/{sid}/ips/no-such-network")
+        assert missing.status_code == 404
+        assert missing.json()["itemNotFound"]["message"] == "Instance is not a member of specified network"
     finally:
         delete(cc, sid)
     assert ports_of(cc, sid) == []

@@ -14,6 +14,7 @@ mod flavors;
 mod groups;
 mod hypervisors;
 mod interfaces;
+mod ips;
 mod keypairs;
 mod misc;
 pub mod novnc;
@@ -82,7 +83,8 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(volumes::routes())
         .merge(usage::routes())
         .merge(events::routes())
-        .merge(server_password::routes());
+        .merge(server_password::routes())
+        .merge(ips::routes());
     Router::new()
         .route("/", get(versions_root))
         .nest("/v2.1", v21.clone())

@@ -46,7 +46,7 @@ pub fn links(ctx: &Ctx, collection: &str, id: &str) -> Value {
 }
 
 /// `addresses` from the network info (`{network label: [{addr, version, OS-EXT-IPS...}]}`).
-fn addresses(i: &Instance) -> Value {
+pub(super) fn addresses(i: &Instance) -> Value {
     let mut out = serde_json::Map::new();
     for vif in i.network_info.as_array().into_iter().flatten() {
         let label = vif["network"]["label"]
