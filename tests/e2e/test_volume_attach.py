@@ -5,7 +5,8 @@ attachments, QMP hot-plug), through the real `openstack` CLI:
   new virtio disk (`/sys/block/vdb`, read over SSH), takes a marker written with `dd`, is
   detached (`server remove volume`: the guest lets go, the volume is `available`), attached to
   a second guest, which reads the marker back; a `kill -9` of kumo and a start leave it attached
-  once (no second disk in the guest);
+  once (no second disk in the guest); extended while in use (volume 3.42), the disk grows under
+  the running guest (`/sys/block/vdb/size`) with its data;
 - a detach from a paused guest times out (`[qemu] volume_detach_timeout`): the volume stays
   `in-use`, the attachment stays listed (`server volume list`), the action's event has the
   error; after unpause the detach works;
@@ -164,6 +165,16 @@ def test_attach_write_detach_reattach_and_paused_detach(vc, request):
     assert [a["Volume ID"] for a in c.osc("server", "volume", "list", s2["id"], fmt_json=True)] == [vol["id"]]
     disks = in_guest(c, s2["id"], key, "ls /sys/block").split()
     assert sorted(d for d in disks if d.startswith("vd")) == ["vda", "vdb"], disks
+
+    # Extend while in use (Cinder 3.42): the volume service tells compute (volume-extended) and
+    # QEMU grows the disk under the running guest, which sees the new size; the data stays.
+    c.osc("--os-volume-api-version", "3.42", "volume", "set", "--size", "2", vol["id"])
+    grown = wait_until(lambda: ssh(c, s2["id"], key, "cat /sys/block/vdb/size").stdout.strip()
+                       == str((2 << 30) // 512), 60)
+    assert grown, in_guest(c, s2["id"], key, "cat /sys/block/vdb/size; dmesg | tail -5")
+    v = wait_volume(c, vol["id"], "in-use", 30)
+    assert v["size"] == 2, v
+    assert marker in in_guest(c, s2["id"], key, "dd if=/dev/vdb bs=512 count=1 2>/dev/null")
 
     # Paused: the guest cannot let go; the detach fails after the timeout, nothing is lost.
     c.osc("server", "pause", s2["id"])

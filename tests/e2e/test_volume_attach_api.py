@@ -149,3 +149,53 @@ def test_boot_from_volume_and_delete_on_termination(fc):
         time.sleep(0.3)
     wait_status(c, keep, "available")
     c.osc("volume", "delete", keep)
+
+
+def test_extend_in_use_reaches_the_guest(fc):
+    """Cinder 3.42 extends an attached volume, then tells compute (`volume-extended`): the server
+    gets an `extend_volume` action whose `compute_extend_volume` event succeeded, and the guest's
+    driver grew the disk to the new size."""
+    c = fc
+    sid, vid = boot(c), new_volume(c)
+    assert attach(c, sid, vid).status_code == 200
+    wait_status(c, vid, "in-use")
+    # before 3.42 an in-use volume cannot be extended (Cinder's message)
+    out = c.osc_fail("--os-volume-api-version", "3.41", "volume", "set", "--size", "2", vid)
+    assert "in-use" in out or "available" in out, out
+    c.osc("--os-volume-api-version", "3.42", "volume", "set", "--size", "2", vid)
+    wait_status(c, vid, "in-use")
+    assert c.osc("volume", "show", vid, fmt_json=True)["size"] == 2
+
+    def extend_event():
+        for a in c.osc("server", "event", "list", sid, fmt_json=True):
+            if a["Action"] == "extend_volume":
+                ev = c.osc("server", "event", "show", sid, a["Request ID"], fmt_json=True)["events"]
+                return [e for e in ev if e["event"] == "compute_extend_volume"]
+        return []
+
+    deadline = time.monotonic() + 30
+    while not (ev := extend_event()) or ev[0].get("result") is None:
+        assert time.monotonic() < deadline, f"no finished compute_extend_volume event: {ev}"
+        time.sleep(0.3)
+    assert ev[0]["result"] == "Success", ev
+    log = c.compute("POST", f"/servers/{sid}/action", json={"os-getConsoleOutput": {}}).json()["output"]
+    assert f"volume {vid} extended to {2 << 30} bytes" in log, log
+    # volume-extended needs 2.51; one for a volume the server does not have ends as a failed event
+    body = {"events": [{"name": "volume-extended", "server_uuid": sid, "tag": MISSING}]}
+    nova_error(c.compute("POST", "/os-server-external-events", version="2.50", json=body), 400)
+    r = c.compute("POST", "/os-server-external-events", version="2.51", json=body)
+    assert r.status_code == 200, r.text
+    rid = r.headers["x-openstack-request-id"]
+    deadline = time.monotonic() + 30
+    while True:
+        ev = c.osc("server", "event", "show", sid, rid, fmt_json=True)["events"]
+        if ev and ev[0].get("result"):
+            break
+        assert time.monotonic() < deadline, f"no finished event for {rid}: {ev}"
+        time.sleep(0.3)
+    assert ev[0]["event"] == "compute_extend_volume" and ev[0]["result"] == "Error", ev
+    c.compute("DELETE", f"/servers/{sid}/os-volume_attachments/{vid}")
+    wait_status(c, vid, "available")
+    assert c.osc("volume", "show", vid, fmt_json=True)["size"] == 2
+    c.osc("server", "delete", "--wait", sid)
+    c.osc("volume", "delete", vid)

@@ -34,6 +34,7 @@ pub const EVENT_BDM: &str = "compute_build_block_device_mapping";
 pub const EVENT_SPAWNING: &str = "compute_build_spawning";
 pub const EVENT_TERMINATE: &str = "compute_terminate_instance";
 pub const EVENT_ATTACH_INTERFACE: &str = "compute_attach_interface";
+pub const EVENT_EXTEND_VOLUME: &str = "compute_extend_volume";
 
 /// The host memory kept from guests on a node of `memory_mb` (placement's reserved MEMORY_MB):
 /// `reserved_host_memory_mb`, at most half the node's.
@@ -1507,7 +1508,7 @@ impl ComputeAgent {
     /// External events for instances on this host (Nova's `external_instance_event`): each is
     /// recorded on its instance, a deleted port's vif leaves the network info, then whoever
     /// waits for the event (a build waiting for `network-vif-plugged`) gets it.
-    pub async fn external_events(&self, msg: &ExternalInstanceEvents) -> Result<()> {
+    pub async fn external_events(&self, msg: &ExternalInstanceEvents, rid: &str) -> Result<()> {
         for ev in &msg.events {
             let e = ev.clone();
             let host = self.host.clone();
@@ -1542,8 +1543,79 @@ impl ComputeAgent {
             }
             tracing::info!(instance = %ev.instance_uuid, event = %ev.name, tag = ?ev.tag, status = %ev.status, host = %self.host, "external event received");
             self.svc.events.deliver(ev);
+            if ev.name == "volume-extended"
+                && let Some(volume_id) = &ev.tag
+            {
+                self.extend_volume(&ev.instance_uuid, volume_id, rid).await;
+            }
         }
         Ok(())
+    }
+
+    /// Nova's `extend_volume`: the volume service grew an attached volume, so the guest's
+    /// disk grows to the volume's new size. The outcome is the action's
+    /// `compute_extend_volume` event; a failure leaves the guest at the old size (the volume
+    /// keeps its new one, and the guest sees it at its next launch).
+    async fn extend_volume(&self, uuid: &str, volume_id: &str, rid: &str) {
+        let svc = &self.svc;
+        let ev = match svc
+            .event_start(uuid, rid, EVENT_EXTEND_VOLUME, Some(&self.host))
+            .await
+        {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(instance = %uuid, error = %e, "extend_volume event not recorded");
+                None
+            }
+        };
+        let r: Result<u64> = async {
+            let i = svc_instance(svc, uuid).await?;
+            if !i
+                .volume_attachments
+                .iter()
+                .any(|a| a.volume_id == volume_id)
+            {
+                return Err(crate::core::volumes::not_attached(uuid, volume_id));
+            }
+            // The service's own token: the event carries no user's.
+            let c = VolumeCall {
+                svc,
+                project_id: &i.project_id,
+                token: None,
+                request_id: rid,
+            };
+            let v = svc.volume.get(&c, volume_id).await?.ok_or_else(|| {
+                ComputeError::Failed(format!("volume {volume_id} no longer exists"))
+            })?;
+            let gb = v["size"]
+                .as_u64()
+                .ok_or_else(|| ComputeError::Failed(format!("volume {volume_id} has no size")))?;
+            let bytes = gb << 30;
+            self.driver
+                .extend_volume(uuid, volume_id, bytes)
+                .await
+                .map_err(|e| {
+                    ComputeError::Failed(format!(
+                        "Failed to extend volume {volume_id} of instance {uuid}: {e}"
+                    ))
+                })?;
+            Ok(bytes)
+        }
+        .await;
+        let error = match &r {
+            Ok(bytes) => {
+                tracing::info!(instance = %uuid, volume = %volume_id, bytes, "volume extended in the guest");
+                None
+            }
+            Err(e) => {
+                tracing::error!(instance = %uuid, volume = %volume_id, error = %e, "volume not extended in the guest");
+                Some(e.to_string())
+            }
+        };
+        if let Err(e) = svc.event_finish(ev, error.as_deref()).await {
+            tracing::warn!(instance = %uuid, error = %e, "extend_volume event not finished");
+        }
+        let _ = svc.action_finish(uuid, rid).await;
     }
 }
 
@@ -1605,10 +1677,10 @@ pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
                 Ok(())
             }
         })
-        .on(move |_meta: RequestMeta, msg: ExternalInstanceEvents| {
+        .on(move |meta: RequestMeta, msg: ExternalInstanceEvents| {
             let a = a4.clone();
             async move {
-                if let Err(e) = a.external_events(&msg).await {
+                if let Err(e) = a.external_events(&msg, ComputeAgent::rid(&meta)).await {
                     tracing::error!(error = %e, "external events failed");
                 }
                 Ok(())

@@ -324,6 +324,21 @@ impl Driver for FakeDriver {
         })
     }
 
+    async fn extend_volume(&self, uuid: &str, volume_id: &str, new_size: u64) -> Result<()> {
+        self.with_guest(uuid, |g| {
+            if !g.volumes.contains_key(volume_id) {
+                return Err(DriverError::Failed {
+                    step: "extending the volume",
+                    reason: format!("volume {volume_id} is not attached to instance {uuid}"),
+                });
+            }
+            g.console.push(format!(
+                "fake: volume {volume_id} extended to {new_size} bytes"
+            ));
+            Ok(())
+        })
+    }
+
     async fn attach_interface(&self, uuid: &str, vif: &Value) -> Result<()> {
         let port = vif
             .get("id")

@@ -190,6 +190,11 @@ pub trait Driver: Send + Sync {
     /// Take a volume away: a running guest must release it (unplug, waited for up to the
     /// driver's detach timeout); on timeout the volume stays attached and this fails.
     async fn detach_volume(&self, uuid: &str, volume_id: &str) -> Result<()>;
+    /// The volume grew to `new_size` bytes (Nova's `extend_volume`, after the volume
+    /// service's `volume-extended` event): a running guest's disk is resized in place and
+    /// the guest told of its new capacity. A guest that is not running opens the grown file
+    /// at its next launch, so there is nothing to do then.
+    async fn extend_volume(&self, uuid: &str, volume_id: &str, new_size: u64) -> Result<()>;
     async fn attach_interface(&self, uuid: &str, vif: &Value) -> Result<()>;
     async fn detach_interface(&self, uuid: &str, port_id: &str) -> Result<()>;
     /// The tail of the serial console log (`length` lines; None: all of it).

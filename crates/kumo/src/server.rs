@@ -345,6 +345,9 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
                 region: region.clone(),
             },
         )));
+    cloud
+        .volume
+        .set_server_events(Arc::new(VolumeServerEvents(cloud.compute.clone())));
     let _roles = compute::roles::start(cloud.compute.clone(), bus, clients)
         .await
         .context("starting the compute roles")?;
@@ -386,8 +389,43 @@ impl network::agent::PortEvents for ComputeEvents {
         let Some(ev) = ev.as_object().cloned() else {
             return;
         };
-        if let Err(e) = self.0.external_events(vec![ev], "req-network-agent").await {
+        if let Err(e) = self
+            .0
+            .external_events(vec![ev], "req-network-agent", None)
+            .await
+        {
             tracing::warn!(%server, %port, error = %e, "could not deliver network-vif-plugged");
+        }
+    }
+}
+
+/// Cinder's notifications to Nova, in-process: an attached volume grew → `volume-extended`.
+struct VolumeServerEvents(Arc<compute::ComputeService>);
+
+#[async_trait::async_trait]
+impl volume::server_events::ServerEvents for VolumeServerEvents {
+    async fn volume_extended(
+        &self,
+        server: &str,
+        volume_id: &str,
+        by: &volume::server_events::Sender,
+    ) {
+        let ev = serde_json::json!({
+            "name": "volume-extended",
+            "server_uuid": server,
+            "tag": volume_id,
+            "status": "completed",
+        });
+        let Some(ev) = ev.as_object().cloned() else {
+            return;
+        };
+        let sender = Some((by.user_id.as_str(), by.project_id.as_str()));
+        if let Err(e) = self
+            .0
+            .external_events(vec![ev], &by.request_id, sender)
+            .await
+        {
+            tracing::warn!(%server, volume = %volume_id, error = %e, "could not deliver volume-extended");
         }
     }
 }

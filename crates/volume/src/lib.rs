@@ -4,6 +4,7 @@
 //! - [`store`]: persistence (one resource table with JSON bodies, quotas) and migrations.
 //! - [`backend`]: the [`backend::Backend`] trait and the `file` backend (qcow2 files).
 //! - [`glance`]: calls to the image service (volume from image, upload to image).
+//! - [`server_events`]: what compute is told (`volume-extended`).
 //! - [`core`]: [`core::VolumeService`], the service logic (no HTTP, no SQL).
 //! - [`api`]: the HTTP API, Cinder's paths, bodies and microversions.
 
@@ -14,6 +15,7 @@ pub mod core;
 pub mod error;
 pub mod glance;
 pub mod model;
+pub mod server_events;
 pub mod store;
 
 pub use core::VolumeService;

@@ -24,7 +24,13 @@ async fn create(State(api): St, ctx: Ctx, JsonBody(body): JsonBody) -> Result<Re
         "os_compute_api:os-server-external-events:create",
         &json!({}),
     )?;
-    let results = svc.external_events(events, &ctx.request_id).await?;
+    let by = (
+        ctx.auth.user_id.as_str(),
+        ctx.auth.project_id().unwrap_or_default(),
+    );
+    let results = svc
+        .external_events(events, &ctx.request_id, Some(by))
+        .await?;
     let codes: Vec<u16> = results.iter().map(|r| r.code).collect();
     let status = StatusCode::from_u16(overall(&codes)).unwrap_or(StatusCode::MULTI_STATUS);
     let events: Vec<Value> = results.into_iter().map(|r| Value::Object(r.body)).collect();

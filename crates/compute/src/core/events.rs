@@ -18,6 +18,10 @@ use super::ComputeService;
 use crate::error::{ComputeError, Result};
 use crate::model::Instance;
 use crate::rpc::{self, ExternalEvent, ExternalInstanceEvents};
+use crate::store;
+
+/// The instance action a `volume-extended` event starts (Nova's `EXTEND_VOLUME`).
+pub const EXTEND_VOLUME_ACTION: &str = "extend_volume";
 
 /// The event names 2.`minor` accepts (kumo's max is 2.72: power-update (2.76),
 /// accelerator-request-bound (2.82) and volume-reimaged (2.93) are refused by the schema).
@@ -329,16 +333,20 @@ impl ComputeService {
         if let Some(t) = tag {
             e.insert("tag".into(), json!(t));
         }
-        let results = self.external_events(vec![e], request_id).await?;
+        let results = self.external_events(vec![e], request_id, None).await?;
         Ok(results.first().map(|r| r.code).unwrap_or(404))
     }
 
     /// `POST /os-server-external-events` after validation: find each event's server, set the
     /// result, and cast the accepted ones to their hosts (one message per host).
+    ///
+    /// `by` (user id, project id) is who sent them: a `volume-extended` event starts the
+    /// instance's `extend_volume` action in their name, as Nova's API does.
     pub async fn external_events(
         &self,
         events: Vec<Map<String, Value>>,
         request_id: &str,
+        by: Option<(&str, &str)>,
     ) -> Result<Vec<EventResult>> {
         let mut results = Vec::new();
         let mut by_host: BTreeMap<String, Vec<ExternalEvent>> = BTreeMap::new();
@@ -357,6 +365,21 @@ impl ComputeService {
                 && let Some(host) = instance.as_ref().and_then(|i| i.host.clone())
             {
                 tracing::info!(instance = %uuid, event = %name, tag = ?tag, %host, "external event");
+                if name == "volume-extended"
+                    && let Some((user_id, project_id)) = by
+                {
+                    let txn = self.db.write().await?;
+                    store::insert_action(
+                        &*txn,
+                        &uuid,
+                        EXTEND_VOLUME_ACTION,
+                        request_id,
+                        user_id,
+                        project_id,
+                    )
+                    .await?;
+                    txn.commit().await?;
+                }
                 by_host.entry(host).or_default().push(ExternalEvent {
                     instance_uuid: uuid.clone(),
                     name: name.clone(),

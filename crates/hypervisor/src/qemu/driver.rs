@@ -1193,6 +1193,42 @@ impl Driver for QemuDriver {
         self.write_spec(&paths, &spec)
     }
 
+    /// Grow a running guest's volume through QMP (its format node, so a qcow2 header grows
+    /// with it). The file itself is locked by QEMU while the guest runs, which is why the
+    /// volume service cannot grow it then.
+    async fn extend_volume(&self, uuid: &str, volume_id: &str, new_size: u64) -> Result<()> {
+        const STEP: &str = "extending the volume";
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(uuid)?;
+        let spec = self.read_spec(&paths)?;
+        let entry = spec
+            .block_device_info
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["volume_id"].as_str() == Some(volume_id))
+            .cloned()
+            .ok_or_else(|| {
+                failed(
+                    STEP,
+                    format!("volume {volume_id} is not attached to instance {uuid}"),
+                )
+            })?;
+        let v = VolumeDisk::from_entry(&entry)?;
+        if self.running_pid(&paths, uuid).is_none() {
+            tracing::info!(instance = %uuid, volume = %volume_id, "guest not running: it opens the grown volume at its next launch");
+            return Ok(());
+        }
+        let c = self.qmp(uuid, &paths).await?;
+        let (node, _) = v.node_names();
+        c.block_resize(&node, new_size)
+            .await
+            .map_err(|e| failed(STEP, format!("{}: {e}", v.path.display())))?;
+        tracing::info!(instance = %uuid, volume = %volume_id, bytes = new_size, "volume grown in the guest");
+        Ok(())
+    }
+
     /// Hot-plug into a running guest, and record the VIF in `spec.json` in any power state,
     /// so a start, a hard reboot or a resize launches QEMU with the NIC.
     async fn attach_interface(&self, uuid: &str, vif: &Value) -> Result<()> {

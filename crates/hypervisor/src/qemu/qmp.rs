@@ -477,6 +477,13 @@ impl QmpClient {
         self.execute("blockdev-del", Some(args)).await.map(|_| ())
     }
 
+    /// `block_resize`: grow the image under the block node `node_name` to `size` bytes;
+    /// the device using it tells the guest (virtio-blk's config-change interrupt).
+    pub async fn block_resize(&self, node_name: &str, size: u64) -> Result<(), QmpError> {
+        let args = serde_json::json!({ "node-name": node_name, "size": size });
+        self.execute("block_resize", Some(args)).await.map(|_| ())
+    }
+
     /// `qom-list`: the properties (and children) of the QOM object at `path`, as
     /// `(name, type)` pairs.
     pub async fn qom_list(&self, path: &str) -> Result<Vec<(String, String)>, QmpError> {

@@ -192,6 +192,8 @@ pub struct Ctx {
     pub token: String,
     pub mv: Mv,
     pub base: String,
+    /// This request's `x-openstack-request-id` (carried into what it makes others do).
+    pub request_id: String,
 }
 
 impl Ctx {
@@ -234,12 +236,18 @@ impl FromRequestParts<Api> for Ctx {
                     .to_string()
             })
         });
+        let request_id = parts
+            .extensions
+            .get::<common::request_id::RequestId>()
+            .map(|r| r.0.clone())
+            .unwrap_or_else(|| common::request_id::RequestId::generate().0);
         Ok(Ctx {
             url_project,
             auth,
             token,
             mv,
             base: base_of(parts, &state.svc),
+            request_id,
         })
     }
 }

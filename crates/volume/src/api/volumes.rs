@@ -454,7 +454,8 @@ async fn do_action(api: &Api, ctx: &Ctx, id: &str, body: Value) -> Result<Respon
                     args.get("new_size").cloned().unwrap_or(Value::Null)
                 ))
             })?;
-            svc.extend_volume(a, id, n, ctx.mv.at_least(42)).await?;
+            svc.extend_volume(a, id, n, ctx.mv.at_least(42), &ctx.request_id)
+                .await?;
             Ok(accepted_empty())
         }
         "os-reset_status" => {

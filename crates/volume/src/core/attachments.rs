@@ -232,7 +232,39 @@ impl VolumeService {
             self.save_volume(&*w, &v).await?;
         }
         w.commit().await?;
+        if rest.is_empty() {
+            self.finish_pending_extend(&a.volume_id).await;
+        }
         Ok(rest)
+    }
+
+    /// A volume extended while a guest held its file: the guest's QEMU grew the disk it had
+    /// open, or could not. Once no guest holds it, the file gets the volume's size for sure
+    /// (growing a file to the size it has is harmless).
+    pub(crate) async fn finish_pending_extend(&self, volume_id: &str) {
+        let r: Result<()> = async {
+            let v: Volume = match store::get(self.db.conn(), KIND_VOLUME, volume_id).await? {
+                Some(b) => from_body(&b)?,
+                None => return Ok(()),
+            };
+            let Some(size) = v.pending_extend else {
+                return Ok(());
+            };
+            self.backend(&v.backend)?.extend(&v.id, size).await?;
+            let w = self.db.write().await?;
+            if let Some(b) = store::get(&*w, KIND_VOLUME, volume_id).await? {
+                let mut v: Volume = from_body(&b)?;
+                v.pending_extend = None;
+                self.save_volume(&*w, &v).await?;
+            }
+            w.commit().await?;
+            tracing::info!(volume = %volume_id, size_gb = size, "volume file grown after its detach");
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::warn!(volume = %volume_id, error = %e, "pending extend not finished (retried at the next detach)");
+        }
     }
 
     // ------------------------------------------------------------ legacy actions
@@ -494,7 +526,8 @@ impl VolumeService {
                 Ok(Value::Null)
             },
         )
-        .await
-        .map(|_| ())
+        .await?;
+        self.finish_pending_extend(id).await;
+        Ok(())
     }
 }

@@ -28,6 +28,7 @@ use crate::config::VolumeConfig;
 use crate::error::{Result, VolumeError};
 use crate::glance::ImageClient;
 use crate::model::*;
+use crate::server_events::{NoServerEvents, ServerEvents};
 use crate::store;
 
 /// Policy defaults of the volume API (Cinder's names, secure RBAC), as data.
@@ -44,6 +45,7 @@ pub struct VolumeService {
     pub(crate) policy: Enforcer,
     pub(crate) backends: Vec<Box<dyn Backend>>,
     image: RwLock<Option<Arc<ImageClient>>>,
+    server_events: RwLock<Arc<dyn ServerEvents>>,
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -103,6 +105,7 @@ impl VolumeService {
             policy,
             backends,
             image: RwLock::new(None),
+            server_events: RwLock::new(Arc::new(NoServerEvents)),
             started_at: now(),
         });
         svc.ensure_default_type()
@@ -121,6 +124,15 @@ impl VolumeService {
     /// The image service client (set once the catalog is known).
     pub fn set_image_client(&self, c: Arc<ImageClient>) {
         *self.image.write() = Some(c);
+    }
+
+    /// Who hears of servers' volume changes (compute's external events).
+    pub fn set_server_events(&self, e: Arc<dyn ServerEvents>) {
+        *self.server_events.write() = e;
+    }
+
+    pub(crate) fn server_events(&self) -> Arc<dyn ServerEvents> {
+        self.server_events.read().clone()
     }
 
     pub(crate) fn image_client(&self) -> Result<Arc<ImageClient>> {

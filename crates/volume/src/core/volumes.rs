@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::model::{Action, Metadata, status};
+use crate::server_events::Sender;
 
 const GIB: u64 = 1 << 30;
 
@@ -566,6 +567,7 @@ impl VolumeService {
         id: &str,
         new_size: i64,
         attached_ok: bool,
+        request_id: &str,
     ) -> Result<()> {
         let w = self.db.write().await?;
         let mut v = self.load_volume(&*w, ctx, id).await?;
@@ -606,6 +608,11 @@ impl VolumeService {
         self.save_volume(&*w, &v).await?;
         w.commit().await?;
         let svc = self.clone();
+        let by = Sender {
+            user_id: ctx.user_id.clone(),
+            project_id: ctx.project_id().unwrap_or(&v.project_id).to_string(),
+            request_id: request_id.to_string(),
+        };
         tokio::spawn(async move {
             let r = match svc.backend(&v.backend) {
                 Ok(b) => b.extend(&v.id, new_size).await.map_err(VolumeError::from),
@@ -632,9 +639,31 @@ impl VolumeService {
                 .await;
             if let Err(e) = res {
                 tracing::error!(error = %e, "could not record the extend");
+                return;
+            }
+            if old == status::IN_USE {
+                svc.tell_servers_extended(&v.id, &by).await;
             }
         });
         Ok(())
+    }
+
+    /// Cinder's `extend_volume_completion` for an attached volume: each server it is
+    /// attached to gets `volume-extended`, and its host grows the guest's disk.
+    async fn tell_servers_extended(&self, volume_id: &str, by: &Sender) {
+        let atts = self.attachments_of(self.db.conn(), volume_id).await;
+        let servers: std::collections::BTreeSet<String> = match atts {
+            Ok(atts) => atts.into_iter().filter_map(|a| a.instance_uuid).collect(),
+            Err(e) => {
+                tracing::error!(volume = %volume_id, error = %e, "attachments not read: no volume-extended sent");
+                return;
+            }
+        };
+        let events = self.server_events();
+        for server in servers {
+            tracing::info!(volume = %volume_id, %server, "volume-extended sent");
+            events.volume_extended(&server, volume_id, by).await;
+        }
     }
 
     pub async fn reset_status(
