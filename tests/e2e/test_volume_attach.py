@@ -7,6 +7,8 @@ attachments, QMP hot-plug), through the real `openstack` CLI:
   a second guest, which reads the marker back; a `kill -9` of kumo and a start leave it attached
   once (no second disk in the guest); extended while in use (volume 3.42), the disk grows under
   the running guest (`/sys/block/vdb/size`) with its data;
+- `kill -9` of kumo 0-0.3 s after an attach request to that guest: after `kumo up` the volume is
+  either in-use, listed and seen by the guest, or available, unlisted and unseen;
 - a detach from a paused guest times out (`[qemu] volume_detach_timeout`): the volume stays
   `in-use`, the attachment stays listed (`server volume list`), the action's event has the
   error; after unpause the detach works;
@@ -201,6 +203,48 @@ def test_attach_write_detach_reattach_and_paused_detach(vc, request):
     wait_volume(c, vol["id"], "available", 60)
     assert wait_until(lambda: not has_vdb(c, s2["id"], key), 30)
     c.osc("volume", "delete", vol["id"])
+
+    kill9_during_attach(c, s2["id"], key)
+
+
+def kill9_during_attach(c, server_id: str, key: str) -> None:
+    """kill -9 of kumo at several moments of an attach to a running guest (request answered,
+    then 0 to 0.3 s later): after `kumo up` the volume settles either in-use, listed on the server
+    and seen by the guest, or available, not listed and not seen; never in-use without an
+    attachment, never a disk in the guest that no attachment accounts for."""
+    outcomes = []
+    for delay in (0.0, 0.05, 0.15, 0.3):
+        vol = c.osc("volume", "create", "--size", "1", unique("k9v"), fmt_json=True)
+        wait_volume(c, vol["id"], "available")
+        r = c.compute("POST", f"/servers/{server_id}/os-volume_attachments",
+                      json={"volumeAttachment": {"volumeId": vol["id"]}})
+        assert r.status_code == 200, r.text
+        time.sleep(delay)
+        c.kill9_and_up()
+        settled = wait_until(lambda: volume(c, vol["id"])["status"] in ("in-use", "available"), 60)
+        assert settled, f"volume {vol['id']} stuck after kill -9 + up: {volume(c, vol['id'])}"
+        time.sleep(1)  # anything still finishing would show now
+        v = volume(c, vol["id"])
+        listed = [a["volumeId"] for a in c.compute(
+            "GET", f"/servers/{server_id}/os-volume_attachments").json()["volumeAttachments"]]
+        assert wait_until(lambda: ssh(c, server_id, key, "true").returncode == 0, 120), \
+            "no SSH to the guest after kill -9 + up"
+        if v["status"] == "in-use":
+            assert v["attachments"] and v["attachments"][0]["server_id"] == server_id, v
+            assert listed == [vol["id"]], listed
+            assert wait_until(lambda: has_vdb(c, server_id, key), 30), \
+                f"in-use after kill -9 at +{delay} s but the guest has no vdb"
+            c.osc("server", "remove", "volume", server_id, vol["id"])
+            wait_volume(c, vol["id"], "available", 60)
+            assert wait_until(lambda: not has_vdb(c, server_id, key), 30)
+        else:
+            assert not v["attachments"], v
+            assert listed == [], listed
+            assert not has_vdb(c, server_id, key), \
+                f"available after kill -9 at +{delay} s but the guest still has vdb"
+        outcomes.append((delay, v["status"]))
+        c.osc("volume", "delete", vol["id"])
+    print("kill -9 during attach:", outcomes)
 
 
 def test_boot_from_volume_and_delete_on_termination(vc, request):
