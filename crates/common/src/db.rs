@@ -1,4 +1,5 @@
-//! Database connections for a service: SQLite by default, PostgreSQL/MySQL by URL later.
+//! Database connections for a service: SQLite by default, PostgreSQL or MySQL/MariaDB by URL
+//! (`[database] connection`), the same migrations on all three.
 //!
 //! SQLite runs in WAL mode (readers never wait for the writer) with a busy timeout, and
 //! every write transaction of a database is serialised through one async lock, so a burst
@@ -24,7 +25,7 @@ pub enum DbError {
         source: std::io::Error,
     },
     #[error(
-        "unsupported database URL {0:?}: use sqlite://PATH (postgres:// and mysql:// come with scale-out)"
+        "unsupported database URL {0:?}: use sqlite://PATH, postgresql://USER:PASS@HOST/DB or mysql://USER:PASS@HOST/DB"
     )]
     Unsupported(String),
 }
@@ -81,6 +82,13 @@ impl Database {
             });
             // Readers run in parallel; one pool is enough for a 2-core all-in-one host.
             opts.max_connections(8).min_connections(1);
+        } else if is_server_url(url) {
+            // A server shared by many processes and hosts: more connections, kept alive,
+            // and a short acquire timeout so an unreachable server is an error, not a hang.
+            opts.max_connections(16)
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .idle_timeout(Duration::from_secs(600));
         } else {
             return Err(DbError::Unsupported(url.to_string()));
         }
@@ -132,6 +140,34 @@ impl Database {
     }
 }
 
+/// Whether `url` names a database server (PostgreSQL or MySQL/MariaDB) rather than a file.
+fn is_server_url(url: &str) -> bool {
+    ["postgres://", "postgresql://", "mysql://"]
+        .iter()
+        .any(|p| url.starts_with(p))
+}
+
+/// `sql` written with `$1, $2, …` placeholders (PostgreSQL's, which SQLite also takes) for
+/// `backend`: MySQL takes `?` only. Placeholders must appear in order, each once.
+pub fn placeholders(backend: DbBackend, sql: &str) -> String {
+    if backend != DbBackend::MySql {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A URL without its password, for logs and errors.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -157,6 +193,19 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn placeholders_follow_the_backend() {
+        let sql = "SELECT a FROM t WHERE x = $1 AND y = $2 AND z = '$' ORDER BY $10";
+        assert_eq!(placeholders(DbBackend::Postgres, sql), sql);
+        assert_eq!(placeholders(DbBackend::Sqlite, sql), sql);
+        assert_eq!(
+            placeholders(DbBackend::MySql, sql),
+            "SELECT a FROM t WHERE x = ? AND y = ? AND z = '$' ORDER BY ?"
+        );
+        assert!(is_server_url("postgresql://u@h/db") && is_server_url("mysql://u:p@h/db"));
+        assert!(!is_server_url("sqlite:///x.sqlite") && !is_server_url("oracle://x"));
+    }
 
     #[test]
     fn redacts_passwords() {

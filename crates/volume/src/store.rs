@@ -80,7 +80,8 @@ pub async fn migrate(conn: &sea_orm::DatabaseConnection) -> Result<(), DbErr> {
 }
 
 fn stmt<C: ConnectionTrait>(c: &C, sql: &str, values: Vec<DbValue>) -> Statement {
-    Statement::from_sql_and_values(c.get_database_backend(), sql, values)
+    let backend = c.get_database_backend();
+    Statement::from_sql_and_values(backend, common::db::placeholders(backend, sql), values)
 }
 
 fn bodies(rows: Vec<sea_orm::QueryResult>) -> Result<Vec<String>, DbErr> {

@@ -132,11 +132,18 @@ pub async fn project_usage(
     project_id: &str,
     user_id: Option<&str>,
 ) -> Result<(i64, i64, i64)> {
-    use sea_orm::{Statement, Value as V};
-    let mut sql = String::from(
+    use sea_orm::{DbBackend, Statement, Value as V};
+    let backend = c.get_database_backend();
+    // SUM of a BIGINT is NUMERIC on PostgreSQL and DECIMAL on MySQL: cast back to an integer.
+    let int = match backend {
+        DbBackend::MySql => "SIGNED",
+        DbBackend::Postgres => "BIGINT",
+        _ => "INTEGER",
+    };
+    let mut sql = format!(
         "SELECT COUNT(*) AS n, \
-         COALESCE(SUM(CASE WHEN vm_state <> 'shelved_offloaded' THEN vcpus ELSE 0 END), 0) AS cores, \
-         COALESCE(SUM(CASE WHEN vm_state <> 'shelved_offloaded' THEN memory_mb ELSE 0 END), 0) AS ram \
+         CAST(COALESCE(SUM(CASE WHEN vm_state <> 'shelved_offloaded' THEN vcpus ELSE 0 END), 0) AS {int}) AS cores, \
+         CAST(COALESCE(SUM(CASE WHEN vm_state <> 'shelved_offloaded' THEN memory_mb ELSE 0 END), 0) AS {int}) AS ram \
          FROM instances WHERE deleted = $1 AND project_id = $2",
     );
     let mut values: Vec<V> = vec![false.into(), project_id.into()];
@@ -144,17 +151,7 @@ pub async fn project_usage(
         sql.push_str(" AND user_id = $3");
         values.push(u.into());
     }
-    let backend = c.get_database_backend();
-    let sql = if backend == sea_orm::DbBackend::Postgres {
-        sql
-    } else {
-        // SQLite and MySQL take `?` placeholders.
-        let mut out = sql;
-        for k in (1..=values.len()).rev() {
-            out = out.replace(&format!("${k}"), "?");
-        }
-        out
-    };
+    let sql = common::db::placeholders(backend, &sql);
     let row = c
         .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?

@@ -209,7 +209,9 @@ pub async fn set_project_tags<C: ConnectionTrait>(
                 e::project_tag::Column::ProjectId,
                 e::project_tag::Column::Name,
             ])
-            .do_nothing()
+            // `do_nothing_on`: MySQL has no ON CONFLICT DO NOTHING; sea-query writes it as an
+            // update of that column to itself there.
+            .do_nothing_on([e::project_tag::Column::ProjectId])
             .to_owned(),
         )
         .exec_without_returning(c)
@@ -613,7 +615,7 @@ pub async fn add_membership<C: ConnectionTrait>(
             e::user_group::Column::UserId,
             e::user_group::Column::GroupId,
         ])
-        .do_nothing()
+        .do_nothing_on([e::user_group::Column::UserId])
         .to_owned(),
     )
     .exec_without_returning(c)
@@ -770,7 +772,7 @@ pub async fn add_implied_role<C: ConnectionTrait>(
             e::implied_role::Column::PriorRoleId,
             e::implied_role::Column::ImpliedRoleId,
         ])
-        .do_nothing()
+        .do_nothing_on([e::implied_role::Column::PriorRoleId])
         .to_owned(),
     )
     .exec_without_returning(c)
@@ -864,7 +866,7 @@ pub async fn add_assignment<C: ConnectionTrait>(c: &C, a: &Assignment) -> Result
             e::assignment::Column::RoleId,
             e::assignment::Column::Inherited,
         ])
-        .do_nothing()
+        .do_nothing_on([e::assignment::Column::Kind])
         .to_owned(),
     )
     .exec_without_returning(c)

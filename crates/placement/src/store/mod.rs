@@ -595,11 +595,20 @@ pub async fn usage<C: ConnectionTrait>(
     rp_ids: Option<&BTreeSet<i32>>,
 ) -> Result<Vec<(i32, i32, i64)>, DbErr> {
     use e::allocation::Column as Col;
+    // SUM is DECIMAL on MySQL (and NUMERIC on PostgreSQL for a BIGINT): cast back to an integer.
+    let int = match c.get_database_backend() {
+        sea_orm::DbBackend::MySql => "SIGNED",
+        sea_orm::DbBackend::Postgres => "BIGINT",
+        _ => "INTEGER",
+    };
     let mut q = e::allocation::Entity::find()
         .select_only()
         .column(Col::ResourceProviderId)
         .column(Col::ResourceClassId)
-        .column_as(Col::Used.sum(), "used")
+        .column_as(
+            sea_orm::sea_query::Expr::cust(format!("CAST(SUM(used) AS {int})")),
+            "used",
+        )
         .group_by(Col::ResourceProviderId)
         .group_by(Col::ResourceClassId);
     if let Some(ids) = rp_ids {

@@ -1,0 +1,162 @@
+"""Throwaway database servers for tests: Debian's PostgreSQL and MariaDB, each in a temp dir of
+its own, on a free loopback port, started as their unprivileged system users, stopped by PID
+(also on failure) and removed. `url` is an oslo-style `[database] connection` template with
+`$service`, and every service's database is created empty before kumo starts."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVICES = ("identity", "compute", "image", "network", "volume", "placement")
+
+
+@dataclass
+class DbServer:
+    kind: str
+    url: str          # `[database] connection` template with $service
+    pid: int
+    started_s: float  # from the start command to accepting connections
+    admin: list[str]  # the server's own client as its superuser (argv; add `-c SQL` / `-e SQL`)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"no server on port {port} within {timeout} s: {log.read_text()[-2000:]}")
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)  # both servers shut down cleanly on TERM
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    return Path(found[-1]).parent if found else None
+
+
+def mariadb_bin() -> str | None:
+    return shutil.which("mariadbd") or shutil.which("mysqld")
+
+
+def _as_user(user: str) -> list[str]:
+    return ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
+
+
+@contextlib.contextmanager
+def postgres_server(prefix: str = "kumo-pg-"):
+    bindir = postgres_bin()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    proc = None
+    try:
+        work.chmod(0o755)
+        data, sock, log = work / "data", work / "sock", work / "postgres.log"
+        for d in (data, sock):
+            d.mkdir()
+        log.touch()
+        if os.geteuid() == 0:
+            shutil.chown(work, "postgres", "postgres")
+            for p in (data, sock, log):
+                shutil.chown(p, "postgres", "postgres")
+        subprocess.run([*_as_user("postgres"), str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
+                        "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
+                       check=True, capture_output=True, text=True, timeout=120)
+        port = free_port()
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [*_as_user("postgres"), str(bindir / "postgres"), "-D", str(data), "-p", str(port),
+             "-k", str(sock), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+             "-c", "max_connections=200"],
+            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_port(port, proc, log)
+        psql = [str(bindir.parent / "bin" / "psql") if (bindir / "psql").exists() else "psql",
+                "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-q"]
+        for _ in range(50):  # accepting TCP a moment before it accepts logins
+            if subprocess.run([*psql, "-c", "SELECT 1"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        started = time.monotonic() - t0
+        for svc in SERVICES:
+            subprocess.run([*psql, "-c", f"CREATE DATABASE kumo_{svc}"], check=True, capture_output=True)
+        yield DbServer("postgresql", f"postgresql://postgres@127.0.0.1:{port}/kumo_$service", proc.pid, started,
+                       psql)
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mariadb_server(prefix: str = "kumo-mariadb-"):
+    mariadbd = mariadb_bin()
+    if mariadbd is None:
+        raise RuntimeError("MariaDB is not installed (Debian package mariadb-server)")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    proc = None
+    try:
+        work.chmod(0o755)
+        data, log = work / "data", work / "mariadb.log"
+        data.mkdir()
+        log.touch()
+        user = "mysql" if os.geteuid() == 0 else os.environ.get("USER", "")
+        if os.geteuid() == 0:
+            for p in (work, data, log):
+                shutil.chown(p, "mysql", "mysql")
+        subprocess.run(["mariadb-install-db", f"--user={user}", f"--datadir={data}", "--auth-root-authentication-method=normal",
+                        "--skip-test-db", "--no-defaults"],
+                       check=True, capture_output=True, text=True, timeout=180)
+        port = free_port()
+        sock = work / "mysqld.sock"
+        t0 = time.monotonic()
+        proc = subprocess.Popen(
+            [mariadbd, "--no-defaults", f"--user={user}", f"--datadir={data}", f"--port={port}",
+             "--bind-address=127.0.0.1", f"--socket={sock}", f"--pid-file={work / 'mysqld.pid'}",
+             "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=0", "--max-connections=300",
+             "--character-set-server=utf8mb4", "--collation-server=utf8mb4_bin"],
+            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_port(port, proc, log)
+        client = ["mariadb", "--no-defaults", f"--socket={sock}", "-uroot"]
+        for _ in range(50):
+            if subprocess.run([*client, "-e", "SELECT 1"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.1)
+        started = time.monotonic() - t0
+        sql = "CREATE USER 'kumo'@'127.0.0.1' IDENTIFIED BY 'kumo-db-pass';"
+        for svc in SERVICES:
+            sql += f"CREATE DATABASE kumo_{svc}; GRANT ALL ON kumo_{svc}.* TO 'kumo'@'127.0.0.1';"
+        subprocess.run([*client, "-e", sql], check=True, capture_output=True, text=True)
+        yield DbServer("mariadb", f"mysql://kumo:kumo-db-pass@127.0.0.1:{port}/kumo_$service", proc.pid, started,
+                       client)
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
