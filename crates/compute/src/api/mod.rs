@@ -109,24 +109,34 @@ async fn fallback() -> Fault {
 pub struct Mv(pub Version);
 
 async fn microversion(mut req: Request, next: Next) -> Response {
+    // The id the request-id layer (outside this router) gave the request: it writes
+    // x-openstack-request-id on the way out, after this layer, so take it from the request.
+    let request_id = common::request_id::RequestId::from_request(&req);
     let version = match MICROVERSIONS.negotiate(req.headers()) {
         Ok(v) => v,
-        Err(f) => return with_compute_request_id(f.into_response()),
+        Err(f) => return with_compute_request_id(f.into_response(), request_id.as_deref()),
     };
     req.extensions_mut().insert(Mv(version));
     let mut resp = next.run(req).await;
     MICROVERSIONS.response_headers(version, resp.headers_mut());
-    with_compute_request_id(resp)
+    with_compute_request_id(resp, request_id.as_deref())
 }
 
-/// Nova sends its request id under its own name too.
-fn with_compute_request_id(mut resp: Response) -> Response {
-    if let Some(id) = resp.headers().get("x-openstack-request-id").cloned() {
+/// Nova sends its request id under its own name too (`x-compute-request-id`), the same id as
+/// `x-openstack-request-id`: Tempest's instance-action tests look the action up by it.
+fn with_compute_request_id(mut resp: Response, request_id: Option<&str>) -> Response {
+    let id = resp
+        .headers()
+        .get(common::request_id::HEADER)
+        .cloned()
+        .or_else(|| request_id.and_then(|id| HeaderValue::from_str(id).ok()))
+        .or_else(|| {
+            resp.extensions()
+                .get::<common::request_id::RequestId>()
+                .and_then(|id| HeaderValue::from_str(&id.0).ok())
+        });
+    if let Some(id) = id {
         resp.headers_mut().insert("x-compute-request-id", id);
-    } else if let Some(id) = resp.extensions().get::<common::request_id::RequestId>()
-        && let Ok(v) = HeaderValue::from_str(&id.0)
-    {
-        resp.headers_mut().insert("x-compute-request-id", v);
     }
     resp
 }
