@@ -20,6 +20,7 @@ mod misc;
 pub mod novnc;
 mod quotas;
 mod render;
+mod security_groups;
 mod server_password;
 mod servers;
 mod services;
@@ -84,7 +85,8 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(usage::routes())
         .merge(events::routes())
         .merge(server_password::routes())
-        .merge(ips::routes());
+        .merge(ips::routes())
+        .merge(security_groups::routes());
     Router::new()
         .route("/", get(versions_root))
         .nest("/v2.1", v21.clone())
@@ -167,6 +169,17 @@ impl Ctx {
     }
     pub fn is_admin(&self) -> bool {
         self.auth.has_role("admin")
+    }
+    /// 404 from 2.36: the proxy APIs (images, security groups, ...) end at 2.35 (Nova's
+    /// `MAX_PROXY_API_SUPPORT_VERSION`).
+    pub fn proxy_api(&self) -> Result<()> {
+        if self.at(36) {
+            Err(ComputeError::NotFound(
+                "The resource could not be found.".into(),
+            ))
+        } else {
+            Ok(())
+        }
     }
     /// 404 below 2.`minor`, as Nova's versioned routes answer.
     pub fn need(&self, minor: u16) -> Result<()> {

@@ -9,6 +9,7 @@ pub mod groups;
 pub mod interfaces;
 pub mod keypairs;
 pub mod quotas;
+pub mod security_groups;
 pub mod servers;
 pub mod services;
 pub mod usage;
