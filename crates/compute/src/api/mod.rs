@@ -13,6 +13,7 @@ mod flavor_extras;
 mod flavors;
 mod groups;
 mod hypervisors;
+mod images;
 mod interfaces;
 mod ips;
 mod keypairs;
@@ -86,6 +87,7 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(events::routes())
         .merge(server_password::routes())
         .merge(ips::routes())
+        .merge(images::routes())
         .merge(security_groups::routes());
     Router::new()
         .route("/", get(versions_root))

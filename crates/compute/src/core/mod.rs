@@ -6,6 +6,7 @@ pub mod consoles;
 pub mod events;
 pub mod flavors;
 pub mod groups;
+pub mod images;
 pub mod interfaces;
 pub mod keypairs;
 pub mod quotas;
