@@ -5,9 +5,8 @@
 #   (--concurrency: tempest workers, default 2 for kumo, 1 for the peer: see below)
 #
 # SERVICE: identity (17 tests, ../shared/tempest/lists/identity.txt), image (23), network (82), volume (65),
-# compute (95;
-# Neutron and Cinder are marked unavailable, so their tests skip themselves). Others are listed
-# in SERVICES below and come with their issues.
+# compute (95; with kumo's image, network and volume services, and isolated networks per
+# test project). Others are listed in SERVICES below and come with their issues.
 # --target kumo           (default) $KUMO_BIN (default target/release/kumo) `up` on a free loopback
 #                         port in a temp state dir, with a kumo.conf that turns on what Tempest's
 #                         security-compliance tests expect.
@@ -30,7 +29,7 @@ usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 declare -A SERVICES=(
   [identity]="identity.txt|none|17"
   [image]="image.txt|glance|23"
-  [compute]="compute.txt|nova,glance|95"
+  [compute]="compute.txt|nova,glance,cinder,neutron|95"
   [network]="network.txt|neutron|82"
   [volume]="volume.txt|cinder,glance,neutron|65"
 )
@@ -221,9 +220,9 @@ elif [[ $SERVICE == compute ]]; then
   export IMAGE_REF IMAGE_REF_ALT FLAVOR_REF=${FLAVOR_REF:-42} FLAVOR_REF_ALT=${FLAVOR_REF_ALT:-84}
   blog "images $IMAGE_REF, $IMAGE_REF_ALT; flavors $FLAVOR_REF (m1.nano), $FLAVOR_REF_ALT (m1.micro)"
   export COMPUTE_MIN_MICROVERSION=2.1 COMPUTE_MAX_MICROVERSION=2.72
-  # no Neutron or Cinder yet: their tests skip themselves (security groups, volume attach, and
-  # every class that wants a default network: tests/tempest/README.md)
-  export TEMPEST_CREATE_ISOLATED_NETWORKS=false
+  # Neutron and Cinder are kumo's too: Tempest makes a network, subnet and router per test
+  # project (the router's gateway on the public network below), as on devstack
+  export TEMPEST_CREATE_ISOLATED_NETWORKS=true
   # what kumo's compute has (the runner already turns off migration, consoles, change_password,
   # personality, volume multiattach/swap/encryption)
   TEMPEST_CONF_OVERRIDES+=" compute-feature-enabled.pause=True compute-feature-enabled.suspend=True"
@@ -234,7 +233,7 @@ elif [[ $SERVICE == compute ]]; then
 else
   export IMAGE_REF=${IMAGE_REF:-00000000-0000-0000-0000-000000000000}   # not used by these tests
 fi
-if [[ $SERVICE == network || $SERVICE == volume ]]; then
+if [[ $SERVICE == network || $SERVICE == volume || $SERVICE == compute ]]; then
   # the external network Tempest's router and floating IP tests put gateways on (devstack's public)
   PUBLIC_NETWORK_ID=$(create_public_network "$V3_URL") || fail_setup "creating the public network failed"
   export PUBLIC_NETWORK_ID PUBLIC_NETWORK_NAME=public

@@ -646,6 +646,33 @@ impl ServiceClients {
 
     // ------------------------------------------------------------------ image
 
+    /// The image service's public URL in the catalog.
+    pub async fn image_endpoint(&self) -> Result<String> {
+        self.endpoint("image").await
+    }
+
+    /// One call to the image service's API (`<catalog image endpoint><path>`) with the
+    /// user's token (the image proxy).
+    pub async fn image(
+        &self,
+        method: Method,
+        path: &str,
+        user_token: &str,
+        request_id: &str,
+    ) -> Result<Answer> {
+        self.call(
+            "image",
+            "image",
+            method,
+            path,
+            None,
+            &[],
+            Some(user_token),
+            request_id,
+        )
+        .await
+    }
+
     /// The image as the caller sees it; None when it does not exist (or is not visible).
     pub async fn image_get(
         &self,

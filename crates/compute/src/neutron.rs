@@ -282,7 +282,7 @@ pub fn preserved_ports(i: &Instance) -> Vec<String> {
 }
 
 /// What the network service said, for a fault.
-fn said(a: &Answer) -> String {
+pub(crate) fn said(a: &Answer) -> String {
     a.body["NeutronError"]["message"]
         .as_str()
         .map(str::to_string)

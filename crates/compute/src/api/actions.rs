@@ -526,6 +526,9 @@ async fn action(
             return Ok(Json(json!({"output": out})).into_response());
         }
         "addFixedIp" | "removeFixedIp" => return multinic(&api, &ctx, &id, name, arg).await,
+        "addSecurityGroup" | "removeSecurityGroup" => {
+            return super::security_groups::server_action(&api, &ctx, &id, name, arg).await;
+        }
         "os-getVNCConsole" | "os-getSPICEConsole" | "os-getRDPConsole" | "os-getSerialConsole" => {
             return super::consoles::legacy(&api, &ctx, &id, name, arg).await;
         }

@@ -13,6 +13,7 @@ mod flavor_extras;
 mod flavors;
 mod groups;
 mod hypervisors;
+mod images;
 mod interfaces;
 mod ips;
 mod keypairs;
@@ -20,6 +21,7 @@ mod misc;
 pub mod novnc;
 mod quotas;
 mod render;
+mod security_groups;
 mod server_password;
 mod servers;
 mod services;
@@ -84,7 +86,9 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(usage::routes())
         .merge(events::routes())
         .merge(server_password::routes())
-        .merge(ips::routes());
+        .merge(ips::routes())
+        .merge(images::routes())
+        .merge(security_groups::routes());
     Router::new()
         .route("/", get(versions_root))
         .nest("/v2.1", v21.clone())
@@ -109,24 +113,34 @@ async fn fallback() -> Fault {
 pub struct Mv(pub Version);
 
 async fn microversion(mut req: Request, next: Next) -> Response {
+    // The id the request-id layer (outside this router) gave the request: it writes
+    // x-openstack-request-id on the way out, after this layer, so take it from the request.
+    let request_id = common::request_id::RequestId::from_request(&req);
     let version = match MICROVERSIONS.negotiate(req.headers()) {
         Ok(v) => v,
-        Err(f) => return with_compute_request_id(f.into_response()),
+        Err(f) => return with_compute_request_id(f.into_response(), request_id.as_deref()),
     };
     req.extensions_mut().insert(Mv(version));
     let mut resp = next.run(req).await;
     MICROVERSIONS.response_headers(version, resp.headers_mut());
-    with_compute_request_id(resp)
+    with_compute_request_id(resp, request_id.as_deref())
 }
 
-/// Nova sends its request id under its own name too.
-fn with_compute_request_id(mut resp: Response) -> Response {
-    if let Some(id) = resp.headers().get("x-openstack-request-id").cloned() {
+/// Nova sends its request id under its own name too (`x-compute-request-id`), the same id as
+/// `x-openstack-request-id`: Tempest's instance-action tests look the action up by it.
+fn with_compute_request_id(mut resp: Response, request_id: Option<&str>) -> Response {
+    let id = resp
+        .headers()
+        .get(common::request_id::HEADER)
+        .cloned()
+        .or_else(|| request_id.and_then(|id| HeaderValue::from_str(id).ok()))
+        .or_else(|| {
+            resp.extensions()
+                .get::<common::request_id::RequestId>()
+                .and_then(|id| HeaderValue::from_str(&id.0).ok())
+        });
+    if let Some(id) = id {
         resp.headers_mut().insert("x-compute-request-id", id);
-    } else if let Some(id) = resp.extensions().get::<common::request_id::RequestId>()
-        && let Ok(v) = HeaderValue::from_str(&id.0)
-    {
-        resp.headers_mut().insert("x-compute-request-id", v);
     }
     resp
 }
@@ -157,6 +171,17 @@ impl Ctx {
     }
     pub fn is_admin(&self) -> bool {
         self.auth.has_role("admin")
+    }
+    /// 404 from 2.36: the proxy APIs (images, security groups, ...) end at 2.35 (Nova's
+    /// `MAX_PROXY_API_SUPPORT_VERSION`).
+    pub fn proxy_api(&self) -> Result<()> {
+        if self.at(36) {
+            Err(ComputeError::NotFound(
+                "The resource could not be found.".into(),
+            ))
+        } else {
+            Ok(())
+        }
     }
     /// 404 below 2.`minor`, as Nova's versioned routes answer.
     pub fn need(&self, minor: u16) -> Result<()> {

@@ -201,8 +201,8 @@ pub fn server(ctx: &Ctx, i: &Instance, show: bool, server_groups: Option<Vec<Str
 
 /// The server in the answer of `PUT /servers/{id}` and of rebuild: below 2.75 Nova leaves out
 /// the extended attributes (availability zone, config drive, usage dates, OS-EXT-STS,
-/// OS-EXT-SRV-ATTR, host_status, volumes, security groups) and key_name unless `keypair`
-/// (rebuild from 2.54).
+/// OS-EXT-SRV-ATTR, host_status, volumes, security groups, the addresses' OS-EXT-IPS type and
+/// MAC) and key_name unless `keypair` (rebuild from 2.54).
 pub fn server_changed(
     ctx: &Ctx,
     i: &Instance,
@@ -225,6 +225,17 @@ pub fn server_changed(
                 )
                 || (k == "key_name" && !keypair))
         });
+        for ips in s["addresses"]
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|nets| nets.values_mut())
+        {
+            for ip in ips.as_array_mut().into_iter().flatten() {
+                if let Some(o) = ip.as_object_mut() {
+                    o.retain(|k, _| !k.starts_with("OS-EXT-IPS"));
+                }
+            }
+        }
     }
     s
 }

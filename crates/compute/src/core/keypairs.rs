@@ -38,13 +38,51 @@ fn colon_hex(digest: &[u8]) -> String {
 /// the md5 of the base64 blob (the second space-separated field), colon-separated hex.
 pub fn ssh_fingerprint(public_key: &str) -> Result<String> {
     let fail = || invalid("failed to generate fingerprint");
-    ssh_key::PublicKey::from_openssh(public_key.trim()).map_err(|_| fail())?;
     let blob = public_key.split(' ').nth(1).ok_or_else(fail)?;
     use base64::Engine;
     let raw = base64::engine::general_purpose::STANDARD
         .decode(blob.trim())
         .map_err(|_| fail())?;
+    if ssh_key::PublicKey::from_openssh(public_key.trim()).is_err()
+        && !is_ecdsa_key(public_key, &raw)
+    {
+        return Err(fail());
+    }
     Ok(colon_hex(&Md5::digest(&raw)))
+}
+
+/// An OpenSSH ECDSA public key (`ecdsa-sha2-nistp256/384/521`, what Tempest imports by
+/// default): the blob is the algorithm, the curve and an uncompressed point of the curve's
+/// size, nothing more. ssh-key, built without its `ecdsa` feature, parses RSA and Ed25519
+/// keys only.
+fn is_ecdsa_key(public_key: &str, blob: &[u8]) -> bool {
+    let Some(algorithm) = public_key.split(' ').next() else {
+        return false;
+    };
+    let Some(curve) = algorithm.strip_prefix("ecdsa-sha2-") else {
+        return false;
+    };
+    let coordinate = match curve {
+        "nistp256" => 32,
+        "nistp384" => 48,
+        "nistp521" => 66,
+        _ => return false,
+    };
+    let mut rest = blob;
+    let mut next = || -> Option<&[u8]> {
+        let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let field = rest.get(4..4 + len)?;
+        rest = &rest[4 + len..];
+        Some(field)
+    };
+    let (Some(a), Some(c), Some(point)) = (next(), next(), next()) else {
+        return false;
+    };
+    a == algorithm.as_bytes()
+        && c == curve.as_bytes()
+        && point.len() == 1 + 2 * coordinate
+        && point.first() == Some(&4)
+        && rest.is_empty()
 }
 
 /// The DER of a PEM certificate, checked to be an X.509 certificate.
@@ -333,6 +371,22 @@ mod tests {
             ssh_fingerprint(SAMPLE).expect("valid key"),
             "44:fe:29:6e:23:14:b9:53:5b:65:82:58:1c:fe:5a:c3"
         );
+    }
+
+    #[test]
+    fn ecdsa_keys_import() {
+        // ssh-keygen -t ecdsa -b 384 (Tempest imports such a key when it creates a key pair)
+        let p384 = "ecdsa-sha2-nistp384 AAAAE2VjZHNhLXNoYTItbmlzdHAzODQAAAAIbmlzdHAzODQAAABhBKEIDwE8h7LCLg1WbH/gVsFVTTLT4CIFEu+CqVbaECdyee65j7INotBj4tVXIJ7A3hMktRnYgX1idCK9d7PZBSyH42//JPXNLcq8eaD2kp6I2pA74xj6L3tVhK4albD2Lw== root@vm";
+        // ssh-keygen -l -E md5 says the same
+        assert_eq!(
+            ssh_fingerprint(p384).expect("a P-384 key"),
+            "7f:66:8a:e4:02:80:f4:88:18:c9:73:26:19:2d:87:ae"
+        );
+        // the same blob under another algorithm name, or cut short, is not a key
+        let renamed = p384.replacen("nistp384", "nistp256", 1);
+        assert!(ssh_fingerprint(&renamed).is_err());
+        let short = p384.replacen("Lw==", "", 1);
+        assert!(ssh_fingerprint(&short).is_err());
     }
 
     #[test]
