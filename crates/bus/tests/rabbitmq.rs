@@ -283,14 +283,25 @@ fn env(method: &str, payload: Value) -> Envelope {
     Envelope::new(method, Version::new(1, 0), payload)
 }
 
-/// A handler counting what it handled; `echo` returns the count, `block` sleeps 30 s.
+/// A handler counting what it handled; `echo` returns the count, `block` sleeps 30 s, `slow` 2 s.
 fn counting(count: &Arc<AtomicUsize>) -> Arc<dyn bus::Handler> {
+    counting_slow(count, &Arc::new(AtomicUsize::new(0)))
+}
+
+/// [`counting`], also counting the `slow` messages in `slow`.
+fn counting_slow(count: &Arc<AtomicUsize>, slow: &Arc<AtomicUsize>) -> Arc<dyn bus::Handler> {
     let count = count.clone();
+    let slow = slow.clone();
     Arc::new(handler_fn(move |env: Envelope| {
         let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+        if env.method == "slow" {
+            slow.fetch_add(1, Ordering::SeqCst);
+        }
         async move {
-            if env.method == "block" {
-                tokio::time::sleep(Duration::from_secs(30)).await;
+            match env.method.as_str() {
+                "block" => tokio::time::sleep(Duration::from_secs(30)).await,
+                "slow" => tokio::time::sleep(Duration::from_secs(2)).await,
+                _ => {}
             }
             Ok(json!({"n": n, "payload": env.payload}))
         }
@@ -351,8 +362,11 @@ async fn redelivery_is_handled_once(url: &str) -> Result<(), String> {
     .await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let handled = count.load(Ordering::SeqCst);
-    if handled != 1 {
-        return Err(format!("duplicated cast handled {handled} times"));
+    if handled != 1 || bus.duplicates_skipped() != 1 {
+        return Err(format!(
+            "duplicated cast handled {handled} times, {} duplicates skipped",
+            bus.duplicates_skipped()
+        ));
     }
     // A duplicated call: both copies answered, with the one reply of the one handling.
     let replies = channel
@@ -449,9 +463,10 @@ async fn broker_restart(broker: &mut Broker) -> Result<(), String> {
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let count = Arc::new(AtomicUsize::new(0));
+    let slow = Arc::new(AtomicUsize::new(0));
     let target = Target::server("restart", "host-1");
-    let _sub = server
-        .serve(target.clone(), counting(&count))
+    let sub = server
+        .serve(target.clone(), counting_slow(&count, &slow))
         .await
         .map_err(|e| format!("serve: {e}"))?;
     client
@@ -471,6 +486,16 @@ async fn broker_restart(broker: &mut Broker) -> Result<(), String> {
     };
     wait_until("blocking call handled", Duration::from_secs(5), || {
         count.load(Ordering::SeqCst) >= 2
+    })
+    .await?;
+    // A persistent cast whose handler is still running when the broker goes: its ack is lost,
+    // the broker keeps it and redelivers it after the restart; it must not run twice.
+    client
+        .cast(&target, env("slow", json!("once")))
+        .await
+        .map_err(|e| format!("slow cast: {e}"))?;
+    wait_until("slow cast handled", Duration::from_secs(5), || {
+        slow.load(Ordering::SeqCst) == 1
     })
     .await?;
     let stop_took = broker.stop_server();
@@ -520,6 +545,44 @@ async fn broker_restart(broker: &mut Broker) -> Result<(), String> {
         "rabbitmq: the subscription received again {recovery:.1?} after the broker was back; \
          a call after it answered {reply}"
     );
+    // The redelivered slow cast was recognised, not handled again, and acked.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let handled = slow.load(Ordering::SeqCst);
+    if handled != 1 {
+        return Err(format!("the redelivered cast was handled {handled} times"));
+    }
+    if server.duplicates_skipped() != 1 {
+        return Err(format!(
+            "{} duplicates skipped, expected the one redelivery",
+            server.duplicates_skipped()
+        ));
+    }
+    sub.close().await;
+    let raw = Connection::connect(&url, ConnectionProperties::default())
+        .await
+        .map_err(|e| format!("raw connect: {e}"))?;
+    let channel = raw.create_channel().await.map_err(|e| e.to_string())?;
+    for queue in ["restart", "restart.host-1"] {
+        let declared = channel
+            .queue_declare(
+                queue.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if declared.message_count() != 0 {
+            return Err(format!(
+                "{queue} holds {} messages after the restart",
+                declared.message_count()
+            ));
+        }
+    }
+    let _ = raw.close(200, "done".into()).await;
+    eprintln!("rabbitmq: the cast in flight at the stop was redelivered and acked, handled once");
     Ok(())
 }
 

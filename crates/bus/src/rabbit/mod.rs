@@ -160,6 +160,7 @@ impl RabbitBus {
             pending: Mutex::new(HashMap::new()),
             subs: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
             last_error: Mutex::new(String::from("not connected yet")),
             shutdown,
         });
@@ -177,6 +178,12 @@ impl RabbitBus {
     /// The name of this bus's reply queue (`reply_<uuid>`).
     pub fn reply_queue(&self) -> &str {
         &self.handle.inner.reply_queue
+    }
+
+    /// Deliveries recognised as duplicates (redeliveries of handled message ids) and not handled
+    /// again, over all of this bus's subscriptions.
+    pub fn duplicates_skipped(&self) -> u64 {
+        self.handle.inner.duplicates.load(Ordering::Relaxed)
     }
 
     /// Whether the bus is connected right now.
@@ -275,6 +282,7 @@ struct Inner {
     pending: Mutex<HashMap<String, Pending>>,
     subs: Mutex<HashMap<u64, Arc<SubShared>>>,
     next_id: AtomicU64,
+    duplicates: AtomicU64,
     last_error: Mutex<String>,
     shutdown: watch::Sender<bool>,
 }

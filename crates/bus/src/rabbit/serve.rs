@@ -265,7 +265,13 @@ impl SubShared {
             let flight = flight.clone();
             tokio::spawn(async move {
                 let reply = sub
-                    .process(&data, message_id, redelivered, flight.reply.is_some())
+                    .process(
+                        &inner,
+                        &data,
+                        message_id,
+                        redelivered,
+                        flight.reply.is_some(),
+                    )
                     .await;
                 if let Some(acker) = flight.claim() {
                     if let (Some((to, id)), Some(reply)) = (&flight.reply, reply) {
@@ -287,6 +293,7 @@ impl SubShared {
     /// Handle one message body, once per message id; returns the encoded reply for calls.
     async fn process(
         &self,
+        inner: &Inner,
         data: &[u8],
         message_id: Option<String>,
         redelivered: bool,
@@ -297,6 +304,7 @@ impl SubShared {
             (Some(id), Some(seen)) => match seen {
                 Seen::New(slot) => Some(slot),
                 Seen::Again(mut done) => {
+                    inner.duplicates.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(target = %self.target, message_id = %id, redelivered,
                         "duplicate delivery: not handled again");
                     let outcome = done
