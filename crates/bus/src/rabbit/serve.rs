@@ -446,3 +446,35 @@ impl SubscriptionHandle for RabbitSubscription {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_remembers_a_window_of_ids() {
+        let mut dedupe = Dedupe::new(2);
+        let Seen::New(first) = dedupe.begin("a") else {
+            panic!("a is new");
+        };
+        let Seen::Again(again) = dedupe.begin("a") else {
+            panic!("a was seen");
+        };
+        assert_eq!(*again.borrow(), None, "still being handled");
+        first.send_replace(Some(Some(Arc::new(b"reply".to_vec()))));
+        assert_eq!(
+            again
+                .borrow()
+                .clone()
+                .flatten()
+                .as_deref()
+                .map(Vec::as_slice),
+            Some(&b"reply"[..])
+        );
+        assert!(matches!(dedupe.begin("b"), Seen::New(_)));
+        assert!(matches!(dedupe.begin("c"), Seen::New(_)));
+        // "a" fell out of the window of 2.
+        assert!(matches!(dedupe.begin("a"), Seen::New(_)));
+        assert!(matches!(dedupe.begin("c"), Seen::Again(_)));
+    }
+}
