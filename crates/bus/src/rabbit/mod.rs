@@ -297,6 +297,17 @@ fn transport(what: &str, error: &lapin::Error) -> BusError {
     BusError::Transport(format!("{what}: {error}"))
 }
 
+/// `timeout` from now, or about forever for absurd timeouts (`Duration::MAX`).
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 24 * 3600))
+}
+
+/// A call's message expires with the call, but after a day at most (RabbitMQ refuses very large
+/// per-message TTLs, closing the channel).
+const MAX_EXPIRATION: Duration = Duration::from_secs(24 * 3600);
+
 fn nacked(routing_key: &str) -> BusError {
     BusError::Transport(format!(
         "the broker refused the message to {routing_key} (nack)"
@@ -447,7 +458,7 @@ impl Inner {
         body: &[u8],
         properties: BasicProperties,
     ) -> Result<(), BusError> {
-        let deadline = Instant::now() + self.options.outage_wait;
+        let deadline = deadline_after(self.options.outage_wait);
         let mut conn = self.current(self.options.outage_wait).await?;
         loop {
             if let Some(target) = target {
@@ -748,7 +759,7 @@ impl Bus for RabbitBus {
         timeout: Duration,
     ) -> Result<Value, BusError> {
         let inner = &self.handle.inner;
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let timed_out = || BusError::Timeout {
             target: target.to_string(),
             timeout,
@@ -776,7 +787,7 @@ impl Bus for RabbitBus {
         };
         // Transient and expiring with the call: a call nobody waits for any more must not be
         // handled later (after a broker restart, or from a queue whose server came back).
-        let expiration = timeout.as_millis().max(1).to_string();
+        let expiration = timeout.min(MAX_EXPIRATION).as_millis().max(1).to_string();
         let properties = props(&correlation_id)
             .with_correlation_id(correlation_id.as_str().into())
             .with_reply_to(inner.reply_queue.as_str().into())
