@@ -462,6 +462,13 @@ async fn broker_restart(broker: &mut Broker) -> Result<(), String> {
     let client = RabbitBus::connect(&url, "kumo-restart")
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let impatient = RabbitBus::connect_with(
+        &url,
+        "kumo-restart",
+        RabbitOptions::default().outage_wait(Duration::from_millis(500)),
+    )
+    .await
+    .map_err(|e| format!("connect: {e}"))?;
     let count = Arc::new(AtomicUsize::new(0));
     let slow = Arc::new(AtomicUsize::new(0));
     let target = Target::server("restart", "host-1");
@@ -533,6 +540,20 @@ async fn broker_restart(broker: &mut Broker) -> Result<(), String> {
             started.elapsed()
         ));
     }
+    // A publish waits for the broker up to `outage_wait`, then fails saying so.
+    let started = Instant::now();
+    let result = impatient.cast(&target, env("echo", json!("lost"))).await;
+    let waited = started.elapsed();
+    match &result {
+        Err(BusError::Transport(why))
+            if why.contains("unreachable") && waited < Duration::from_secs(2) => {}
+        _ => {
+            return Err(format!(
+                "cast during the outage with outage_wait 500 ms: {result:?} after {waited:?}"
+            ));
+        }
+    }
+    eprintln!("rabbitmq: a cast with outage_wait 500 ms failed after {waited:.1?}: {result:?}");
     // Casts sent during the outage wait for the broker (up to 10 s), then go or fail: none hangs.
     let outage_casts: Vec<_> = (0..20)
         .map(|i| {
