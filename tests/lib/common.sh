@@ -11,8 +11,10 @@
 # The Debian packages the project needs, in one place. Lists by purpose:
 #   build : what `cargo build` of the workspace needs (C compiler for bundled SQLite, ring, ...)
 #   tools : what the scripts and kumo itself use (qemu-utils: qemu-img checks image data)
-#   tests : what the end-to-end tests need (memcached: the real Keystone "peer" caches with it;
-#           PostgreSQL and MariaDB: throwaway servers under every service, tests/e2e/dbservers.py)
+#   tests : what the tests need: memcached (the real Keystone "peer" caches with it);
+#           PostgreSQL and MariaDB (throwaway servers under every service, tests/e2e/dbservers.py);
+#           rabbitmq-server (crates/bus/tests/rabbitmq.rs runs a private node of it on free
+#           loopback ports); the system services are not used
 #   guest : real guests (compute_driver = qemu): QEMU (qemu-system-x86 and qemu-utils of one
 #           release, see kumo_apt_args), noVNC (the console proxy serves it), what
 #           tools/guest-image/build.sh, boot-test.sh and tools/cloud-image/build.sh use
@@ -23,7 +25,7 @@
 #           for the uWSGI that pip builds, python3-venv for the venvs
 KUMO_PKGS_build=(build-essential pkg-config)
 KUMO_PKGS_tools=(curl qemu-utils)
-KUMO_PKGS_tests=(memcached postgresql mariadb-server)
+KUMO_PKGS_tests=(memcached postgresql mariadb-server rabbitmq-server)
 KUMO_PKGS_guest=(qemu-system-x86 qemu-utils novnc syslinux syslinux-common dosfstools mtools fdisk cpio kmod
   genisoimage socat openssh-client debootstrap e2fsprogs)
 KUMO_PKGS_network=(iproute2 nftables dnsmasq-base radvd busybox-static iputils-ping)

@@ -16,8 +16,8 @@
 //!   bytes. [`Message`] types and [`BusExt::call_typed`] add types; versions follow oslo's rule:
 //!   same major, server minor at least the sender's.
 //!
-//! [`InProcessBus`] is the all-in-one transport; [`conformance`] is the behaviour every transport
-//! must pass.
+//! [`InProcessBus`] is the all-in-one transport, [`RabbitBus`] the scale-out one (RabbitMQ);
+//! [`conformance`] is the behaviour every transport must pass.
 
 mod bus;
 pub mod conformance;
@@ -26,6 +26,7 @@ mod error;
 mod handler;
 mod in_process;
 mod message;
+mod rabbit;
 
 pub use bus::{Bus, BusExt, DEFAULT_CALL_TIMEOUT};
 pub use dispatch::Dispatcher;
@@ -35,3 +36,4 @@ pub use handler::{
 };
 pub use in_process::InProcessBus;
 pub use message::{Envelope, Message, RequestMeta, Target, Version, new_request_id};
+pub use rabbit::{RabbitBus, RabbitOptions, amqp_uris};
