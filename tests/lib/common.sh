@@ -11,7 +11,8 @@
 # The Debian packages the project needs, in one place. Lists by purpose:
 #   build : what `cargo build` of the workspace needs (C compiler for bundled SQLite, ring, ...)
 #   tools : what the scripts and kumo itself use (qemu-utils: qemu-img checks image data)
-#   tests : what the end-to-end tests need (memcached: the real Keystone "peer" caches with it)
+#   tests : what the end-to-end tests need (memcached: the real Keystone "peer" caches with it;
+#           chromium: the browser the dashboard tests drive with Playwright, never a downloaded one)
 #   guest : real guests (compute_driver = qemu): QEMU (qemu-system-x86 and qemu-utils of one
 #           release, see kumo_apt_args), noVNC (the console proxy serves it), what
 #           tools/guest-image/build.sh, boot-test.sh and tools/cloud-image/build.sh use
@@ -22,7 +23,7 @@
 #           for the uWSGI that pip builds, python3-venv for the venvs
 KUMO_PKGS_build=(build-essential pkg-config)
 KUMO_PKGS_tools=(curl qemu-utils)
-KUMO_PKGS_tests=(memcached)
+KUMO_PKGS_tests=(memcached chromium)
 KUMO_PKGS_guest=(qemu-system-x86 qemu-utils novnc syslinux syslinux-common dosfstools mtools fdisk cpio kmod
   genisoimage socat openssh-client debootstrap e2fsprogs)
 KUMO_PKGS_network=(iproute2 nftables dnsmasq-base radvd busybox-static iputils-ping)

@@ -1,0 +1,375 @@
+"""The dashboard (/dashboard) in a real browser: Python Playwright driving Debian's Chromium headless
+(`/usr/bin/chromium`, never a browser Playwright downloads), against a kumo of its own with one fake
+compute host whose spawns take a few seconds, so a launched instance is seen in BUILD first.
+
+Screenshots of every main page go to target/dashboard-screenshots/ (artifacts, looked at by people).
+kumo only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from cloudlib import REPO, start_kumo, unique
+from computelib import make_qcow2, wait_gone
+from netlib import NetApi
+
+pytestmark = pytest.mark.kumo_only("the dashboard is kumo's")
+
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed in this venv")
+
+CHROMIUM = os.environ.get("KUMO_CHROMIUM", "/usr/bin/chromium")
+# the flags that work as root with no outside network (../shared/notes/browser-tests.md)
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+SHOTS = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "dashboard-screenshots"
+CONF = "[fake]\nhosts = 1\nspawn_delay_ms = 4000\n[network]\ndataplane = none\n"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def dc():
+    """This module's kumo: one fake host, 4 s spawns, an image, a network of the demo project and a
+    reader user on the demo project."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"no Chromium at {CHROMIUM} (Debian package chromium; run_tests.sh installs it)")
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img (qemu-utils) not installed")
+    c = start_kumo(CONF)
+    try:
+        c.image_name = unique("dash-img")
+        src = make_qcow2(c.workdir / "tiny.qcow2")
+        c.image_id = c.osc("image", "create", "--file", src, "--disk-format", "qcow2", "--container-format", "bare",
+                           "--public", c.image_name, fmt_json=True)["id"]
+        auth = c.cloud_auth("kumo")
+        c.demo_user, c.demo_password, c.demo_project = auth["username"], auth["password"], auth["project_name"]
+        c.demo_token = c.login(c.demo_user, c.demo_password, project=c.demo_project)
+        net = NetApi(c, c.demo_token)
+        c.net_name = unique("dash-net")
+        r = net("POST", "/networks", json={"network": {"name": c.net_name}})
+        assert r.status_code == 201, r.text
+        c.net_id = r.json()["network"]["id"]
+        r = net("POST", "/subnets", json={"subnet": {"network_id": c.net_id, "cidr": "10.77.0.0/24",
+                                                      "ip_version": 4, "name": unique("dash-sub")}})
+        assert r.status_code == 201, r.text
+        project_id = c.admin("GET", "/projects", params={"name": c.demo_project})["projects"][0]["id"]
+        c.demo_project_id = project_id
+        c.reader_name, c.reader_password = unique("reader"), "reader-" + unique("pw")
+        user = c.create_user(c.reader_name, c.reader_password)
+        c.grant("reader", project_id=project_id, user_id=user["id"])
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    pw = sync_api.sync_playwright().start()
+    try:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            yield b
+        finally:
+            b.close()
+    finally:
+        pw.stop()
+
+
+@pytest.fixture
+def context(browser):
+    """A fresh browser context (own cookies) per test; dialogs (confirm) are accepted."""
+    ctx = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    ctx.set_default_timeout(TIMEOUT_MS)
+    ctx.on("page", lambda p: p.on("dialog", lambda d: d.accept()))
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
+def shot(page, name: str):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def login(dc, page, user: str, password: str, domain: str = "Default"):
+    page.goto(dc.base_url + "/dashboard/")
+    assert "/dashboard/login" in page.url, page.url
+    page.fill("#domain", domain)
+    page.fill("#username", user)
+    page.fill("#password", password)
+    page.click("#login-button")
+    page.wait_for_url("**/dashboard/project/overview")
+
+
+def page_token(dc, page) -> str:
+    """The session's token, from the API access page."""
+    page.goto(dc.base_url + "/dashboard/project/api-access")
+    token = page.text_content("#token").strip()
+    assert token, "no token on the API access page"
+    return token
+
+
+def csrf_of(page) -> str:
+    value = page.get_attribute("input[name=csrf_token]", "value")
+    assert value and len(value) == 64, value
+    return value
+
+
+def server_by_name(dc, name: str) -> dict | None:
+    r = dc.compute("GET", "/servers/detail", params={"name": f"^{name}$", "all_tenants": "1"})
+    assert r.status_code == 200, r.text
+    found = [s for s in r.json()["servers"] if s["name"] == name]
+    return found[0] if found else None
+
+
+# ------------------------------------------------------------------ the main story
+def test_login_launch_watch_active_detail_trace_and_delete(dc, context):
+    page = context.new_page()
+    page.goto(dc.base_url + "/dashboard/")
+    page.wait_for_url("**/dashboard/login")
+    cookie = [c for c in context.cookies() if c["name"] == "kumo_dashboard_session"]
+    assert cookie and cookie[0]["httpOnly"] and cookie[0]["sameSite"] == "Strict" and cookie[0]["path"] == "/dashboard"
+    shot(page, "01-login")
+
+    # a wrong password: the login page again, with a message
+    page.fill("#domain", "Default")
+    page.fill("#username", dc.demo_user)
+    page.fill("#password", "not-the-password")
+    page.click("#login-button")
+    assert "not correct" in page.text_content("#login-message")
+
+    login(dc, page, dc.demo_user, dc.demo_password)
+    assert page.locator(".bar-row[data-label=Instances]").count() == 1
+    assert page.locator(".bar-row[data-label='Floating IPs']").count() == 1
+    assert page.locator(".bar-row[data-label=Volumes]").count() == 1
+    assert "0 of" in page.text_content(".bar-row[data-label=Instances]")
+    shot(page, "02-overview")
+
+    # a key pair: created, its private key downloaded once
+    kp = unique("dash-kp")
+    page.goto(dc.base_url + "/dashboard/project/keypairs")
+    page.fill("#k-name", kp)
+    page.click("#create-keypair button[type=submit]")
+    page.wait_for_selector("#download-key")
+    with page.expect_download() as dl:
+        page.click("#download-key")
+    path = dl.value.path()
+    pem = Path(path).read_text()
+    assert "PRIVATE KEY" in pem, pem[:200]
+    assert dl.value.suggested_filename == f"{kp}.pem"
+    page.goto(dc.base_url + "/dashboard/project/keypairs")
+    assert page.locator(f"#keypairs tr[data-name='{kp}']").count() == 1
+    assert page.locator("#download-key").count() == 0  # once only
+    shot(page, "03-keypairs")
+
+    page.goto(dc.base_url + "/dashboard/project/images")
+    assert page.locator(f"#images tr[data-name='{dc.image_name}']").count() == 1
+    shot(page, "04-images")
+
+    # launch: name, image, flavor, network, key pair, default security group
+    name = unique("dash-vm")
+    page.goto(dc.base_url + "/dashboard/project/instances")
+    page.click("#launch summary")
+    page.fill("#f-name", name)
+    page.select_option("#f-image", label=dc.image_name)
+    page.select_option("#f-flavor", label=page.locator("#f-flavor option", has_text="m1.nano").first.text_content())
+    page.select_option("#f-network", label=dc.net_name)
+    page.select_option("#f-key", label=kp)
+    page.check("#launch-form input[name=security_groups][value=default]")
+    page.fill("#f-userdata", "#!/bin/sh\necho hello from the dashboard\n")
+    shot(page, "05-launch-form")
+    page.click("#launch-submit")
+    page.wait_for_url("**/dashboard/project/instances")
+    # from here on, the page must not be loaded again: htmx updates the row in place
+    page.evaluate("window.__kumoSamePage = 'yes'")
+    row = page.locator(f"#instances tr[data-name='{name}']")
+    badge = row.locator(".badge")
+    assert badge.text_content() == "BUILD", badge.text_content()
+    assert row.get_attribute("hx-trigger") == "every 2s"
+    shot(page, "06-instances-build")
+    sync_api.expect(badge).to_have_text("ACTIVE", timeout=60_000)
+    assert page.evaluate("window.__kumoSamePage") == "yes", "the instances page was reloaded"
+    assert row.get_attribute("hx-trigger") is None, "an ACTIVE row must stop polling"
+    assert "10.77.0." in row.locator("td.ips").text_content()
+    shot(page, "07-instances-active")
+
+    s = server_by_name(dc, name)
+    assert s and s["status"] == "ACTIVE" and s["key_name"] == kp, s
+    assert dc.net_name in s["addresses"], s["addresses"]
+
+    # the detail page: overview, interfaces, boot trace, console log, action log
+    row.locator("a").first.click()
+    page.wait_for_url(f"**/dashboard/project/instances/{s['id']}")
+    assert page.text_content("#detail-status") == "ACTIVE"
+    events = page.eval_on_selector_all("#boot-trace li.step", "els => els.map(e => e.dataset.event)")
+    for ev in ("conductor_schedule_and_build_instances", "compute_build_networking", "compute_build_spawning"):
+        assert ev in events, events
+    assert page.locator("#boot-trace li.step.failed").count() == 0
+    # the spawn took the fake driver's 4 s
+    spawn = page.text_content("#boot-trace li[data-event=compute_build_spawning] .step-label .muted").strip()
+    assert spawn.endswith(" s") and float(spawn.split()[0]) >= 3.5, spawn
+    assert "fake" in page.text_content("#console-output")
+    assert "create" in page.text_content("#action-log")
+    assert "10.77.0." in page.text_content("#interfaces")
+    assert page.locator("#vnc-message").count() == 1  # the fake driver has no VNC: said, not broken
+    shot(page, "08-instance-detail")
+    page.click("#refresh-log")
+    page.wait_for_timeout(300)
+    assert "fake" in page.text_content("#console-output")
+
+    # phone width
+    page.set_viewport_size(PHONE)
+    shot(page, "09-instance-detail-phone")
+    page.goto(dc.base_url + "/dashboard/project/instances")
+    shot(page, "10-instances-phone")
+    page.set_viewport_size(DESKTOP)
+
+    # stop from the row: SHUTOFF without reload, then delete: the row goes away
+    page.evaluate("window.__kumoSamePage = 'again'")
+    row = page.locator(f"#instances tr[data-name='{name}']")
+    row.locator("button[data-action=stop]").click()
+    sync_api.expect(row.locator(".badge")).to_have_text("SHUTOFF", timeout=60_000)
+    sync_api.expect(row.locator("button[data-action=start]")).to_have_count(1)
+    row.locator("button[data-action=delete]").click()
+    sync_api.expect(row).to_have_count(0, timeout=60_000)
+    assert page.evaluate("window.__kumoSamePage") == "again"
+    wait_gone(dc, s["id"])
+
+    # the key pair's delete
+    page.goto(dc.base_url + "/dashboard/project/keypairs")
+    page.click(f"#keypairs tr[data-name='{kp}'] button[data-action=delete]")
+    sync_api.expect(page.locator(f"#keypairs tr[data-name='{kp}']")).to_have_count(0)
+    r = dc.compute("GET", f"/os-keypairs/{kp}", token=dc.demo_token)
+    assert r.status_code == 404, r.text
+
+
+# ------------------------------------------------------------------ bad input
+def test_post_without_or_with_a_wrong_csrf_token_is_403(dc, context):
+    page = context.new_page()
+    login(dc, page, dc.demo_user, dc.demo_password)
+    page.goto(dc.base_url + "/dashboard/project/keypairs")
+    good = csrf_of(page)
+    url = dc.base_url + "/dashboard/project/keypairs"
+    names = [unique("csrf-kp") for _ in range(3)]
+    r = page.request.post(url, form={"name": names[0]}, max_redirects=0)
+    assert r.status == 403, r.status
+    assert "security token" in r.text()
+    r = page.request.post(url, form={"name": names[1], "csrf_token": "0" * 64}, max_redirects=0)
+    assert r.status == 403, r.status
+    for n in names[:2]:
+        assert dc.compute("GET", f"/os-keypairs/{n}", token=dc.demo_token).status_code == 404
+    # the same request with the session's token is acted on
+    r = page.request.post(url, form={"name": names[2], "csrf_token": good}, max_redirects=0)
+    assert r.status == 303, r.status
+    assert dc.compute("GET", f"/os-keypairs/{names[2]}", token=dc.demo_token).status_code == 200
+    assert dc.compute("DELETE", f"/os-keypairs/{names[2]}", token=dc.demo_token).status_code == 202
+    # a logout without the token does not log out
+    r = page.request.post(dc.base_url + "/dashboard/logout", form={}, max_redirects=0)
+    assert r.status == 403
+    page.goto(url)
+    assert "/dashboard/project/keypairs" in page.url
+    page.set_content(r.text())
+    shot(page, "11-csrf-403")
+
+
+def test_invalid_input_shows_the_api_message_next_to_the_field(dc, context):
+    page = context.new_page()
+    login(dc, page, dc.demo_user, dc.demo_password)
+    page.goto(dc.base_url + "/dashboard/project/keypairs")
+    page.fill("#i-name", unique("bad-kp"))
+    page.fill("#i-key", "ssh-rsa this-is-not-a-key")
+    page.click("#import-keypair button[type=submit]")
+    err = page.text_content("#import-keypair .field-error")
+    assert "Keypair data is invalid" in err, err
+    assert page.input_value("#i-key") == "ssh-rsa this-is-not-a-key"  # kept for correcting
+    shot(page, "12-invalid-input")
+
+
+def test_expired_session_goes_back_to_login_with_a_message(dc, context):
+    page = context.new_page()
+    login(dc, page, dc.demo_user, dc.demo_password)
+    token = page_token(dc, page)
+    # the token dies behind the dashboard's back (as at its expiry): the next page is the login
+    r = dc.http("DELETE", "/auth/tokens", token=dc.admin_token, headers={"X-Subject-Token": token})
+    assert r.status_code == 204, r.text
+    page.goto(dc.base_url + "/dashboard/project/instances")
+    page.wait_for_url("**/dashboard/login?expired=1")
+    assert "expired" in page.text_content("#login-message")
+    shot(page, "13-session-expired")
+    # and logging in again works
+    login(dc, page, dc.demo_user, dc.demo_password)
+
+
+# ------------------------------------------------------------------ roles, logout, projects
+def test_reader_sees_no_mutating_buttons_and_a_refused_call_is_a_message(dc, context, browser):
+    # the member does see them (so the reader's absence below is the role, not a broken page)
+    member = browser.new_context(viewport=DESKTOP)
+    try:
+        mp = member.new_page()
+        login(dc, mp, dc.demo_user, dc.demo_password)
+        mp.goto(dc.base_url + "/dashboard/project/instances")
+        assert mp.locator("#launch").count() == 1
+    finally:
+        member.close()
+
+    page = context.new_page()
+    login(dc, page, dc.reader_name, dc.reader_password)
+    assert page.locator("#read-only").count() == 1
+    page.goto(dc.base_url + "/dashboard/project/instances")
+    assert page.locator("#launch").count() == 0
+    assert page.locator("button[data-action]").count() == 0
+    page.goto(dc.base_url + "/dashboard/project/keypairs")
+    assert page.locator("#create-keypair").count() == 0
+    assert page.locator("#import-keypair").count() == 0
+    shot(page, "14-reader-keypairs")
+    # what the buttons would do, sent anyway with a valid CSRF token: the API refuses, the page says so
+    form = {"csrf_token": csrf_of(page), "name": unique("reader-vm"), "image": dc.image_id, "flavor": "1",
+            "count": "1"}
+    r = page.request.post(dc.base_url + "/dashboard/project/instances", form=form, max_redirects=0)
+    assert r.status == 403, r.status
+    assert "The compute service refused this" in r.text(), r.text()[:2000]
+    assert "Traceback" not in r.text() and "panicked" not in r.text()
+    page.set_content(r.text())
+    shot(page, "15-reader-refused")
+
+
+def test_logout_revokes_the_token(dc, context):
+    page = context.new_page()
+    login(dc, page, dc.demo_user, dc.demo_password)
+    token = page_token(dc, page)
+    shot(page, "16-api-access")
+    assert dc.validate(token).status_code == 200
+    page.goto(dc.base_url + "/dashboard/project/overview")
+    page.click("#logout")
+    page.wait_for_url("**/dashboard/login?logged_out=1")
+    r = dc.validate(token)
+    assert r.status_code in (401, 404), f"the dashboard's token still validates after logout: {r.status_code}"
+    # the old session is gone: its pages go to the login
+    page.goto(dc.base_url + "/dashboard/project/instances")
+    page.wait_for_url("**/dashboard/login")
+
+
+def test_project_switcher_rescopes(dc, context):
+    other = dc.create_project(unique("dash-proj"))
+    user = dc.admin("GET", "/users", params={"name": dc.demo_user})["users"][0]
+    dc.grant("member", project_id=other["id"], user_id=user["id"])
+    page = context.new_page()
+    login(dc, page, dc.demo_user, dc.demo_password)
+    options = page.eval_on_selector_all("#project-select option", "els => els.map(e => e.textContent)")
+    assert other["name"] in options and dc.demo_project in options, options
+    page.select_option("#project-select", label=other["name"])
+    page.click(".switcher button")
+    page.wait_for_url("**/dashboard/project/overview")
+    assert other["name"] in page.text_content("h1")
+    token = page_token(dc, page)
+    r = dc.validate(token)
+    assert r.status_code == 200 and r.json()["token"]["project"]["id"] == other["id"], r.text[:500]
+    dc.delete("projects", other["id"])
