@@ -179,7 +179,7 @@ pub fn router(identity_url: &str) -> Router {
 }
 
 pub fn router_with(state: Arc<Dashboard>) -> Router {
-    use pages::{access, auth, images, instances, keypairs, overview};
+    use pages::{access, auth, images, instances, keypairs, networks, overview, volumes};
     Router::new()
         .route("/", get(auth::home))
         .route("/login", get(auth::login_page).post(auth::login))
@@ -206,6 +206,10 @@ pub fn router_with(state: Arc<Dashboard>) -> Router {
         .route("/project/keypairs/{name}/delete", post(keypairs::delete))
         .route("/project/images", get(images::list))
         .route("/project/api-access", get(access::page))
+        .route("/project/volumes", get(volumes::list).post(volumes::create))
+        .route("/project/volumes/{id}/row", get(volumes::row))
+        .route("/project/volumes/{id}/action", post(volumes::action))
+        .route("/project/networks", get(networks::list))
         .route(
             "/static/htmx.min.js",
             get(|| async { asset(HTMX, "text/javascript; charset=utf-8") }),

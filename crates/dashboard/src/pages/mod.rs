@@ -5,7 +5,9 @@ pub mod auth;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
+pub mod networks;
 pub mod overview;
+pub mod volumes;
 
 use askama::Template;
 use axum::http::HeaderMap;
