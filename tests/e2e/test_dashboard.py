@@ -329,6 +329,8 @@ def test_reader_sees_no_mutating_buttons_and_a_refused_call_is_a_message(dc, con
     page.goto(dc.base_url + "/dashboard/project/keypairs")
     assert page.locator("#create-keypair").count() == 0
     assert page.locator("#import-keypair").count() == 0
+    page.goto(dc.base_url + "/dashboard/project/volumes")
+    assert page.locator("#create-volume").count() == 0
     shot(page, "14-reader-keypairs")
     # what the buttons would do, sent anyway with a valid CSRF token: the API refuses, the page says so
     form = {"csrf_token": csrf_of(page), "name": unique("reader-vm"), "image": dc.image_id, "flavor": "1",
@@ -373,3 +375,68 @@ def test_project_switcher_rescopes(dc, context):
     r = dc.validate(token)
     assert r.status_code == 200 and r.json()["token"]["project"]["id"] == other["id"], r.text[:500]
     dc.delete("projects", other["id"])
+
+
+# ------------------------------------------------------------------ volumes, networks
+def test_volume_create_attach_detach_extend_delete(dc, context):
+    flavors = dc.compute("GET", "/flavors", token=dc.demo_token).json()["flavors"]
+    nano = next(f["id"] for f in flavors if f["name"] == "m1.nano")
+    vm = unique("dash-volvm")
+    r = dc.compute("POST", "/servers", token=dc.demo_token, version="2.72", json={"server": {
+        "name": vm, "imageRef": dc.image_id, "flavorRef": nano, "networks": "none"}})
+    assert r.status_code == 202, r.text
+    sid = r.json()["server"]["id"]
+    try:
+        page = context.new_page()
+        login(dc, page, dc.demo_user, dc.demo_password)
+        page.goto(dc.base_url + "/dashboard/project/volumes")
+        name = unique("dash-vol")
+        page.fill("#v-name", name)
+        page.fill("#v-size", "1")
+        page.click("#create-volume button[type=submit]")
+        page.wait_for_url("**/dashboard/project/volumes")
+        page.evaluate("window.__kumoSamePage = 'vol'")
+        row = page.locator(f"#volumes tr[data-name='{name}']")
+        sync_api.expect(row.locator(".badge")).to_have_text("available", timeout=60_000)
+        assert row.locator("td.size").text_content() == "1 GiB"
+        # the instance must be ACTIVE to take a volume: its row is there once the page is reloaded
+        deadline = time.monotonic() + 60
+        while dc.compute("GET", f"/servers/{sid}").json()["server"]["status"] != "ACTIVE":
+            assert time.monotonic() < deadline, "the instance for the volume never became ACTIVE"
+            time.sleep(0.2)
+        page.reload()
+        page.evaluate("window.__kumoSamePage = 'vol'")
+        row.locator("select[name=server_id]").select_option(label=vm)
+        row.locator("button[data-action=attach]").click()
+        sync_api.expect(row.locator(".badge")).to_have_text("in-use", timeout=60_000)
+        sync_api.expect(row.locator("td.attached")).to_contain_text(vm)
+        shot(page, "17-volumes-in-use")
+        vid = dc.http("GET", dc.base_url + f"/volume/v3/volumes?name={name}", token=dc.demo_token).json()["volumes"][0]["id"]
+        att = dc.compute("GET", f"/servers/{sid}/os-volume_attachments", token=dc.demo_token).json()
+        assert [a["volumeId"] for a in att["volumeAttachments"]] == [vid], att
+        row.locator("button[data-action=detach]").click()
+        sync_api.expect(row.locator(".badge")).to_have_text("available", timeout=60_000)
+        row.locator("input[name=new_size]").fill("2")
+        row.locator("button[data-action=extend]").click()
+        sync_api.expect(row.locator("td.size")).to_have_text("2 GiB", timeout=60_000)
+        assert page.evaluate("window.__kumoSamePage") == "vol", "the volumes page was reloaded"
+        shot(page, "18-volumes")
+        row.locator("button[data-action=delete]").click()
+        sync_api.expect(row).to_have_count(0, timeout=60_000)
+        deadline = time.monotonic() + 60
+        while dc.http("GET", dc.base_url + f"/volume/v3/volumes/{vid}", token=dc.demo_token).status_code != 404:
+            assert time.monotonic() < deadline, "the volume is still there after its delete"
+            time.sleep(0.2)
+    finally:
+        dc.compute("DELETE", f"/servers/{sid}", token=dc.demo_token)
+        wait_gone(dc, sid)
+
+
+def test_networks_list_shows_subnets(dc, context):
+    page = context.new_page()
+    login(dc, page, dc.demo_user, dc.demo_password)
+    page.goto(dc.base_url + "/dashboard/project/networks")
+    row = page.locator(f"#networks tr[data-name='{dc.net_name}']")
+    sync_api.expect(row).to_have_count(1)
+    assert "10.77.0.0/24" in row.text_content()
+    shot(page, "19-networks")
