@@ -147,6 +147,8 @@ def test_login_launch_watch_active_detail_trace_and_delete(dc, context):
     assert "not correct" in page.text_content("#login-message")
 
     login(dc, page, dc.demo_user, dc.demo_password)
+    # `kumo up` said where the dashboard is
+    assert f"{dc.base_url}/dashboard/" in dc._driver.last_up_output, dc._driver.last_up_output
     assert page.locator(".bar-row[data-label=Instances]").count() == 1
     assert page.locator(".bar-row[data-label='Floating IPs']").count() == 1
     assert page.locator(".bar-row[data-label=Volumes]").count() == 1
@@ -440,3 +442,52 @@ def test_networks_list_shows_subnets(dc, context):
     sync_api.expect(row).to_have_count(1)
     assert "10.77.0.0/24" in row.text_content()
     shot(page, "19-networks")
+
+
+# ------------------------------------------------------------------ a failed boot
+def test_failed_boot_shows_error_fault_and_the_failed_step_in_red(browser):
+    """A kumo of its own whose only host fails every spawn: launched from the form, the row goes
+    from BUILD to ERROR by itself, and the detail page shows the fault and the spawning steps red."""
+    c = start_kumo("[fake]\nhosts = 2\nspawn_delay_ms = 500\nfail_spawn_hosts = fake-1, fake-2\n"
+                   "[network]\ndataplane = none\n")
+    ctx = browser.new_context(viewport=DESKTOP)
+    ctx.set_default_timeout(TIMEOUT_MS)
+    try:
+        image = unique("dash-img")
+        c.osc("image", "create", "--file", make_qcow2(c.workdir / "t.qcow2"), "--disk-format", "qcow2",
+              "--container-format", "bare", "--public", image, fmt_json=True)
+        auth = c.cloud_auth("kumo")
+        page = ctx.new_page()
+        login(c, page, auth["username"], auth["password"])
+        page.goto(c.base_url + "/dashboard/project/instances")
+        page.click("#launch summary")
+        name = unique("doomed")
+        page.fill("#f-name", name)
+        page.select_option("#f-image", label=image)
+        page.select_option("#f-flavor", label=page.locator("#f-flavor option", has_text="m1.nano").first.text_content())
+        page.click("#launch-submit")
+        page.wait_for_url("**/dashboard/project/instances")
+        page.evaluate("window.__kumoSamePage = 'err'")
+        row = page.locator(f"#instances tr[data-name='{name}']")
+        sync_api.expect(row.locator(".badge")).to_have_text("ERROR", timeout=60_000)
+        assert "badge-bad" in row.locator(".badge").get_attribute("class")
+        assert page.evaluate("window.__kumoSamePage") == "err"
+        row.locator("a").first.click()
+        page.wait_for_url("**/dashboard/project/instances/*")
+        assert page.text_content("#detail-status") == "ERROR"
+        sid = page.url.rsplit("/", 1)[1]
+        fault = c.compute("GET", f"/servers/{sid}").json()["server"]["fault"]["message"]
+        assert fault and fault in page.text_content("#overview dd.problem"), fault
+        failed = page.locator("#boot-trace li.step.failed")
+        assert failed.count() >= 1
+        events = failed.evaluate_all("els => els.map(e => e.dataset.event)")
+        assert set(events) == {"compute_build_spawning"} or "compute_build_spawning" in events, events
+        red = failed.first.locator(".span").evaluate("e => getComputedStyle(e).backgroundColor")
+        assert red == "rgb(185, 28, 28)", red
+        ok = page.locator("#boot-trace li.step:not(.failed) .span").first.evaluate(
+            "e => getComputedStyle(e).backgroundColor")
+        assert ok != red
+        shot(page, "20-failed-boot-trace")
+    finally:
+        ctx.close()
+        c.stop()
