@@ -240,6 +240,21 @@ def test_login_launch_watch_active_detail_trace_and_delete(dc, context):
     row.locator("button[data-action=stop]").click()
     sync_api.expect(row.locator(".badge")).to_have_text("SHUTOFF", timeout=60_000)
     sync_api.expect(row.locator("button[data-action=start]")).to_have_count(1)
+    row.locator("button[data-action=start]").click()
+    sync_api.expect(row.locator(".badge")).to_have_text("ACTIVE", timeout=60_000)
+    sync_api.expect(row.locator("button[data-action=reboot]")).to_have_count(1)
+    row.locator("button[data-action=reboot]").click()
+    deadline = time.monotonic() + 30
+    while True:
+        actions = [a["action"] for a in dc.compute("GET", f"/servers/{s['id']}/os-instance-actions").json()[
+            "instanceActions"]]
+        if "reboot" in actions:
+            break
+        assert time.monotonic() < deadline, f"no reboot action after the click: {actions}"
+        time.sleep(0.2)
+    assert {"stop", "start"} <= set(actions), actions
+    sync_api.expect(row.locator(".badge")).to_have_text("ACTIVE", timeout=60_000)
+    sync_api.expect(row.locator("button[data-action=stop]")).to_have_count(1, timeout=60_000)
     row.locator("button[data-action=delete]").click()
     sync_api.expect(row).to_have_count(0, timeout=60_000)
     assert page.evaluate("window.__kumoSamePage") == "again"
@@ -293,6 +308,16 @@ def test_invalid_input_shows_the_api_message_next_to_the_field(dc, context):
     assert "Keypair data is invalid" in err, err
     assert page.input_value("#i-key") == "ssh-rsa this-is-not-a-key"  # kept for correcting
     shot(page, "12-invalid-input")
+    # the launch form: a count the browser would not send (min=1), sent anyway; the API's message
+    # comes back next to the count field, the other values kept
+    form = {"csrf_token": csrf_of(page), "name": unique("zero"), "image": dc.image_id, "flavor": "1",
+            "count": "0"}
+    r = page.request.post(dc.base_url + "/dashboard/project/instances", form=form, max_redirects=0)
+    assert r.status == 200, r.status
+    page.set_content(r.text())
+    err = page.text_content("#launch-form input[name=count] + .field-error")
+    assert "min_count" in err and "0" in err, err
+    assert page.input_value("#f-name") == form["name"]
 
 
 def test_expired_session_goes_back_to_login_with_a_message(dc, context):
@@ -416,6 +441,11 @@ def test_volume_create_attach_detach_extend_delete(dc, context):
         vid = dc.http("GET", dc.base_url + f"/volume/v3/volumes?name={name}", token=dc.demo_token).json()["volumes"][0]["id"]
         att = dc.compute("GET", f"/servers/{sid}/os-volume_attachments", token=dc.demo_token).json()
         assert [a["volumeId"] for a in att["volumeAttachments"]] == [vid], att
+        # the instance's detail page lists it (another tab: this one must not reload)
+        detail = context.new_page()
+        detail.goto(dc.base_url + f"/dashboard/project/instances/{sid}")
+        assert vid in detail.text_content("#volumes")
+        detail.close()
         row.locator("button[data-action=detach]").click()
         sync_api.expect(row.locator(".badge")).to_have_text("available", timeout=60_000)
         row.locator("input[name=new_size]").fill("2")
