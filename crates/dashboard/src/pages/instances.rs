@@ -541,7 +541,17 @@ pub async fn detail(
         .map(|s| s.image_names)
         .unwrap_or_default();
     let raw = &server["server"];
-    let s = ServerView::from_json(raw, &names);
+    let mut s = ServerView::from_json(raw, &names);
+    // opened directly (no list seen yet): the image's name, one call
+    if let Some(image_id) = raw["image"]["id"].as_str()
+        && s.image == image_id
+        && let Ok(img) = d
+            .get(&ctx, "image", &format!("/images/{}", seg(image_id)))
+            .await
+        && let Some(name) = img["name"].as_str()
+    {
+        s.image = name.to_string();
+    }
     let f = &raw["flavor"];
     let flavor_text = format!(
         "{} ({} vCPU, {} MiB RAM, {} GiB disk)",
