@@ -521,3 +521,41 @@ def test_failed_boot_shows_error_fault_and_the_failed_step_in_red(browser):
     finally:
         ctx.close()
         c.stop()
+
+
+# ------------------------------------------------------------------ a real guest's console
+def test_real_guest_console_log_and_embedded_novnc(browser):
+    """A kumo with the QEMU driver and the kumo-tiny image: the detail page of a real guest shows
+    its serial console log and an embedded noVNC that connects to the guest's VNC server."""
+    from guestlib import READY, guest_cloud, kumo_tiny_image, qemu_available, wait_for_console
+
+    ok, why = qemu_available()
+    if not ok:
+        pytest.skip(why)
+    if not Path("/usr/share/novnc/vnc_lite.html").exists():
+        pytest.skip("noVNC is not installed (Debian package novnc)")
+    with guest_cloud("[DEFAULT]\ncompute_driver = qemu\nshutdown_timeout = 5\n", kumo_tiny_image()) as c:
+        auth = c.cloud_auth("kumo")
+        token = c.login(auth["username"], auth["password"], project=auth["project_name"])
+        name = unique("dash-guest")
+        r = c.compute("POST", "/servers", token=token, version="2.72", json={"server": {
+            "name": name, "imageRef": c.image_id, "flavorRef": c.flavor, "networks": "none"}})
+        assert r.status_code == 202, r.text
+        sid = r.json()["server"]["id"]
+        wait_for_console(c, sid, READY, timeout=120, interval=0.5)
+        ctx = browser.new_context(viewport=DESKTOP)
+        ctx.set_default_timeout(TIMEOUT_MS)
+        try:
+            page = ctx.new_page()
+            login(c, page, auth["username"], auth["password"])
+            page.goto(c.base_url + f"/dashboard/project/instances/{sid}")
+            assert page.text_content("#detail-status") == "ACTIVE"
+            image_name = c.http("GET", c.base_url + f"/image/v2/images/{c.image_id}", token=token).json()["name"]
+            assert image_name in page.text_content("#overview")  # named, though no list was seen
+            assert READY in page.text_content("#console-output")
+            frame = page.frame_locator("iframe.vnc")
+            sync_api.expect(frame.locator("#status")).to_contain_text("Connected", timeout=30_000)
+            page.wait_for_timeout(1500)  # a frame of the guest's screen drawn
+            shot(page, "21-real-guest-novnc")
+        finally:
+            ctx.close()
