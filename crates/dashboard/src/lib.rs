@@ -220,6 +220,15 @@ pub fn router_with(state: Arc<Dashboard>) -> Router {
         )
         .fallback(|| async { DashError::NotFound("No such page.".into()).into_response() })
         .layer(axum::middleware::from_fn(htmx_redirects))
+        // a bug is a page that says so, not a stack trace nor a JSON fault
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            tracing::error!("a dashboard handler panicked");
+            error::error_page(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                "This page could not be shown; the error is in kumo's log.",
+            )
+        }))
         .with_state(state)
 }
 
