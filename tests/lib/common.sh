@@ -14,7 +14,8 @@
 #   tests : what the tests need: memcached (the real Keystone "peer" caches with it);
 #           PostgreSQL and MariaDB (throwaway servers under every service, tests/e2e/dbservers.py);
 #           rabbitmq-server (crates/bus/tests/rabbitmq.rs runs a private node of it on free
-#           loopback ports); the system services are not used
+#           loopback ports); the system services are not used; chromium (the browser the
+#           dashboard tests drive with Playwright, never a downloaded one)
 #   guest : real guests (compute_driver = qemu): QEMU (qemu-system-x86 and qemu-utils of one
 #           release, see kumo_apt_args), noVNC (the console proxy serves it), what
 #           tools/guest-image/build.sh, boot-test.sh and tools/cloud-image/build.sh use
@@ -25,7 +26,7 @@
 #           for the uWSGI that pip builds, python3-venv for the venvs
 KUMO_PKGS_build=(build-essential pkg-config)
 KUMO_PKGS_tools=(curl qemu-utils)
-KUMO_PKGS_tests=(memcached postgresql mariadb-server rabbitmq-server)
+KUMO_PKGS_tests=(memcached postgresql mariadb-server rabbitmq-server chromium)
 KUMO_PKGS_guest=(qemu-system-x86 qemu-utils novnc syslinux syslinux-common dosfstools mtools fdisk cpio kmod
   genisoimage socat openssh-client debootstrap e2fsprogs)
 KUMO_PKGS_network=(iproute2 nftables dnsmasq-base radvd busybox-static iputils-ping)

@@ -55,6 +55,7 @@ fn print_summary(state: &StateDir, base: &str, pid: i32, elapsed: Option<Duratio
     for (name, path) in HEALTH {
         println!("  {name:<10} {base}{path}");
     }
+    println!("dashboard: {base}/dashboard/ (log in with a user of the cloud, e.g. admin)");
     let pw = std::fs::read_to_string(state.admin_password_file()).unwrap_or_default();
     println!(
         "admin password: {} (kept in {})",

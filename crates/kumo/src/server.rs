@@ -199,8 +199,9 @@ impl Cloud {
 }
 
 /// One router for every service, each under its catalog path (identity also at the root,
-/// where Keystone's clients expect `/v3`).
-pub fn app(cloud: &Cloud) -> Router {
+/// where Keystone's clients expect `/v3`), and the dashboard, which calls them at `base`
+/// (`http://host:port`) over HTTP like any other client.
+pub fn app(cloud: &Cloud, base: &str) -> Router {
     let identity = identity::api::router(cloud.identity.clone());
     let placement = placement::api::router(cloud.placement.clone(), cloud.token_validator());
     let image = image::api::router(cloud.image.clone(), cloud.token_validator());
@@ -216,6 +217,11 @@ pub fn app(cloud: &Cloud) -> Router {
         .nest("/volume", volume)
         // The console proxy: noVNC's page and its websocket, authenticated by console tokens.
         .nest("/novnc", compute::api::novnc::router(cloud.compute.clone()))
+        // The web UI: pages over the public APIs with the user's token, no database access.
+        .nest(
+            "/dashboard",
+            dashboard::router(&format!("{base}/identity/v3")),
+        )
         .merge(identity)
         .layer(axum::middleware::from_fn(common::request_id::middleware))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
@@ -315,7 +321,7 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     // (Tempest checks it).
     let app = tower::Layer::layer(
         &tower::util::MapRequestLayer::new(trim_trailing_slash),
-        app(&cloud),
+        app(&cloud, &base),
     );
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     // Serve first: the compute roles report to placement over the public API at start.

@@ -1,0 +1,44 @@
+//! The handlers, one file per area. Thin: read the session, call the APIs, fill a template.
+
+pub mod access;
+pub mod auth;
+pub mod images;
+pub mod instances;
+pub mod keypairs;
+pub mod networks;
+pub mod overview;
+pub mod volumes;
+
+use askama::Template;
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+
+use crate::DashError;
+
+/// Render a template as the response.
+pub fn render(t: &impl Template) -> Result<Response, DashError> {
+    Ok(Html(t.render()?).into_response())
+}
+
+/// True for requests htmx makes (they get fragments, not pages).
+pub fn is_htmx(headers: &HeaderMap) -> bool {
+    headers.get("hx-request").is_some_and(|v| v == "true")
+}
+
+/// 303 to `to` (after a POST).
+pub fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+/// A path segment for a URL: percent-encodes everything but unreserved characters.
+pub fn seg(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
