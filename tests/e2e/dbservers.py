@@ -1,7 +1,8 @@
-"""Throwaway database servers for tests: Debian's PostgreSQL and MariaDB, each in a temp dir of
-its own, on a free loopback port, started as their unprivileged system users, stopped by PID
-(also on failure) and removed. `url` is an oslo-style `[database] connection` template with
-`$service`, and every service's database is created empty before kumo starts."""
+"""Throwaway servers for tests: Debian's PostgreSQL and MariaDB (each database server started as
+its unprivileged system user) and RabbitMQ (a private node with its own epmd), each in a temp dir
+of its own, on free loopback ports, stopped by PID (also on failure) and removed. For the
+databases `url` is an oslo-style `[database] connection` template with `$service`, and every
+service's database is created empty before kumo starts; for RabbitMQ it is a `transport_url`."""
 
 from __future__ import annotations
 
@@ -159,4 +160,70 @@ def mariadb_server(prefix: str = "kumo-mariadb-"):
     finally:
         if proc is not None:
             _stop(proc)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+
+def rabbitmq_bin() -> str | None:
+    path = os.environ.get("KUMO_RABBITMQ_SERVER", RABBITMQ_SERVER)
+    return path if os.path.exists(path) and shutil.which("epmd") else None
+
+
+@contextlib.contextmanager
+def rabbitmq_server(prefix: str = "kumo-rabbitmq-"):
+    server = rabbitmq_bin()
+    if server is None:
+        raise RuntimeError("RabbitMQ is not installed (Debian package rabbitmq-server)")
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    epmd = proc = None
+    try:
+        port, dist_port, epmd_port = free_port(), free_port(), free_port()
+        (work / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{port}\n")
+        (work / "enabled_plugins").write_text("[].\n")
+        log = work / "server.out"
+        # an epmd of our own, in the foreground, so it is ours to stop
+        epmd = subprocess.Popen(["epmd", "-port", str(epmd_port)], env={**os.environ, "ERL_EPMD_ADDRESS": "127.0.0.1"},
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(work), "LANG": "C.UTF-8",
+               "RABBITMQ_NODENAME": f"kumo-e2e-{os.getpid()}-{port}@localhost",
+               "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1", "RABBITMQ_NODE_PORT": str(port),
+               "RABBITMQ_DIST_PORT": str(dist_port), "ERL_EPMD_PORT": str(epmd_port),
+               "ERL_EPMD_ADDRESS": "127.0.0.1",
+               "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "-kernel inet_dist_use_interface {127,0,0,1}",
+               "RABBITMQ_MNESIA_BASE": str(work / "mnesia"), "RABBITMQ_LOG_BASE": str(work / "log"),
+               "RABBITMQ_CONFIG_FILE": str(work / "rabbitmq.conf"),
+               "RABBITMQ_ENABLED_PLUGINS_FILE": str(work / "enabled_plugins"),
+               "RABBITMQ_PLUGINS_EXPAND_DIR": str(work / "plugins-expand")}
+        t0 = time.monotonic()
+        proc = subprocess.Popen([server], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        _wait_port(port, proc, log, timeout=120)
+        time.sleep(0.5)  # the listener opens a moment before the broker takes logins
+        yield DbServer("rabbitmq", f"rabbit://guest:guest@127.0.0.1:{port}/", proc.pid,
+                       time.monotonic() - t0, [])
+    finally:
+        if proc is not None:
+            # the script runs beam.smp as a child: TERM the whole group (a clean broker stop)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    os.killpg(proc.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.1)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+        if epmd is not None:
+            _stop(epmd)
         shutil.rmtree(work, ignore_errors=True)

@@ -4,7 +4,10 @@ service, the same migrations on all three engines): a throwaway PostgreSQL, then
 driver. Through the real `openstack` CLI: identity (project, user, role), an image upload, a
 flavor, a network with a subnet and a port, a volume, a server booted and the volume attached to
 it, quotas counted by the database; then `kill -9` and `kumo up`: all of it is still there, and
-deletes work. kumo only (needs root to start the servers as their own users)."""
+deletes work. And the scale-out shape on one host: PostgreSQL for the databases and a private
+RabbitMQ node as the bus between the compute roles (`[DEFAULT] transport_url`): 12 servers booted
+at once over 3 fake hosts all go ACTIVE, survive a `kill -9` + up, and are deleted. kumo only
+(needs root to start the servers as their own users)."""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ import pytest
 
 from cloudlib import start_kumo, unique
 from computelib import make_qcow2, wait_server
-from dbservers import mariadb_bin, mariadb_server, postgres_bin, postgres_server
+from dbservers import (mariadb_bin, mariadb_server, postgres_bin, postgres_server, rabbitmq_bin,
+                       rabbitmq_server)
 
 pytestmark = [
     pytest.mark.kumo_only("kumo's database settings"),
@@ -98,6 +102,47 @@ def test_services_on_a_database_server(engine):
             c.osc("network", "delete", net["id"])
             c.osc("image", "delete", img["id"])
             assert srv["id"] not in {s["ID"] for s in c.osc("server", "list", fmt_json=True)}
+        except BaseException:
+            print(c.log_tail(80))
+            raise
+        finally:
+            c.stop()
+
+
+def test_compute_roles_over_rabbitmq_on_postgresql():
+    if rabbitmq_bin() is None or postgres_bin() is None:
+        pytest.fail("rabbitmq-server and postgresql are needed: run_tests.sh installs them (tests/lib/common.sh)")
+    with rabbitmq_server() as mq, postgres_server() as db:
+        print(f"rabbitmq took connections {mq.started_s:.1f} s after its start")
+        c = start_kumo("[fake]\nhosts = 3\n[network]\ndataplane = none\n[compute]\nnetwork_hook = none\n"
+                       f"[quota]\ninstances = 50\ncores = 100\n"
+                       f"[DEFAULT]\ntransport_url = {mq.url}\n[database]\nconnection = {db.url}\n")
+        try:
+            assert "compute roles talk over RabbitMQ" in (c.state_dir / "logs" / "kumo.log").read_text()
+            img = c.osc("image", "create", "--file", make_qcow2(c.workdir / "tiny.qcow2"), "--disk-format",
+                        "qcow2", "--container-format", "bare", "--public", unique("img"), fmt_json=True)
+            name = unique("mq")
+            t0 = time.monotonic()
+            c.osc("server", "create", "--image", img["id"], "--flavor", "m1.nano", "--nic", "none",
+                  "--min", "12", "--max", "12", name)
+            deadline = time.monotonic() + 120
+            while True:
+                servers = [s for s in c.osc("server", "list", "--name", name, fmt_json=True)]
+                states = sorted(s["Status"] for s in servers)
+                if len(servers) == 12 and states == ["ACTIVE"] * 12:
+                    break
+                assert "ERROR" not in states, states
+                assert time.monotonic() < deadline, f"not all ACTIVE: {states}"
+                time.sleep(0.5)
+            took = time.monotonic() - t0
+            print(f"12 fake-driver boots over RabbitMQ + PostgreSQL: {took:.1f} s")
+            hosts = {c.osc("server", "show", s["ID"], fmt_json=True)["OS-EXT-SRV-ATTR:host"] for s in servers}
+            assert len(hosts) >= 2, hosts  # spread by the weighers over the fake hosts
+            c.kill9_and_up()
+            assert sorted(s["Status"] for s in c.osc("server", "list", "--name", name, fmt_json=True)) == [
+                "ACTIVE"] * 12
+            c.osc("server", "delete", "--wait", *[s["ID"] for s in servers], timeout=180)
+            assert c.osc("server", "list", "--name", name, fmt_json=True) == []
         except BaseException:
             print(c.log_tail(80))
             raise

@@ -330,7 +330,7 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
-    let bus: Arc<dyn bus::Bus> = Arc::new(bus::InProcessBus::new());
+    let bus = open_bus(&cfg.get_str("DEFAULT", "transport_url")?).await?;
     let clients = Arc::new(compute::clients::ServiceClients::new(
         compute::clients::ServiceCredentials {
             auth_url: format!("{base}/identity"),
@@ -378,6 +378,21 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     }
     tracing::info!("kumo stopped");
     result.context("serving HTTP")
+}
+
+/// The bus between the compute roles: in-process unless `[DEFAULT] transport_url` names a
+/// RabbitMQ (the compute service's exchange is `nova`, as oslo's control_exchange).
+async fn open_bus(transport_url: &str) -> Result<Arc<dyn bus::Bus>> {
+    if transport_url.trim().is_empty() {
+        return Ok(Arc::new(bus::InProcessBus::new()));
+    }
+    let b = bus::RabbitBus::connect(transport_url.trim(), "nova")
+        .await
+        .with_context(|| {
+            "[DEFAULT] transport_url: the message bus is unreachable; is RabbitMQ running there?"
+        })?;
+    tracing::info!(bus = ?b, "compute roles talk over RabbitMQ");
+    Ok(Arc::new(b))
 }
 
 /// Neutron's notifications to Nova, in-process: a port is up → `network-vif-plugged`.

@@ -43,6 +43,12 @@ pub static KUMO_OPTS: &[Opt] = &[
         help: "kumo up --demo: make devstack's networks once (public 172.24.4.0/24 external, the demo project's private 10.0.0.0/26 behind router1, ICMP and SSH into its default security group).",
     },
     Opt {
+        section: "DEFAULT",
+        name: "transport_url",
+        default: "",
+        help: "Message bus between the roles (oslo's transport URL): rabbit://USER:PASS@HOST:PORT/VHOST (several hosts: rabbit://u:p@h1:5672,u:p@h2:5672/), or amqp://... Empty: the in-process bus (all-in-one).",
+    },
+    Opt {
         section: "database",
         name: "connection",
         default: "sqlite://$state_dir/db/$service.sqlite",
