@@ -58,20 +58,11 @@ PASSWORD=secret
 
 # shellcheck disable=SC2317,SC2329 # run by the EXIT trap
 cleanup() {
-  local rc=$? pid="" ns exe
+  local rc=$? ns pid
   set +e
   ip -n "${PREFIX}kumo-host" link del "$STANDIN_VETH" 2>/dev/null
   ip netns del "$STANDIN_NS" 2>/dev/null
-  if [[ -f $STATE/kumo.pid ]]; then pid=$(head -c 32 "$STATE/kumo.pid" | tr -dc 0-9); fi
-  "$KUMO" down --state-dir "$STATE" >/dev/null 2>&1
-  if [[ -n $pid ]]; then
-    for _ in $(seq 100); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
-    exe=$(readlink "/proc/$pid/exe" 2>/dev/null)
-    if [[ -n $exe && $(basename "$exe") == kumo* ]]; then
-      blog "kumo (pid $pid) still running after kumo down: killing it"
-      kill -KILL "$pid"
-    fi
-  fi
+  bench_stop_kumo "$KUMO" "$STATE"
   for ns in /run/netns/"$PREFIX"*; do
     [[ -e $ns ]] || continue
     ns=$(basename "$ns")

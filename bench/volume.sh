@@ -34,39 +34,10 @@ done
 [[ $SIZE_GIB =~ ^[1-9][0-9]*$ ]] || bdie "--size-gib needs a positive number"
 [[ $WAIT_QUIET =~ ^[0-9]+$ ]] || bdie "--wait-quiet needs a number of seconds"
 command -v qemu-img >/dev/null || bdie "qemu-img is missing (Debian: qemu-utils)"
-OUT=${OUT:-$(mktemp -d /tmp/kumo-bench-volume.XXXXXX)}
-mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd -P)
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/kumo-bench-volume-work.XXXXXX")
-STATE=$WORK/kumo
-KUMO=$(kumo_bin)
-PASSWORD=secret
-
-# shellcheck disable=SC2317,SC2329 # run by the EXIT trap
-cleanup() {
-  local rc=$? pid="" exe
-  set +e
-  if [[ -f $STATE/kumo.pid ]]; then pid=$(head -c 32 "$STATE/kumo.pid" | tr -dc 0-9); fi
-  "$KUMO" down --state-dir "$STATE" >/dev/null 2>&1
-  if [[ -n $pid ]]; then
-    for _ in $(seq 100); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
-    exe=$(readlink "/proc/$pid/exe" 2>/dev/null)
-    if [[ -n $exe && $(basename "$exe") == kumo* ]]; then kill -KILL "$pid"; fi
-  fi
-  rm -rf "$WORK"
-  exit "$rc"
-}
-trap cleanup EXIT INT TERM
-
-[[ -x $KUMO ]] || bdie "no kumo binary at $KUMO (cargo build --release -p kumo)"
+bench_kumo_setup volume
 (( WAIT_QUIET > 0 )) && wait_quiet "$WAIT_QUIET"
-mkdir -p "$STATE"
 printf '# written by bench/volume.sh\n[identity]\npassword_hash_rounds = 4\n[demo]\nguest_image = none\nnetwork = false\n' > "$STATE/kumo.conf"
-PORT=$(free_port)
-blog "kumo: $KUMO up --state-dir $STATE --listen 127.0.0.1:$PORT"
-ADMIN_PASSWORD=$PASSWORD "$KUMO" up --state-dir "$STATE" --listen "127.0.0.1:$PORT" \
-  --config "$STATE/kumo.conf" >"$OUT/kumo-start.log" 2>&1 || { tail -20 "$OUT/kumo-start.log" >&2; bdie "kumo up failed"; }
-BASE=http://127.0.0.1:$PORT
-wait_http_200 "$BASE/volume/v3" 30 || bdie "$BASE/volume/v3 does not answer 200"
+bench_kumo_up /volume/v3
 python3 "$HERE/lib/volume_run.py" --base "$BASE" --password "$PASSWORD" --count "$COUNT" \
   --size-gib "$SIZE_GIB" --out "$OUT/summary.json"
 blog "summary: $OUT/summary.json"

@@ -43,6 +43,59 @@ wait_http_200() {
   return 1
 }
 
+# bench_stop_kumo KUMO STATE: `kumo down` of the kumo serving STATE, then SIGKILL by the pid in
+# STATE/kumo.pid if that process is still a kumo 10 s later (never by name). For EXIT traps.
+bench_stop_kumo() {
+  local kumo=$1 state=$2 pid="" exe
+  if [[ -f $state/kumo.pid ]]; then pid=$(head -c 32 "$state/kumo.pid" | tr -dc 0-9); fi
+  "$kumo" down --state-dir "$state" >/dev/null 2>&1
+  [[ -n $pid ]] || return 0
+  for _ in $(seq 100); do [[ -d /proc/$pid ]] || break; sleep 0.1; done
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null)
+  if [[ -n $exe && $(basename "$exe") == kumo* ]]; then
+    blog "kumo (pid $pid) still running after kumo down: killing it"
+    kill -KILL "$pid"
+  fi
+  return 0
+}
+
+# For benches of one kumo on a free port in a temp state dir (ADMIN_PASSWORD=secret):
+#   bench_kumo_setup NAME   sets OUT (--out or a temp dir), WORK, STATE, KUMO, PASSWORD and an EXIT
+#                           trap that stops that kumo and removes WORK
+#   bench_kumo_up PATH      starts `kumo up` with STATE/kumo.conf (which the caller wrote
+#                           first), waits for BASE/PATH to answer 200; sets PORT and BASE
+bench_kumo_setup() {
+  local name=$1
+  OUT=${OUT:-$(mktemp -d "/tmp/kumo-bench-$name.XXXXXX")}
+  mkdir -p "$OUT"; OUT=$(cd "$OUT" && pwd -P)
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/kumo-bench-$name-work.XXXXXX")
+  STATE=$WORK/kumo
+  KUMO=$(kumo_bin)
+  PASSWORD=secret
+  trap bench_kumo_cleanup EXIT INT TERM
+  [[ -x $KUMO ]] || bdie "no kumo binary at $KUMO (cargo build --release -p kumo)"
+  mkdir -p "$STATE"
+}
+
+# shellcheck disable=SC2317,SC2329 # run by the EXIT trap of bench_kumo_setup
+bench_kumo_cleanup() {
+  local rc=$?
+  set +e
+  bench_stop_kumo "$KUMO" "$STATE"
+  rm -rf "$WORK"
+  exit "$rc"
+}
+
+bench_kumo_up() {
+  PORT=$(free_port)
+  blog "kumo: $KUMO up --state-dir $STATE --listen 127.0.0.1:$PORT"
+  ADMIN_PASSWORD=$PASSWORD "$KUMO" up --state-dir "$STATE" --listen "127.0.0.1:$PORT" \
+    --config "$STATE/kumo.conf" >"$OUT/kumo-start.log" 2>&1 \
+    || { tail -20 "$OUT/kumo-start.log" >&2; bdie "kumo up failed"; }
+  BASE=http://127.0.0.1:$PORT
+  wait_http_200 "$BASE$1" 30 || bdie "$BASE$1 does not answer 200"
+}
+
 # Install a Debian package if the given command is missing (idempotent; root + apt only).
 ensure_deb() { # ensure_deb COMMAND PACKAGE
   command -v "$1" >/dev/null 2>&1 && return 0
