@@ -474,6 +474,86 @@ def test_networks_list_shows_subnets(dc, context):
     shot(page, "19-networks")
 
 
+def test_floating_ip_allocate_associate_topology_release(dc, context):
+    """An external network (admin) and the demo project's router to it; an instance on the
+    project's network. In the browser: allocate a floating IP from the external network, associate
+    it with the instance, see the instance, its router and networks linked in the topology picture
+    with the address on the instance, then disassociate and release it."""
+    admin = NetApi(dc, dc.admin_token)
+    demo = NetApi(dc, dc.demo_token)
+    ext_name = unique("dash-ext")
+    r = admin("POST", "/networks", json={"network": {"name": ext_name, "router:external": True}})
+    assert r.status_code == 201, r.text
+    ext = r.json()["network"]["id"]
+    r = admin("POST", "/subnets", json={"subnet": {"network_id": ext, "cidr": "172.30.9.0/24", "ip_version": 4,
+                                                   "gateway_ip": "172.30.9.1"}})
+    assert r.status_code == 201, r.text
+    subnet = demo("GET", f"/subnets?network_id={dc.net_id}").json()["subnets"][0]["id"]
+    router_name = unique("dash-router")
+    r = demo("POST", "/routers", json={"router": {"name": router_name,
+                                                   "external_gateway_info": {"network_id": ext}}})
+    assert r.status_code == 201, r.text
+    router = r.json()["router"]["id"]
+    assert demo("PUT", f"/routers/{router}/add_router_interface", json={"subnet_id": subnet}).status_code == 200
+    flavors = dc.compute("GET", "/flavors", token=dc.demo_token).json()["flavors"]
+    nano = next(f["id"] for f in flavors if f["name"] == "m1.nano")
+    vm = unique("dash-fipvm")
+    r = dc.compute("POST", "/servers", token=dc.demo_token, version="2.72", json={"server": {
+        "name": vm, "imageRef": dc.image_id, "flavorRef": nano, "networks": [{"uuid": dc.net_id}]}})
+    assert r.status_code == 202, r.text
+    sid = r.json()["server"]["id"]
+    try:
+        deadline = time.monotonic() + 60
+        while dc.compute("GET", f"/servers/{sid}").json()["server"]["status"] != "ACTIVE":
+            assert time.monotonic() < deadline, "the instance never became ACTIVE"
+            time.sleep(0.2)
+        page = context.new_page()
+        login(dc, page, dc.demo_user, dc.demo_password)
+        page.goto(dc.base_url + "/dashboard/project/floating-ips")
+        page.select_option("#fip-pool", label=ext_name)
+        page.click("#allocate-fip button[type=submit]")
+        page.wait_for_url("**/dashboard/project/floating-ips")
+        sync_api.expect(page.locator(".flash-ok")).to_contain_text("Allocated 172.30.9.")
+        row = page.locator("#floating-ips tbody tr").first
+        address = row.get_attribute("data-address")
+        assert address.startswith("172.30.9."), address
+        port = demo("GET", f"/ports?device_id={sid}").json()["ports"][0]["id"]
+        row.locator("select[name=port_id]").select_option(value=port)
+        row.locator("button[data-action=associate]").click()
+        page.wait_for_url("**/dashboard/project/floating-ips")
+        row = page.locator(f"#floating-ips tr[data-address='{address}']")
+        sync_api.expect(row.locator("td.mapped")).to_contain_text(vm)
+        fips = demo("GET", f"/floatingips?floating_ip_address={address}").json()["floatingips"]
+        assert fips[0]["port_id"] and fips[0]["fixed_ip_address"].startswith("10.77.0."), fips
+        shot(page, "20-floating-ips")
+
+        page.goto(dc.base_url + "/dashboard/project/topology")
+        svg = page.locator("svg#topology")
+        sync_api.expect(svg).to_have_count(1)
+        for kind, name in (("ext", ext_name), ("router", router_name), ("net", dc.net_name), ("vm", vm)):
+            sync_api.expect(svg.locator(f"g.node.{kind}[data-name='{name}']")).to_have_count(1)
+        assert address in svg.locator(f"g.node.vm[data-name='{vm}']").text_content()
+        links = {(ln.get_attribute("data-from"), ln.get_attribute("data-to"))
+                 for ln in svg.locator("line.link").all()}
+        assert {(ext, router), (router, dc.net_id), (dc.net_id, sid)} <= links, links
+        shot(page, "21-topology")
+
+        page.goto(dc.base_url + "/dashboard/project/floating-ips")
+        row = page.locator(f"#floating-ips tr[data-address='{address}']")
+        row.locator("button[data-action=disassociate]").click()
+        page.wait_for_url("**/dashboard/project/floating-ips")
+        sync_api.expect(row.locator("td.mapped")).not_to_contain_text(vm)
+        row.locator("button[data-action=release]").click()
+        sync_api.expect(row).to_have_count(0)
+        assert demo("GET", f"/floatingips?floating_ip_address={address}").json()["floatingips"] == []
+    finally:
+        dc.compute("DELETE", f"/servers/{sid}", token=dc.demo_token)
+        wait_gone(dc, sid)
+        demo("PUT", f"/routers/{router}/remove_router_interface", json={"subnet_id": subnet})
+        demo("DELETE", f"/routers/{router}")
+        admin("DELETE", f"/networks/{ext}")
+
+
 # ------------------------------------------------------------------ a failed boot
 def test_failed_boot_shows_error_fault_and_the_failed_step_in_red(browser):
     """A kumo of its own whose only host fails every spawn: launched from the form, the row goes

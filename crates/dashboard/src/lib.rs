@@ -179,7 +179,10 @@ pub fn router(identity_url: &str) -> Router {
 }
 
 pub fn router_with(state: Arc<Dashboard>) -> Router {
-    use pages::{access, auth, images, instances, keypairs, networks, overview, volumes};
+    use pages::{
+        access, auth, floating_ips, images, instances, keypairs, networks, overview, topology,
+        volumes,
+    };
     Router::new()
         .route("/", get(auth::home))
         .route("/login", get(auth::login_page).post(auth::login))
@@ -210,6 +213,15 @@ pub fn router_with(state: Arc<Dashboard>) -> Router {
         .route("/project/volumes/{id}/row", get(volumes::row))
         .route("/project/volumes/{id}/action", post(volumes::action))
         .route("/project/networks", get(networks::list))
+        .route("/project/topology", get(topology::page))
+        .route(
+            "/project/floating-ips",
+            get(floating_ips::list).post(floating_ips::allocate),
+        )
+        .route(
+            "/project/floating-ips/{id}/action",
+            post(floating_ips::action),
+        )
         .route(
             "/static/htmx.min.js",
             get(|| async { asset(HTMX, "text/javascript; charset=utf-8") }),

@@ -2,11 +2,13 @@
 
 pub mod access;
 pub mod auth;
+pub mod floating_ips;
 pub mod images;
 pub mod instances;
 pub mod keypairs;
 pub mod networks;
 pub mod overview;
+pub mod topology;
 pub mod volumes;
 
 use askama::Template;
