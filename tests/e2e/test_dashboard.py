@@ -358,6 +358,9 @@ def test_reader_sees_no_mutating_buttons_and_a_refused_call_is_a_message(dc, con
     assert page.locator("#import-keypair").count() == 0
     page.goto(dc.base_url + "/dashboard/project/volumes")
     assert page.locator("#create-volume").count() == 0
+    page.goto(dc.base_url + "/dashboard/project/floating-ips")
+    assert page.locator("#allocate-fip").count() == 0
+    assert page.locator("button[data-action]").count() == 0
     shot(page, "14-reader-keypairs")
     # what the buttons would do, sent anyway with a valid CSRF token: the API refuses, the page says so
     form = {"csrf_token": csrf_of(page), "name": unique("reader-vm"), "image": dc.image_id, "flavor": "1",
