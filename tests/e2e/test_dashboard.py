@@ -361,6 +361,9 @@ def test_reader_sees_no_mutating_buttons_and_a_refused_call_is_a_message(dc, con
     page.goto(dc.base_url + "/dashboard/project/floating-ips")
     assert page.locator("#allocate-fip").count() == 0
     assert page.locator("button[data-action]").count() == 0
+    page.goto(dc.base_url + "/dashboard/project/security-groups")
+    assert page.locator("#create-sg").count() == 0 and page.locator("form.add-rule").count() == 0
+    assert page.locator("section.sg").count() >= 1  # the reader does see the groups
     shot(page, "14-reader-keypairs")
     # what the buttons would do, sent anyway with a valid CSRF token: the API refuses, the page says so
     form = {"csrf_token": csrf_of(page), "name": unique("reader-vm"), "image": dc.image_id, "flavor": "1",
@@ -555,6 +558,47 @@ def test_floating_ip_allocate_associate_topology_release(dc, context):
         demo("PUT", f"/routers/{router}/remove_router_interface", json={"subnet_id": subnet})
         demo("DELETE", f"/routers/{router}")
         admin("DELETE", f"/networks/{ext}")
+
+
+def test_security_group_rules_editor(dc, context):
+    page = context.new_page()
+    login(dc, page, dc.demo_user, dc.demo_password)
+    page.goto(dc.base_url + "/dashboard/project/security-groups")
+    sync_api.expect(page.locator("section.sg[data-name='default'] tr[data-rule]")).not_to_have_count(0)
+    name = unique("dash-sg")
+    page.fill("#sg-name", name)
+    page.fill("#sg-description", "web servers")
+    page.click("#create-sg button[type=submit]")
+    sync_api.expect(page.locator(".flash-ok")).to_contain_text(f"Created security group {name}")
+    sg = page.locator(f"section.sg[data-name='{name}']")
+    rules_before = sg.locator("tr[data-rule]").count()  # Neutron's two egress rules
+    form = sg.locator("form.add-rule")
+    form.locator("select[name=protocol]").select_option("tcp")
+    form.locator("input[name=port_min]").fill("8080")
+    form.locator("input[name=remote]").fill("10.0.0.0/8")
+    form.locator("button[data-action=add-rule]").click()
+    sync_api.expect(page.locator(".flash-ok")).to_contain_text("Rule added")
+    rule = sg.locator("tr[data-rule]", has_text="10.0.0.0/8")
+    sync_api.expect(rule).to_have_count(1)
+    assert "8080" in rule.text_content() and "tcp" in rule.text_content()
+    sg_id = sg.get_attribute("id").removeprefix("sg-")
+    rules = NetApi(dc, dc.demo_token)("GET", f"/security-group-rules?security_group_id={sg_id}").json()
+    assert any(r["port_range_min"] == 8080 and r["port_range_max"] == 8080 and r["remote_ip_prefix"] == "10.0.0.0/8"
+               for r in rules["security_group_rules"]), rules
+    shot(page, "22-security-groups")
+    # a port out of range: the API's message, nothing added
+    form.locator("input[name=port_min]").fill("70000")
+    form.locator("input[name=remote]").fill("")
+    form.locator("button[data-action=add-rule]").click()
+    sync_api.expect(page.locator(".flash-error")).to_contain_text("70000")
+    assert sg.locator("tr[data-rule]").count() == rules_before + 1
+    rule.locator("button[data-action=delete-rule]").click()
+    sync_api.expect(page.locator(".flash-ok")).to_contain_text("Rule deleted")
+    sync_api.expect(sg.locator("tr[data-rule]", has_text="10.0.0.0/8")).to_have_count(0)
+    sg.locator("button[data-action=delete-group]").click()
+    sync_api.expect(page.locator(f"section.sg[data-name='{name}']")).to_have_count(0)
+    # the default group cannot be deleted from here
+    assert page.locator("section.sg[data-name='default'] button[data-action=delete-group]").count() == 0
 
 
 # ------------------------------------------------------------------ a failed boot

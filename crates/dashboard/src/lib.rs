@@ -180,8 +180,8 @@ pub fn router(identity_url: &str) -> Router {
 
 pub fn router_with(state: Arc<Dashboard>) -> Router {
     use pages::{
-        access, auth, floating_ips, images, instances, keypairs, networks, overview, topology,
-        volumes,
+        access, auth, floating_ips, images, instances, keypairs, networks, overview,
+        security_groups, topology, volumes,
     };
     Router::new()
         .route("/", get(auth::home))
@@ -214,6 +214,14 @@ pub fn router_with(state: Arc<Dashboard>) -> Router {
         .route("/project/volumes/{id}/action", post(volumes::action))
         .route("/project/networks", get(networks::list))
         .route("/project/topology", get(topology::page))
+        .route(
+            "/project/security-groups",
+            get(security_groups::list).post(security_groups::create),
+        )
+        .route(
+            "/project/security-groups/{id}/action",
+            post(security_groups::action),
+        )
         .route(
             "/project/floating-ips",
             get(floating_ips::list).post(floating_ips::allocate),

@@ -8,6 +8,7 @@ pub mod instances;
 pub mod keypairs;
 pub mod networks;
 pub mod overview;
+pub mod security_groups;
 pub mod topology;
 pub mod volumes;
 
