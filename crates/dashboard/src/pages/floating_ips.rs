@@ -13,7 +13,7 @@ use axum::response::Response;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{render, see_other, seg};
+use super::{flash_outcome, render, see_other, seg};
 use crate::views::{Layout, Named};
 use crate::{Ctx, DashError, Dashboard, FormData};
 
@@ -162,24 +162,6 @@ pub async fn list(
     page(&d, &ctx).await
 }
 
-/// The outcome of a call as the next page's flash message.
-fn flash(
-    d: &Dashboard,
-    ctx: &Ctx,
-    r: Result<Value, DashError>,
-    ok: String,
-) -> Result<(), DashError> {
-    match r {
-        Ok(_) => d.sessions.flash(&ctx.sid, "ok", ok),
-        Err(DashError::Api(e)) => {
-            d.sessions
-                .flash(&ctx.sid, "error", crate::error::api_message(&e))
-        }
-        Err(e) => return Err(e),
-    }
-    Ok(())
-}
-
 /// Allocate an address from the chosen external network.
 pub async fn allocate(
     State(d): State<Arc<Dashboard>>,
@@ -201,7 +183,7 @@ pub async fn allocate(
         ),
         Err(_) => String::new(),
     };
-    flash(&d, &ctx, r, ok)?;
+    flash_outcome(&d, &ctx, r, ok)?;
     Ok(see_other(PAGE))
 }
 
@@ -239,7 +221,7 @@ pub async fn action(
         "disassociate" => "Floating IP disassociated.",
         _ => "Floating IP released.",
     };
-    flash(&d, &ctx, r, done.to_string())?;
+    flash_outcome(&d, &ctx, r, done.to_string())?;
     Ok(see_other(PAGE))
 }
 

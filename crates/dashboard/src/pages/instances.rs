@@ -14,7 +14,7 @@ use base64::Engine;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{is_htmx, render, see_other, seg};
+use super::{is_htmx, refusal, render, see_other, seg};
 use crate::views::{self, ActionView, Layout, Named, ServerView, Trace};
 use crate::{Ctx, DashError, Dashboard, FormData};
 
@@ -439,11 +439,7 @@ pub async fn action(
             )));
         }
     };
-    let problem = match r {
-        Ok(_) => String::new(),
-        Err(DashError::Api(e)) => crate::error::api_message(&e),
-        Err(e) => return Err(e),
-    };
+    let problem = refusal(r)?;
     if is_htmx(&headers) {
         let s = server_view(&d, &ctx, &id).await?;
         return row_fragment(&ctx, s, problem);

@@ -10,7 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use reqwest::Method;
 use serde_json::json;
 
-use super::{is_htmx, render, see_other, seg};
+use super::{flash_outcome, is_htmx, render, see_other, seg};
 use crate::views::{self, KeypairView, Layout};
 use crate::{DashError, Dashboard, FormData};
 
@@ -214,15 +214,6 @@ pub async fn delete(
             Err(e) => Err(e),
         };
     }
-    match r {
-        Ok(_) => d
-            .sessions
-            .flash(&ctx.sid, "ok", format!("Key pair {name} deleted.")),
-        Err(DashError::Api(e)) => {
-            d.sessions
-                .flash(&ctx.sid, "error", crate::error::api_message(&e))
-        }
-        Err(e) => return Err(e),
-    }
+    flash_outcome(&d, &ctx, r, format!("Key pair {name} deleted."))?;
     Ok(see_other(PAGE))
 }

@@ -16,7 +16,7 @@ use askama::Template;
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 
-use crate::DashError;
+use crate::{Ctx, DashError, Dashboard};
 
 /// Render a template as the response.
 pub fn render(t: &impl Template) -> Result<Response, DashError> {
@@ -44,4 +44,30 @@ pub fn seg(s: &str) -> String {
         }
     }
     out
+}
+
+/// What an API call's refusal says, for the page: empty on success, the API's message when it
+/// refused; other failures (the session is gone, ...) pass on.
+pub fn refusal<T>(r: Result<T, DashError>) -> Result<String, DashError> {
+    match r {
+        Ok(_) => Ok(String::new()),
+        Err(DashError::Api(e)) => Ok(crate::error::api_message(&e)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The next page's flash after a call: `ok` on success, the API's message when it refused.
+pub fn flash_outcome<T>(
+    d: &Dashboard,
+    ctx: &Ctx,
+    r: Result<T, DashError>,
+    ok: impl Into<String>,
+) -> Result<(), DashError> {
+    let problem = refusal(r)?;
+    if problem.is_empty() {
+        d.sessions.flash(&ctx.sid, "ok", ok.into());
+    } else {
+        d.sessions.flash(&ctx.sid, "error", problem);
+    }
+    Ok(())
 }

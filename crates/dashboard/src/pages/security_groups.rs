@@ -13,7 +13,7 @@ use axum::response::Response;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
 
-use super::{render, see_other, seg};
+use super::{flash_outcome, render, see_other, seg};
 use crate::views::Layout;
 use crate::{Ctx, DashError, Dashboard, FormData};
 
@@ -193,18 +193,6 @@ pub async fn list(
     page(&d, &ctx).await
 }
 
-fn flash(d: &Dashboard, ctx: &Ctx, r: Result<Value, DashError>, ok: &str) -> Result<(), DashError> {
-    match r {
-        Ok(_) => d.sessions.flash(&ctx.sid, "ok", ok.to_string()),
-        Err(DashError::Api(e)) => {
-            d.sessions
-                .flash(&ctx.sid, "error", crate::error::api_message(&e))
-        }
-        Err(e) => return Err(e),
-    }
-    Ok(())
-}
-
 /// Create a group (name, description).
 pub async fn create(
     State(d): State<Arc<Dashboard>>,
@@ -224,7 +212,7 @@ pub async fn create(
             Some(&body),
         )
         .await;
-    flash(&d, &ctx, r, &format!("Created security group {name}."))?;
+    flash_outcome(&d, &ctx, r, format!("Created security group {name}."))?;
     Ok(see_other(PAGE))
 }
 
@@ -283,7 +271,7 @@ pub async fn action(
             )));
         }
     };
-    flash(&d, &ctx, r, ok)?;
+    flash_outcome(&d, &ctx, r, ok)?;
     Ok(see_other(PAGE))
 }
 

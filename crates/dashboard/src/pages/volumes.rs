@@ -12,7 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{is_htmx, render, see_other, seg};
+use super::{is_htmx, refusal, render, see_other, seg};
 use crate::views::{Layout, Named};
 use crate::{Ctx, DashError, Dashboard, FormData};
 
@@ -356,11 +356,7 @@ pub async fn action(
             )));
         }
     };
-    let problem = match r {
-        Ok(_) => String::new(),
-        Err(DashError::Api(e)) => crate::error::api_message(&e),
-        Err(e) => return Err(e),
-    };
+    let problem = refusal(r)?;
     if is_htmx(&headers) {
         // attach and detach are queued by compute: the row waits for their outcome
         let until = match action.as_str() {
