@@ -188,17 +188,7 @@ impl Bus for InProcessBus {
         handler: Arc<dyn Handler>,
         options: ServeOptions,
     ) -> Result<Subscription, BusError> {
-        if target.topic.is_empty() {
-            return Err(BusError::InvalidTarget("empty topic".into()));
-        }
-        let name = match target.server {
-            Some(name) if name.is_empty() => {
-                return Err(BusError::InvalidTarget("empty server name".into()));
-            }
-            Some(name) => name,
-            None => uuid::Uuid::new_v4().to_string(),
-        };
-        let served = Target::server(target.topic, name);
+        let served = target.to_serve()?;
         let (queue, incoming) = mpsc::unbounded_channel();
         let id = self.registry.next_id.fetch_add(1, Ordering::Relaxed);
         let task = tokio::spawn(serve_loop(

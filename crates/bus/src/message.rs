@@ -37,6 +37,24 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The target a subscription serves: the topic with a server name (a fresh unique one when
+    /// none is given). An empty topic or server name is refused.
+    pub fn to_serve(self) -> Result<Target, BusError> {
+        if self.topic.is_empty() {
+            return Err(BusError::InvalidTarget("empty topic".into()));
+        }
+        let name = match self.server {
+            Some(name) if name.is_empty() => {
+                return Err(BusError::InvalidTarget("empty server name".into()));
+            }
+            Some(name) => name,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        Ok(Target::server(self.topic, name))
+    }
+}
+
 impl fmt::Display for Target {
     // `topic.server` is also the queue name oslo.messaging's rabbit driver uses, so logs read alike.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
