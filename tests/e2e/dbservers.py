@@ -71,6 +71,21 @@ def _as_user(user: str) -> list[str]:
     return ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
 
 
+def _own(user: str, *paths: Path) -> None:
+    """As root, hand `paths` to the server's system user (it refuses to run as root)."""
+    if os.geteuid() == 0:
+        for p in paths:
+            shutil.chown(p, user, user)
+
+
+def _wait_sql(client: list[str]) -> None:
+    """The port accepts TCP a moment before the server accepts logins: wait for `SELECT 1`."""
+    for _ in range(50):
+        if subprocess.run([*client, "SELECT 1"], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def postgres_server(prefix: str = "kumo-pg-"):
     bindir = postgres_bin()
@@ -84,10 +99,7 @@ def postgres_server(prefix: str = "kumo-pg-"):
         for d in (data, sock):
             d.mkdir()
         log.touch()
-        if os.geteuid() == 0:
-            shutil.chown(work, "postgres", "postgres")
-            for p in (data, sock, log):
-                shutil.chown(p, "postgres", "postgres")
+        _own("postgres", work, data, sock, log)
         subprocess.run([*_as_user("postgres"), str(bindir / "initdb"), "-D", str(data), "-U", "postgres",
                         "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"],
                        check=True, capture_output=True, text=True, timeout=120)
@@ -101,10 +113,7 @@ def postgres_server(prefix: str = "kumo-pg-"):
         _wait_port(port, proc, log)
         psql = [str(bindir.parent / "bin" / "psql") if (bindir / "psql").exists() else "psql",
                 "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-q"]
-        for _ in range(50):  # accepting TCP a moment before it accepts logins
-            if subprocess.run([*psql, "-c", "SELECT 1"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
+        _wait_sql([*psql, "-c"])
         started = time.monotonic() - t0
         for svc in SERVICES:
             subprocess.run([*psql, "-c", f"CREATE DATABASE kumo_{svc}"], check=True, capture_output=True)
@@ -129,9 +138,7 @@ def mariadb_server(prefix: str = "kumo-mariadb-"):
         data.mkdir()
         log.touch()
         user = "mysql" if os.geteuid() == 0 else os.environ.get("USER", "")
-        if os.geteuid() == 0:
-            for p in (work, data, log):
-                shutil.chown(p, "mysql", "mysql")
+        _own("mysql", work, data, log)
         subprocess.run(["mariadb-install-db", f"--user={user}", f"--datadir={data}", "--auth-root-authentication-method=normal",
                         "--skip-test-db", "--no-defaults"],
                        check=True, capture_output=True, text=True, timeout=180)
@@ -146,10 +153,7 @@ def mariadb_server(prefix: str = "kumo-mariadb-"):
             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
         _wait_port(port, proc, log)
         client = ["mariadb", "--no-defaults", f"--socket={sock}", "-uroot"]
-        for _ in range(50):
-            if subprocess.run([*client, "-e", "SELECT 1"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.1)
+        _wait_sql([*client, "-e"])
         started = time.monotonic() - t0
         sql = "CREATE USER 'kumo'@'127.0.0.1' IDENTIFIED BY 'kumo-db-pass';"
         for svc in SERVICES:
