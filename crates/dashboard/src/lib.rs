@@ -91,13 +91,24 @@ impl Dashboard {
         Ok(Ctx { sid, session, auth })
     }
 
-    /// A POST: the session's CSRF token must be in the form (else 403), then as `ctx`.
-    pub fn post_ctx(&self, headers: &HeaderMap, form: &FormData) -> Result<Ctx, DashError> {
+    /// A POST's session (id and state), logged in or not: its CSRF token must be in the form,
+    /// else 403.
+    pub fn csrf_session(
+        &self,
+        headers: &HeaderMap,
+        form: &FormData,
+    ) -> Result<(String, session::Session), DashError> {
         let sid = session::session_id(headers).ok_or(DashError::Csrf)?;
         let session = self.sessions.get(&sid).ok_or(DashError::Csrf)?;
         if !session.csrf_ok(form.get(session::CSRF_FIELD)) {
             return Err(DashError::Csrf);
         }
+        Ok((sid, session))
+    }
+
+    /// A POST of a logged-in page: the CSRF check, then as `ctx`.
+    pub fn post_ctx(&self, headers: &HeaderMap, form: &FormData) -> Result<Ctx, DashError> {
+        self.csrf_session(headers, form)?;
         self.ctx(headers)
     }
 

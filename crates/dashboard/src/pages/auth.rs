@@ -96,11 +96,7 @@ pub async fn login(
     body: Bytes,
 ) -> Result<Response, DashError> {
     let form = FormData::parse(&body);
-    let sid = session::session_id(&headers).ok_or(DashError::Csrf)?;
-    let s = d.sessions.get(&sid).ok_or(DashError::Csrf)?;
-    if !s.csrf_ok(form.get(session::CSRF_FIELD)) {
-        return Err(DashError::Csrf);
-    }
+    let (sid, s) = d.csrf_session(&headers, &form)?;
     let domain = form.text("domain");
     let user = form.text("username");
     let password = form.get("password").unwrap_or_default().to_string();
@@ -173,11 +169,7 @@ pub async fn logout(
     body: Bytes,
 ) -> Result<Response, DashError> {
     let form = FormData::parse(&body);
-    let sid = session::session_id(&headers).ok_or(DashError::Csrf)?;
-    let s = d.sessions.get(&sid).ok_or(DashError::Csrf)?;
-    if !s.csrf_ok(form.get(session::CSRF_FIELD)) {
-        return Err(DashError::Csrf);
-    }
+    let (sid, s) = d.csrf_session(&headers, &form)?;
     let s = d.sessions.remove(&sid).unwrap_or(s);
     for token in s.tokens.iter().rev() {
         if let Err(e) = d.api.revoke(token).await {
