@@ -401,20 +401,18 @@ struct ComputeEvents(Arc<compute::ComputeService>);
 #[async_trait::async_trait]
 impl network::agent::PortEvents for ComputeEvents {
     async fn vif_plugged(&self, server: &str, port: &str) {
-        let ev = serde_json::json!({
-            "name": "network-vif-plugged",
-            "server_uuid": server,
-            "tag": port,
-            "status": "completed",
-        });
-        let Some(ev) = ev.as_object().cloned() else {
-            return;
-        };
-        if let Err(e) = self
+        let r = self
             .0
-            .external_events(vec![ev], "req-network-agent", None)
-            .await
-        {
+            .deliver_event(
+                server,
+                "network-vif-plugged",
+                Some(port),
+                "completed",
+                "req-network-agent",
+                None,
+            )
+            .await;
+        if let Err(e) = r {
             tracing::warn!(%server, %port, error = %e, "could not deliver network-vif-plugged");
         }
     }
@@ -431,21 +429,19 @@ impl volume::server_events::ServerEvents for VolumeServerEvents {
         volume_id: &str,
         by: &volume::server_events::Sender,
     ) {
-        let ev = serde_json::json!({
-            "name": "volume-extended",
-            "server_uuid": server,
-            "tag": volume_id,
-            "status": "completed",
-        });
-        let Some(ev) = ev.as_object().cloned() else {
-            return;
-        };
         let sender = Some((by.user_id.as_str(), by.project_id.as_str()));
-        if let Err(e) = self
+        let r = self
             .0
-            .external_events(vec![ev], &by.request_id, sender)
-            .await
-        {
+            .deliver_event(
+                server,
+                "volume-extended",
+                Some(volume_id),
+                "completed",
+                &by.request_id,
+                sender,
+            )
+            .await;
+        if let Err(e) = r {
             tracing::warn!(%server, volume = %volume_id, error = %e, "could not deliver volume-extended");
         }
     }

@@ -314,10 +314,10 @@ impl ComputeService {
     }
 
     /// One event from another service in this process, as `POST /os-server-external-events`
-    /// with an admin token would deliver it: the network agent calls
-    /// `deliver_event(port.device_id, "network-vif-plugged", Some(port.id), "completed", rid)`
-    /// once it has wired a bound port. Returns the event's code (200 delivered to the
-    /// server's host; 404 no such server; 422 the server is on no host).
+    /// would deliver it: the network agent's `network-vif-plugged` (tag: the port) once it has
+    /// wired a bound port, the volume service's `volume-extended` (tag: the volume, `by` its
+    /// caller). Returns the event's code (200 delivered to the server's host; 404 no such
+    /// server; 422 the server is on no host).
     pub async fn deliver_event(
         &self,
         server_uuid: &str,
@@ -325,6 +325,7 @@ impl ComputeService {
         tag: Option<&str>,
         status: &str,
         request_id: &str,
+        by: Option<(&str, &str)>,
     ) -> Result<u16> {
         let mut e = Map::new();
         e.insert("server_uuid".into(), json!(server_uuid));
@@ -333,7 +334,7 @@ impl ComputeService {
         if let Some(t) = tag {
             e.insert("tag".into(), json!(t));
         }
-        let results = self.external_events(vec![e], request_id, None).await?;
+        let results = self.external_events(vec![e], request_id, by).await?;
         Ok(results.first().map(|r| r.code).unwrap_or(404))
     }
 
