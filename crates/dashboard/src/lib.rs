@@ -159,6 +159,7 @@ impl Dashboard {
             projects: ctx.session.projects.clone(),
             csrf: ctx.session.csrf.clone(),
             can_write: ctx.auth.can_write(),
+            is_admin: ctx.auth.is_admin(),
             active,
             flashes: self.sessions.take_flashes(&ctx.sid),
         }
@@ -191,7 +192,7 @@ pub fn router(identity_url: &str) -> Router {
 
 pub fn router_with(state: Arc<Dashboard>) -> Router {
     use pages::{
-        access, auth, floating_ips, images, instances, keypairs, networks, overview,
+        access, admin, auth, floating_ips, images, instances, keypairs, networks, overview,
         security_groups, topology, volumes,
     };
     Router::new()
@@ -241,6 +242,7 @@ pub fn router_with(state: Arc<Dashboard>) -> Router {
             "/project/floating-ips/{id}/action",
             post(floating_ips::action),
         )
+        .route("/admin/{section}", get(admin::show).post(admin::act))
         .route(
             "/static/htmx.min.js",
             get(|| async { asset(HTMX, "text/javascript; charset=utf-8") }),

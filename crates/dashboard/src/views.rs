@@ -19,6 +19,8 @@ pub struct Layout {
     pub projects: Vec<ProjectRef>,
     pub csrf: String,
     pub can_write: bool,
+    /// the token has the admin role: the Admin nav group is shown (the APIs still decide)
+    pub is_admin: bool,
     pub active: &'static str,
     pub flashes: Vec<Flash>,
 }
