@@ -366,6 +366,368 @@ pub fn boot_trace(action: &Value, now: DateTime<Utc>) -> Trace {
     }
 }
 
+/// One of the 28 steps of an OpenStack boot (the seed book's boot sequence), in short words.
+#[derive(Debug, Clone)]
+pub struct BootStep {
+    pub n: u8,
+    pub component: &'static str,
+    pub text: &'static str,
+}
+
+const fn step(n: u8, component: &'static str, text: &'static str) -> BootStep {
+    BootStep { n, component, text }
+}
+
+/// The 28 steps, from the user's login to the hypervisor starting the guest.
+pub const BOOT_STEPS: [BootStep; 28] = [
+    step(
+        1,
+        "Horizon or CLI",
+        "sends the user's credentials to Keystone",
+    ),
+    step(
+        2,
+        "Keystone",
+        "checks them and returns a token for the other services",
+    ),
+    step(
+        3,
+        "Horizon or CLI",
+        "turns \"launch instance\" into a POST /servers to nova-api",
+    ),
+    step(
+        4,
+        "nova-api",
+        "asks Keystone to validate the token and the user's permissions",
+    ),
+    step(
+        5,
+        "Keystone",
+        "validates the token and answers with its roles and permissions",
+    ),
+    step(6, "nova-api", "opens a session with Nova's database"),
+    step(7, "Database", "stores the new instance's record"),
+    step(
+        8,
+        "nova-api",
+        "asks nova-scheduler (rpc.call) for a host for the instance",
+    ),
+    step(
+        9,
+        "nova-scheduler",
+        "takes the request off the message queue",
+    ),
+    step(
+        10,
+        "nova-scheduler",
+        "picks a host through filters and weighers",
+    ),
+    step(
+        11,
+        "nova-scheduler",
+        "returns the instance's entry with the chosen host",
+    ),
+    step(
+        12,
+        "nova-scheduler",
+        "casts \"launch instance\" (rpc.cast) to that host's nova-compute",
+    ),
+    step(
+        13,
+        "nova-compute",
+        "takes the request off the message queue",
+    ),
+    step(
+        14,
+        "nova-compute",
+        "asks nova-conductor (rpc.call) for the instance's data and flavor",
+    ),
+    step(
+        15,
+        "nova-conductor",
+        "takes the request off the message queue",
+    ),
+    step(16, "nova-conductor", "opens a session with Nova's database"),
+    step(17, "Database", "returns the instance's data"),
+    step(18, "nova-compute", "receives the answer from the queue"),
+    step(
+        19,
+        "nova-compute",
+        "asks glance-api (REST, with the token) where the image is",
+    ),
+    step(20, "glance-api", "validates the token with Keystone"),
+    step(21, "nova-compute", "gets the image's metadata"),
+    step(
+        22,
+        "nova-compute",
+        "asks the Network API (REST) to allocate and set up the instance's network",
+    ),
+    step(23, "neutron-server", "validates the token with Keystone"),
+    step(
+        24,
+        "nova-compute",
+        "gets the network information (ports, addresses)",
+    ),
+    step(
+        25,
+        "nova-compute",
+        "asks the Volume API (REST) to attach the instance's volumes",
+    ),
+    step(26, "cinder-api", "validates the token with Keystone"),
+    step(27, "nova-compute", "gets the block storage information"),
+    step(
+        28,
+        "nova-compute",
+        "builds the hypervisor driver's data and asks the hypervisor to start the guest",
+    ),
+];
+
+const EV_SCHEDULE: &str = "conductor_schedule_and_build_instances";
+const EV_SELECT: &str = "scheduler_select_destinations";
+const EV_BUILD: &str = "compute__do_build_and_run_instance";
+const EV_NETWORKING: &str = "compute_build_networking";
+const EV_BDM: &str = "compute_build_block_device_mapping";
+const EV_SPAWNING: &str = "compute_build_spawning";
+
+/// How a phase's time is measured from the create action's events.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Measure {
+    /// happens before the request reaches compute: no event
+    Nothing,
+    /// from the first start to the last finish of these events
+    Events(&'static [&'static str]),
+    /// the build event's start until the first host phase began (networking, block device
+    /// mapping or spawning), or its finish when none did
+    HostPrelude,
+    /// the moment the build event finished well
+    Active,
+}
+
+/// The phases of a boot: (status, task, first and last step (0, 0: none), how measured).
+const PHASES: [(&str, &str, (u8, u8), Measure); 7] = [
+    (
+        "Before the request",
+        "authentication",
+        (1, 2),
+        Measure::Nothing,
+    ),
+    (
+        "Build",
+        "scheduling",
+        (3, 12),
+        Measure::Events(&[EV_SCHEDULE, EV_SELECT]),
+    ),
+    ("Build", "on the host", (13, 21), Measure::HostPrelude),
+    (
+        "Build",
+        "networking",
+        (22, 24),
+        Measure::Events(&[EV_NETWORKING]),
+    ),
+    (
+        "Build",
+        "block_device_mapping",
+        (25, 27),
+        Measure::Events(&[EV_BDM]),
+    ),
+    (
+        "Build",
+        "spawning",
+        (28, 28),
+        Measure::Events(&[EV_SPAWNING]),
+    ),
+    ("Active", "Running", (0, 0), Measure::Active),
+];
+
+/// A phase's measure: start, end (None while running), failed, details.
+type Span = (DateTime<Utc>, Option<DateTime<Utc>>, bool, String);
+
+/// A phase of the boot sequence beside the trace: its steps and what the events say of it.
+#[derive(Debug, Clone)]
+pub struct BootPhase {
+    pub status: &'static str,
+    pub task: &'static str,
+    pub steps: Vec<BootStep>,
+    /// "3-12", "28", "" (Active)
+    pub step_range: String,
+    /// the kumo events it is measured from
+    pub events: Vec<&'static str>,
+    pub recorded: bool,
+    pub start: String,
+    pub end: String,
+    pub duration: String,
+    pub failed: bool,
+    pub running: bool,
+    pub note: String,
+}
+
+impl BootPhase {
+    pub fn slug(&self) -> String {
+        self.task.replace(' ', "-")
+    }
+}
+
+/// The seed book's boot sequence as phases, each with the start, end and duration measured
+/// from the create action's events (`instanceAction` of os-instance-actions/{request}); a
+/// phase kumo has no event for is "not recorded"; a failed event marks its phase failed (the
+/// build event's failure marks the host phase when no later phase failed).
+pub fn boot_phases(action: &Value, now: DateTime<Utc>) -> Vec<BootPhase> {
+    struct Ev {
+        start: DateTime<Utc>,
+        finish: Option<DateTime<Utc>>,
+        failed: bool,
+        /// the latest attempt's start and whether it failed
+        last: (DateTime<Utc>, bool),
+        detail: String,
+    }
+    let mut by_name: HashMap<String, Ev> = HashMap::new();
+    for e in action["events"].as_array().into_iter().flatten() {
+        let (Some(name), Some(start)) = (
+            e["event"].as_str(),
+            e["start_time"].as_str().and_then(parse_time),
+        ) else {
+            continue;
+        };
+        let ev = Ev {
+            start,
+            finish: e["finish_time"].as_str().and_then(parse_time),
+            failed: e["result"]
+                .as_str()
+                .is_some_and(|r| r.eq_ignore_ascii_case("error")),
+            last: (start, false),
+            detail: s(e, "details"),
+        };
+        let ev = Ev {
+            last: (start, ev.failed),
+            ..ev
+        };
+        // a rescheduled build repeats its events: the phase spans every attempt, and an
+        // attempt that failed stays visible
+        match by_name.get_mut(name) {
+            Some(seen) => {
+                seen.start = seen.start.min(ev.start);
+                seen.finish = match (seen.finish, ev.finish) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+                seen.failed |= ev.failed;
+                if ev.last.0 >= seen.last.0 {
+                    seen.last = ev.last;
+                }
+                if seen.detail.is_empty() {
+                    seen.detail = ev.detail;
+                }
+            }
+            None => {
+                by_name.insert(name.to_string(), ev);
+            }
+        }
+    }
+    let hhmmss = |t: DateTime<Utc>| t.format("%H:%M:%S%.3f").to_string();
+    let host_phase_failed = [EV_NETWORKING, EV_BDM, EV_SPAWNING]
+        .iter()
+        .any(|n| by_name.get(*n).is_some_and(|e| e.failed));
+    PHASES
+        .iter()
+        .map(|(status, task, range, measure)| {
+            let mut p = BootPhase {
+                status,
+                task,
+                steps: BOOT_STEPS
+                    .iter()
+                    .filter(|st| (range.0..=range.1).contains(&st.n))
+                    .cloned()
+                    .collect(),
+                step_range: match *range {
+                    (0, _) => String::new(),
+                    (a, b) if a == b => a.to_string(),
+                    (a, b) => format!("{a}-{b}"),
+                },
+                events: Vec::new(),
+                recorded: false,
+                start: String::new(),
+                end: String::new(),
+                duration: String::new(),
+                failed: false,
+                running: false,
+                note: String::new(),
+            };
+            let span: Option<Span> = match measure {
+                Measure::Nothing => {
+                    p.note = "not recorded: it happens before the request reaches compute".into();
+                    None
+                }
+                Measure::Events(names) => {
+                    p.events = names.to_vec();
+                    let evs: Vec<&Ev> = names.iter().filter_map(|n| by_name.get(*n)).collect();
+                    evs.iter().map(|e| e.start).min().map(|start| {
+                        let end = if evs.iter().all(|e| e.finish.is_some()) {
+                            evs.iter().filter_map(|e| e.finish).max()
+                        } else {
+                            None
+                        };
+                        let failed = evs.iter().any(|e| e.failed);
+                        let detail = evs
+                            .iter()
+                            .map(|e| e.detail.as_str())
+                            .filter(|d| !d.is_empty())
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        (start, end, failed, detail)
+                    })
+                }
+                Measure::HostPrelude => {
+                    p.events = vec![EV_BUILD];
+                    by_name.get(EV_BUILD).map(|b| {
+                        let next = [EV_NETWORKING, EV_BDM, EV_SPAWNING]
+                            .iter()
+                            .filter_map(|n| by_name.get(*n))
+                            .map(|e| e.start)
+                            .min();
+                        p.note = if next.is_some() {
+                            "from the build's start on the host until networking began".into()
+                        } else {
+                            "the build on the host (no later phase began)".into()
+                        };
+                        let failed = b.failed && !host_phase_failed;
+                        (b.start, next.or(b.finish), failed, b.detail.clone())
+                    })
+                }
+                Measure::Active => {
+                    p.events = vec![EV_BUILD];
+                    by_name
+                        .get(EV_BUILD)
+                        .filter(|b| !b.last.1)
+                        .and_then(|b| b.finish)
+                        .map(|f| (f, Some(f), false, String::new()))
+                }
+            };
+            match span {
+                Some((start, end, failed, detail)) => {
+                    p.recorded = true;
+                    p.start = hhmmss(start);
+                    p.failed = failed;
+                    p.running = end.is_none();
+                    let stop = end.unwrap_or(now);
+                    p.end = end.map(hhmmss).unwrap_or_else(|| "running".into());
+                    p.duration = duration_text((stop - start).num_milliseconds().max(0));
+                    if !detail.is_empty() {
+                        p.note = detail;
+                    }
+                }
+                None if *measure != Measure::Nothing => {
+                    p.note = match measure {
+                        Measure::Active => "not reached".into(),
+                        _ => "not recorded".into(),
+                    };
+                }
+                None => {}
+            }
+            p
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 pub struct ActionView {
     pub action: String,
@@ -526,6 +888,67 @@ mod tests {
         assert_eq!(t.steps[1].left, "50.00");
         assert!(t.steps[1].failed);
         assert!(boot_trace(&json!({}), now).steps.is_empty());
+    }
+
+    #[test]
+    fn boot_phases_measured_from_the_events() {
+        let ev = |name: &str, a: &str, b: Option<&str>, result: &str| {
+            json!({"event": name, "start_time": format!("2026-01-01T00:00:{a}"),
+                "finish_time": b.map(|b| format!("2026-01-01T00:00:{b}")), "result": result})
+        };
+        let ok = json!({"events": [
+            ev(EV_SCHEDULE, "00.000000", Some("00.400000"), "Success"),
+            ev(EV_SELECT, "00.100000", Some("00.300000"), "Success"),
+            ev(EV_BUILD, "00.500000", Some("05.000000"), "Success"),
+            ev(EV_NETWORKING, "00.700000", Some("01.000000"), "Success"),
+            ev(EV_SPAWNING, "01.000000", Some("05.000000"), "Success"),
+        ]});
+        let now = parse_time("2026-01-01T00:01:00Z").unwrap();
+        let p = boot_phases(&ok, now);
+        let steps: usize = p.iter().map(|x| x.steps.len()).sum();
+        assert_eq!(steps, 28, "every step is in one phase");
+        let by = |task: &str| p.iter().find(|x| x.task == task).unwrap();
+        assert!(!by("authentication").recorded);
+        let sched = by("scheduling");
+        assert_eq!(sched.step_range, "3-12");
+        assert!(sched.steps.iter().any(|s| s.component == "nova-scheduler"
+            && s.text.contains("filters and weighers")));
+        assert_eq!(
+            (sched.start.as_str(), sched.end.as_str()),
+            ("00:00:00.000", "00:00:00.400")
+        );
+        assert_eq!(sched.duration, "400 ms");
+        assert_eq!(by("on the host").duration, "200 ms");
+        assert_eq!(by("networking").step_range, "22-24");
+        assert_eq!(by("spawning").duration, "4.00 s");
+        assert_eq!(by("spawning").step_range, "28");
+        let bdm = by("block_device_mapping");
+        assert!(!bdm.recorded && bdm.note == "not recorded");
+        let active = by("Running");
+        assert!(active.recorded && active.start == "00:00:05.000");
+        assert!(p.iter().all(|x| !x.failed));
+
+        // spawning fails: its phase is red, the build's failure is not blamed on the host
+        // prelude, Active is not reached
+        let bad = json!({"events": [
+            ev(EV_SCHEDULE, "00.000000", Some("00.400000"), "Success"),
+            ev(EV_BUILD, "00.500000", Some("02.000000"), "Error"),
+            ev(EV_SPAWNING, "01.000000", Some("02.000000"), "Error"),
+        ]});
+        let p = boot_phases(&bad, now);
+        let by = |task: &str| p.iter().find(|x| x.task == task).unwrap().clone();
+        assert!(by("spawning").failed);
+        assert!(!by("on the host").failed && !by("scheduling").failed);
+        assert!(!by("Running").recorded && by("Running").note == "not reached");
+        // the build fails before any host phase: the host prelude is red
+        let early = json!({"events": [ev(EV_BUILD, "00.500000", Some("00.600000"), "Error")]});
+        let p = boot_phases(&early, now);
+        assert!(p.iter().find(|x| x.task == "on the host").unwrap().failed);
+        // still running: "running", measured up to now
+        let running = json!({"events": [ev(EV_SCHEDULE, "00.000000", None, "")]});
+        let p = boot_phases(&running, now);
+        let s = p.iter().find(|x| x.task == "scheduling").unwrap();
+        assert!(s.running && s.end == "running" && s.duration == "60.00 s");
     }
 
     #[test]
