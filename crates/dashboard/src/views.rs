@@ -539,7 +539,7 @@ const PHASES: [(&str, &str, (u8, u8), Measure); 7] = [
     ("Active", "Running", (0, 0), Measure::Active),
 ];
 
-/// A phase's measure: start, end (None while running), failed, details.
+/// A phase's measure in one attempt: start, end (None while running), failed, details.
 type Span = (DateTime<Utc>, Option<DateTime<Utc>>, bool, String);
 
 /// A phase of the boot sequence beside the trace: its steps and what the events say of it.
@@ -556,9 +556,17 @@ pub struct BootPhase {
     pub start: String,
     pub end: String,
     pub duration: String,
+    /// where its bar sits on the boot trace's time axis (percent)
+    pub left: String,
+    pub width: String,
+    /// any attempt failed
     pub failed: bool,
     pub running: bool,
+    /// a moment (Active), not a span
+    pub moment: bool,
     pub note: String,
+    /// a rescheduled build's later attempts of this phase, in words
+    pub retries: Vec<String>,
 }
 
 impl BootPhase {
@@ -567,20 +575,64 @@ impl BootPhase {
     }
 }
 
+/// One occurrence of an event.
+struct Occurrence {
+    start: DateTime<Utc>,
+    finish: Option<DateTime<Utc>>,
+    failed: bool,
+    detail: String,
+}
+
+/// A phase's span in attempt `k` (the k-th occurrence of its events; a rescheduled build
+/// repeats them).
+fn phase_span(measure: Measure, ev: &HashMap<String, Vec<Occurrence>>, k: usize) -> Option<Span> {
+    let nth = |name: &str| ev.get(name).and_then(|v| v.get(k));
+    match measure {
+        Measure::Nothing => None,
+        Measure::Events(names) => {
+            let occ: Vec<&Occurrence> = names.iter().filter_map(|n| nth(n)).collect();
+            let start = occ.iter().map(|o| o.start).min()?;
+            let end = if occ.iter().all(|o| o.finish.is_some()) {
+                occ.iter().filter_map(|o| o.finish).max()
+            } else {
+                None
+            };
+            let detail = occ
+                .iter()
+                .map(|o| o.detail.as_str())
+                .filter(|d| !d.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
+            Some((start, end, occ.iter().any(|o| o.failed), detail))
+        }
+        Measure::HostPrelude => {
+            let b = nth(EV_BUILD)?;
+            let later = [EV_NETWORKING, EV_BDM, EV_SPAWNING];
+            let next = later.iter().filter_map(|n| nth(n)).map(|o| o.start).min();
+            // the build's failure is the prelude's only when no later phase failed
+            let later_failed = later.iter().filter_map(|n| nth(n)).any(|o| o.failed);
+            Some((
+                b.start,
+                next.or(b.finish),
+                b.failed && !later_failed,
+                b.detail.clone(),
+            ))
+        }
+        Measure::Active => {
+            let b = nth(EV_BUILD).filter(|b| !b.failed)?;
+            let f = b.finish?;
+            Some((f, Some(f), false, String::new()))
+        }
+    }
+}
+
 /// The seed book's boot sequence as phases, each with the start, end and duration measured
 /// from the create action's events (`instanceAction` of os-instance-actions/{request}); a
 /// phase kumo has no event for is "not recorded"; a failed event marks its phase failed (the
-/// build event's failure marks the host phase when no later phase failed).
+/// build event's failure marks the host phase when no later phase failed). A rescheduled
+/// build's first attempt is the phase's times; later ones are listed as retries.
 pub fn boot_phases(action: &Value, now: DateTime<Utc>) -> Vec<BootPhase> {
-    struct Ev {
-        start: DateTime<Utc>,
-        finish: Option<DateTime<Utc>>,
-        failed: bool,
-        /// the latest attempt's start and whether it failed
-        last: (DateTime<Utc>, bool),
-        detail: String,
-    }
-    let mut by_name: HashMap<String, Ev> = HashMap::new();
+    let mut ev: HashMap<String, Vec<Occurrence>> = HashMap::new();
     for e in action["events"].as_array().into_iter().flatten() {
         let (Some(name), Some(start)) = (
             e["event"].as_str(),
@@ -588,45 +640,34 @@ pub fn boot_phases(action: &Value, now: DateTime<Utc>) -> Vec<BootPhase> {
         ) else {
             continue;
         };
-        let ev = Ev {
+        ev.entry(name.to_string()).or_default().push(Occurrence {
             start,
             finish: e["finish_time"].as_str().and_then(parse_time),
             failed: e["result"]
                 .as_str()
                 .is_some_and(|r| r.eq_ignore_ascii_case("error")),
-            last: (start, false),
             detail: s(e, "details"),
-        };
-        let ev = Ev {
-            last: (start, ev.failed),
-            ..ev
-        };
-        // a rescheduled build repeats its events: the phase spans every attempt, and an
-        // attempt that failed stays visible
-        match by_name.get_mut(name) {
-            Some(seen) => {
-                seen.start = seen.start.min(ev.start);
-                seen.finish = match (seen.finish, ev.finish) {
-                    (Some(a), Some(b)) => Some(a.max(b)),
-                    _ => None,
-                };
-                seen.failed |= ev.failed;
-                if ev.last.0 >= seen.last.0 {
-                    seen.last = ev.last;
-                }
-                if seen.detail.is_empty() {
-                    seen.detail = ev.detail;
-                }
-            }
-            None => {
-                by_name.insert(name.to_string(), ev);
-            }
-        }
+        });
     }
+    for v in ev.values_mut() {
+        v.sort_by_key(|o| o.start);
+    }
+    let attempts = ev.values().map(Vec::len).max().unwrap_or(0);
+    // the trace's time axis: first start to last finish (or now)
+    let t0 = ev.values().flatten().map(|o| o.start).min();
+    let t1 = ev.values().flatten().map(|o| o.finish.unwrap_or(now)).max();
     let hhmmss = |t: DateTime<Utc>| t.format("%H:%M:%S%.3f").to_string();
-    let host_phase_failed = [EV_NETWORKING, EV_BDM, EV_SPAWNING]
-        .iter()
-        .any(|n| by_name.get(*n).is_some_and(|e| e.failed));
+    let axis = |start: DateTime<Utc>, stop: DateTime<Utc>| match (t0, t1) {
+        (Some(a), Some(b)) => {
+            let total = (b - a).num_milliseconds().max(1) as f64;
+            let left = ((start - a).num_milliseconds() as f64 / total * 100.0).clamp(0.0, 99.5);
+            let width = ((stop - start).num_milliseconds() as f64 / total * 100.0)
+                .max(0.5)
+                .min(100.0 - left);
+            (format!("{left:.2}"), format!("{width:.2}"))
+        }
+        _ => ("0".into(), "0".into()),
+    };
     PHASES
         .iter()
         .map(|(status, task, range, measure)| {
@@ -643,85 +684,70 @@ pub fn boot_phases(action: &Value, now: DateTime<Utc>) -> Vec<BootPhase> {
                     (a, b) if a == b => a.to_string(),
                     (a, b) => format!("{a}-{b}"),
                 },
-                events: Vec::new(),
+                events: match measure {
+                    Measure::Nothing => Vec::new(),
+                    Measure::Events(names) => names.to_vec(),
+                    Measure::HostPrelude | Measure::Active => vec![EV_BUILD],
+                },
                 recorded: false,
                 start: String::new(),
                 end: String::new(),
                 duration: String::new(),
+                left: String::new(),
+                width: String::new(),
                 failed: false,
                 running: false,
+                moment: *measure == Measure::Active,
                 note: String::new(),
+                retries: Vec::new(),
             };
-            let span: Option<Span> = match measure {
-                Measure::Nothing => {
-                    p.note = "not recorded: it happens before the request reaches compute".into();
-                    None
-                }
-                Measure::Events(names) => {
-                    p.events = names.to_vec();
-                    let evs: Vec<&Ev> = names.iter().filter_map(|n| by_name.get(*n)).collect();
-                    evs.iter().map(|e| e.start).min().map(|start| {
-                        let end = if evs.iter().all(|e| e.finish.is_some()) {
-                            evs.iter().filter_map(|e| e.finish).max()
-                        } else {
-                            None
-                        };
-                        let failed = evs.iter().any(|e| e.failed);
-                        let detail = evs
-                            .iter()
-                            .map(|e| e.detail.as_str())
-                            .filter(|d| !d.is_empty())
-                            .collect::<Vec<_>>()
-                            .join("; ");
-                        (start, end, failed, detail)
-                    })
-                }
-                Measure::HostPrelude => {
-                    p.events = vec![EV_BUILD];
-                    by_name.get(EV_BUILD).map(|b| {
-                        let next = [EV_NETWORKING, EV_BDM, EV_SPAWNING]
-                            .iter()
-                            .filter_map(|n| by_name.get(*n))
-                            .map(|e| e.start)
-                            .min();
-                        p.note = if next.is_some() {
-                            "from the build's start on the host until networking began".into()
-                        } else {
-                            "the build on the host (no later phase began)".into()
-                        };
-                        let failed = b.failed && !host_phase_failed;
-                        (b.start, next.or(b.finish), failed, b.detail.clone())
-                    })
-                }
-                Measure::Active => {
-                    p.events = vec![EV_BUILD];
-                    by_name
-                        .get(EV_BUILD)
-                        .filter(|b| !b.last.1)
-                        .and_then(|b| b.finish)
-                        .map(|f| (f, Some(f), false, String::new()))
-                }
+            let spans: Vec<(usize, Span)> = (0..attempts)
+                .filter_map(|k| phase_span(*measure, &ev, k).map(|sp| (k, sp)))
+                .collect();
+            // Active is reached by the last attempt or not at all
+            let spans = if *measure == Measure::Active {
+                spans
+                    .into_iter()
+                    .filter(|(k, _)| *k + 1 == attempts)
+                    .collect()
+            } else {
+                spans
             };
-            match span {
-                Some((start, end, failed, detail)) => {
+            for (i, (k, (start, end, failed, detail))) in spans.into_iter().enumerate() {
+                let stop = end.unwrap_or(now);
+                let duration = duration_text((stop - start).num_milliseconds().max(0));
+                let end_text = end.map(hhmmss).unwrap_or_else(|| "running".into());
+                p.failed |= failed;
+                if i == 0 {
                     p.recorded = true;
                     p.start = hhmmss(start);
-                    p.failed = failed;
+                    p.end = end_text;
+                    p.duration = duration;
                     p.running = end.is_none();
-                    let stop = end.unwrap_or(now);
-                    p.end = end.map(hhmmss).unwrap_or_else(|| "running".into());
-                    p.duration = duration_text((stop - start).num_milliseconds().max(0));
+                    (p.left, p.width) = axis(start, stop);
                     if !detail.is_empty() {
                         p.note = detail;
+                    } else if *measure == Measure::HostPrelude {
+                        p.note =
+                            "from the build's start on the host until its first phase began".into();
                     }
+                } else {
+                    p.retries.push(format!(
+                        "attempt {}: {} → {end_text} · {duration}{}",
+                        k + 1,
+                        hhmmss(start),
+                        if failed { " · failed" } else { "" }
+                    ));
                 }
-                None if *measure != Measure::Nothing => {
-                    p.note = match measure {
-                        Measure::Active => "not reached".into(),
-                        _ => "not recorded".into(),
-                    };
-                }
-                None => {}
+            }
+            if !p.recorded {
+                p.note = match measure {
+                    Measure::Nothing => {
+                        "not recorded: it happens before the request reaches compute".into()
+                    }
+                    Measure::Active => "not reached".into(),
+                    _ => "not recorded".into(),
+                };
             }
             p
         })
@@ -944,6 +970,30 @@ mod tests {
         let early = json!({"events": [ev(EV_BUILD, "00.500000", Some("00.600000"), "Error")]});
         let p = boot_phases(&early, now);
         assert!(p.iter().find(|x| x.task == "on the host").unwrap().failed);
+        // rescheduled: the first attempt's times, the second listed, Active by the last
+        let again = json!({"events": [
+            ev(EV_SCHEDULE, "00.000000", Some("00.100000"), "Success"),
+            ev(EV_BUILD, "00.200000", Some("01.000000"), "Error"),
+            ev(EV_SPAWNING, "00.300000", Some("01.000000"), "Error"),
+            ev(EV_SCHEDULE, "01.100000", Some("01.200000"), "Success"),
+            ev(EV_BUILD, "01.300000", Some("02.000000"), "Success"),
+            ev(EV_SPAWNING, "01.400000", Some("02.000000"), "Success"),
+        ]});
+        let p = boot_phases(&again, now);
+        let by = |task: &str| p.iter().find(|x| x.task == task).unwrap().clone();
+        let sched = by("scheduling");
+        assert_eq!(sched.duration, "100 ms");
+        assert_eq!(
+            sched.retries,
+            vec!["attempt 2: 00:00:01.100 → 00:00:01.200 · 100 ms"]
+        );
+        assert_eq!(
+            (sched.left.as_str(), sched.width.as_str()),
+            ("0.00", "5.00")
+        );
+        let spawn = by("spawning");
+        assert!(spawn.failed && spawn.retries[0].starts_with("attempt 2"));
+        assert!(by("Running").recorded && by("Running").start == "00:00:02.000");
         // still running: "running", measured up to now
         let running = json!({"events": [ev(EV_SCHEDULE, "00.000000", None, "")]});
         let p = boot_phases(&running, now);

@@ -134,7 +134,7 @@ impl Table {
 pub struct Field {
     pub name: String,
     pub label: String,
-    /// text, number, password, checkbox, select
+    /// text, number, password, checkbox, select; "heading": a subheading of the form
     pub kind: &'static str,
     pub value: String,
     pub options: Vec<(String, String)>,
@@ -735,6 +735,11 @@ pub async fn quotas(d: &Dashboard, ctx: &Ctx, q: QuotaQuery) -> Result<Response,
     ] {
         let (body, err) = soft(r)?;
         if err.is_empty() {
+            fields.push(Field {
+                kind: "heading",
+                label: format!("{what} limits"),
+                ..Default::default()
+            });
             fields.extend(quota_fields(svc, keys, &body[key]));
         } else {
             problems.push(format!("{what}: {err}"));
@@ -920,7 +925,14 @@ pub async fn services(d: &Dashboard, ctx: &Ctx) -> Result<Response, DashError> {
     );
     let (c, ce) = soft(c)?;
     let (v, ve) = soft(v)?;
-    let (a, ae) = soft(a)?;
+    let (a, ae) = match a {
+        // kumo's network API has no agents (no separate agent processes to list)
+        Err(DashError::Api(e)) if e.status() == Some(404) => (
+            Value::Null,
+            "This cloud has no network agents API (GET /v2.0/agents answered 404).".to_string(),
+        ),
+        other => soft(other)?,
+    };
     let mut tables = vec![
         compute_service_table(&c),
         volume_service_table(&v),
