@@ -420,11 +420,18 @@ def launch_and_check(ac, context):
         assert "10.81.0.0/24" in r.locator("td.subnets").text_content()
         shot(p, "admin-13-all-networks")
         p.set_viewport_size(PHONE)
-        for section in ("hypervisors", "instances", "flavors", "users", "roles", "quotas", "services"):
-            p.goto(ac.base_url + f"/dashboard/admin/{section}")
-            # the page itself does not scroll sideways: wide tables scroll inside their box
-            assert p.evaluate("document.documentElement.scrollWidth") <= 390 + 1, section
-            shot(p, f"admin-phone-{section}")
+        pages = [f"admin/{s}" for s in ("hypervisors", "instances", "flavors", "images", "networks", "projects",
+                                         "users", "groups", "roles", "quotas", "services")]
+        pages += [f"project/{s}" for s in ("overview", "instances", "images", "volumes", "networks", "topology",
+                                           "floating-ips", "security-groups", "keypairs", "api-access")]
+        pages.append(f"project/instances/{sid}")
+        for path in pages:
+            p.goto(ac.base_url + f"/dashboard/{path}")
+            # the page itself does not scroll sideways: the nav and wide tables scroll inside their box
+            assert p.evaluate("document.documentElement.scrollWidth") <= 390 + 1, path
+            nav = p.locator("nav.side")
+            assert nav.evaluate("e => e.scrollWidth > e.clientWidth && getComputedStyle(e).overflowX") == "auto"
+            shot(p, "phone-" + path.replace("/", "-"))
     finally:
         admin.close()
     for s in servers:
