@@ -296,6 +296,10 @@ impl ApiClient {
 
     /// The URL of `path` at `service` (compute, network, image, volume) from the catalog.
     pub fn url(&self, auth: &Auth, service: &str, path: &str) -> Result<String, ApiError> {
+        // the identity API is the one the user logged in at (kumo gives it)
+        if service == "identity" {
+            return Ok(format!("{}{path}", self.identity_url));
+        }
         let (types, suffix): (Vec<&str>, &str) = match service {
             "network" => (vec!["network"], "/v2.0"),
             "image" => (vec!["image"], "/v2"),

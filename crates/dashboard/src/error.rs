@@ -19,6 +19,9 @@ pub enum DashError {
     Api(#[from] ApiError),
     #[error("{0}")]
     NotFound(String),
+    /// An admin page asked for by a session whose token has no admin role.
+    #[error("this page is for administrators")]
+    NotAdmin,
     #[error("the page could not be rendered: {0}")]
     Render(#[from] askama::Error),
 }
@@ -92,6 +95,11 @@ impl IntoResponse for DashError {
                 error_page(status, title, &api_message(&e))
             }
             DashError::NotFound(m) => error_page(StatusCode::NOT_FOUND, "Not found", &m),
+            DashError::NotAdmin => error_page(
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                "The admin pages are for users with the admin role in the current project.",
+            ),
             DashError::Render(e) => {
                 tracing::error!(error = %e, "dashboard template failed");
                 error_page(

@@ -15,7 +15,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{is_htmx, refusal, render, see_other, seg};
-use crate::views::{self, ActionView, Layout, Named, ServerView, Trace};
+use crate::views::{self, ActionView, BootPhase, Layout, Named, ServerView, Trace};
 use crate::{Ctx, DashError, Dashboard, FormData};
 
 const PAGE: &str = "/dashboard/project/instances";
@@ -37,7 +37,8 @@ pub struct LaunchValues {
     pub name: String,
     pub image: String,
     pub flavor: String,
-    pub network: String,
+    /// the networks chosen, in the order of the instance's interfaces ("" = a slot left empty)
+    pub networks: Vec<String>,
     pub key_name: String,
     pub secgroups: Vec<String>,
     pub user_data: String,
@@ -51,7 +52,7 @@ impl Default for LaunchValues {
             name: String::new(),
             image: String::new(),
             flavor: String::new(),
-            network: String::new(),
+            networks: Vec::new(),
             key_name: String::new(),
             secgroups: vec!["default".into()],
             user_data: String::new(),
@@ -67,10 +68,15 @@ impl LaunchValues {
             name: f.text("name"),
             image: f.text("image"),
             flavor: f.text("flavor"),
-            network: f.text("network"),
+            networks: f
+                .all("networks")
+                .into_iter()
+                .map(|n| n.trim().to_string())
+                .collect(),
             key_name: f.text("key_name"),
             secgroups: f.all("security_groups"),
-            user_data: f.get("user_data").unwrap_or_default().to_string(),
+            // browsers send a textarea's lines with CRLF; a script's "#!/bin/sh\r" would not run
+            user_data: f.get("user_data").unwrap_or_default().replace("\r\n", "\n"),
             config_drive: f.get("config_drive").is_some(),
             count: f.text("count"),
         }
@@ -78,6 +84,23 @@ impl LaunchValues {
 
     pub fn has_group(&self, name: &str) -> bool {
         self.secgroups.iter().any(|g| g == name)
+    }
+
+    /// The network chosen in slot `i` of the form ("" when none).
+    pub fn network_at(&self, i: &usize) -> &str {
+        self.networks
+            .get(*i)
+            .map(String::as_str)
+            .unwrap_or_default()
+    }
+
+    /// The networks chosen, in order, the empty slots skipped.
+    pub fn chosen_networks(&self) -> Vec<&str> {
+        self.networks
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+            .collect()
     }
 }
 
@@ -301,10 +324,11 @@ pub fn launch_body(v: &LaunchValues) -> Result<Value, (String, String)> {
         "min_count": count,
         "max_count": count,
     });
-    if v.network.is_empty() {
+    let networks = v.chosen_networks();
+    if networks.is_empty() {
         server["networks"] = json!("none");
     } else {
-        server["networks"] = json!([{"uuid": v.network}]);
+        server["networks"] = Value::Array(networks.iter().map(|n| json!({ "uuid": n })).collect());
         if !v.secgroups.is_empty() {
             server["security_groups"] =
                 Value::Array(v.secgroups.iter().map(|g| json!({"name": g})).collect());
@@ -489,6 +513,8 @@ pub struct DetailPage {
     pub actions_error: String,
     pub trace: Trace,
     pub trace_error: String,
+    /// the seed book's boot sequence, measured from the same events
+    pub phases: Vec<BootPhase>,
 }
 
 /// The value of a call, or the readable reason it failed (a 401 still ends the session).
@@ -591,6 +617,7 @@ pub async fn detail(
         total: String::new(),
     };
     let mut trace_error = String::new();
+    let mut phases = Vec::new();
     if let Some(create) = actions.iter().find(|a| a.action == "create") {
         let (events, err) = soft(
             d.get(
@@ -600,7 +627,9 @@ pub async fn detail(
             )
             .await,
         )?;
-        trace = views::boot_trace(&events["instanceAction"], chrono::Utc::now());
+        let now = chrono::Utc::now();
+        trace = views::boot_trace(&events["instanceAction"], now);
+        phases = views::boot_phases(&events["instanceAction"], now);
         trace_error = err;
     } else if actions_error.is_empty() {
         trace_error = "This instance has no create action to trace.".into();
@@ -645,6 +674,7 @@ pub async fn detail(
         actions_error,
         trace,
         trace_error,
+        phases,
     })
 }
 
@@ -679,7 +709,7 @@ mod tests {
             name: "web".into(),
             image: "img".into(),
             flavor: "1".into(),
-            network: "net".into(),
+            networks: vec!["net".into(), String::new(), "net2".into()],
             key_name: "k".into(),
             secgroups: vec!["default".into()],
             user_data: "#!/bin/sh\necho hi\n".into(),
@@ -688,18 +718,30 @@ mod tests {
         };
         let b = launch_body(&v).unwrap();
         let s = &b["server"];
-        assert_eq!(s["networks"], json!([{"uuid": "net"}]));
+        // in the order chosen, the empty slot skipped
+        assert_eq!(s["networks"], json!([{"uuid": "net"}, {"uuid": "net2"}]));
         assert_eq!(s["min_count"], 2);
         assert_eq!(s["security_groups"], json!([{"name": "default"}]));
         assert_eq!(s["user_data"], "IyEvYmluL3NoCmVjaG8gaGkK");
         assert_eq!(s["config_drive"], true);
-        v.network.clear();
+        v.networks = vec![String::new()];
         v.count = "many".into();
         assert_eq!(launch_body(&v).unwrap_err().0, "count");
         v.count.clear();
         let b = launch_body(&v).unwrap();
         assert_eq!(b["server"]["networks"], "none");
         assert!(b["server"].get("security_groups").is_none());
+    }
+
+    #[test]
+    fn user_data_lines_lose_the_browsers_cr() {
+        let f = FormData::parse(
+            b"user_data=%23%21%2Fbin%2Fsh%0D%0Aecho+hi%0D%0A&networks=a&networks=&networks=b",
+        );
+        let v = LaunchValues::from_form(&f);
+        assert_eq!(v.user_data, "#!/bin/sh\necho hi\n");
+        assert_eq!(v.chosen_networks(), vec!["a", "b"]);
+        assert_eq!(v.network_at(&1), "");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The handlers, one file per area. Thin: read the session, call the APIs, fill a template.
 
 pub mod access;
+pub mod admin;
+pub mod admin_identity;
 pub mod auth;
 pub mod floating_ips;
 pub mod images;
