@@ -19,6 +19,9 @@ pub enum DashError {
     Api(#[from] ApiError),
     #[error("{0}")]
     NotFound(String),
+    /// A request no form of the dashboard sends (a malformed upload, ...).
+    #[error("{0}")]
+    BadRequest(String),
     #[error("the page could not be rendered: {0}")]
     Render(#[from] askama::Error),
 }
@@ -92,6 +95,7 @@ impl IntoResponse for DashError {
                 error_page(status, title, &api_message(&e))
             }
             DashError::NotFound(m) => error_page(StatusCode::NOT_FOUND, "Not found", &m),
+            DashError::BadRequest(m) => error_page(StatusCode::BAD_REQUEST, "Not accepted", &m),
             DashError::Render(e) => {
                 tracing::error!(error = %e, "dashboard template failed");
                 error_page(
