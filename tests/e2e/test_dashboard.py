@@ -727,8 +727,16 @@ def test_network_create_with_subnet_detail_add_subnet_and_delete(dc, context):
     row = page.locator("#subnets tr[data-cidr='10.88.0.0/24']")
     assert "10.88.0.10 – 10.88.0.20" in row.text_content() and "10.88.0.1" in row.text_content()
 
-    # a second subnet from the detail page: IPv6 from the CIDR, no gateway, DHCP off
+    # the detail page's subnet form: a refusal next to its field, the values kept
     page.click("#add-subnet-box summary")
+    page.fill("#s-cidr", "10.88.0.0/33")
+    page.click("#add-subnet-submit")
+    err = page.locator("#add-subnet #s-cidr + .field-error")
+    sync_api.expect(err).to_contain_text("Invalid input for cidr")
+    assert page.input_value("#s-cidr") == "10.88.0.0/33"
+    assert len(demo("GET", f"/subnets?network_id={net_id}").json()["subnets"]) == 1
+
+    # a second subnet from the detail page: IPv6 from the CIDR, no gateway, DHCP off
     page.fill("#s-cidr", "fd00:88::/64")
     page.check("#s-nogw")
     page.uncheck("#s-dhcp")
@@ -823,6 +831,9 @@ def test_router_create_interface_gateway_and_delete(dc, context):
         sync_api.expect(iface).to_have_count(1)
         assert "10.91.0.1" in iface.text_content() and net_name in iface.text_content()
         shot(page, "27-router-detail")
+        page.set_viewport_size(PHONE)
+        shot(page, "27-router-detail-phone")
+        page.set_viewport_size(DESKTOP)
 
         page.click("button[data-action=clear-gateway]")
         sync_api.expect(page.locator(".flash-ok")).to_contain_text("Gateway cleared")
@@ -882,6 +893,9 @@ def test_volume_snapshot_create_volume_from_it_and_delete(dc, context):
         assert len(mine) == 1 and mine[0]["volume_id"] == vid and mine[0]["status"] == "available", snaps
         sid = mine[0]["id"]
         shot(page, "29-volume-snapshots")
+        page.set_viewport_size(PHONE)
+        shot(page, "29-volume-snapshots-phone")
+        page.set_viewport_size(DESKTOP)
 
         # a volume made from it
         newvol = unique("dash-fromsnap")
@@ -926,6 +940,9 @@ def test_image_upload_with_progress_edit_launch_link_and_delete(dc, context):
     page.select_option("#im-container", "bare")
     page.set_input_files("#im-file", str(src))
     shot(page, "30-image-upload-form")
+    page.set_viewport_size(PHONE)
+    shot(page, "30-image-upload-form-phone")
+    page.set_viewport_size(DESKTOP)
     page.click("#upload-submit")
     sync_api.expect(page.locator(".flash-ok")).to_contain_text(f"Uploaded image {name}")
     assert page.evaluate("sessionStorage.getItem('kumoProgress')") == "100"
