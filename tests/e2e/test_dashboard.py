@@ -934,6 +934,18 @@ def test_image_upload_with_progress_edit_launch_link_and_delete(dc, context):
     # what the progress bar showed last, kept across the page change that follows the upload
     page.evaluate("""document.getElementById('upload-image').addEventListener('htmx:xhr:progress',
         () => sessionStorage.setItem('kumoProgress', document.getElementById('upload-progress').value))""")
+    # a public image is the admin's to make: Glance refuses before the file is read, and the
+    # page says so (the rest of the upload is not waited for)
+    refused = unique("dash-public")
+    page.fill("#im-name", refused)
+    page.select_option("#im-visibility", "public")
+    page.set_input_files("#im-file", str(src))
+    page.click("#upload-submit")
+    sync_api.expect(page.locator(".flash-error")).to_contain_text("The image service refused this")
+    r = dc.http("GET", dc.base_url + f"/image/v2/images?name={refused}", token=dc.demo_token)
+    assert r.json()["images"] == [], r.text
+
+    page.click("#upload-box summary")
     name = unique("dash-upload")
     page.fill("#im-name", name)
     page.select_option("#im-disk", "raw")
