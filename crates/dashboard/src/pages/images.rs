@@ -28,6 +28,9 @@ pub const DISK_FORMATS: &[&str] = &[
 pub const CONTAINER_FORMATS: &[&str] = &["bare", "ovf", "ova", "docker", "ami", "ari", "aki"];
 pub const VISIBILITIES: &[&str] = &["private", "shared", "community", "public"];
 
+/// The upload form has 7 text fields; more is not a form of the dashboard's.
+const MAX_FIELDS: usize = 32;
+
 /// The media type Glance wants for a PATCH.
 const JSON_PATCH: &str = "application/openstack-images-v2.1-json-patch";
 
@@ -91,6 +94,10 @@ where
     while let Some(head) = reader.next_part().await? {
         if head.filename.is_some() {
             return Ok(true);
+        }
+        // read before the CSRF check: a bounded number of bounded fields
+        if fields.len() >= MAX_FIELDS {
+            return Err(multipart::MultipartError::Malformed);
         }
         fields.push((head.name, reader.text().await?));
     }
@@ -351,6 +358,23 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
+    }
+
+    #[tokio::test]
+    async fn fields_before_the_file_are_bounded() {
+        let mut raw = String::new();
+        for i in 0..MAX_FIELDS + 1 {
+            raw.push_str(&format!(
+                "--B\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nv\r\n"
+            ));
+        }
+        raw.push_str("--B--\r\n");
+        let chunks = vec![Ok::<_, std::convert::Infallible>(Bytes::from(raw))];
+        let mut reader = MultipartReader::new(futures::stream::iter(chunks), "B");
+        let mut fields = Vec::new();
+        let r = read_fields(&mut reader, &mut fields).await;
+        assert_eq!(r, Err(multipart::MultipartError::Malformed));
+        assert_eq!(fields.len(), MAX_FIELDS);
     }
 
     #[test]
