@@ -744,6 +744,10 @@ def test_network_create_with_subnet_detail_add_subnet_and_delete(dc, context):
     sync_api.expect(page.locator(".flash-ok")).to_contain_text("Added subnet fd00:88::/64")
     v6 = demo("GET", f"/subnets?network_id={net_id}&ip_version=6").json()["subnets"]
     assert [(s["cidr"], s["gateway_ip"], s["enable_dhcp"]) for s in v6] == [("fd00:88::/64", None, False)], v6
+    page.click("#subnets tr[data-cidr='fd00:88::/64'] button[data-action=delete-subnet]")
+    sync_api.expect(page.locator(".flash-ok")).to_contain_text("Subnet deleted")
+    assert demo("GET", f"/subnets/{v6[0]['id']}").status_code == 404
+    sync_api.expect(page.locator("#subnets tr[data-cidr='fd00:88::/64']")).to_have_count(0)
 
     # a port on it (made through the API): listed, and the network cannot be deleted
     r = demo("POST", "/ports", json={"port": {"network_id": net_id, "name": unique("dash-port")}})
@@ -753,6 +757,7 @@ def test_network_create_with_subnet_detail_add_subnet_and_delete(dc, context):
     prow = page.locator(f"#ports tr[data-id='{port['id']}']")
     sync_api.expect(prow).to_have_count(1)
     assert port["mac_address"] in prow.text_content()
+    assert port["fixed_ips"][0]["ip_address"].startswith("10.88.0.")
     assert port["fixed_ips"][0]["ip_address"] in prow.text_content()
     shot(page, "24-network-detail")
     page.set_viewport_size(PHONE)

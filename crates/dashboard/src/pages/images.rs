@@ -149,6 +149,9 @@ pub async fn upload(
     {
         Ok(v) => v,
         r => {
+            // the browser is still sending the file: it sees the answer only once it is done
+            // (an answer before that is a reset connection to it)
+            while let Ok(Some(_)) = reader.chunk().await {}
             flash_outcome(&d, &ctx, r, "")?;
             return Ok(see_other(PAGE));
         }
@@ -156,12 +159,14 @@ pub async fn upload(
     let id = image["id"].as_str().unwrap_or_default().to_string();
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let pump = async move {
+        // false once the PUT has stopped (Glance refused: its error is the one to show); the
+        // rest of the upload is then read and dropped, so the browser gets the answer
+        let mut passing = true;
         loop {
             match reader.chunk().await {
                 Ok(Some(c)) => {
-                    // the PUT stopped (Glance refused): its error is the one to show
-                    if tx.send(Ok(c)).await.is_err() {
-                        return Ok(());
+                    if passing && tx.send(Ok(c)).await.is_err() {
+                        passing = false;
                     }
                 }
                 Ok(None) => return Ok(()),
