@@ -7,6 +7,7 @@ kumo only."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import time
@@ -686,3 +687,341 @@ def test_real_guest_console_log_and_embedded_novnc(browser):
             shot(page, "21-real-guest-novnc")
         finally:
             ctx.close()
+
+
+# ------------------------------------------------------------------ networks, routers, snapshots, images
+def _wait(what: str, check, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = check()
+        if v:
+            return v
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_network_create_with_subnet_detail_add_subnet_and_delete(dc, context):
+    demo = NetApi(dc, dc.demo_token)
+    page = context.new_page()
+    login(dc, page, dc.demo_user, dc.demo_password)
+    page.goto(dc.base_url + "/dashboard/project/networks")
+    name = unique("dash-newnet")
+    page.click("#create-network-box summary")
+    page.fill("#n-name", name)
+    page.fill("#s-name", "first")
+    page.fill("#s-cidr", "10.88.0.0/24")
+    page.fill("#s-pool-start", "10.88.0.10")
+    page.fill("#s-pool-end", "10.88.0.20")
+    shot(page, "23-network-create-form")
+    page.click("#create-network-submit")
+    page.wait_for_url("**/dashboard/project/networks/*")
+    sync_api.expect(page.locator(".flash-ok")).to_contain_text(f"Created network {name}")
+    nets = demo("GET", f"/networks?name={name}").json()["networks"]
+    assert len(nets) == 1 and nets[0]["admin_state_up"] is True, nets
+    net_id = nets[0]["id"]
+    assert page.url.endswith(f"/networks/{net_id}")
+    subs = demo("GET", f"/subnets?network_id={net_id}").json()["subnets"]
+    assert [(s["cidr"], s["name"], s["ip_version"], s["enable_dhcp"], s["gateway_ip"]) for s in subs] == [
+        ("10.88.0.0/24", "first", 4, True, "10.88.0.1")], subs
+    assert subs[0]["allocation_pools"] == [{"start": "10.88.0.10", "end": "10.88.0.20"}], subs
+    row = page.locator("#subnets tr[data-cidr='10.88.0.0/24']")
+    assert "10.88.0.10 – 10.88.0.20" in row.text_content() and "10.88.0.1" in row.text_content()
+
+    # the detail page's subnet form: a refusal next to its field, the values kept
+    page.click("#add-subnet-box summary")
+    page.fill("#s-cidr", "10.88.0.0/33")
+    page.click("#add-subnet-submit")
+    err = page.locator("#add-subnet #s-cidr + .field-error")
+    sync_api.expect(err).to_contain_text("Invalid input for cidr")
+    assert page.input_value("#s-cidr") == "10.88.0.0/33"
+    assert len(demo("GET", f"/subnets?network_id={net_id}").json()["subnets"]) == 1
+
+    # a second subnet from the detail page: IPv6 from the CIDR, no gateway, DHCP off
+    page.fill("#s-cidr", "fd00:88::/64")
+    page.check("#s-nogw")
+    page.uncheck("#s-dhcp")
+    page.click("#add-subnet-submit")
+    sync_api.expect(page.locator(".flash-ok")).to_contain_text("Added subnet fd00:88::/64")
+    v6 = demo("GET", f"/subnets?network_id={net_id}&ip_version=6").json()["subnets"]
+    assert [(s["cidr"], s["gateway_ip"], s["enable_dhcp"]) for s in v6] == [("fd00:88::/64", None, False)], v6
+    page.click("#subnets tr[data-cidr='fd00:88::/64'] button[data-action=delete-subnet]")
+    sync_api.expect(page.locator(".flash-ok")).to_contain_text("Subnet deleted")
+    assert demo("GET", f"/subnets/{v6[0]['id']}").status_code == 404
+    sync_api.expect(page.locator("#subnets tr[data-cidr='fd00:88::/64']")).to_have_count(0)
+
+    # a port on it (made through the API): listed, and the network cannot be deleted
+    r = demo("POST", "/ports", json={"port": {"network_id": net_id, "name": unique("dash-port")}})
+    assert r.status_code == 201, r.text
+    port = r.json()["port"]
+    page.reload()
+    prow = page.locator(f"#ports tr[data-id='{port['id']}']")
+    sync_api.expect(prow).to_have_count(1)
+    assert port["mac_address"] in prow.text_content()
+    assert port["fixed_ips"][0]["ip_address"].startswith("10.88.0.")
+    assert port["fixed_ips"][0]["ip_address"] in prow.text_content()
+    shot(page, "24-network-detail")
+    page.set_viewport_size(PHONE)
+    shot(page, "25-network-detail-phone")
+    page.set_viewport_size(DESKTOP)
+    page.click("button[data-action=delete-network]")
+    sync_api.expect(page.locator(".flash-error")).to_contain_text("The network service cannot do this now")
+    assert demo("GET", f"/networks/{net_id}").status_code == 200
+    assert demo("DELETE", f"/ports/{port['id']}").status_code == 204
+    page.click("button[data-action=delete-network]")
+    page.wait_for_url("**/dashboard/project/networks")
+    sync_api.expect(page.locator(".flash-ok")).to_contain_text("Network deleted")
+    assert page.locator(f"#networks tr[data-name='{name}']").count() == 0
+    assert demo("GET", f"/networks/{net_id}").status_code == 404
+
+
+def test_invalid_cidr_shows_the_api_message_next_to_the_field_and_leaves_no_network(dc, context):
+    demo = NetApi(dc, dc.demo_token)
+    page = context.new_page()
+    login(dc, page, dc.demo_user, dc.demo_password)
+    page.goto(dc.base_url + "/dashboard/project/networks")
+    name = unique("dash-badnet")
+    for cidr in ("10.0.0.300/24", "banana"):
+        if not page.locator("#create-network-box").get_attribute("open") == "":
+            page.click("#create-network-box summary")
+        page.fill("#n-name", name)
+        page.fill("#s-cidr", cidr)
+        page.fill("#s-gateway", "")
+        page.click("#create-network-submit")
+        err = page.locator("#s-cidr + .field-error")
+        sync_api.expect(err).to_have_count(1)
+        text = err.text_content()
+        assert "Invalid input for cidr" in text and cidr in text, text
+        # the user's values are kept, and no network is left behind
+        assert page.input_value("#s-cidr") == cidr and page.input_value("#n-name") == name
+        assert demo("GET", f"/networks?name={name}").json()["networks"] == []
+    shot(page, "26-network-invalid-cidr")
+
+
+def test_router_create_interface_gateway_and_delete(dc, context):
+    admin = NetApi(dc, dc.admin_token)
+    demo = NetApi(dc, dc.demo_token)
+    ext_name = unique("dash-rext")
+    r = admin("POST", "/networks", json={"network": {"name": ext_name, "router:external": True}})
+    assert r.status_code == 201, r.text
+    ext = r.json()["network"]["id"]
+    r = admin("POST", "/subnets", json={"subnet": {"network_id": ext, "cidr": "172.31.7.0/24", "ip_version": 4}})
+    assert r.status_code == 201, r.text
+    net_name = unique("dash-rnet")
+    net = demo("POST", "/networks", json={"network": {"name": net_name}}).json()["network"]["id"]
+    r = demo("POST", "/subnets", json={"subnet": {"network_id": net, "cidr": "10.91.0.0/24", "ip_version": 4}})
+    assert r.status_code == 201, r.text
+    subnet = r.json()["subnet"]["id"]
+    router = None
+    try:
+        page = context.new_page()
+        login(dc, page, dc.demo_user, dc.demo_password)
+        page.goto(dc.base_url + "/dashboard/project/routers")
+        name = unique("dash-rtr")
+        page.fill("#r-name", name)
+        page.select_option("#r-ext", label=ext_name)
+        page.click("#create-router button[type=submit]")
+        page.wait_for_url("**/dashboard/project/routers/*")
+        router = page.url.rsplit("/", 1)[1]
+        rtr = demo("GET", f"/routers/{router}").json()["router"]
+        assert rtr["name"] == name and rtr["external_gateway_info"]["network_id"] == ext, rtr
+        assert ext_name in page.text_content("#gateway")
+        assert "172.31.7." in page.text_content("#gateway")
+
+        page.select_option("#add-interface select[name=subnet_id]", value=subnet)
+        page.click("button[data-action=add-interface]")
+        sync_api.expect(page.locator(".flash-ok")).to_contain_text("Interface added")
+        ports = demo("GET", f"/ports?device_id={router}&device_owner=network:router_interface").json()["ports"]
+        assert [p["fixed_ips"][0]["subnet_id"] for p in ports] == [subnet], ports
+        iface = page.locator(f"#interfaces tr[data-subnet='{subnet}']")
+        sync_api.expect(iface).to_have_count(1)
+        assert "10.91.0.1" in iface.text_content() and net_name in iface.text_content()
+        shot(page, "27-router-detail")
+        page.set_viewport_size(PHONE)
+        shot(page, "27-router-detail-phone")
+        page.set_viewport_size(DESKTOP)
+
+        page.click("button[data-action=clear-gateway]")
+        sync_api.expect(page.locator(".flash-ok")).to_contain_text("Gateway cleared")
+        assert demo("GET", f"/routers/{router}").json()["router"]["external_gateway_info"] is None
+        page.select_option("#set-gateway select[name=network_id]", value=ext)
+        page.click("button[data-action=set-gateway]")
+        sync_api.expect(page.locator(".flash-ok")).to_contain_text("Gateway set")
+        assert demo("GET", f"/routers/{router}").json()["router"]["external_gateway_info"]["network_id"] == ext
+
+        page.goto(dc.base_url + "/dashboard/project/routers")
+        row = page.locator(f"#routers tr[data-name='{name}']")
+        assert ext_name in row.locator("td.gateway").text_content()
+        shot(page, "28-routers")
+        row.locator("a").click()
+        page.wait_for_url(f"**/dashboard/project/routers/{router}")
+        page.click(f"#interfaces tr[data-subnet='{subnet}'] button[data-action=remove-interface]")
+        sync_api.expect(page.locator(".flash-ok")).to_contain_text("Interface removed")
+        assert demo("GET", f"/ports?device_id={router}&device_owner=network:router_interface").json()["ports"] == []
+        page.click("button[data-action=delete-router]")
+        page.wait_for_url("**/dashboard/project/routers")
+        assert demo("GET", f"/routers/{router}").status_code == 404
+        router = None
+    finally:
+        if router:
+            demo("PUT", f"/routers/{router}/remove_router_interface", json={"subnet_id": subnet})
+            demo("DELETE", f"/routers/{router}")
+        demo("DELETE", f"/networks/{net}")
+        admin("DELETE", f"/networks/{ext}")
+
+
+def _volume_api(dc, method: str, path: str, **kw):
+    return dc.http(method, dc.base_url + "/volume/v3" + path, token=dc.demo_token, **kw)
+
+
+def test_volume_snapshot_create_volume_from_it_and_delete(dc, context):
+    vname = unique("dash-snapvol")
+    r = _volume_api(dc, "POST", "/volumes", json={"volume": {"name": vname, "size": 1}})
+    assert r.status_code == 202, r.text
+    vid = r.json()["volume"]["id"]
+    made = [vid]
+    try:
+        _wait("the volume", lambda: _volume_api(dc, "GET", f"/volumes/{vid}").json()["volume"]["status"] == "available")
+        page = context.new_page()
+        login(dc, page, dc.demo_user, dc.demo_password)
+        page.goto(dc.base_url + "/dashboard/project/volumes")
+        snap = unique("dash-snap")
+        page.select_option("#sn-volume", value=vid)
+        page.fill("#sn-name", snap)
+        page.click("#create-snapshot button[type=submit]")
+        page.wait_for_url("**/dashboard/project/volumes*")
+        page.evaluate("window.__kumoSamePage = 'snap'")
+        row = page.locator(f"#snapshot-list tr[data-name='{snap}']")
+        sync_api.expect(row.locator(".badge")).to_have_text("available", timeout=60_000)
+        assert vname in row.text_content()
+        snaps = _volume_api(dc, "GET", "/snapshots/detail").json()["snapshots"]
+        mine = [s for s in snaps if s["name"] == snap]
+        assert len(mine) == 1 and mine[0]["volume_id"] == vid and mine[0]["status"] == "available", snaps
+        sid = mine[0]["id"]
+        shot(page, "29-volume-snapshots")
+        page.set_viewport_size(PHONE)
+        shot(page, "29-volume-snapshots-phone")
+        page.set_viewport_size(DESKTOP)
+
+        # a volume made from it
+        newvol = unique("dash-fromsnap")
+        row.locator("input[name=name]").fill(newvol)
+        row.locator("button[data-action=create-volume]").click()
+        sync_api.expect(page.locator(".flash-ok")).to_contain_text(f"Creating volume {newvol}")
+        vols = _volume_api(dc, "GET", "/volumes/detail").json()["volumes"]
+        fromsnap = [v for v in vols if v["name"] == newvol]
+        assert len(fromsnap) == 1 and fromsnap[0]["snapshot_id"] == sid, fromsnap
+        made.append(fromsnap[0]["id"])
+        newrow = page.locator(f"#volumes tr[data-name='{newvol}']")
+        sync_api.expect(newrow.locator(".badge")).to_have_text("available", timeout=60_000)
+
+        # delete: the row polls until the snapshot is gone, without a reload
+        page.evaluate("window.__kumoSamePage = 'snap'")
+        row = page.locator(f"#snapshot-list tr[data-name='{snap}']")
+        row.locator("button[data-action=delete-snapshot]").click()
+        sync_api.expect(row).to_have_count(0, timeout=60_000)
+        assert page.evaluate("window.__kumoSamePage") == "snap"
+        assert _volume_api(dc, "GET", f"/snapshots/{sid}").status_code == 404
+    finally:
+        for v in reversed(made):
+            _volume_api(dc, "DELETE", f"/volumes/{v}")
+
+
+def test_image_upload_with_progress_edit_launch_link_and_delete(dc, context):
+    # 3 MiB of random bytes: many chunks through the dashboard's stream, checked by Glance's md5
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    src = dc.workdir / "dash-upload.raw"
+    src.write_bytes(data)
+    page = context.new_page()
+    login(dc, page, dc.demo_user, dc.demo_password)
+    page.goto(dc.base_url + "/dashboard/project/images")
+    page.click("#upload-box summary")
+    sync_api.expect(page.locator("progress#upload-progress")).to_have_count(1)
+    # what the progress bar showed last, kept across the page change that follows the upload
+    page.evaluate("""document.getElementById('upload-image').addEventListener('htmx:xhr:progress',
+        () => sessionStorage.setItem('kumoProgress', document.getElementById('upload-progress').value))""")
+    # a public image is the admin's to make: Glance refuses before the file is read, and the
+    # page says so (the rest of the upload is not waited for)
+    refused = unique("dash-public")
+    page.fill("#im-name", refused)
+    page.select_option("#im-visibility", "public")
+    page.set_input_files("#im-file", str(src))
+    page.click("#upload-submit")
+    sync_api.expect(page.locator(".flash-error")).to_contain_text("The image service refused this")
+    r = dc.http("GET", dc.base_url + f"/image/v2/images?name={refused}", token=dc.demo_token)
+    assert r.json()["images"] == [], r.text
+
+    page.click("#upload-box summary")
+    name = unique("dash-upload")
+    page.fill("#im-name", name)
+    page.select_option("#im-disk", "raw")
+    page.select_option("#im-container", "bare")
+    page.set_input_files("#im-file", str(src))
+    shot(page, "30-image-upload-form")
+    page.set_viewport_size(PHONE)
+    shot(page, "30-image-upload-form-phone")
+    page.set_viewport_size(DESKTOP)
+    page.click("#upload-submit")
+    sync_api.expect(page.locator(".flash-ok")).to_contain_text(f"Uploaded image {name}")
+    assert page.evaluate("sessionStorage.getItem('kumoProgress')") == "100"
+    row = page.locator(f"#images tr[data-name='{name}']")
+    sync_api.expect(row.locator(".badge")).to_have_text("active")
+    imgs = dc.http("GET", dc.base_url + f"/image/v2/images?name={name}", token=dc.demo_token).json()["images"]
+    assert len(imgs) == 1 and imgs[0]["status"] == "active" and imgs[0]["size"] == len(data), imgs
+    assert imgs[0]["checksum"] == hashlib.md5(data).hexdigest(), imgs
+    assert imgs[0]["disk_format"] == "raw" and imgs[0]["visibility"] == "private", imgs
+    iid = imgs[0]["id"]
+    shot(page, "31-images")
+
+    # edit: name and minimums through a JSON patch
+    row.locator("a").first.click()
+    page.wait_for_url(f"**/dashboard/project/images/{iid}")
+    page.fill("#e-name", name + "-renamed")
+    page.fill("#e-min-disk", "2")
+    page.fill("#e-min-ram", "128")
+    page.click("#edit-image-submit")
+    sync_api.expect(page.locator(".flash-ok")).to_contain_text("Image updated")
+    img = dc.http("GET", dc.base_url + f"/image/v2/images/{iid}", token=dc.demo_token).json()
+    assert (img["name"], img["min_disk"], img["min_ram"]) == (name + "-renamed", 2, 128), img
+    shot(page, "32-image-detail")
+
+    # Launch: the launch form, open, with this image chosen
+    page.click("#launch-image")
+    page.wait_for_url("**/dashboard/project/instances?image=*")
+    assert page.locator("#launch").get_attribute("open") == ""
+    assert page.input_value("#f-image") == iid
+
+    page.goto(dc.base_url + f"/dashboard/project/images/{iid}")
+    page.click("button[data-action=delete-image]")
+    page.wait_for_url("**/dashboard/project/images")
+    sync_api.expect(page.locator(".flash-ok")).to_contain_text("Image deleted")
+    assert dc.http("GET", dc.base_url + f"/image/v2/images/{iid}", token=dc.demo_token).status_code == 404
+
+
+def test_reader_sees_no_network_router_snapshot_or_image_controls(dc, context):
+    demo = NetApi(dc, dc.demo_token)
+    r = demo("POST", "/routers", json={"router": {"name": unique("dash-rdr")}})
+    assert r.status_code == 201, r.text
+    router = r.json()["router"]["id"]
+    try:
+        page = context.new_page()
+        login(dc, page, dc.reader_name, dc.reader_password)
+        page.goto(dc.base_url + "/dashboard/project/networks")
+        assert page.locator(f"#networks tr[data-name='{dc.net_name}']").count() == 1
+        assert page.locator("#create-network").count() == 0
+        page.goto(dc.base_url + f"/dashboard/project/networks/{dc.net_id}")
+        assert "10.77.0.0/24" in page.text_content("#subnets")
+        assert page.locator("#add-subnet").count() == 0 and page.locator("main form[method=post]").count() == 0
+        page.goto(dc.base_url + "/dashboard/project/routers")
+        assert page.locator("#create-router").count() == 0
+        page.goto(dc.base_url + f"/dashboard/project/routers/{router}")
+        assert page.locator("#add-interface").count() == 0 and page.locator("button[data-action]").count() == 0
+        page.goto(dc.base_url + "/dashboard/project/volumes")
+        assert page.locator("#create-snapshot").count() == 0
+        page.goto(dc.base_url + "/dashboard/project/images")
+        assert page.locator(f"#images tr[data-name='{dc.image_name}']").count() == 1
+        assert page.locator("#upload-image").count() == 0 and page.locator("[data-action=launch]").count() == 0
+        page.goto(dc.base_url + f"/dashboard/project/images/{dc.image_id}")
+        assert page.locator("#edit-image").count() == 0 and page.locator("button[data-action]").count() == 0
+        shot(page, "33-reader-image")
+    finally:
+        demo("DELETE", f"/routers/{router}")

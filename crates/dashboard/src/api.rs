@@ -345,6 +345,50 @@ impl ApiClient {
     pub async fn get(&self, auth: &Auth, service: &str, path: &str) -> Result<Value, ApiError> {
         self.call(auth, service, Method::GET, path, None).await
     }
+
+    /// One call whose body is not JSON (an image's data, a JSON patch with its own media
+    /// type); the JSON answer (Null when empty).
+    pub async fn call_body(
+        &self,
+        auth: &Auth,
+        service: &str,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: reqwest::Body,
+    ) -> Result<Value, ApiError> {
+        let url = self.url(auth, service, path)?;
+        let mut req = self
+            .http
+            .request(method, url)
+            .header("X-Auth-Token", &auth.token)
+            .header("Accept", "application/json")
+            .header("Content-Type", content_type)
+            .body(body);
+        // an image of gigabytes takes longer than an API call: no overall timeout, the
+        // stream's own pace decides
+        req = req.timeout(Duration::from_secs(24 * 3600));
+        self.send(service, req).await.map(|(_, v)| v)
+    }
+}
+
+/// A request body fed through a channel, chunk by chunk, as the upload arrives: what lets the
+/// dashboard pass an image on to Glance without holding it (reqwest wants a `Sync` body, which
+/// axum's request body is not). An `Err` sent ends the body with that error.
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = axum::body::Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(http_body::Frame::data)))
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub enum DashError {
     /// An admin page asked for by a session whose token has no admin role.
     #[error("this page is for administrators")]
     NotAdmin,
+    /// A request no form of the dashboard sends (a malformed upload, ...).
+    #[error("{0}")]
+    BadRequest(String),
     #[error("the page could not be rendered: {0}")]
     Render(#[from] askama::Error),
 }
@@ -100,6 +103,7 @@ impl IntoResponse for DashError {
                 "Not allowed",
                 "The admin pages are for users with the admin role in the current project.",
             ),
+            DashError::BadRequest(m) => error_page(StatusCode::BAD_REQUEST, "Not accepted", &m),
             DashError::Render(e) => {
                 tracing::error!(error = %e, "dashboard template failed");
                 error_page(

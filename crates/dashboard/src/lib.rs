@@ -7,10 +7,12 @@
 //! - `api.rs`: the HTTP client of the public APIs, fault bodies -> messages
 //! - `pages/`: one file per area (login, overview, instances, key pairs, images)
 //! - `views.rs`: what the templates show, built from API JSON (pure)
+//! - `multipart.rs`: a streaming reader of the image upload form (the file passed on unheld)
 //! - `templates/` (askama), `static/` (htmx, CSS; served from the binary)
 
 pub mod api;
 mod error;
+pub mod multipart;
 mod pages;
 pub mod session;
 pub mod views;
@@ -137,6 +139,29 @@ impl Dashboard {
         }
     }
 
+    /// As `call`, with a body that is not JSON (`ApiClient::call_body`).
+    pub async fn call_body(
+        &self,
+        ctx: &Ctx,
+        service: &str,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: reqwest::Body,
+    ) -> Result<serde_json::Value, DashError> {
+        match self
+            .api
+            .call_body(&ctx.auth, service, method, path, content_type, body)
+            .await
+        {
+            Err(e) if e.status() == Some(401) => {
+                self.expire(&ctx.sid);
+                Err(DashError::SessionExpired)
+            }
+            r => r.map_err(DashError::Api),
+        }
+    }
+
     pub async fn get(
         &self,
         ctx: &Ctx,
@@ -193,7 +218,7 @@ pub fn router(identity_url: &str) -> Router {
 pub fn router_with(state: Arc<Dashboard>) -> Router {
     use pages::{
         access, admin, auth, floating_ips, images, instances, keypairs, networks, overview,
-        security_groups, topology, volumes,
+        routers, security_groups, snapshots, topology, volumes,
     };
     Router::new()
         .route("/", get(auth::home))
@@ -219,12 +244,28 @@ pub fn router_with(state: Arc<Dashboard>) -> Router {
         .route("/project/keypairs/import", post(keypairs::import))
         .route("/project/keypairs/download", get(keypairs::download))
         .route("/project/keypairs/{name}/delete", post(keypairs::delete))
-        .route("/project/images", get(images::list))
+        .route("/project/images", get(images::list).post(images::upload))
+        .route("/project/images/{id}", get(images::detail))
+        .route("/project/images/{id}/action", post(images::action))
         .route("/project/api-access", get(access::page))
         .route("/project/volumes", get(volumes::list).post(volumes::create))
         .route("/project/volumes/{id}/row", get(volumes::row))
         .route("/project/volumes/{id}/action", post(volumes::action))
-        .route("/project/networks", get(networks::list))
+        .route("/project/volume-snapshots", post(snapshots::create))
+        .route("/project/volume-snapshots/{id}/row", get(snapshots::row))
+        .route(
+            "/project/volume-snapshots/{id}/action",
+            post(snapshots::action),
+        )
+        .route(
+            "/project/networks",
+            get(networks::list).post(networks::create),
+        )
+        .route("/project/networks/{id}", get(networks::detail))
+        .route("/project/networks/{id}/action", post(networks::action))
+        .route("/project/routers", get(routers::list).post(routers::create))
+        .route("/project/routers/{id}", get(routers::detail))
+        .route("/project/routers/{id}/action", post(routers::action))
         .route("/project/topology", get(topology::page))
         .route(
             "/project/security-groups",
@@ -387,6 +428,16 @@ mod tests {
                 "/project/instances/x/action",
                 "action=delete&csrf_token=".to_string(),
             ),
+            ("/project/networks", "name=n&cidr=10.0.0.0/24".to_string()),
+            ("/project/networks/x/action", "action=delete".to_string()),
+            ("/project/routers", "name=r".to_string()),
+            ("/project/routers/x/action", "action=delete".to_string()),
+            ("/project/volume-snapshots", "volume_id=v".to_string()),
+            (
+                "/project/volume-snapshots/x/action",
+                "action=delete".to_string(),
+            ),
+            ("/project/images/x/action", "action=delete".to_string()),
         ] {
             let resp = app
                 .clone()
@@ -462,6 +513,27 @@ mod tests {
             html.contains("no such endpoint") || html.contains("catalog"),
             "{html}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_image_upload_without_the_csrf_token_is_403_and_a_non_multipart_one_400() {
+        let (app, d) = app();
+        let sid = d.sessions.create();
+        let body = "--B\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nimg\r\n\
+                    --B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\n\
+                    data\r\n--B--\r\n";
+        let req = Request::post("/project/images")
+            .header(header::CONTENT_TYPE, "multipart/form-data; boundary=B")
+            .header(header::COOKIE, format!("{}={sid}", session::COOKIE))
+            .body(Body::from(body))
+            .unwrap();
+        let resp = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let resp = app
+            .oneshot(post("/project/images", Some(&sid), "name=img"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine;
@@ -273,12 +273,23 @@ async fn list_page(
     })
 }
 
+/// `?image=ID` (the images page's "Launch"): the launch form opened with that image chosen.
+#[derive(serde::Deserialize, Default)]
+pub struct LaunchQuery {
+    image: Option<String>,
+}
+
 pub async fn list(
     State(d): State<Arc<Dashboard>>,
     headers: HeaderMap,
+    Query(q): Query<LaunchQuery>,
 ) -> Result<Response, DashError> {
     let ctx = d.ctx(&headers)?;
-    list_page(&d, &ctx, LaunchValues::default(), None).await
+    let form = LaunchValues {
+        image: q.image.unwrap_or_default(),
+        ..LaunchValues::default()
+    };
+    list_page(&d, &ctx, form, None).await
 }
 
 /// Which launch field an API message is about.

@@ -10,7 +10,9 @@ pub mod instances;
 pub mod keypairs;
 pub mod networks;
 pub mod overview;
+pub mod routers;
 pub mod security_groups;
+pub mod snapshots;
 pub mod topology;
 pub mod volumes;
 

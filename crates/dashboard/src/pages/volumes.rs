@@ -12,6 +12,7 @@ use axum::response::{Html, IntoResponse, Response};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::snapshots::{self, SnapshotRow};
 use super::{is_htmx, refusal, render, see_other, seg};
 use crate::views::{Layout, Named};
 use crate::{Ctx, DashError, Dashboard, FormData};
@@ -127,6 +128,7 @@ pub struct VolumesPage {
     pub error: String,
     pub form_name: String,
     pub form_size: String,
+    pub snapshots: Vec<SnapshotRow>,
 }
 
 #[derive(Template)]
@@ -168,16 +170,25 @@ async fn page(
     error: Option<(String, String)>,
     form: Option<&FormData>,
 ) -> Result<Response, DashError> {
-    let (vols, srv) = tokio::join!(d.get(ctx, "volume", "/volumes/detail"), servers(d, ctx));
+    let (vols, srv, snaps) = tokio::join!(
+        d.get(ctx, "volume", "/volumes/detail"),
+        servers(d, ctx),
+        d.get(ctx, "volume", "/snapshots/detail")
+    );
     let vols = vols?;
     let srv = srv?;
     let by_id = names(&srv);
-    let volumes = vols["volumes"]
+    let volumes: Vec<VolumeRow> = vols["volumes"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|v| VolumeRow::from_json(v, &by_id))
         .collect();
+    let volume_names = volumes
+        .iter()
+        .map(|v| (v.id.clone(), v.name.clone()))
+        .collect();
+    let snapshots = snapshots::rows(&snaps?, &volume_names);
     let (error_field, error) = error.unwrap_or_default();
     render(&VolumesPage {
         layout: d.layout(ctx, "volumes"),
@@ -190,6 +201,7 @@ async fn page(
         error,
         form_name: form.map(|f| f.text("name")).unwrap_or_default(),
         form_size: form.map(|f| f.text("size")).unwrap_or_else(|| "1".into()),
+        snapshots,
     })
 }
 
