@@ -163,13 +163,23 @@ class OscZygote:
         raise RuntimeError(f"the CLI child of osc_zygote.py ended without an exit status: {argv}")
 
 
+def _netns_id() -> tuple[int, int]:
+    st = os.stat("/proc/thread-self/ns/net")
+    return st.st_dev, st.st_ino
+
+
 _ZYGOTE: OscZygote | None = None
+# The network namespace the suite started in: the fork server lives there. A test that moved its
+# thread into a namespace of its own (test_network_external_host.py) gets fresh CLI processes,
+# which start in that namespace, instead of children of a server that sees the wrong loopback.
+_HOME_NETNS = _netns_id()
 
 
 def osc_zygote() -> OscZygote | None:
-    """This process's CLI fork server, started on first use; None when turned off or unavailable."""
+    """This process's CLI fork server, started on first use; None when turned off, or when this
+    thread is in another network namespace than the one the suite started in."""
     global _ZYGOTE
-    if os.environ.get("KUMO_OSC_FORK", "1") == "0":
+    if os.environ.get("KUMO_OSC_FORK", "1") == "0" or _netns_id() != _HOME_NETNS:
         return None
     if _ZYGOTE is None or _ZYGOTE.proc.poll() is not None:
         _ZYGOTE = OscZygote()
