@@ -304,7 +304,7 @@ impl ComputeAgent {
         self.spawn_lifecycle_sync();
         let me = self.clone();
         tokio::spawn(async move {
-            let mut beat = tokio::time::interval(Duration::from_secs(10));
+            let mut beat = tokio::time::interval(me.svc.cfg.report_interval);
             let sync_every = me.svc.cfg.sync_power_state_interval;
             let mut last_sync = tokio::time::Instant::now();
             loop {

@@ -15,9 +15,6 @@ use crate::model::*;
 use crate::rpc::{Destination, SelectDestination};
 use crate::store;
 
-/// Seconds without a heartbeat after which a compute service is down (Nova's service_down_time).
-pub const SERVICE_DOWN_TIME: i64 = 60;
-
 /// One host that placement says has room, with what the filters and weighers look at.
 #[derive(Debug, Clone)]
 pub struct HostState {
@@ -310,10 +307,12 @@ impl ComputeService {
                 node: node.hypervisor_hostname.clone(),
                 rp_uuid: rp.clone(),
                 zone: aggs.zone(&node.host),
-                service_up: !svc.forced_down
-                    && svc
-                        .last_seen_up
-                        .is_some_and(|t| (now - t).num_seconds() <= SERVICE_DOWN_TIME),
+                // `[DEFAULT] service_down_time`: a host whose agent stopped beating is skipped.
+                service_up: crate::core::services::service_is_up(
+                    svc,
+                    now,
+                    self.cfg.service_down_time,
+                ),
                 service_enabled: !svc.disabled,
                 hypervisor_type: node.resources.hypervisor_type.clone(),
                 free_ram_mb: free("MEMORY_MB"),
