@@ -291,7 +291,9 @@ impl ComputeService {
             else {
                 continue;
             };
-            if msg.exclude_hosts.contains(&node.host) {
+            if msg.exclude_hosts.contains(&node.host)
+                || msg.requested_host.as_ref().is_some_and(|h| *h != node.host)
+            {
                 continue;
             }
             let Some(svc) = services.get(&node.host) else {
@@ -342,16 +344,29 @@ impl ComputeService {
         }
         self.weigh(&mut hosts, &spec);
         for h in hosts {
-            if clients
-                .claim(
-                    &i.uuid,
-                    &h.allocation,
-                    &i.project_id,
-                    &i.user_id,
-                    request_id,
-                )
-                .await?
-            {
+            // An evacuation moves the allocation the instance holds on its failed host.
+            let claimed = if msg.move_allocation {
+                clients
+                    .replace_allocations(
+                        &i.uuid,
+                        &h.allocation,
+                        &i.project_id,
+                        &i.user_id,
+                        request_id,
+                    )
+                    .await?
+            } else {
+                clients
+                    .claim(
+                        &i.uuid,
+                        &h.allocation,
+                        &i.project_id,
+                        &i.user_id,
+                        request_id,
+                    )
+                    .await?
+            };
+            if claimed {
                 return Ok(Destination {
                     host: h.host,
                     node: h.node,
@@ -385,6 +400,8 @@ pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
                             Some(&[
                                 Some(crate::model::task_state::SCHEDULING),
                                 Some(crate::model::task_state::UNSHELVING),
+                                // An evacuation: the instance moves to its new host.
+                                Some(crate::model::task_state::REBUILDING),
                             ]),
                             move |i| {
                                 i.host = Some(d2.host.clone());
