@@ -723,3 +723,53 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(names: &[&str]) -> Result<Roles> {
+        Roles::parse(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn roles_parse_and_split() {
+        assert_eq!(roles(&["all"]).ok(), Some(Roles::ALL));
+        assert!(!roles(&["api", "conductor", "scheduler", "compute"]).is_ok_and(|r| r.split()));
+        let a = roles(&["api", "conductor", "scheduler"]).ok();
+        assert!(a.is_some_and(|r| r.api && r.split() && !r.compute.compute));
+        let c = roles(&["compute"]).ok();
+        assert!(c.is_some_and(|r| !r.api && r.compute.compute && !r.compute.conductor));
+        assert!(roles(&["network-agent"]).is_err());
+    }
+
+    fn cfg(ini: &str) -> Config {
+        let dir = std::env::temp_dir().join(format!("kumo-roles-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let f = dir.join(format!("{}.conf", ini.len()));
+        let _ = std::fs::write(&f, ini);
+        crate::settings::load(Some(&f), &dir).unwrap_or_else(|_| Config::new(&dir))
+    }
+
+    #[test]
+    fn a_split_refuses_the_in_process_bus_and_sqlite() {
+        let compute = Roles {
+            api: false,
+            compute: compute::roles::RoleSet {
+                conductor: false,
+                scheduler: false,
+                compute: true,
+            },
+        };
+        let e = check_split(&cfg(""), &compute).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|m| m.contains("[DEFAULT] transport_url")));
+        let e = check_split(
+            &cfg("[DEFAULT]\ntransport_url = rabbit://g:g@127.0.0.1:1/\n"),
+            &compute,
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert!(e.is_some_and(|m| m.contains("[database] connection")));
+        assert!(check_split(&cfg(""), &Roles::ALL).is_ok());
+    }
+}
