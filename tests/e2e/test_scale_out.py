@@ -129,9 +129,11 @@ def test_roles_in_separate_processes():
             # a split process refuses what other hosts could not share, saying what to set
             sqlite = Proc("refuse-sqlite", work, conf(mq.url, "sqlite://$state_dir/db/$service.sqlite", password),
                           ["compute"])
+            procs.append(sqlite)
             assert sqlite.proc.wait(30) != 0
             assert "[database] connection" in sqlite.log.read_text(), sqlite.log.read_text()
             nobus = Proc("refuse-bus", work, conf("", db.url, password), ["compute"])
+            procs.append(nobus)
             assert nobus.proc.wait(30) != 0
             assert "[DEFAULT] transport_url" in nobus.log.read_text(), nobus.log.read_text()
 
