@@ -11,7 +11,6 @@ its PID, also on failure. kumo only (needs root to start the database server as 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from cloudlib import Cloud, KumoDriver, free_port, pid_alive, tail, unique, wait_gone
+from cloudlib import Cloud, KumoDriver, free_port, tail, unique
 from computelib import make_qcow2, wait_server
 from dbservers import postgres_bin, postgres_server, rabbitmq_bin, rabbitmq_server
 
