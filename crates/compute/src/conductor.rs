@@ -8,7 +8,9 @@ use std::sync::Arc;
 use crate::core::ComputeService;
 use crate::error::Result;
 use crate::model::*;
-use crate::rpc::{self, BuildAndRun, ScheduleAndBuild, SelectDestination, UnshelveInstance};
+use crate::rpc::{
+    self, BuildAndRun, EvacuateInstance, ScheduleAndBuild, SelectDestination, UnshelveInstance,
+};
 
 pub const EVENT_SCHEDULE: &str = "conductor_schedule_and_build_instances";
 pub const EVENT_UNSHELVE: &str = "conductor_unshelve_instance";
@@ -56,6 +58,8 @@ impl ComputeService {
         let msg = SelectDestination {
             instance_uuid: uuid.to_string(),
             exclude_hosts: i.attempted_hosts.clone(),
+            requested_host: None,
+            move_allocation: false,
         };
         let r = self
             .bus()?
@@ -119,6 +123,8 @@ impl ComputeService {
         let msg = SelectDestination {
             instance_uuid: uuid.to_string(),
             exclude_hosts: vec![],
+            requested_host: None,
+            move_allocation: false,
         };
         let r = self
             .bus()?
@@ -229,7 +235,26 @@ impl ComputeService {
 /// The conductor's bus handler.
 pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
     let s1 = svc.clone();
+    let s2 = svc.clone();
     Dispatcher::new()
+        .on(move |meta: RequestMeta, msg: EvacuateInstance| {
+            let svc = s2.clone();
+            async move {
+                if let Err(e) = svc.evacuate(&msg, &meta.request_id).await {
+                    tracing::error!(instance = %msg.instance_uuid, error = %e, "evacuation failed");
+                    let _ = svc.migration_status(msg.migration_id, "error", None).await;
+                    let _ = svc
+                        .set_error(
+                            &msg.instance_uuid,
+                            500,
+                            &format!("Evacuation failed: {e}"),
+                            "evacuate",
+                        )
+                        .await;
+                }
+                Ok(())
+            }
+        })
         .on(move |meta: RequestMeta, msg: ScheduleAndBuild| {
             let svc = s1.clone();
             async move {

@@ -193,6 +193,24 @@ pub static OPTS: &[Opt] = &[
     },
     Opt {
         section: "DEFAULT",
+        name: "host",
+        default: "",
+        help: "This compute host's name (nova.conf's host): its nova-compute service, hypervisor and bus queue compute.<host>. Empty: the machine's hostname. Several `kumo serve compute` on one machine are different hosts when each has its own.",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "report_interval",
+        default: "10",
+        help: "Seconds between a service's heartbeats in the database (Nova's report_interval).",
+    },
+    Opt {
+        section: "DEFAULT",
+        name: "service_down_time",
+        default: "60",
+        help: "Seconds without a heartbeat after which a service is down: os-services shows it down, the scheduler stops choosing its host, evacuate accepts its servers (Nova's service_down_time).",
+    },
+    Opt {
+        section: "DEFAULT",
         name: "my_ip",
         default: "127.0.0.1",
         help: "This host's address, as os-hypervisors shows it (host_ip).",
@@ -423,6 +441,12 @@ pub struct ComputeConfig {
     pub reserved_host_disk_mb: u64,
     pub reserved_host_cpus: u32,
     pub my_ip: String,
+    /// `[DEFAULT] host`, the machine's hostname when empty.
+    pub host: String,
+    /// `[DEFAULT] report_interval`: between heartbeats.
+    pub report_interval: Duration,
+    /// `[DEFAULT] service_down_time` in seconds.
+    pub service_down_time: i64,
     pub qemu_accel: String,
     pub qemu_binary: PathBuf,
     pub qemu_img: PathBuf,
@@ -535,6 +559,15 @@ impl ComputeConfig {
             reserved_host_disk_mb: c.get("DEFAULT", "reserved_host_disk_mb")?,
             reserved_host_cpus: c.get("DEFAULT", "reserved_host_cpus")?,
             my_ip: c.get_str("DEFAULT", "my_ip")?,
+            host: c
+                .get::<Option<String>>("DEFAULT", "host")?
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(crate::roles::this_host),
+            report_interval: Duration::from_secs(
+                c.get::<u64>("DEFAULT", "report_interval")?.max(1),
+            ),
+            service_down_time: c.get::<i64>("DEFAULT", "service_down_time")?.max(1),
             qemu_accel: c.get_str("qemu", "accel")?,
             qemu_binary: PathBuf::from(c.get_str("qemu", "binary")?),
             qemu_img: PathBuf::from(c.get_str("qemu", "qemu_img")?),

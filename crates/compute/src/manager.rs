@@ -161,6 +161,7 @@ impl ComputeAgent {
     /// At start: finish what a restart interrupted, sync power states, remove leftovers.
     pub async fn reconcile(&self) -> Result<()> {
         let svc = &self.svc;
+        self.destroy_evacuated().await?;
         let on_host = store::instances_on_host(svc.db.conn(), &self.host).await?;
         let known = self.driver.list_instances().await?;
         for i in &on_host {
@@ -304,7 +305,7 @@ impl ComputeAgent {
         self.spawn_lifecycle_sync();
         let me = self.clone();
         tokio::spawn(async move {
-            let mut beat = tokio::time::interval(Duration::from_secs(10));
+            let mut beat = tokio::time::interval(me.svc.cfg.report_interval);
             let sync_every = me.svc.cfg.sync_power_state_interval;
             let mut last_sync = tokio::time::Instant::now();
             loop {
@@ -617,6 +618,8 @@ impl ComputeAgent {
             Operation::DetachInterface { .. } => "compute_detach_interface",
             Operation::AddFixedIp { .. } => "compute_add_fixed_ip_to_instance",
             Operation::RemoveFixedIp { .. } => "compute_remove_fixed_ip_from_instance",
+            // Nova records an evacuation's destination work under the rebuild's name.
+            Operation::Evacuate { .. } => "compute_rebuild_instance",
         }
     }
 
@@ -919,6 +922,92 @@ impl ComputeAgent {
                 let vif = svc.network.remove_fixed_ip(svc, &i, address, rid).await?;
                 self.record_vif(uuid, vif).await?;
             }
+            Operation::Evacuate { migration_id } => {
+                let r = self.rebuild_evacuated(&i, rid).await;
+                let status = if r.is_ok() { "done" } else { "failed" };
+                svc.migration_status(*migration_id, status, None).await?;
+                r?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Nova's rebuild on the destination of an evacuation: the ports bound here, the guest
+    /// spawned from the instance's image (nothing of the failed host's disk is reachable), in
+    /// the power state it had (a stopped server stays stopped).
+    async fn rebuild_evacuated(&self, i: &Instance, rid: &str) -> Result<()> {
+        let svc = &self.svc;
+        let uuid = &i.uuid;
+        let mut spec = self.spec(i);
+        if i.network_info.as_array().is_some_and(|v| !v.is_empty()) {
+            let alloc = svc.network.bind_on_host(svc, i, rid).await?;
+            let nw = alloc.network_info.clone();
+            svc.update_instance(uuid, None, move |x| {
+                x.network_info = nw;
+                Ok(())
+            })
+            .await?;
+            self.wait_for_vifs(uuid, alloc.waiters).await?;
+            spec.network_info = alloc.network_info;
+        }
+        // A guest of an earlier attempt here goes first.
+        let _ = self.driver.destroy(uuid).await;
+        self.driver.spawn(&spec).await?;
+        let stopped = i.vm_state == vm_state::STOPPED;
+        if stopped {
+            self.driver.power_off(uuid, Duration::ZERO).await?;
+        }
+        let host = self.host.clone();
+        svc.update_instance(uuid, None, move |x| {
+            x.vm_state = if stopped {
+                vm_state::STOPPED
+            } else {
+                vm_state::ACTIVE
+            }
+            .into();
+            x.task_state = None;
+            x.power_state = if stopped {
+                PowerState::Shutdown
+            } else {
+                PowerState::Running
+            }
+            .code();
+            x.host = Some(host);
+            x.fault = None;
+            x.launched_at = Some(Utc::now());
+            Ok(())
+        })
+        .await?;
+        tracing::info!(instance = %uuid, host = %self.host, "evacuated instance rebuilt here");
+        Ok(())
+    }
+
+    /// Nova's `_destroy_evacuated_instances`, at start: the guests of instances evacuated
+    /// away from this host while it was down are destroyed, and their migrations completed.
+    async fn destroy_evacuated(&self) -> Result<()> {
+        let svc = &self.svc;
+        let moved = store::migrations::from_source(
+            svc.db.conn(),
+            &self.host,
+            crate::core::evacuate::MIGRATION_TYPE,
+            &["accepted", "pre-migrating", "done"],
+        )
+        .await?;
+        for m in moved {
+            let here = svc
+                .get_instance(&m.instance_uuid)
+                .await?
+                .is_some_and(|i| !i.deleted && i.host.as_deref() == Some(self.host.as_str()));
+            if here {
+                // Not rebuilt elsewhere (yet): the guest here is still the instance's.
+                continue;
+            }
+            match self.driver.destroy(&m.instance_uuid).await {
+                Ok(()) | Err(DriverError::InstanceNotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            svc.migration_status(m.id, "completed", None).await?;
+            tracing::info!(instance = %m.instance_uuid, host = %self.host, migration = m.id, "guest of an instance evacuated away destroyed");
         }
         Ok(())
     }

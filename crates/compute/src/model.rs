@@ -410,6 +410,27 @@ pub struct ServerGroup {
     pub created_at: Timestamp,
 }
 
+/// A migration record (Nova's `migrations`; `os-migrations` lists them).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Migration {
+    pub id: i32,
+    pub uuid: String,
+    pub instance_uuid: String,
+    /// `evacuation` (the only kind kumo records so far).
+    pub migration_type: String,
+    /// accepted -> done (rebuilt on the destination) -> completed (the source cleaned up);
+    /// failed / error when it did not happen.
+    pub status: String,
+    pub source_compute: Option<String>,
+    pub source_node: Option<String>,
+    pub dest_compute: Option<String>,
+    pub dest_node: Option<String>,
+    pub project_id: String,
+    pub user_id: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
 /// A compute service record (`os-services`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Service {

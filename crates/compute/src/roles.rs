@@ -28,16 +28,48 @@ pub fn this_host() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Keep the conductor's and scheduler's service records up (every 10 s, Nova's report_interval).
-fn spawn_heartbeat(svc: Arc<ComputeService>, host: String) {
+/// Which of compute's roles run in this process (`kumo serve ROLE...`); all-in-one runs all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleSet {
+    pub conductor: bool,
+    pub scheduler: bool,
+    pub compute: bool,
+}
+
+impl RoleSet {
+    pub const ALL: RoleSet = RoleSet {
+        conductor: true,
+        scheduler: true,
+        compute: true,
+    };
+
+    /// The control-plane services this process records and keeps up.
+    fn control_services(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if self.conductor {
+            out.push(("nova-conductor", "conductor"));
+        }
+        if self.scheduler {
+            out.push(("nova-scheduler", "scheduler"));
+        }
+        out
+    }
+}
+
+/// Keep the conductor's and scheduler's service records up (every `report_interval`).
+fn spawn_heartbeat(
+    svc: Arc<ComputeService>,
+    host: String,
+    services: Vec<(&'static str, &'static str)>,
+) {
+    if services.is_empty() {
+        return;
+    }
     tokio::spawn(async move {
-        let mut beat = tokio::time::interval(std::time::Duration::from_secs(10));
+        let mut beat = tokio::time::interval(svc.cfg.report_interval);
         loop {
             beat.tick().await;
-            for (binary, topic) in [
-                ("nova-conductor", "conductor"),
-                ("nova-scheduler", "scheduler"),
-            ] {
+            for (binary, topic) in &services {
                 if let Ok(txn) = svc.db.write().await
                     && crate::store::heartbeat_service(&*txn, &host, binary, topic)
                         .await
@@ -50,33 +82,103 @@ fn spawn_heartbeat(svc: Arc<ComputeService>, host: String) {
     });
 }
 
-/// Start every role of compute in this process.
+/// Start every role of compute in this process (all-in-one).
 pub async fn start(
     svc: Arc<ComputeService>,
     bus: Arc<dyn Bus>,
     clients: Arc<ServiceClients>,
 ) -> Result<Roles> {
+    start_roles(svc, bus, clients, RoleSet::ALL).await
+}
+
+/// Start the chosen roles of compute in this process. The API (always there: it casts to
+/// the conductor) needs only the bus and clients; the others subscribe to their topics.
+pub async fn start_roles(
+    svc: Arc<ComputeService>,
+    bus: Arc<dyn Bus>,
+    clients: Arc<ServiceClients>,
+    roles: RoleSet,
+) -> Result<Roles> {
     svc.attach(bus.clone(), clients.clone());
     let mut subscriptions = Vec::new();
-    subscriptions.push(
-        bus.serve(
-            Target::topic(rpc::CONDUCTOR_TOPIC),
-            Arc::new(conductor::dispatcher(svc.clone())),
-        )
-        .await?,
-    );
-    subscriptions.push(
-        bus.serve(
-            Target::topic(rpc::SCHEDULER_TOPIC),
-            Arc::new(scheduler::dispatcher(svc.clone())),
-        )
-        .await?,
-    );
+    if roles.conductor {
+        subscriptions.push(
+            bus.serve(
+                Target::topic(rpc::CONDUCTOR_TOPIC),
+                Arc::new(conductor::dispatcher(svc.clone())),
+            )
+            .await?,
+        );
+    }
+    if roles.scheduler {
+        subscriptions.push(
+            bus.serve(
+                Target::topic(rpc::SCHEDULER_TOPIC),
+                Arc::new(scheduler::dispatcher(svc.clone())),
+            )
+            .await?,
+        );
+    }
+    let agents = if roles.compute {
+        make_agents(&svc, &clients)?
+    } else {
+        Vec::new()
+    };
+    for agent in &agents {
+        subscriptions.push(
+            bus.serve(
+                Target::server(rpc::COMPUTE_TOPIC, &agent.host),
+                Arc::new(manager::dispatcher(agent.clone())),
+            )
+            .await?,
+        );
+    }
+    for agent in &agents {
+        agent.start().await?;
+        agent.spawn_periodic();
+    }
+    // The control-plane services, as `compute service list` shows Nova's.
+    let here = svc.cfg.host.clone();
+    let control = roles.control_services();
+    for (binary, topic) in &control {
+        let txn = svc.db.write().await?;
+        crate::store::heartbeat_service(&*txn, &here, binary, topic).await?;
+        txn.commit().await?;
+    }
+    spawn_heartbeat(svc.clone(), here, control);
+    if roles.conductor {
+        let mut live: Vec<String> = agents.iter().map(|a| a.host.clone()).collect();
+        if !roles.compute {
+            // The agents run elsewhere: a build on a host whose agent beats is that agent's
+            // to resume.
+            live.extend(
+                crate::store::list_services(svc.db.conn())
+                    .await?
+                    .into_iter()
+                    .filter(|s| s.binary == "nova-compute" && svc.is_up(s))
+                    .map(|s| s.host),
+            );
+        }
+        svc.recover_unscheduled(&live).await?;
+    }
+    tracing::info!(?roles, hosts = agents.len(), driver = %svc.cfg.compute_driver, "compute roles started");
+    Ok(Roles {
+        subscriptions,
+        agents,
+    })
+}
+
+/// The compute agents of this process: one per fake host (`[fake] hosts`; a single one is
+/// `[DEFAULT] host`), or the one of this machine with the qemu driver.
+fn make_agents(
+    svc: &Arc<ComputeService>,
+    clients: &Arc<ServiceClients>,
+) -> Result<Vec<Arc<ComputeAgent>>> {
     let mut agents = Vec::new();
     match svc.cfg.compute_driver.as_str() {
         "fake" | "fake.FakeDriver" => {
             let n = svc.cfg.fake_hosts;
-            let base = this_host();
+            let base = svc.cfg.host.clone();
             for k in 1..=n {
                 let host = if n == 1 {
                     base.clone()
@@ -115,7 +217,7 @@ pub async fn start(
                 .map_err(|e| ComputeError::Internal(format!("instances directory: {e}")))?;
             let driver = Arc::new(QemuDriver::new(
                 QemuConfig {
-                    hostname: this_host(),
+                    hostname: cfg.host.clone(),
                     host_ip: cfg.my_ip.clone(),
                     instances_dir,
                     qemu_binary: cfg.qemu_binary.clone(),
@@ -134,7 +236,7 @@ pub async fn start(
             driver.spawn_housekeeping();
             agents.push(Arc::new(ComputeAgent {
                 svc: svc.clone(),
-                host: this_host(),
+                host: cfg.host.clone(),
                 driver,
             }));
         }
@@ -144,35 +246,5 @@ pub async fn start(
             )));
         }
     }
-    for agent in &agents {
-        subscriptions.push(
-            bus.serve(
-                Target::server(rpc::COMPUTE_TOPIC, &agent.host),
-                Arc::new(manager::dispatcher(agent.clone())),
-            )
-            .await?,
-        );
-    }
-    for agent in &agents {
-        agent.start().await?;
-        agent.spawn_periodic();
-    }
-    // The control-plane services, as `compute service list` shows Nova's.
-    let here = this_host();
-    for (binary, topic) in [
-        ("nova-conductor", "conductor"),
-        ("nova-scheduler", "scheduler"),
-    ] {
-        let txn = svc.db.write().await?;
-        crate::store::heartbeat_service(&*txn, &here, binary, topic).await?;
-        txn.commit().await?;
-    }
-    spawn_heartbeat(svc.clone(), here);
-    let live: Vec<String> = agents.iter().map(|a| a.host.clone()).collect();
-    svc.recover_unscheduled(&live).await?;
-    tracing::info!(hosts = agents.len(), driver = %svc.cfg.compute_driver, "compute roles started");
-    Ok(Roles {
-        subscriptions,
-        agents,
-    })
+    Ok(agents)
 }

@@ -34,12 +34,36 @@ impl Message for UnshelveInstance {
     type Reply = ();
 }
 
+/// conductor: rebuild an instance of a failed host on another one (Nova's rebuild_instance
+/// with a migration of type evacuation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvacuateInstance {
+    pub instance_uuid: String,
+    pub migration_id: i32,
+    /// The failed host the instance leaves.
+    pub source_host: String,
+    /// The host the caller asked for (checked by the filters unless forced), if any.
+    pub requested_host: Option<String>,
+    pub user_token: String,
+}
+impl Message for EvacuateInstance {
+    const METHOD: &'static str = "rebuild_instance";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
 /// scheduler: pick a host for one instance and claim its resources there.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SelectDestination {
     pub instance_uuid: String,
-    /// Hosts not to use (already tried).
+    /// Hosts not to use (already tried; an evacuation's source).
     pub exclude_hosts: Vec<String>,
+    /// Only this host (an evacuation to a named host).
+    #[serde(default)]
+    pub requested_host: Option<String>,
+    /// The instance already holds an allocation (on a failed host): the claim replaces it.
+    #[serde(default)]
+    pub move_allocation: bool,
 }
 /// Where the instance goes; its allocation is claimed against `rp_uuid`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +149,11 @@ pub enum Operation {
     /// multinic `removeFixedIp`.
     RemoveFixedIp {
         address: String,
+    },
+    /// Rebuild here an instance evacuated from a failed host (the scheduler already moved
+    /// its host and allocation here).
+    Evacuate {
+        migration_id: i32,
     },
 }
 

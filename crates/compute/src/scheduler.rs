@@ -15,9 +15,6 @@ use crate::model::*;
 use crate::rpc::{Destination, SelectDestination};
 use crate::store;
 
-/// Seconds without a heartbeat after which a compute service is down (Nova's service_down_time).
-pub const SERVICE_DOWN_TIME: i64 = 60;
-
 /// One host that placement says has room, with what the filters and weighers look at.
 #[derive(Debug, Clone)]
 pub struct HostState {
@@ -294,7 +291,9 @@ impl ComputeService {
             else {
                 continue;
             };
-            if msg.exclude_hosts.contains(&node.host) {
+            if msg.exclude_hosts.contains(&node.host)
+                || msg.requested_host.as_ref().is_some_and(|h| *h != node.host)
+            {
                 continue;
             }
             let Some(svc) = services.get(&node.host) else {
@@ -310,10 +309,12 @@ impl ComputeService {
                 node: node.hypervisor_hostname.clone(),
                 rp_uuid: rp.clone(),
                 zone: aggs.zone(&node.host),
-                service_up: !svc.forced_down
-                    && svc
-                        .last_seen_up
-                        .is_some_and(|t| (now - t).num_seconds() <= SERVICE_DOWN_TIME),
+                // `[DEFAULT] service_down_time`: a host whose agent stopped beating is skipped.
+                service_up: crate::core::services::service_is_up(
+                    svc,
+                    now,
+                    self.cfg.service_down_time,
+                ),
                 service_enabled: !svc.disabled,
                 hypervisor_type: node.resources.hypervisor_type.clone(),
                 free_ram_mb: free("MEMORY_MB"),
@@ -343,16 +344,29 @@ impl ComputeService {
         }
         self.weigh(&mut hosts, &spec);
         for h in hosts {
-            if clients
-                .claim(
-                    &i.uuid,
-                    &h.allocation,
-                    &i.project_id,
-                    &i.user_id,
-                    request_id,
-                )
-                .await?
-            {
+            // An evacuation moves the allocation the instance holds on its failed host.
+            let claimed = if msg.move_allocation {
+                clients
+                    .replace_allocations(
+                        &i.uuid,
+                        &h.allocation,
+                        &i.project_id,
+                        &i.user_id,
+                        request_id,
+                    )
+                    .await?
+            } else {
+                clients
+                    .claim(
+                        &i.uuid,
+                        &h.allocation,
+                        &i.project_id,
+                        &i.user_id,
+                        request_id,
+                    )
+                    .await?
+            };
+            if claimed {
                 return Ok(Destination {
                     host: h.host,
                     node: h.node,
@@ -386,6 +400,8 @@ pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
                             Some(&[
                                 Some(crate::model::task_state::SCHEDULING),
                                 Some(crate::model::task_state::UNSHELVING),
+                                // An evacuation: the instance moves to its new host.
+                                Some(crate::model::task_state::REBUILDING),
                             ]),
                             move |i| {
                                 i.host = Some(d2.host.clone());

@@ -89,7 +89,9 @@ enum Command {
         #[arg(short = 'n', long, default_value_t = 200)]
         lines: usize,
     },
-    /// Run chosen roles in the foreground (scale-out; `api` = every public API).
+    /// Run chosen roles in the foreground (scale-out): `api` (every public API), `conductor`,
+    /// `scheduler`, `compute` (this host's compute agent), or `all`. Roles split over processes
+    /// share [DEFAULT] transport_url (RabbitMQ) and [database] connection (PostgreSQL/MySQL).
     Serve {
         #[arg(required = true)]
         roles: Vec<String>,
@@ -202,13 +204,9 @@ fn main() -> Result<()> {
             }
         }
         Command::Serve { roles, listen } => {
-            for r in &roles {
-                if r != "api" && r != "all" {
-                    anyhow::bail!("role {r:?} is not available yet (available: api)");
-                }
-            }
+            let roles = server::Roles::parse(&roles)?;
             init_logging(&cfg);
-            runtime()?.block_on(server::run(&state, &cfg, listen.as_deref(), false))
+            runtime()?.block_on(server::serve(&state, &cfg, listen.as_deref(), roles))
         }
         Command::Down { purge } => {
             lifecycle::down(&state)?;
@@ -273,8 +271,8 @@ fn main() -> Result<()> {
                 services: server::catalog(&base),
                 demo_password: demo.then(|| password.clone()),
                 service_users: vec![(
-                    server::COMPUTE_SERVICE_USER.into(),
-                    server::service_password(&state)?,
+                    cfg.get_str("service_user", "username")?,
+                    server::service_password(&state, &cfg)?,
                 )],
             };
             let report = identity::bootstrap::bootstrap(&cloud.identity, &spec).await?;

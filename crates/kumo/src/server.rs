@@ -63,14 +63,18 @@ pub fn admin_password(state: &StateDir) -> Result<String> {
     Ok(pw)
 }
 
-/// The user compute calls placement with (devstack's name for it).
-pub const COMPUTE_SERVICE_USER: &str = "nova";
-
 /// The user the volume service reads the catalog with (devstack's name for it).
 pub const VOLUME_SERVICE_USER: &str = "cinder";
 
-/// The password of the services' own users, kept in the state dir.
-pub fn service_password(state: &StateDir) -> Result<String> {
+/// The password of the services' own users: `[service_user] password`, else the one kept in
+/// the state dir (only processes sharing the state dir know that one).
+pub fn service_password(state: &StateDir, cfg: &Config) -> Result<String> {
+    if let Some(pw) = cfg
+        .get::<Option<String>>("service_user", "password")?
+        .filter(|p| !p.trim().is_empty())
+    {
+        return Ok(pw.trim().to_string());
+    }
     let file = state.root.join("service-password");
     if let Some(pw) = std::fs::read_to_string(&file)
         .ok()
@@ -232,8 +236,167 @@ pub fn app(cloud: &Cloud, base: &str) -> Router {
         }))
 }
 
-/// `kumo up --foreground` / `kumo serve api`: run until SIGTERM or Ctrl-C.
+/// The roles of `kumo serve ROLE...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub compute: compute::roles::RoleSet,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        api: true,
+        compute: compute::roles::RoleSet::ALL,
+    };
+
+    /// `all`, or any of `api`, `conductor`, `scheduler`, `compute`.
+    pub fn parse(names: &[String]) -> Result<Roles> {
+        let mut r = Roles {
+            api: false,
+            compute: compute::roles::RoleSet {
+                conductor: false,
+                scheduler: false,
+                compute: false,
+            },
+        };
+        for n in names {
+            match n.as_str() {
+                "all" => return Ok(Roles::ALL),
+                "api" => r.api = true,
+                "conductor" => r.compute.conductor = true,
+                "scheduler" => r.compute.scheduler = true,
+                "compute" => r.compute.compute = true,
+                other => bail!(
+                    "role {other:?} is not available: choose among api, conductor, scheduler, compute (or all)"
+                ),
+            }
+        }
+        Ok(r)
+    }
+
+    /// Whether other roles of the cloud run in other processes.
+    pub fn split(&self) -> bool {
+        *self != Roles::ALL
+    }
+}
+
+/// What a process running only some roles needs: the bus and the compute database shared
+/// with the other processes.
+fn check_split(cfg: &Config, roles: &Roles) -> Result<()> {
+    if !roles.split() {
+        return Ok(());
+    }
+    if cfg.get_str("DEFAULT", "transport_url")?.trim().is_empty() {
+        bail!(
+            "the roles of this process ({roles:?}) need the others, which run in other processes: the in-process bus cannot reach them. Set [DEFAULT] transport_url = rabbit://USER:PASS@HOST:5672/ (the same RabbitMQ in every process's config), or run every role in one process with `kumo serve all` / `kumo up`"
+        );
+    }
+    let db =
+        compute::config::ComputeConfig::from_config(cfg, &cfg.get_str("database", "connection")?)?
+            .database_url;
+    if db.starts_with("sqlite:") {
+        bail!(
+            "the compute database is SQLite ({db}): processes on other hosts cannot see it. Set [database] connection = postgresql://USER:PASS@HOST/kumo_$service (or mysql://...), the same in every process's config, or run every role in one process with `kumo serve all` / `kumo up`"
+        );
+    }
+    Ok(())
+}
+
+/// `kumo serve ROLE...`: the API roles (with the chosen compute roles) in [`run_roles`], or
+/// only compute roles in [`run_agents`].
+pub async fn serve(
+    state: &StateDir,
+    cfg: &Config,
+    listen: Option<&str>,
+    roles: Roles,
+) -> Result<()> {
+    check_split(cfg, &roles)?;
+    if roles.api {
+        run_roles(state, cfg, listen, false, roles.compute).await
+    } else {
+        run_agents(state, cfg, roles.compute).await
+    }
+}
+
+/// `kumo serve compute` (and/or conductor, scheduler) without the APIs: the compute database,
+/// the bus, and the other services through their public APIs as `[service_user]`.
+async fn run_agents(state: &StateDir, cfg: &Config, roles: compute::roles::RoleSet) -> Result<()> {
+    let started = Instant::now();
+    state.ensure()?;
+    if let Some(pid) = state.read_pid()
+        && pid != std::process::id() as i32
+        && crate::state::alive(pid)
+    {
+        bail!(
+            "kumo is already running from {} (pid {pid}); give each process its own --state-dir",
+            state.root.display()
+        );
+    }
+    let auth_url = cfg
+        .get::<Option<String>>("service_user", "auth_url")?
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "[service_user] auth_url is needed without the api role: the identity endpoint of the api process, e.g. http://CONTROLLER:5000/identity"
+            )
+        })?;
+    if cfg
+        .get::<Option<String>>("service_user", "password")?
+        .is_none_or(|p| p.trim().is_empty())
+    {
+        bail!(
+            "[service_user] password is needed without the api role: the one set in the api process's config (its bootstrap gives it to the service users)"
+        );
+    }
+    let password = service_password(state, cfg)?;
+    let svc = compute::ComputeService::open(compute::config::ComputeConfig::from_config(
+        cfg,
+        &cfg.get_str("database", "connection")?,
+    )?)
+    .await
+    .context("opening the compute database")?;
+    let bus = open_bus(&cfg.get_str("DEFAULT", "transport_url")?).await?;
+    let clients = Arc::new(compute::clients::ServiceClients::new(
+        compute::clients::ServiceCredentials {
+            auth_url: auth_url.trim().trim_end_matches('/').to_string(),
+            username: cfg.get_str("service_user", "username")?,
+            password,
+            project_name: cfg.get_str("service_user", "project_name")?,
+            region: cfg.get_str("DEFAULT", "region_name")?,
+        },
+    ));
+    let _roles = compute::roles::start_roles(svc.clone(), bus, clients, roles)
+        .await
+        .context(
+            "starting the compute roles (is the api process up at [service_user] auth_url?)",
+        )?;
+    write_file(
+        &state.pid_file(),
+        &format!("{}\n", std::process::id()),
+        0o644,
+    )?;
+    tracing::info!(?roles, host = %svc.cfg.host, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
+    shutdown_signal().await;
+    if state.read_pid() == Some(std::process::id() as i32) {
+        let _ = std::fs::remove_file(state.pid_file());
+    }
+    tracing::info!("kumo stopped");
+    Ok(())
+}
+
+/// `kumo up --foreground`: every role, until SIGTERM or Ctrl-C.
 pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: bool) -> Result<()> {
+    run_roles(state, cfg, listen, demo, compute::roles::RoleSet::ALL).await
+}
+
+/// Every public API with the chosen compute roles, until SIGTERM or Ctrl-C.
+async fn run_roles(
+    state: &StateDir,
+    cfg: &Config,
+    listen: Option<&str>,
+    demo: bool,
+    compute_roles: compute::roles::RoleSet,
+) -> Result<()> {
     let started = Instant::now();
     state.ensure()?;
     if let Some(pid) = state.read_pid()
@@ -253,7 +416,8 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
 
     let cloud = open(cfg).await?;
     let password = admin_password(state)?;
-    let service_password = service_password(state)?;
+    let service_password = service_password(state, cfg)?;
+    let compute_user = cfg.get_str("service_user", "username")?;
     let demo = demo || state.demo_marker().exists();
     let spec = BootstrapSpec {
         admin_password: password.clone(),
@@ -261,7 +425,7 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
         services: catalog(&base),
         demo_password: demo.then(|| password.clone()),
         service_users: vec![
-            (COMPUTE_SERVICE_USER.into(), service_password.clone()),
+            (compute_user.clone(), service_password.clone()),
             (VOLUME_SERVICE_USER.into(), service_password.clone()),
         ],
     };
@@ -334,9 +498,9 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     let clients = Arc::new(compute::clients::ServiceClients::new(
         compute::clients::ServiceCredentials {
             auth_url: format!("{base}/identity"),
-            username: COMPUTE_SERVICE_USER.into(),
+            username: compute_user.clone(),
             password: service_password.clone(),
-            project_name: "service".into(),
+            project_name: cfg.get_str("service_user", "project_name")?,
             region: region.clone(),
         },
     ));
@@ -354,7 +518,7 @@ pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: boo
     cloud
         .volume
         .set_server_events(Arc::new(VolumeServerEvents(cloud.compute.clone())));
-    let _roles = compute::roles::start(cloud.compute.clone(), bus, clients)
+    let _roles = compute::roles::start_roles(cloud.compute.clone(), bus, clients, compute_roles)
         .await
         .context("starting the compute roles")?;
     let metadata_settings = metadata::config::settings(cfg).map_err(anyhow::Error::msg)?;
@@ -557,5 +721,55 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupt: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roles(names: &[&str]) -> Result<Roles> {
+        Roles::parse(&names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn roles_parse_and_split() {
+        assert_eq!(roles(&["all"]).ok(), Some(Roles::ALL));
+        assert!(!roles(&["api", "conductor", "scheduler", "compute"]).is_ok_and(|r| r.split()));
+        let a = roles(&["api", "conductor", "scheduler"]).ok();
+        assert!(a.is_some_and(|r| r.api && r.split() && !r.compute.compute));
+        let c = roles(&["compute"]).ok();
+        assert!(c.is_some_and(|r| !r.api && r.compute.compute && !r.compute.conductor));
+        assert!(roles(&["network-agent"]).is_err());
+    }
+
+    fn cfg(ini: &str) -> Config {
+        let dir = std::env::temp_dir().join(format!("kumo-roles-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let f = dir.join(format!("{}.conf", ini.len()));
+        let _ = std::fs::write(&f, ini);
+        crate::settings::load(Some(&f), &dir).unwrap_or_else(|_| Config::new(&dir))
+    }
+
+    #[test]
+    fn a_split_refuses_the_in_process_bus_and_sqlite() {
+        let compute = Roles {
+            api: false,
+            compute: compute::roles::RoleSet {
+                conductor: false,
+                scheduler: false,
+                compute: true,
+            },
+        };
+        let e = check_split(&cfg(""), &compute).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|m| m.contains("[DEFAULT] transport_url")));
+        let e = check_split(
+            &cfg("[DEFAULT]\ntransport_url = rabbit://g:g@127.0.0.1:1/\n"),
+            &compute,
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert!(e.is_some_and(|m| m.contains("[database] connection")));
+        assert!(check_split(&cfg(""), &Roles::ALL).is_ok());
     }
 }

@@ -49,6 +49,30 @@ pub static KUMO_OPTS: &[Opt] = &[
         help: "Message bus between the roles (oslo's transport URL): rabbit://USER:PASS@HOST:PORT/VHOST (several hosts: rabbit://u:p@h1:5672,u:p@h2:5672/), or amqp://... Empty: the in-process bus (all-in-one).",
     },
     Opt {
+        section: "service_user",
+        name: "auth_url",
+        default: "",
+        help: "Identity endpoint the compute role authenticates at to call placement, image, network and volume (nova.conf's [service_user]), e.g. http://CONTROLLER:5000/identity. Empty: this process's own API (all-in-one); a `kumo serve compute` without the api role needs it.",
+    },
+    Opt {
+        section: "service_user",
+        name: "username",
+        default: "nova",
+        help: "The compute service's user (the api process's bootstrap creates it in the service project).",
+    },
+    Opt {
+        section: "service_user",
+        name: "password",
+        default: "",
+        help: "Password of the service users (the api process's bootstrap sets it). Empty: one kept in the state dir (STATE/service-password), which only processes sharing that state dir know; set it when roles run in several processes.",
+    },
+    Opt {
+        section: "service_user",
+        name: "project_name",
+        default: "service",
+        help: "Project of the service user's token.",
+    },
+    Opt {
         section: "database",
         name: "connection",
         default: "sqlite://$state_dir/db/$service.sqlite",

@@ -526,6 +526,7 @@ async fn action(
             return Ok(Json(json!({"output": out})).into_response());
         }
         "addFixedIp" | "removeFixedIp" => return multinic(&api, &ctx, &id, name, arg).await,
+        "evacuate" => return evacuate(&api, &ctx, &id, arg).await,
         "addSecurityGroup" | "removeSecurityGroup" => {
             return super::security_groups::server_action(&api, &ctx, &id, name, arg).await;
         }
@@ -539,6 +540,70 @@ async fn action(
         }
     }
     Ok(accepted())
+}
+
+/// `evacuate` (admin): the body by microversion as Nova's schemas (onSharedStorage required
+/// before 2.14 and gone after, `force` from 2.29 to 2.67); 200 with the admin password
+/// before 2.14, an empty 200 after.
+async fn evacuate(api: &Api, ctx: &Ctx, id: &str, arg: &Value) -> Result<Response> {
+    let a = arg
+        .as_object()
+        .ok_or_else(|| v::invalid("evacuate", arg, format!("{arg} is not of type 'object'")))?;
+    let mut allowed = vec!["host", "adminPass"];
+    if !ctx.at(14) {
+        allowed.push("onSharedStorage");
+    }
+    if ctx.at(29) && !ctx.at(68) {
+        allowed.push("force");
+    }
+    v::only(a, &allowed)?;
+    if !ctx.at(14) {
+        match a.get("onSharedStorage") {
+            Some(x) => {
+                v::boolean("onSharedStorage", x)?;
+            }
+            None => {
+                return Err(v::invalid(
+                    "evacuate",
+                    arg,
+                    "'onSharedStorage' is a required property",
+                ));
+            }
+        }
+    }
+    if let Some(f) = a.get("force") {
+        // Nova skips the scheduler's filters when forced; here the named host is still
+        // filtered (a host without room is refused either way by placement).
+        v::boolean("force", f)?;
+    }
+    let host = match a.get("host") {
+        None => None,
+        Some(h) => {
+            let s = v::string("host", h, 255, false)?.unwrap_or_default();
+            if s.is_empty() || s.chars().any(|c| c.is_whitespace()) {
+                return Err(v::invalid(
+                    "host",
+                    h,
+                    format!("{h} does not match the host name pattern"),
+                ));
+            }
+            Some(s)
+        }
+    };
+    let pass = match a.get("adminPass") {
+        None => None,
+        Some(p) => v::string("adminPass", p, 255, false)?,
+    };
+    let req = crate::core::evacuate::EvacuateRequest { host };
+    api.svc
+        .evacuate_server(&ctx.auth, id, &req, &ctx.request_id, &ctx.token)
+        .await?;
+    if ctx.at(14) {
+        return Ok(StatusCode::OK.into_response());
+    }
+    // Nova generates a password when none is given (the guest does not learn it here).
+    let pass = pass.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()[..12].to_string());
+    Ok((StatusCode::OK, Json(json!({"adminPass": pass}))).into_response())
 }
 
 async fn rebuild(api: &Api, ctx: &Ctx, id: &str, arg: &Value) -> Result<Response> {

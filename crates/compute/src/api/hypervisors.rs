@@ -61,12 +61,13 @@ fn view(
     s: &Service,
     usage: Option<&NodeUsage>,
     servers: Option<Vec<Value>>,
+    down_time: i64,
 ) -> Value {
     let now = chrono::Utc::now();
     let mut d = json!({
         "id": api_id(ctx, n),
         "hypervisor_hostname": n.hypervisor_hostname,
-        "state": if service_is_up(s, now) { "up" } else { "down" },
+        "state": if service_is_up(s, now, down_time) { "up" } else { "down" },
         "status": if s.disabled { "disabled" } else { "enabled" },
     });
     if let Some(u) = usage {
@@ -227,7 +228,14 @@ async fn index(api: &Api, ctx: &Ctx, q: Option<String>, detailed: bool) -> Resul
         } else {
             None
         };
-        out.push(view(ctx, n, s, usage.as_ref(), servers));
+        out.push(view(
+            ctx,
+            n,
+            s,
+            usage.as_ref(),
+            servers,
+            svc.cfg.service_down_time,
+        ));
     }
     let mut doc = json!({"hypervisors": out});
     if let Some(l) = links {
@@ -276,7 +284,15 @@ async fn show(
     } else {
         None
     };
-    Ok(Json(json!({"hypervisor": view(&ctx, &n, &s, Some(&usage), servers)})).into_response())
+    Ok(Json(json!({"hypervisor": view(
+        &ctx,
+        &n,
+        &s,
+        Some(&usage),
+        servers,
+        svc.cfg.service_down_time,
+    )}))
+    .into_response())
 }
 
 async fn statistics(State(api): St, ctx: Ctx) -> Result<Response> {
@@ -351,7 +367,7 @@ async fn legacy(api: &Api, ctx: &Ctx, pattern: &str, with_servers: bool) -> Resu
         } else {
             None
         };
-        out.push(view(ctx, &n, &s, None, servers));
+        out.push(view(ctx, &n, &s, None, servers, svc.cfg.service_down_time));
     }
     Ok(Json(json!({"hypervisors": out})).into_response())
 }

@@ -17,6 +17,7 @@ mod images;
 mod interfaces;
 mod ips;
 mod keypairs;
+mod migrations;
 mod misc;
 pub mod novnc;
 mod quotas;
@@ -77,6 +78,7 @@ pub fn router(svc: Arc<ComputeService>, validator: Arc<dyn TokenValidator>) -> R
         .merge(flavor_extras::routes())
         .merge(keypairs::routes())
         .merge(groups::routes())
+        .merge(migrations::routes())
         .merge(misc::routes())
         .merge(quotas::routes())
         .merge(services::routes())

@@ -23,7 +23,7 @@ pub fn routes() -> Router<Api> {
         .route("/os-availability-zone/detail", get(zones_detail))
 }
 
-fn view(aggs: &HostAggregates, ctx: &Ctx, s: &Service) -> Value {
+fn view(aggs: &HostAggregates, ctx: &Ctx, s: &Service, down_time: i64) -> Value {
     let now = chrono::Utc::now();
     let mut d = json!({
         "binary": s.binary,
@@ -31,7 +31,7 @@ fn view(aggs: &HostAggregates, ctx: &Ctx, s: &Service) -> Value {
         "id": if ctx.at(53) { json!(s.uuid) } else { json!(s.id) },
         "zone": ComputeService::service_zone(aggs, s),
         "status": if s.disabled { "disabled" } else { "enabled" },
-        "state": if service_is_up(s, now) { "up" } else { "down" },
+        "state": if service_is_up(s, now, down_time) { "up" } else { "down" },
         "updated_at": s.last_seen_up.or(s.updated_at).map(|t| render::naive(&t)),
         "disabled_reason": s.disabled_reason,
     });
@@ -52,7 +52,7 @@ async fn list(State(api): St, ctx: Ctx, RawQuery(q): RawQuery) -> Result<Respons
         .services(host.as_deref(), binary.as_deref())
         .await?
         .iter()
-        .map(|s| view(&aggs, &ctx, s))
+        .map(|s| view(&aggs, &ctx, s, svc.cfg.service_down_time))
         .collect();
     Ok(Json(json!({"services": out})).into_response())
 }
@@ -145,7 +145,12 @@ async fn update(
         ));
     }
     let s = svc.update_service(s, &change).await?;
-    let mut d = view(&svc.host_aggregates().await?, &ctx, &s);
+    let mut d = view(
+        &svc.host_aggregates().await?,
+        &ctx,
+        &s,
+        svc.cfg.service_down_time,
+    );
     d["forced_down"] = json!(s.forced_down);
     Ok(Json(json!({"service": d})).into_response())
 }
@@ -270,7 +275,7 @@ async fn zones_detail(State(api): St, ctx: Ctx) -> Result<Response> {
             .insert(
                 s.binary.clone(),
                 json!({
-                    "available": service_is_up(&s, now),
+                    "available": service_is_up(&s, now, svc.cfg.service_down_time),
                     "active": true,
                     "updated_at": s.last_seen_up.or(s.updated_at).map(|t| render::naive(&t)),
                 }),

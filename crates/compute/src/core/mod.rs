@@ -3,6 +3,7 @@
 
 pub mod aggregates;
 pub mod consoles;
+pub mod evacuate;
 pub mod events;
 pub mod flavors;
 pub mod groups;

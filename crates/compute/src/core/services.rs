@@ -8,19 +8,18 @@ use super::ComputeService;
 use super::aggregates::HostAggregates;
 use crate::error::{ComputeError, Result};
 use crate::model::*;
-use crate::scheduler::SERVICE_DOWN_TIME;
 use crate::store;
 
 /// The zone Nova puts its control-plane services in (`internal_service_availability_zone`).
 pub const INTERNAL_ZONE: &str = "internal";
 
 /// Nova's db servicegroup driver: up while the last heartbeat is younger than
-/// service_down_time, unless forced down.
-pub fn service_is_up(s: &Service, now: Timestamp) -> bool {
+/// `down_time` seconds (`[DEFAULT] service_down_time`), unless forced down.
+pub fn service_is_up(s: &Service, now: Timestamp, down_time: i64) -> bool {
     !s.forced_down
         && s.last_seen_up
             .or(s.updated_at)
-            .is_some_and(|t| (now - t).num_seconds().abs() <= SERVICE_DOWN_TIME)
+            .is_some_and(|t| (now - t).num_seconds().abs() <= down_time)
 }
 
 /// What an update changes on a service.
@@ -211,6 +210,11 @@ impl ComputeService {
             .collect())
     }
 
+    /// Whether a service is up by this deployment's service_down_time.
+    pub fn is_up(&self, s: &Service) -> bool {
+        service_is_up(s, Utc::now(), self.cfg.service_down_time)
+    }
+
     /// What a node has in use.
     pub async fn node_usage(&self, n: &ComputeNode) -> Result<NodeUsage> {
         let on_host = store::instances_on_host(self.db.conn(), &n.host).await?;
@@ -247,10 +251,11 @@ mod tests {
     #[test]
     fn up_from_heartbeat_age() {
         let now = Utc::now();
-        assert!(service_is_up(&service(now, 5, false), now));
-        assert!(service_is_up(&service(now, 60, false), now));
-        assert!(!service_is_up(&service(now, 61, false), now));
-        assert!(!service_is_up(&service(now, 5, true), now));
+        assert!(service_is_up(&service(now, 5, false), now, 60));
+        assert!(service_is_up(&service(now, 60, false), now, 60));
+        assert!(!service_is_up(&service(now, 61, false), now, 60));
+        assert!(!service_is_up(&service(now, 5, true), now, 60));
+        assert!(!service_is_up(&service(now, 7, false), now, 6));
     }
 
     fn inst(vcpus: i64, ram: i64, vm: &str, task: Option<&str>) -> Instance {

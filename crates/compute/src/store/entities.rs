@@ -282,3 +282,28 @@ pub mod console_auth_token {
     pub enum Relation {}
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod migration {
+    use sea_orm::entity::prelude::*;
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "migrations")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i32,
+        pub uuid: String,
+        pub instance_uuid: String,
+        pub migration_type: String,
+        pub status: String,
+        pub source_compute: Option<String>,
+        pub source_node: Option<String>,
+        pub dest_compute: Option<String>,
+        pub dest_node: Option<String>,
+        pub project_id: String,
+        pub user_id: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -10,7 +10,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002ConsoleAuthTokens)]
+        vec![
+            Box::new(M0001Initial),
+            Box::new(M0002ConsoleAuthTokens),
+            Box::new(M0003Migrations),
+        ]
     }
 }
 
@@ -324,6 +328,51 @@ impl MigrationTrait for M0002ConsoleAuthTokens {
         m.create_index(index("console_auth_tokens", &["instance_uuid"], false))
             .await?;
         m.create_index(index("console_auth_tokens", &["expires_at"], false))
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, _m: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(
+            "the compute schema cannot be migrated down".into(),
+        ))
+    }
+}
+
+/// Nova's `migrations` records (evacuations so far): what moved where, and how far it got.
+struct M0003Migrations;
+
+impl MigrationName for M0003Migrations {
+    fn name(&self) -> &str {
+        "m0003_migrations"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Migrations {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("migrations")
+                .col(pk_auto("id"))
+                .col(string_len("uuid", 36))
+                .col(string_len("instance_uuid", 36))
+                .col(string_len("migration_type", 32))
+                .col(string_len("status", 32))
+                .col(string_len_null("source_compute", 255))
+                .col(string_len_null("source_node", 255))
+                .col(string_len_null("dest_compute", 255))
+                .col(string_len_null("dest_node", 255))
+                .col(string_len("project_id", 255))
+                .col(string_len("user_id", 255))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(index("migrations", &["instance_uuid"], false))
+            .await?;
+        m.create_index(index("migrations", &["source_compute", "status"], false))
             .await?;
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod console_tokens;
 pub mod entities;
 pub mod flavors;
 pub mod migration;
+pub mod migrations;
 
 use chrono::Utc;
 use sea_orm::sea_query::Expr;

@@ -1,0 +1,257 @@
+"""Scale-out on one machine (DESIGN §2, issue #11): the same binary as separate processes, one per
+role set, sharing a private RabbitMQ node (`[DEFAULT] transport_url`) and a throwaway PostgreSQL
+(`[database] connection`) from tests/e2e/dbservers.py. Process A runs `kumo serve api conductor
+scheduler` (no compute agent); B and C run `kumo serve compute`, each a fake-driver host named by
+its `[DEFAULT] host`, reporting to placement through A's public API as `[service_user]`. Through
+the real `openstack` CLI: both hosts' services are up and both are hypervisors; servers land on
+both; `kill -9` of C makes its nova-compute down after service_down_time and new boots go to B;
+C's servers are evacuated to B (a host that is up refuses with 409); when C starts again it
+removes the guests evacuated away and completes their migrations. Every process is stopped by
+its PID, also on failure. kumo only (needs root to start the database server as its user)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from cloudlib import Cloud, KumoDriver, free_port, tail, unique
+from computelib import make_qcow2, wait_server
+from dbservers import postgres_bin, postgres_server, rabbitmq_bin, rabbitmq_server
+
+pytestmark = [
+    pytest.mark.kumo_only("kumo serve ROLE..."),
+    pytest.mark.skipif(os.geteuid() != 0, reason="starting the database server as its user needs root"),
+]
+
+DOWN_TIME = 6  # [DEFAULT] service_down_time of every process (report_interval 1)
+
+
+class Proc:
+    """One `kumo serve ROLE...` in the foreground, its log in its state dir."""
+
+    def __init__(self, name: str, work: Path, conf: str, roles: list[str], listen: str | None = None):
+        self.name = name
+        self.state = work / name
+        self.state.mkdir(mode=0o700, exist_ok=True)
+        (self.state / "kumo.conf").write_text(conf)
+        self.log = self.state / "serve.log"
+        self.argv = [KumoDriver().bin, "serve", *roles, "--state-dir", str(self.state), "--config",
+                     str(self.state / "kumo.conf")] + (["--listen", listen] if listen else [])
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        env.pop("ADMIN_PASSWORD", None)
+        self.proc = subprocess.Popen(self.argv, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill9(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+    def wait_log(self, text: str, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text(errors="replace"):
+            assert self.proc is not None and self.proc.poll() is None, \
+                f"{self.name} exited ({self.proc.returncode}):\n{tail(self.log, 40)}"
+            assert time.monotonic() < deadline, f"{self.name}: no {text!r} within {timeout} s:\n{tail(self.log, 40)}"
+            time.sleep(0.1)
+
+    def guests(self) -> set[str]:
+        """The guests this host's fake driver keeps (its state file)."""
+        f = self.state / "instances" / "fake" / f"{self.name}.json"
+        return set(json.loads(f.read_text())) if f.exists() else set()
+
+
+class Stub:
+    """Cloud's driver for processes this test starts and stops itself."""
+    supports_lifecycle = False
+
+
+def conf(mq_url: str, db_url: str, password: str, extra: str = "", default: str = "") -> str:
+    return (f"[DEFAULT]\ntransport_url = {mq_url}\nreport_interval = 1\nservice_down_time = {DOWN_TIME}\n{default}"
+            f"[database]\nconnection = {db_url}\n[service_user]\npassword = {password}\n{extra}"
+            "[identity]\npassword_hash_rounds = 4\n[network]\ndataplane = none\n[compute]\nnetwork_hook = none\n"
+            "[demo]\nguest_image = none\nnetwork = false\n")
+
+
+def services(c: Cloud) -> dict[str, dict]:
+    return {s["Host"]: s for s in c.osc("compute", "service", "list", "--service", "nova-compute", fmt_json=True)}
+
+
+def wait_state(c: Cloud, host: str, state: str, timeout: float) -> float:
+    t0 = time.monotonic()
+    while (got := services(c).get(host, {}).get("State")) != state:
+        assert time.monotonic() - t0 < timeout, f"{host}'s nova-compute not {state} within {timeout} s: {got}"
+        time.sleep(0.5)
+    return time.monotonic() - t0
+
+
+def host_of(c: Cloud, sid: str) -> str:
+    return c.compute("GET", f"/servers/{sid}", version="2.72").json()["server"]["OS-EXT-SRV-ATTR:host"]
+
+
+def test_roles_in_separate_processes():
+    if rabbitmq_bin() is None or postgres_bin() is None:
+        pytest.fail("rabbitmq-server and postgresql are needed: run_tests.sh installs them (tests/lib/common.sh)")
+    t_start = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="kumo-e2e-scale-"))
+    procs: list[Proc] = []
+    try:
+        with rabbitmq_server() as mq, postgres_server() as db:
+            password = secrets.token_hex(12)
+            # a split process refuses what other hosts could not share, saying what to set
+            sqlite = Proc("refuse-sqlite", work, conf(mq.url, "sqlite://$state_dir/db/$service.sqlite", password),
+                          ["compute"])
+            procs.append(sqlite)
+            assert sqlite.proc.wait(30) != 0
+            assert "[database] connection" in sqlite.log.read_text(), sqlite.log.read_text()
+            nobus = Proc("refuse-bus", work, conf("", db.url, password), ["compute"])
+            procs.append(nobus)
+            assert nobus.proc.wait(30) != 0
+            assert "[DEFAULT] transport_url" in nobus.log.read_text(), nobus.log.read_text()
+
+            port = free_port()
+            a = Proc("api", work, conf(mq.url, db.url, password), ["api", "conductor", "scheduler"],
+                     listen=f"127.0.0.1:{port}")
+            procs.append(a)
+            a.wait_log("kumo is serving")
+            c = Cloud(target="kumo", workdir=work, state_dir=a.state, clouds_yaml=a.state / "clouds.yaml",
+                      _driver=Stub())
+            c.load_clouds_yaml()
+            c.admin_password = (a.state / "admin-password").read_text().strip()
+            auth = f"[service_user]\nauth_url = http://127.0.0.1:{port}/identity\n"
+            hb, hc = unique("hostb"), unique("hostc")
+            b = Proc(hb, work, conf(mq.url, db.url, password, auth, f"host = {hb}\n"), ["compute"])
+            cc = Proc(hc, work, conf(mq.url, db.url, password, auth, f"host = {hc}\n"), ["compute"])
+            procs += [b, cc]
+            b.wait_log("kumo is serving")
+            cc.wait_log("kumo is serving")
+            print(f"three processes serving {time.monotonic() - t_start:.1f} s after the start")
+
+            # both hosts are up, with no compute agent in A
+            svcs = services(c)
+            assert {hb, hc} <= set(svcs), svcs
+            assert svcs[hb]["State"] == svcs[hc]["State"] == "up", svcs
+            all_svcs = c.osc("compute", "service", "list", fmt_json=True)
+            assert {s["Binary"] for s in all_svcs if s["Host"] not in (hb, hc)} == {"nova-conductor",
+                                                                                    "nova-scheduler"}, all_svcs
+            hyps = {h["Hypervisor Hostname"]: h for h in c.osc("hypervisor", "list", fmt_json=True)}
+            assert {hb, hc} <= set(hyps), hyps
+            # each host's resource provider, reported over the public placement API
+            rps = {r["name"] for r in c.placement("GET", "/resource_providers").json()["resource_providers"]}
+            assert {hb, hc} <= rps, rps
+
+            img = c.osc("image", "create", "--file", make_qcow2(work / "tiny.qcow2"), "--disk-format", "qcow2",
+                        "--container-format", "bare", "--public", unique("img"), fmt_json=True)
+            flavor = c.osc("flavor", "create", "--vcpus", "1", "--ram", "64", "--disk", "1", unique("f"),
+                           fmt_json=True)
+            group = c.osc("server", "group", "create", "--policy", "soft-anti-affinity", unique("g"), fmt_json=True)
+            name = unique("spread")
+            c.osc("server", "create", "--image", img["id"], "--flavor", flavor["id"], "--nic", "none", "--hint",
+                  f"group={group['id']}", "--min", "4", "--max", "4", name)
+            servers = [s["ID"] for s in c.osc("server", "list", "--name", name, fmt_json=True)]
+            assert len(servers) == 4
+            for sid in servers:
+                wait_server(c, sid, "ACTIVE", timeout=60)
+            on = {sid: host_of(c, sid) for sid in servers}
+            assert set(on.values()) == {hb, hc}, on
+            on_c = [sid for sid, h in on.items() if h == hc]
+            assert cc.guests() == set(on_c), (cc.guests(), on_c)
+
+            # kill -9 C: its service goes down once service_down_time passes without a heartbeat
+            cc.kill9()
+            took = wait_state(c, hc, "down", DOWN_TIME + 8)
+            print(f"{hc} down {took:.1f} s after kill -9 (service_down_time {DOWN_TIME})")
+            assert services(c)[hb]["State"] == "up"
+            late = unique("late")
+            c.osc("server", "create", "--image", img["id"], "--flavor", flavor["id"], "--nic", "none",
+                  "--min", "2", "--max", "2", late)
+            late_ids = [s["ID"] for s in c.osc("server", "list", "--name", late, fmt_json=True)]
+            for sid in late_ids:
+                wait_server(c, sid, "ACTIVE", timeout=60)
+                assert host_of(c, sid) == hb
+
+            # forced_down across processes: B forced down is down at once, and back up
+            b_id = services(c)[hb]["ID"]
+            r = c.compute("PUT", f"/os-services/{b_id}", version="2.53", json={"forced_down": True})
+            assert r.status_code == 200 and r.json()["service"]["state"] == "down", r.text
+            r = c.compute("PUT", f"/os-services/{b_id}", version="2.53", json={"forced_down": False})
+            assert r.status_code == 200 and r.json()["service"]["state"] == "up", r.text
+
+            # evacuate: refused while the source host's service is up, and for a bad body
+            on_b = [sid for sid, h in on.items() if h == hb]
+            r = c.compute("POST", f"/servers/{on_b[0]}/action", version="2.29", json={"evacuate": {}})
+            assert r.status_code == 409 and "still in use" in r.text, r.text
+            r = c.compute("POST", f"/servers/{on_c[0]}/action", version="2.29",
+                          json={"evacuate": {"onSharedStorage": False}})
+            assert r.status_code == 400, r.text
+            r = c.compute("POST", f"/servers/{on_c[0]}/action", version="2.29",
+                          json={"evacuate": {"host": hc}})
+            assert r.status_code == 400, r.text
+            # C's servers rebuilt on B by the real CLI, their allocations moved there
+            t0 = time.monotonic()
+            for sid in on_c:
+                # (no --wait: this osc waits for 'ACTIVE' against a lowercased status, forever)
+                c.osc("--os-compute-api-version", "2.29", "server", "evacuate", sid)
+            for sid in on_c:
+                wait_server(c, sid, "ACTIVE", timeout=30)
+                assert host_of(c, sid) == hb
+            print(f"{len(on_c)} servers evacuated from {hc} to {hb} in {time.monotonic() - t0:.1f} s")
+            rp_b = {r["name"]: r["uuid"] for r in
+                    c.placement("GET", "/resource_providers").json()["resource_providers"]}[hb]
+            for sid in on_c:
+                allocs = c.placement("GET", f"/allocations/{sid}").json()["allocations"]
+                assert list(allocs) == [rp_b], allocs
+                actions = c.osc("server", "event", "list", sid, fmt_json=True)
+                assert "evacuate" in {a["Action"] for a in actions}, actions
+            migs = c.compute("GET", "/os-migrations", version="2.59").json()["migrations"]
+            evac = {m["instance_uuid"]: m for m in migs if m["migration_type"] == "evacuation"}
+            assert set(evac) == set(on_c), migs
+            assert {(m["source_compute"], m["dest_compute"], m["status"]) for m in evac.values()} == {
+                (hc, hb, "done")}, evac
+
+            # C starts again: it is up, its evacuated guests are gone, the migrations completed
+            assert cc.guests() == set(on_c)
+            cc.start()
+            cc.wait_log("kumo is serving")
+            wait_state(c, hc, "up", 15)
+            assert cc.guests() == set(), cc.guests()
+            migs = c.compute("GET", "/os-migrations", version="2.59").json()["migrations"]
+            assert {m["status"] for m in migs if m["instance_uuid"] in on_c} == {"completed"}, migs
+            c.osc("server", "delete", "--wait", *servers, *late_ids, timeout=120)
+    except BaseException:
+        for p in procs:
+            print(f"--- {p.name} (tail) ---\n{tail(p.log, 60)}")
+        raise
+    finally:
+        for p in procs:
+            p.stop()
+        if not os.environ.get("KUMO_E2E_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"test took {time.monotonic() - t_start:.1f} s")
