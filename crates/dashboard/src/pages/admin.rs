@@ -511,7 +511,7 @@ async fn flavors_post(d: &Dashboard, ctx: &Ctx, form: &FormData) -> Result<(), D
                 let r = d
                     .call(ctx, "compute", Method::POST, "/flavors", Some(&body))
                     .await;
-                flash_outcome(d, ctx, r, format!("Created flavor {}.", form.text("name")))
+                flash_outcome(d, ctx, r, format!("Created flavor {}.", form.text("name"))).map(drop)
             }
             Err(m) => {
                 d.sessions.flash(&ctx.sid, "error", m);
@@ -529,7 +529,7 @@ async fn flavors_post(d: &Dashboard, ctx: &Ctx, form: &FormData) -> Result<(), D
                     None,
                 )
                 .await;
-            flash_outcome(d, ctx, r, format!("Deleted flavor {id}."))
+            flash_outcome(d, ctx, r, format!("Deleted flavor {id}.")).map(drop)
         }
         other => Err(unknown(other)),
     }
@@ -961,7 +961,7 @@ async fn services_post(d: &Dashboard, ctx: &Ctx, form: &FormData) -> Result<(), 
             Some(&body),
         )
         .await;
-    flash_outcome(d, ctx, r, format!("The compute service is now {status}."))
+    flash_outcome(d, ctx, r, format!("The compute service is now {status}.")).map(drop)
 }
 
 // ------------------------------------------------------------------ routing

@@ -122,7 +122,7 @@ async fn toggle_or_delete(
         "disable" => "Disabled",
         _ => "Deleted",
     };
-    flash_outcome(d, ctx, r, format!("{done} {kind} {id}."))
+    flash_outcome(d, ctx, r, format!("{done} {kind} {id}.")).map(drop)
 }
 
 pub async fn projects_post(d: &Dashboard, ctx: &Ctx, form: &FormData) -> Result<(), DashError> {
@@ -135,7 +135,7 @@ pub async fn projects_post(d: &Dashboard, ctx: &Ctx, form: &FormData) -> Result<
     let r = d
         .call(ctx, "identity", Method::POST, "/projects", Some(&body))
         .await;
-    flash_outcome(d, ctx, r, format!("Created project {name}."))
+    flash_outcome(d, ctx, r, format!("Created project {name}.")).map(drop)
 }
 
 // ------------------------------------------------------------------ users
@@ -221,7 +221,7 @@ pub async fn users_post(d: &Dashboard, ctx: &Ctx, form: &FormData) -> Result<(),
             let r = d
                 .call(ctx, "identity", Method::POST, "/users", Some(&body))
                 .await;
-            flash_outcome(d, ctx, r, format!("Created user {}.", form.text("name")))
+            flash_outcome(d, ctx, r, format!("Created user {}.", form.text("name"))).map(drop)
         }
         Err(m) => {
             d.sessions.flash(&ctx.sid, "error", m);
@@ -350,7 +350,7 @@ pub async fn groups_post(d: &Dashboard, ctx: &Ctx, form: &FormData) -> Result<()
         ),
         other => return Err(unknown(other)),
     };
-    flash_outcome(d, ctx, r, ok)
+    flash_outcome(d, ctx, r, ok).map(drop)
 }
 
 // ------------------------------------------------------------------ role assignments
@@ -443,7 +443,7 @@ pub async fn roles_post(d: &Dashboard, ctx: &Ctx, form: &FormData) -> Result<(),
         other => return Err(unknown(other)),
     };
     let r = d.call(ctx, "identity", method, &path, None).await;
-    flash_outcome(d, ctx, r, ok)
+    flash_outcome(d, ctx, r, ok).map(drop)
 }
 
 #[cfg(test)]

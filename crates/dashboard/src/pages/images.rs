@@ -337,14 +337,9 @@ pub async fn action(
             Ok(see_other(&here))
         }
         "delete" => {
-            let problem = refusal(d.call(&ctx, "image", Method::DELETE, &path, None).await)?;
-            if problem.is_empty() {
-                d.sessions.flash(&ctx.sid, "ok", "Image deleted.");
-                Ok(see_other(PAGE))
-            } else {
-                d.sessions.flash(&ctx.sid, "error", problem);
-                Ok(see_other(&here))
-            }
+            let r = d.call(&ctx, "image", Method::DELETE, &path, None).await;
+            let deleted = flash_outcome(&d, &ctx, r, "Image deleted.")?;
+            Ok(see_other(if deleted { PAGE } else { &here }))
         }
         other => Err(DashError::NotFound(format!(
             "There is no image action called {other:?}."

@@ -66,12 +66,13 @@ pub fn flash_outcome<T>(
     ctx: &Ctx,
     r: Result<T, DashError>,
     ok: impl Into<String>,
-) -> Result<(), DashError> {
+) -> Result<bool, DashError> {
     let problem = refusal(r)?;
-    if problem.is_empty() {
+    let accepted = problem.is_empty();
+    if accepted {
         d.sessions.flash(&ctx.sid, "ok", ok.into());
     } else {
         d.sessions.flash(&ctx.sid, "error", problem);
     }
-    Ok(())
+    Ok(accepted)
 }

@@ -504,14 +504,9 @@ pub async fn action(
         }
         "delete" => {
             let path = format!("/networks/{}", seg(&id));
-            let problem = refusal(d.call(&ctx, "network", Method::DELETE, &path, None).await)?;
-            if problem.is_empty() {
-                d.sessions.flash(&ctx.sid, "ok", "Network deleted.");
-                Ok(see_other(PAGE))
-            } else {
-                d.sessions.flash(&ctx.sid, "error", problem);
-                Ok(see_other(&here))
-            }
+            let r = d.call(&ctx, "network", Method::DELETE, &path, None).await;
+            let deleted = flash_outcome(&d, &ctx, r, "Network deleted.")?;
+            Ok(see_other(if deleted { PAGE } else { &here }))
         }
         other => Err(DashError::NotFound(format!(
             "There is no network action called {other:?}."

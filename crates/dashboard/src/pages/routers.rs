@@ -15,7 +15,7 @@ use axum::response::Response;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{flash_outcome, refusal, render, see_other, seg};
+use super::{flash_outcome, render, see_other, seg};
 use crate::views::{Layout, Named};
 use crate::{Ctx, DashError, Dashboard, FormData};
 
@@ -344,17 +344,13 @@ pub async fn action(
         }
     };
     let r = d.call(&ctx, "network", method, &path, body.as_ref()).await;
-    if action == "delete" {
-        let problem = refusal(r)?;
-        if problem.is_empty() {
-            d.sessions.flash(&ctx.sid, "ok", done);
-            return Ok(see_other(PAGE));
-        }
-        d.sessions.flash(&ctx.sid, "error", problem);
-        return Ok(see_other(&here));
-    }
-    flash_outcome(&d, &ctx, r, done)?;
-    Ok(see_other(&here))
+    // a deleted router's page is gone: back to the list
+    let accepted = flash_outcome(&d, &ctx, r, done)?;
+    Ok(see_other(if accepted && action == "delete" {
+        PAGE
+    } else {
+        &here
+    }))
 }
 
 #[cfg(test)]
