@@ -3,12 +3,14 @@
 #
 #   ./run_tests.sh
 #
-# Stages: setup (Debian packages, cargo, the Python venv of tests/requirements.txt) -> one release build
-# of the workspace -> cargo tests (nextest if installed) -> guest image (tools/guest-image/build.sh,
-# cached, then boot-test.sh: one pass or fail) -> cloud image (tools/cloud-image/build.sh, Debian 12 with
-# cloud-init, cached) -> end-to-end tests (pytest tests/e2e against a kumo started on a free port in a
-# temp dir, with KUMO_TINY_IMAGE and KUMO_CLOUD_IMAGE set to the images) -> Tempest (tests/tempest/run.sh SERVICE, for each service
-# in KUMO_TEMPEST_SERVICES, default: identity image compute).
+# Stages: setup (Debian packages, cargo, the Python venv of tests/requirements.txt) -> one build of
+# the workspace (profile `ci`: release with opt-level 1 for kumo's own crates, into target/ci; stack.sh
+# and bench/ use release) -> cargo tests (nextest if installed) -> guest image
+# (tools/guest-image/build.sh, cached, then boot-test.sh: one pass or fail) -> cloud image
+# (tools/cloud-image/build.sh, Debian 12 with cloud-init, cached) -> end-to-end tests (pytest tests/e2e
+# against a kumo started on a free port in a temp dir, with KUMO_TINY_IMAGE and KUMO_CLOUD_IMAGE set to
+# the images) -> Tempest (tests/tempest/run.sh SERVICE, for each service in KUMO_TEMPEST_SERVICES,
+# default: identity image compute).
 # The last line is `run_tests: N passed, M failed` summed over the stages; skipped tests are not
 # passes and are counted on the line before. Exit status 0 only when nothing failed and every stage ran.
 #
@@ -82,20 +84,20 @@ fi
 say "--- setup done in $(( $(date +%s) - t0 )) s"
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-export KUMO_BIN=${KUMO_BIN:-$TARGET_DIR/release/kumo}
+export KUMO_BIN=${KUMO_BIN:-$TARGET_DIR/ci/kumo}
 
 # ------------------------------------------------------------------ build (once)
 BUILD_OK=0
-banner "build: cargo build --release --workspace --all-targets"
+banner "build: cargo build --profile ci --workspace --all-targets"
 t0=$(date +%s)
 # A cold target (a fresh clone, CI): incremental data only costs time there (dependencies are
 # never incremental, and nothing earlier is reused); a warm one keeps the profile's setting.
-[[ -d $TARGET_DIR/release/incremental ]] || export CARGO_INCREMENTAL=0
+[[ -d $TARGET_DIR/ci/incremental ]] || export CARGO_INCREMENTAL=0
 if ((HAVE_CARGO)); then
   # --timings: target/cargo-timings/cargo-timing.html says which crates the build's time went to
   # (a cold build took 1795 s here on 4edab04 with another build running beside it)
   if run_logged "$WORK/build.log" timeout -k 30 "$(stage_timeout BUILD 2700)" \
-      cargo build --release --workspace --all-targets --timings; then
+      cargo build --profile ci --workspace --all-targets --timings; then
     BUILD_OK=1
     say "--- build: ok in $(( $(date +%s) - t0 )) s"
   else
@@ -109,18 +111,18 @@ fi
 t0=$(date +%s)
 if ((BUILD_OK)); then
   if cargo nextest --version >/dev/null 2>&1; then
-    banner "cargo tests: cargo nextest run --release --workspace"
+    banner "cargo tests: cargo nextest run --cargo-profile ci --workspace"
     rc=0
     run_logged "$WORK/cargo.log" timeout -k 30 "$(stage_timeout CARGO 900)" \
-      cargo nextest run --release --workspace --no-fail-fast --no-tests=warn || rc=$?
+      cargo nextest run --cargo-profile ci --workspace --no-fail-fast --no-tests=warn || rc=$?
     line=$(grep -E '^ *Summary \[' "$WORK/cargo.log" | tail -1 || true)
     num() { grep -oE "[0-9]+ $1" <<<"$line" | head -1 | grep -oE '^[0-9]+' || echo 0; }
     p=$(num passed); f=$(( $(num failed) + $(num 'timed out') )); s=$(num skipped)
   else
-    banner "cargo tests: cargo test --release --workspace"
+    banner "cargo tests: cargo test --profile ci --workspace"
     rc=0
     run_logged "$WORK/cargo.log" timeout -k 30 "$(stage_timeout CARGO 900)" \
-      cargo test --release --workspace --no-fail-fast || rc=$?
+      cargo test --profile ci --workspace --no-fail-fast || rc=$?
     read -r p f s < <(grep -E '^test result: ' "$WORK/cargo.log" | awk '
       { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) P += $i; if ($(i+1) ~ /^failed/) F += $i;
                                     if ($(i+1) ~ /^ignored/) S += $i } }
