@@ -119,6 +119,33 @@ def tree_rss_kib(pid: int, field: str = "VmRSS:") -> int:
     return total
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU time (user + system, of the live processes and of the children they reaped) of pid
+    and all its descendants, in seconds."""
+    hz = os.sysconf("SC_CLK_TCK")
+    kids: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                f = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+                stats[int(d)] = f
+                kids.setdefault(int(f[1]), []).append(int(d))
+    total, todo = 0, [pid]
+    while todo:
+        q = todo.pop()
+        if q in stats:
+            f = stats[q]  # fields from 3 (state): utime 14, stime 15, cutime 16, cstime 17
+            total += sum(int(x) for x in f[11:15])
+        todo.extend(kids.get(q, []))
+    return total / hz
+
+
+def machine_cpu() -> tuple[int, int]:
+    v = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(v), v[3] + v[4]
+
+
 class RssSampler:
     """Every second: the RSS of each named process tree; keeps the last and the peak."""
 
@@ -538,7 +565,52 @@ def phase_sample(api: Api, ids: list[str], k: int = 20) -> dict:
             "sampled": len(pick)}
 
 
-def run_load(side: str, base: str, pids: dict[str, int], args, side_out: Path) -> dict:
+PG_SETTINGS = ("shared_preload_libraries=pg_stat_statements", "pg_stat_statements.track=all",
+               "pg_stat_statements.max=5000")
+
+
+class PgStats:
+    """PostgreSQL's own counts over the creates: transactions per database (pg_stat_database) and
+    statements (pg_stat_statements: calls and execution time per database and per statement)."""
+
+    def __init__(self, psql: list[str]):
+        self.psql = psql
+        self.ok = self.q("CREATE EXTENSION IF NOT EXISTS pg_stat_statements") is not None
+
+    def q(self, sql: str) -> list[list[str]] | None:
+        r = subprocess.run([*self.psql, "-d", "postgres", "-At", "-F", "\t", "-c", sql],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            log(f"psql: {r.stderr.strip()[:300]}")
+            return None
+        return [line.split("\t") for line in r.stdout.splitlines() if line]
+
+    def xacts(self) -> dict[str, int]:
+        rows = self.q("SELECT datname, xact_commit + xact_rollback FROM pg_stat_database WHERE datname LIKE 'kumo_%'")
+        return {r[0]: int(r[1]) for r in rows or []}
+
+    def start(self) -> None:
+        self.x0 = self.xacts()
+        if self.ok:
+            self.q("SELECT pg_stat_statements_reset()")
+
+    def finish(self, out: Path) -> dict:
+        x1 = self.xacts()
+        res: dict = {"transactions": {k: x1[k] - self.x0.get(k, 0) for k in x1}}
+        if self.ok:
+            rows = self.q("SELECT d.datname, sum(s.calls), sum(s.total_exec_time) FROM pg_stat_statements s "
+                          "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE 'kumo_%' GROUP BY 1")
+            res["statements"] = {r[0]: {"calls": int(r[1]), "exec_ms": float(r[2])} for r in rows or []}
+            top = self.q("SELECT d.datname, s.calls, round(s.total_exec_time::numeric, 1), "
+                         "regexp_replace(left(s.query, 240), '\\s+', ' ', 'g') FROM pg_stat_statements s "
+                         "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE 'kumo_%' "
+                         "ORDER BY s.calls DESC LIMIT 60")
+            (out / "pg_statements.txt").write_text(
+                "database\tcalls\texec_ms\tstatement\n" + "".join("\t".join(r) + "\n" for r in top or []))
+        return res
+
+
+def run_load(side: str, base: str, pids: dict[str, int], args, side_out: Path, pg: PgStats | None = None) -> dict:
     api = Api(base)
     fx = fixture(base, api, side_out)
     log(f"{side}: fixture {fx}")
@@ -548,9 +620,19 @@ def run_load(side: str, base: str, pids: dict[str, int], args, side_out: Path) -
     la0 = loadavg()
     log(f"{side}: {args.servers} servers by {args.clients} clients (machine {busy}% busy before, "
         f"loadavg {la0[0]:.2f} {la0[1]:.2f} {la0[2]:.2f})")
+    if pg:
+        pg.start()
+    cpu0 = {n: tree_cpu_s(p) for n, p in pids.items()}
+    me0, m0 = sum(os.times()[:2]), machine_cpu()
     with sampler:
         res = create_load(api, fx, args.servers, args.clients, args.timeout)
+    cpu1 = {n: tree_cpu_s(p) for n, p in pids.items()}
+    me1, m1 = sum(os.times()[:2]), machine_cpu()
     la1 = loadavg()
+    pg_counts = pg.finish(side_out) if pg else None
+    cpu = {n: cpu1[n] - cpu0[n] for n in pids}
+    cpu["bench clients (this runner)"] = me1 - me0
+    busy_during = 100 * ((m1[0] - m0[0]) - (m1[1] - m0[1])) / max(1, m1[0] - m0[0])
     with_servers = sampler.sample()
     log(f"{side}: {res['active']}/{args.servers} ACTIVE in {res['wall_s']:.2f} s = {res['servers_per_s']:.1f} "
         f"servers/s, {len(res['errors'])} errors, loadavg {la1[0]:.2f}")
@@ -561,6 +643,7 @@ def run_load(side: str, base: str, pids: dict[str, int], args, side_out: Path) -
     res.pop("ids")
     return {"side": side, "cpu_busy_before": busy, "loadavg_start": la0, "loadavg_end": la1,
             "fixture": fx, "create": res, "delete": dl, "phases": phases,
+            "cpu_s_during_creates": cpu, "postgresql": pg_counts, "machine_busy_during_creates_pct": busy_during,
             "rss_kib": {"idle": idle, "peak": sampler.peak, "with_servers": with_servers, "after_delete": after,
                         "peak_kumo_total": sampler.peak_total}}
 
@@ -572,7 +655,8 @@ def side_scale_out(args, work: Path, side_out: Path) -> dict:
     procs: list[Proc] = []
     try:
         with dbservers.rabbitmq_server(prefix="kumo-bench-scale-mq-") as mq, \
-                dbservers.postgres_server(prefix="kumo-bench-scale-pg-", max_connections=args.pg_max_connections) as db:
+                dbservers.postgres_server(prefix="kumo-bench-scale-pg-", max_connections=args.pg_max_connections,
+                                          settings=PG_SETTINGS) as db:
             log(f"scale-out: RabbitMQ ({mq.started_s:.1f} s) and PostgreSQL ({db.started_s:.1f} s) up")
             with (args.work / "pids.txt").open("a") as f:
                 f.write(f"{mq.pid} rabbitmq\n{db.pid} postgres\n")
@@ -598,7 +682,8 @@ def side_scale_out(args, work: Path, side_out: Path) -> dict:
             wait_hypervisors(base, args.hosts)
             pids = {f"kumo {p.name}": p.pid for p in procs}
             pids.update({"postgresql": db.pid, "rabbitmq": mq.pid})
-            r = run_load("scale-out", base, pids, args, side_out)
+            pg = PgStats(db.admin)
+            r = run_load("scale-out", base, pids, args, side_out, pg)
             r["setup_s"] = setup_s
             r["roles_a"] = roles
             return r
@@ -749,6 +834,28 @@ def report(out: Path, target: float) -> int:
             lines.append(f"  {name:<20} {mib(rk['idle'].get(name)):>7} {mib(rk['peak'].get(name)):>7} "
                          f"{mib(rk['with_servers'].get(name)):>7} {mib(rk['after_delete'].get(name)):>7}")
         cr = r["create"]
+        if "cpu_s_during_creates" in r:
+            cpu = r["cpu_s_during_creates"]
+            nn = max(1, cr["active"])
+            kumo_cpu = sum(v for k, v in cpu.items() if k.startswith("kumo"))
+            parts = [f"{k} {1000 * v / nn:.1f}" for k, v in cpu.items() if not k.startswith("kumo ")
+                     or k in ("kumo api", "kumo all")]
+            if len([k for k in cpu if k.startswith("kumo compute")]):
+                cc = sum(v for k, v in cpu.items() if k.startswith("kumo compute"))
+                parts.insert(1, f"kumo compute-* (all) {1000 * cc / nn:.1f}")
+            total = sum(cpu.values())
+            lines.append(f"  CPU time per server during the creates (ms): {', '.join(parts)}; total {1000 * total / nn:.1f} "
+                         f"(kumo {1000 * kumo_cpu / nn:.1f}); the machine was "
+                         f"{r['machine_busy_during_creates_pct']:.0f}% busy (of {os.cpu_count()} CPUs)")
+        pgc = r.get("postgresql")
+        if pgc:
+            nn = max(1, cr["active"])
+            st = pgc.get("statements", {})
+            lines.append("  PostgreSQL per server during the creates (transactions / statements / statement ms), per "
+                         "database: " + ", ".join(
+                             f"{k.removeprefix('kumo_')} {v / nn:.1f} / {st.get(k, {}).get('calls', 0) / nn:.1f} / "
+                             f"{st.get(k, {}).get('exec_ms', 0) / nn:.2f}"
+                             for k, v in sorted(pgc["transactions"].items(), key=lambda kv: -kv[1]) if v))
         lines.append(f"  poller: {cr['polls']} GET /servers/detail?changes-since (p50 {ms(cr['poll_s']['p50'])} ms, "
                      f"p90 {ms(cr['poll_s']['p90'])} ms), {cr['poll_errors']} failed; setup {r.get('setup_s', 0):.1f} s")
         ph = r.get("phases", {})

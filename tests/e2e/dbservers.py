@@ -87,7 +87,8 @@ def _wait_sql(client: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def postgres_server(prefix: str = "kumo-pg-", max_connections: int = 200):
+def postgres_server(prefix: str = "kumo-pg-", max_connections: int = 200, settings: tuple[str, ...] = ()):
+    """`settings`: more `-c NAME=VALUE` for the server."""
     bindir = postgres_bin()
     if bindir is None:
         raise RuntimeError("PostgreSQL is not installed (Debian package postgresql)")
@@ -108,7 +109,7 @@ def postgres_server(prefix: str = "kumo-pg-", max_connections: int = 200):
         proc = subprocess.Popen(
             [*_as_user("postgres"), str(bindir / "postgres"), "-D", str(data), "-p", str(port),
              "-k", str(sock), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-             "-c", f"max_connections={max_connections}"],
+             "-c", f"max_connections={max_connections}", *[a for kv in settings for a in ("-c", kv)]],
             stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
         _wait_port(port, proc, log)
         psql = [str(bindir.parent / "bin" / "psql") if (bindir / "psql").exists() else "psql",
