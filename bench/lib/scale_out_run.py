@@ -535,13 +535,43 @@ def delete_all(api: Api, ids: list[str], clients: int, timeout: float) -> dict:
     return {"calls_s": t_calls, "gone_s": time.monotonic() - t0, "left": len(left), "errors": errors}
 
 
-def phase_sample(api: Api, ids: list[str], k: int = 20) -> dict:
-    """Per-phase times of k boots spread over the run, from their instance actions' events."""
+def busy_fraction(spans: list[tuple[float, float]]) -> tuple[float, int, float | None]:
+    """The union of the [start, finish] spans over the time from the first start to the last
+    finish, the most spans open at once, and the p50 of finish - max(start, previous finish)
+    with the spans ordered by finish: for a stage that serves one at a time, its time per
+    request (a stage that is the bottleneck is busy ~100% of the time, and the run's rate is
+    1 / that time)."""
+    if not spans:
+        return 0.0, 0, None
+    by_f = sorted(spans, key=lambda x: x[1])
+    serial = [b - max(a, pb) for (a, b), (_, pb) in zip(by_f[1:], by_f[:-1])]
+    spans = sorted(spans)
+    covered, cur_s, cur_f = 0.0, spans[0][0], spans[0][1]
+    for a, b in spans[1:]:
+        if a > cur_f:
+            covered += cur_f - cur_s
+            cur_s, cur_f = a, b
+        else:
+            cur_f = max(cur_f, b)
+    covered += cur_f - cur_s
+    wall = max(b for _, b in spans) - spans[0][0]
+    edges = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])
+    depth = most = 0
+    for _, d in edges:
+        depth += d
+        most = max(most, depth)
+    return (covered / wall if wall > 0 else 1.0), most, pct(serial, 50)
+
+
+def phase_sample(api: Api, ids: list[str], k: int = 500) -> dict:
+    """Per-phase times of (up to k) boots from their instance actions' events, and how busy each
+    stage was over the run (busy_fraction of its events' spans)."""
     if not ids:
         return {}
     pick = ids[:: max(1, len(ids) // k)][:k]
     per: dict[str, list[float]] = {}
     offs: dict[str, list[float]] = {}
+    spans: dict[str, list[tuple[float, float]]] = {}
     for sid in pick:
         st, _, d = api.compute("GET", f"/servers/{sid}/os-instance-actions")
         if st != 200 or not d.get("instanceActions"):
@@ -557,11 +587,13 @@ def phase_sample(api: Api, ids: list[str], k: int = 20) -> dict:
             s, f = parse_ts(e.get("start_time")), parse_ts(e.get("finish_time"))
             if s is not None and f is not None:
                 per.setdefault(e["event"], []).append(f - s)
+                spans.setdefault(e["event"], []).append((s, f))
             if s is not None and t_act is not None:
                 offs.setdefault(e["event"], []).append(s - t_act)
     summ = lambda xs: {"n": len(xs), "p50": pct(xs, 50), "p90": pct(xs, 90), "max": max(xs)}  # noqa: E731
     order = sorted(offs, key=lambda k: pct(offs[k], 50) or 0)
-    return {"events": {k: {"start": summ(offs[k]), "took": summ(per.get(k, [0.0]))} for k in order},
+    return {"events": {k: {"start": summ(offs[k]), "took": summ(per.get(k, [0.0])),
+                           "busy": busy_fraction(spans.get(k, []))} for k in order},
             "sampled": len(pick)}
 
 
@@ -860,11 +892,16 @@ def report(out: Path, target: float) -> int:
                      f"p90 {ms(cr['poll_s']['p90'])} ms), {cr['poll_errors']} failed; setup {r.get('setup_s', 0):.1f} s")
         ph = r.get("phases", {})
         if ph.get("events"):
-            lines.append(f"  per-phase times of {ph['sampled']} sampled boots (instance action events; ms p50/p90):")
-            lines.append(f"    {'event':<42} {'starts after the action':>24} {'takes':>14}")
+            lines.append(f"  per-phase times of {ph['sampled']} boots (instance action events; ms p50 p90), and the "
+                         "share of the run each stage had one open or more, most open at once, and the time per "
+                         "event were the stage one at a time (ms p50):")
+            lines.append(f"    {'event':<42} {'starts after the action':>24} {'takes':>14} {'busy':>6} {'most':>5} "
+                         f"{'serial':>7}")
             for k, v in ph["events"].items():
+                b = v.get("busy", [0, 0, None])
                 lines.append(f"    {k:<42} {ms(v['start']['p50']):>15} {ms(v['start']['p90']):>8} "
-                             f"{ms(v['took']['p50']):>6} {ms(v['took']['p90']):>7}")
+                             f"{ms(v['took']['p50']):>6} {ms(v['took']['p90']):>7} {100 * b[0]:>5.0f}% {b[1]:>5} "
+                             f"{ms(b[2] if len(b) > 2 else None):>7}")
         for e in cr["errors"][:10]:
             lines.append(f"  ERROR {json.dumps(e)[:400]}")
         if len(cr["errors"]) > 10:
