@@ -11,21 +11,19 @@ its PID, also on failure. kumo only (needs root to start the database server as 
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from cloudlib import Cloud, KumoDriver, free_port, tail, unique
+from cloudlib import Cloud, free_port, tail, unique
 from computelib import make_qcow2, wait_server
 from dbservers import postgres_bin, postgres_server, rabbitmq_bin, rabbitmq_server
+from scalelib import Proc, cloud_of
 
 pytestmark = [
     pytest.mark.kumo_only("kumo serve ROLE..."),
@@ -33,64 +31,6 @@ pytestmark = [
 ]
 
 DOWN_TIME = 6  # [DEFAULT] service_down_time of every process (report_interval 1)
-
-
-class Proc:
-    """One `kumo serve ROLE...` in the foreground, its log in its state dir."""
-
-    def __init__(self, name: str, work: Path, conf: str, roles: list[str], listen: str | None = None):
-        self.name = name
-        self.state = work / name
-        self.state.mkdir(mode=0o700, exist_ok=True)
-        (self.state / "kumo.conf").write_text(conf)
-        self.log = self.state / "serve.log"
-        self.argv = [KumoDriver().bin, "serve", *roles, "--state-dir", str(self.state), "--config",
-                     str(self.state / "kumo.conf")] + (["--listen", listen] if listen else [])
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-        env.pop("ADMIN_PASSWORD", None)
-        self.proc = subprocess.Popen(self.argv, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def kill9(self):
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.kill9()
-
-    def wait_log(self, text: str, timeout: float = 60):
-        deadline = time.monotonic() + timeout
-        while text not in self.log.read_text(errors="replace"):
-            assert self.proc is not None and self.proc.poll() is None, \
-                f"{self.name} exited ({self.proc.returncode}):\n{tail(self.log, 40)}"
-            assert time.monotonic() < deadline, f"{self.name}: no {text!r} within {timeout} s:\n{tail(self.log, 40)}"
-            time.sleep(0.1)
-
-    def guests(self) -> set[str]:
-        """The guests this host's fake driver keeps (its state file)."""
-        f = self.state / "instances" / "fake" / f"{self.name}.json"
-        return set(json.loads(f.read_text())) if f.exists() else set()
-
-
-class Stub:
-    """Cloud's driver for processes this test starts and stops itself."""
-    supports_lifecycle = False
 
 
 def conf(mq_url: str, db_url: str, password: str, extra: str = "", default: str = "") -> str:
@@ -141,10 +81,7 @@ def test_roles_in_separate_processes():
                      listen=f"127.0.0.1:{port}")
             procs.append(a)
             a.wait_log("kumo is serving")
-            c = Cloud(target="kumo", workdir=work, state_dir=a.state, clouds_yaml=a.state / "clouds.yaml",
-                      _driver=Stub())
-            c.load_clouds_yaml()
-            c.admin_password = (a.state / "admin-password").read_text().strip()
+            c = cloud_of(a, port, work)
             auth = f"[service_user]\nauth_url = http://127.0.0.1:{port}/identity\n"
             hb, hc = unique("hostb"), unique("hostc")
             b = Proc(hb, work, conf(mq.url, db.url, password, auth, f"host = {hb}\n"), ["compute"])
