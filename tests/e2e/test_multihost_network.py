@@ -6,12 +6,12 @@ underlay bridge (10.250.0.0/24, in a namespace of its own); tenant networks are 
 the hosts' bridges, each host flooding to the endpoints its peers' Linux bridge agents
 registered. PostgreSQL and RabbitMQ on loopback (tests/e2e/dbservers.py).
 
-Checked with the real CLI: the agents of every host are listed and alive; servers of an
-anti-affinity group land on B and C, their ports bound there (the host namespace in their
-`binding:vif_details` is that host's); both guests take their addresses by DHCP from A and their
-key from the metadata service on A, through the tunnels; A's DHCP namespace pings both; the
-outside world (A's `kumo-ext`) reaches the guest on C through a floating IP over SSH, and from
-there the guest on B answers over the B-C tunnel.
+Checked with the real CLI: the agents of every host are listed and alive; six servers of a
+soft-anti-affinity group land three on B and three on C, their ports bound there (the host namespace in their
+`binding:vif_details` is that host's); all guests take their addresses by DHCP from A and their
+key from the metadata service on A, through the tunnels; A's DHCP namespace pings them all;
+the outside world (A's `kumo-ext`) reaches a guest on C through a floating IP over SSH, and from
+there the guests on B answer over the B-C tunnel.
 
 Every namespace carries this test's prefix and is removed at the end with the processes in it
 (QEMU, dnsmasq) by PID, also on failure. Root, QEMU, ip, nft, dnsmasq, PostgreSQL and RabbitMQ
@@ -46,6 +46,7 @@ pytestmark = [
 ]
 
 HOSTS = {"a": 1, "b": 2, "c": 3}  # host letter -> its underlay address 10.250.0.N
+GUESTS = 6
 
 
 def ip(*argv: str):
@@ -146,27 +147,30 @@ def test_vxlan_between_three_hosts_with_real_guests(request):
             flavor = c.osc("flavor", "create", "--vcpus", "1", "--ram", "192", "--disk", "1",
                            unique("guest"), fmt_json=True)
 
-            # two guests spread by anti-affinity: one on B, one on C
-            group = c.osc("server", "group", "create", "--policy", "anti-affinity", unique("g"), fmt_json=True)
+            # six guests spread by (soft) anti-affinity: three on B, three on C
+            group = c.osc("server", "group", "create", "--policy", "soft-anti-affinity", unique("g"),
+                          fmt_json=True)
             ids = []
-            for i in range(2):
+            for i in range(GUESTS):
                 s = c.osc("server", "create", "--image", image["id"], "--flavor", flavor["id"], "--network",
                           net["id"], "--key-name", keypair, "--hint", f"group={group['id']}",
                           unique(f"g{i}"), fmt_json=True)
                 ids.append(s["id"])
-            servers = [wait_server(c, sid, "ACTIVE", timeout=180) for sid in ids]
-            hosts = {c.compute("GET", f"/servers/{s['id']}", version="2.72").json()["server"][
-                "OS-EXT-SRV-ATTR:host"]: s for s in servers}
-            assert set(hosts) == {hb, hc}, hosts
-            on_b, on_c = hosts[hb], hosts[hc]
-            ports = {}
+            servers = [wait_server(c, sid, "ACTIVE", timeout=240) for sid in ids]
+            on: dict[str, list[dict]] = {hb: [], hc: []}
+            for s in servers:
+                on.setdefault(c.compute("GET", f"/servers/{s['id']}", version="2.72").json()["server"][
+                    "OS-EXT-SRV-ATTR:host"], []).append(s)
+            assert sorted(len(v) for v in on.values()) == [GUESTS // 2, GUESTS // 2], on
+            addr: dict[str, str] = {}
             neutron = NetApi(c, c.admin_token)
-            for x, s in (("b", on_b), ("c", on_c)):
-                port = neutron("GET", f"/ports?device_id={s['id']}").json()["ports"][0]
-                assert port["status"] == "ACTIVE" and port["binding:vif_type"] == "bridge", port
-                assert port["binding:vif_details"]["namespace"] == f"{p}{x}-kumo-host", port
-                ports[x] = port["fixed_ips"][0]["ip_address"]
-            print(f"two guests ACTIVE on B and C {time.monotonic() - t_start:.1f} s after the start")
+            for x, h in (("b", hb), ("c", hc)):
+                for s in on[h]:
+                    port = neutron("GET", f"/ports?device_id={s['id']}").json()["ports"][0]
+                    assert port["status"] == "ACTIVE" and port["binding:vif_type"] == "bridge", port
+                    assert port["binding:vif_details"]["namespace"] == f"{p}{x}-kumo-host", port
+                    addr[s["id"]] = port["fixed_ips"][0]["ip_address"]
+            print(f"{GUESTS} guests ACTIVE on B and C {time.monotonic() - t_start:.1f} s after the start")
 
             # the tunnels: each compute host floods VNI `vni` to A and to the other compute host
             for x, peers in (("b", {"10.250.0.1", "10.250.0.3"}), ("c", {"10.250.0.1", "10.250.0.2"})):
@@ -176,24 +180,29 @@ def test_vxlan_between_three_hosts_with_real_guests(request):
                        if w.startswith("00:00:00:00:00:00") and "dst" in w.split()}
                 assert got == peers, f"host {x}'s flood list for VNI {vni}: {fdb}"
 
-            # DHCP from A reached both guests over the tunnels; A's DHCP namespace pings them
-            for x, s in (("b", on_b), ("c", on_c)):
-                wait_for_console(c, s["id"], f"eth0 {ports[x]} by DHCP", timeout=120)
+            # DHCP from A reached every guest over the tunnels; A's DHCP namespace pings them
+            for s in servers:
+                wait_for_console(c, s["id"], f"eth0 {addr[s['id']]} by DHCP", timeout=180)
             dhcp_ns = f"{p}a-qdhcp-{net['id']}"
-            assert wait_until(lambda: pings(dhcp_ns, ports["b"]) and pings(dhcp_ns, ports["c"]), 30) is not None, \
-                f"the guests do not answer from {dhcp_ns}"
+            for s in servers:
+                assert wait_until(lambda: pings(dhcp_ns, addr[s["id"]]), 30) is not None, \
+                    f"guest {addr[s['id']]} does not answer from {dhcp_ns}"
 
-            # the outside world reaches C's guest by its floating IP (router on A); from there,
-            # B's guest answers over the B-C tunnel
+            # the outside world reaches a guest on C by its floating IP (router on A); from
+            # there, the guests on B answer over the B-C tunnel
+            on_c = on[hc][0]
             fip = c.osc("floating", "ip", "create", public["id"], fmt_json=True)["floating_ip_address"]
             c.osc("server", "add", "floating", "ip", on_c["id"], fip)
             ext_ns = f"{p}a-kumo-ext"
             assert wait_until(lambda: pings(ext_ns, fip), 30) is not None, f"{fip} does not answer from {ext_ns}"
             text = wait_for_console(c, on_c["id"], "dropbear listening on port 22", timeout=120)
             assert "1 key(s)" in text, text
-            out = ssh(ext_ns, key, fip, f"hostname; /bin/ping -c 2 -W 3 {ports['b']} >/dev/null && echo PEER-OK")
+            peers = [addr[s["id"]] for s in on[hb]]
+            out = ssh(ext_ns, key, fip, "; ".join(f"/bin/ping -c 2 -W 3 {ip} >/dev/null && echo PEER-OK-{ip}"
+                                                  for ip in peers))
             assert out.returncode == 0, out.stderr
-            assert "PEER-OK" in out.stdout.split(), f"guest on C cannot ping the guest on B: {out.stdout}"
+            for ip in peers:
+                assert f"PEER-OK-{ip}" in out.stdout.split(), f"guest on C cannot ping {ip} on B: {out.stdout}"
             print(f"done {time.monotonic() - t_start:.1f} s after the start")
 
             for sid in ids:
