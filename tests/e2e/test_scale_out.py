@@ -192,3 +192,89 @@ def test_roles_in_separate_processes():
         if not os.environ.get("KUMO_E2E_KEEP"):
             shutil.rmtree(work, ignore_errors=True)
         print(f"test took {time.monotonic() - t_start:.1f} s")
+
+
+def test_broker_restart_during_concurrent_boots():
+    """RabbitMQ restarted while 50 servers build (requests sent by 10 clients, each build held
+    1.5 s in the fake driver so that many are in flight): every server ends ACTIVE, or ERROR
+    with a fault, none is left building; a boot asked for after the broker is back is ACTIVE
+    within 10 s."""
+    if rabbitmq_bin() is None or postgres_bin() is None:
+        pytest.fail("rabbitmq-server and postgresql are needed: run_tests.sh installs them (tests/lib/common.sh)")
+    from concurrent.futures import ThreadPoolExecutor
+
+    t_start = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="kumo-e2e-broker-"))
+    procs: list[Proc] = []
+    try:
+        with rabbitmq_server() as mq, postgres_server() as db:
+            password = secrets.token_hex(12)
+            port = free_port()
+            fake = "[fake]\nspawn_delay_ms = 1500\n[quota]\ninstances = -1\ncores = -1\nram = -1\n"
+            a = Proc("api", work, conf(mq.url, db.url, password, fake),
+                     ["api", "conductor", "scheduler", "network-agent"], listen=f"127.0.0.1:{port}")
+            procs.append(a)
+            a.wait_log("kumo is serving")
+            c = cloud_of(a, port, work)
+            auth = f"[service_user]\nauth_url = http://127.0.0.1:{port}/identity\n"
+            for h in (unique("hostb"), unique("hostc")):
+                procs.append(Proc(h, work, conf(mq.url, db.url, password, auth + fake, f"host = {h}\n"),
+                                  ["compute"]))
+            for p in procs[1:]:
+                p.wait_log("kumo is serving")
+            img = c.osc("image", "create", "--file", make_qcow2(work / "tiny.qcow2"), "--disk-format", "qcow2",
+                        "--container-format", "bare", "--public", unique("img"), fmt_json=True)
+            flavor = c.osc("flavor", "create", "--vcpus", "1", "--ram", "64", "--disk", "1", unique("f"),
+                           fmt_json=True)
+            token = c.admin_token
+
+            def create(i: int) -> str:
+                body = {"server": {"name": f"burst-{i}", "imageRef": img["id"], "flavorRef": flavor["id"],
+                                   "networks": "none"}}
+                r = c.compute("POST", "/servers", token=token, version="2.37", json=body)
+                assert r.status_code == 202, r.text
+                return r.json()["server"]["id"]
+
+            with ThreadPoolExecutor(10) as pool:
+                first = list(pool.map(create, range(25)))
+                # the broker goes away with builds in flight and requests still coming
+                later = pool.submit(lambda: list(pool.map(create, range(25, 50))))
+                back = mq.restart(2.0)
+                ids = first + later.result()
+            print(f"broker back {back - t_start:.1f} s after the start; 50 requests accepted")
+
+            # every build ends, none stuck
+            deadline = time.monotonic() + 120
+            states: dict[str, dict] = {}
+            while time.monotonic() < deadline:
+                states = {s["id"]: s for s in c.compute("GET", "/servers/detail", token=token, version="2.37",
+                                                          params={"all_tenants": 1}).json()["servers"]
+                          if s["id"] in ids}
+                if len(states) == 50 and all(s["status"] in ("ACTIVE", "ERROR") and
+                                             s.get("OS-EXT-STS:task_state") is None for s in states.values()):
+                    break
+                time.sleep(0.5)
+            stuck = {sid: (s["status"], s.get("OS-EXT-STS:task_state")) for sid, s in states.items()
+                     if s["status"] not in ("ACTIVE", "ERROR") or s.get("OS-EXT-STS:task_state") is not None}
+            assert len(states) == 50 and not stuck, f"builds left unfinished 120 s after the restart: {stuck}"
+            errors = [s for s in states.values() if s["status"] == "ERROR"]
+            for s in errors:
+                assert s.get("fault", {}).get("message"), f"server {s['id']} in ERROR without a fault: {s}"
+            settled = time.monotonic() - back
+            print(f"50 builds: {50 - len(errors)} ACTIVE, {len(errors)} ERROR, all settled {settled:.1f} s "
+                  f"after the broker was back; faults: {sorted({s['fault']['message'] for s in errors})}")
+
+            # recovery: a new boot goes through
+            probe = create(99)
+            wait_server(c, probe, "ACTIVE", timeout=10)
+            print(f"a new boot ACTIVE {time.monotonic() - back:.1f} s after the broker was back")
+    except BaseException:
+        for proc in procs:
+            print(f"--- {proc.name} (tail) ---\n{tail(proc.log, 60)}")
+        raise
+    finally:
+        for p in procs:
+            p.stop()
+        if not os.environ.get("KUMO_E2E_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"test took {time.monotonic() - t_start:.1f} s")

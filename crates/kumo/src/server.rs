@@ -377,7 +377,7 @@ async fn run_agents(state: &StateDir, cfg: &Config, all_roles: Roles) -> Result<
     )?)
     .await
     .context("opening the compute database")?;
-    let bus = open_bus(&cfg.get_str("DEFAULT", "transport_url")?).await?;
+    let bus = open_bus(cfg).await?;
     let clients = Arc::new(compute::clients::ServiceClients::new(
         compute::clients::ServiceCredentials {
             auth_url: auth_url.trim().trim_end_matches('/').to_string(),
@@ -528,7 +528,7 @@ async fn run_roles(
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
-    let bus = open_bus(&cfg.get_str("DEFAULT", "transport_url")?).await?;
+    let bus = open_bus(cfg).await?;
     let clients = Arc::new(compute::clients::ServiceClients::new(
         compute::clients::ServiceCredentials {
             auth_url: format!("{base}/identity"),
@@ -564,8 +564,7 @@ async fn run_roles(
             )
         } else {
             // No agent here, but the agents elsewhere hear of this API's changes.
-            let bus =
-                crate::network_agent::open_bus(&cfg.get_str("DEFAULT", "transport_url")?).await?;
+            let bus = crate::network_agent::open_bus(cfg).await?;
             let origin = crate::network_agent::origin(&cloud.compute.cfg.host);
             crate::network_agent::forward_changes(&cloud.network, bus, origin);
             None
@@ -607,17 +606,24 @@ async fn run_roles(
 
 /// The bus between the compute roles: in-process unless `[DEFAULT] transport_url` names a
 /// RabbitMQ (the compute service's exchange is `nova`, as oslo's control_exchange).
-async fn open_bus(transport_url: &str) -> Result<Arc<dyn bus::Bus>> {
-    if transport_url.trim().is_empty() {
+async fn open_bus(cfg: &Config) -> Result<Arc<dyn bus::Bus>> {
+    let url = cfg.get_str("DEFAULT", "transport_url")?;
+    if url.trim().is_empty() {
         return Ok(Arc::new(bus::InProcessBus::new()));
     }
-    let b = bus::RabbitBus::connect(transport_url.trim(), "nova")
+    let b = bus::RabbitBus::connect_with(url.trim(), "nova", rabbit_options(cfg)?)
         .await
         .with_context(|| {
             "[DEFAULT] transport_url: the message bus is unreachable; is RabbitMQ running there?"
         })?;
     tracing::info!(bus = ?b, "compute roles talk over RabbitMQ");
     Ok(Arc::new(b))
+}
+
+/// How every RabbitMQ bus of this process rides out a broker outage.
+pub fn rabbit_options(cfg: &Config) -> Result<bus::RabbitOptions> {
+    let wait = cfg.get::<u64>("DEFAULT", "transport_outage_wait")?.max(1);
+    Ok(bus::RabbitOptions::default().outage_wait(std::time::Duration::from_secs(wait)))
 }
 
 /// Cinder's notifications to Nova, in-process: an attached volume grew → `volume-extended`.
@@ -679,7 +685,7 @@ async fn start_split_network_agent(
         },
     )
     .await?;
-    let bus = crate::network_agent::open_bus(&cfg.get_str("DEFAULT", "transport_url")?).await?;
+    let bus = crate::network_agent::open_bus(cfg).await?;
     let origin = crate::network_agent::origin(&host);
     crate::network_agent::forward_changes(network, bus.clone(), origin.clone());
     crate::network_agent::listen_for_changes(&bus, origin, waker).await

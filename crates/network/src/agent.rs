@@ -238,6 +238,14 @@ impl Agent {
                 }
             }
         }
+        // Only what the snapshot shows differently: with hundreds of ports, rereading each
+        // one on every pass made port creates slower as the cloud grew (bench/scale_out.sh).
+        let seen: HashMap<&str, &str> = snap
+            .ports
+            .iter()
+            .map(|p| (p.id.as_str(), p.status.as_str()))
+            .collect();
+        statuses.retain(|id, status| seen.get(id.as_str()) != Some(status));
         let went_up = self.svc.set_port_statuses(&statuses).await?;
         for p in &went_up {
             if hostplan::is_guest_port(p) && !p.device_id.is_empty() {
