@@ -176,8 +176,33 @@ def rabbitmq_bin() -> str | None:
     return path if os.path.exists(path) and shutil.which("epmd") else None
 
 
+def _stop_group(proc: subprocess.Popen) -> None:
+    """TERM the broker's process group (the script runs beam.smp as a child: a clean stop), KILL
+    it if it lingers, and wait until the whole group is gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def rabbitmq_server(prefix: str = "kumo-rabbitmq-"):
+    """A private broker on a free loopback port. The DbServer it yields has `restart(down_s)`:
+    a clean stop, `down_s` seconds without a broker, the same broker (port, data) again;
+    it returns the monotonic time at which the broker takes logins again."""
     server = rabbitmq_bin()
     if server is None:
         raise RuntimeError("RabbitMQ is not installed (Debian package rabbitmq-server)")
@@ -201,34 +226,34 @@ def rabbitmq_server(prefix: str = "kumo-rabbitmq-"):
                "RABBITMQ_CONFIG_FILE": str(work / "rabbitmq.conf"),
                "RABBITMQ_ENABLED_PLUGINS_FILE": str(work / "enabled_plugins"),
                "RABBITMQ_PLUGINS_EXPAND_DIR": str(work / "plugins-expand")}
+
+        def start() -> subprocess.Popen:
+            p = subprocess.Popen([server], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+            _wait_port(port, p, log, timeout=120)
+            time.sleep(0.5)  # the listener opens a moment before the broker takes logins
+            return p
+
         t0 = time.monotonic()
-        proc = subprocess.Popen([server], env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        _wait_port(port, proc, log, timeout=120)
-        time.sleep(0.5)  # the listener opens a moment before the broker takes logins
-        yield DbServer("rabbitmq", f"rabbit://guest:guest@127.0.0.1:{port}/", proc.pid,
+        proc = start()
+        srv = DbServer("rabbitmq", f"rabbit://guest:guest@127.0.0.1:{port}/", proc.pid,
                        time.monotonic() - t0, [])
+
+        def restart(down_s: float = 0.0) -> float:
+            nonlocal proc
+            assert proc is not None
+            _stop_group(proc)
+            proc = None
+            time.sleep(down_s)
+            proc = start()
+            srv.pid = proc.pid
+            return time.monotonic()
+
+        srv.restart = restart  # type: ignore[attr-defined]
+        yield srv
     finally:
         if proc is not None:
-            # the script runs beam.smp as a child: TERM the whole group (a clean broker stop)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                try:
-                    os.killpg(proc.pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.1)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+            _stop_group(proc)
         if epmd is not None:
             _stop(epmd)
         shutil.rmtree(work, ignore_errors=True)

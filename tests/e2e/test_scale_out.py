@@ -11,21 +11,19 @@ its PID, also on failure. kumo only (needs root to start the database server as 
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from cloudlib import Cloud, KumoDriver, free_port, tail, unique
+from cloudlib import Cloud, free_port, tail, unique
 from computelib import make_qcow2, wait_server
 from dbservers import postgres_bin, postgres_server, rabbitmq_bin, rabbitmq_server
+from scalelib import Proc, cloud_of
 
 pytestmark = [
     pytest.mark.kumo_only("kumo serve ROLE..."),
@@ -33,64 +31,6 @@ pytestmark = [
 ]
 
 DOWN_TIME = 6  # [DEFAULT] service_down_time of every process (report_interval 1)
-
-
-class Proc:
-    """One `kumo serve ROLE...` in the foreground, its log in its state dir."""
-
-    def __init__(self, name: str, work: Path, conf: str, roles: list[str], listen: str | None = None):
-        self.name = name
-        self.state = work / name
-        self.state.mkdir(mode=0o700, exist_ok=True)
-        (self.state / "kumo.conf").write_text(conf)
-        self.log = self.state / "serve.log"
-        self.argv = [KumoDriver().bin, "serve", *roles, "--state-dir", str(self.state), "--config",
-                     str(self.state / "kumo.conf")] + (["--listen", listen] if listen else [])
-        self.proc: subprocess.Popen | None = None
-        self.start()
-
-    def start(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-        env.pop("ADMIN_PASSWORD", None)
-        self.proc = subprocess.Popen(self.argv, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def kill9(self):
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self):
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.kill9()
-
-    def wait_log(self, text: str, timeout: float = 60):
-        deadline = time.monotonic() + timeout
-        while text not in self.log.read_text(errors="replace"):
-            assert self.proc is not None and self.proc.poll() is None, \
-                f"{self.name} exited ({self.proc.returncode}):\n{tail(self.log, 40)}"
-            assert time.monotonic() < deadline, f"{self.name}: no {text!r} within {timeout} s:\n{tail(self.log, 40)}"
-            time.sleep(0.1)
-
-    def guests(self) -> set[str]:
-        """The guests this host's fake driver keeps (its state file)."""
-        f = self.state / "instances" / "fake" / f"{self.name}.json"
-        return set(json.loads(f.read_text())) if f.exists() else set()
-
-
-class Stub:
-    """Cloud's driver for processes this test starts and stops itself."""
-    supports_lifecycle = False
 
 
 def conf(mq_url: str, db_url: str, password: str, extra: str = "", default: str = "") -> str:
@@ -141,10 +81,7 @@ def test_roles_in_separate_processes():
                      listen=f"127.0.0.1:{port}")
             procs.append(a)
             a.wait_log("kumo is serving")
-            c = Cloud(target="kumo", workdir=work, state_dir=a.state, clouds_yaml=a.state / "clouds.yaml",
-                      _driver=Stub())
-            c.load_clouds_yaml()
-            c.admin_password = (a.state / "admin-password").read_text().strip()
+            c = cloud_of(a, port, work)
             auth = f"[service_user]\nauth_url = http://127.0.0.1:{port}/identity\n"
             hb, hc = unique("hostb"), unique("hostc")
             b = Proc(hb, work, conf(mq.url, db.url, password, auth, f"host = {hb}\n"), ["compute"])
@@ -248,6 +185,92 @@ def test_roles_in_separate_processes():
     except BaseException:
         for p in procs:
             print(f"--- {p.name} (tail) ---\n{tail(p.log, 60)}")
+        raise
+    finally:
+        for p in procs:
+            p.stop()
+        if not os.environ.get("KUMO_E2E_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"test took {time.monotonic() - t_start:.1f} s")
+
+
+def test_broker_restart_during_concurrent_boots():
+    """RabbitMQ restarted while 50 servers build (requests sent by 10 clients, each build held
+    1.5 s in the fake driver so that many are in flight): every server ends ACTIVE, or ERROR
+    with a fault, none is left building; a boot asked for after the broker is back is ACTIVE
+    within 10 s."""
+    if rabbitmq_bin() is None or postgres_bin() is None:
+        pytest.fail("rabbitmq-server and postgresql are needed: run_tests.sh installs them (tests/lib/common.sh)")
+    from concurrent.futures import ThreadPoolExecutor
+
+    t_start = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="kumo-e2e-broker-"))
+    procs: list[Proc] = []
+    try:
+        with rabbitmq_server() as mq, postgres_server() as db:
+            password = secrets.token_hex(12)
+            port = free_port()
+            fake = "[fake]\nspawn_delay_ms = 1500\n[quota]\ninstances = -1\ncores = -1\nram = -1\n"
+            a = Proc("api", work, conf(mq.url, db.url, password, fake),
+                     ["api", "conductor", "scheduler", "network-agent"], listen=f"127.0.0.1:{port}")
+            procs.append(a)
+            a.wait_log("kumo is serving")
+            c = cloud_of(a, port, work)
+            auth = f"[service_user]\nauth_url = http://127.0.0.1:{port}/identity\n"
+            for h in (unique("hostb"), unique("hostc")):
+                procs.append(Proc(h, work, conf(mq.url, db.url, password, auth + fake, f"host = {h}\n"),
+                                  ["compute"]))
+            for p in procs[1:]:
+                p.wait_log("kumo is serving")
+            img = c.osc("image", "create", "--file", make_qcow2(work / "tiny.qcow2"), "--disk-format", "qcow2",
+                        "--container-format", "bare", "--public", unique("img"), fmt_json=True)
+            flavor = c.osc("flavor", "create", "--vcpus", "1", "--ram", "64", "--disk", "1", unique("f"),
+                           fmt_json=True)
+            token = c.admin_token
+
+            def create(i: int) -> str:
+                body = {"server": {"name": f"burst-{i}", "imageRef": img["id"], "flavorRef": flavor["id"],
+                                   "networks": "none"}}
+                r = c.compute("POST", "/servers", token=token, version="2.37", json=body)
+                assert r.status_code == 202, r.text
+                return r.json()["server"]["id"]
+
+            with ThreadPoolExecutor(10) as pool:
+                first = list(pool.map(create, range(25)))
+                # the broker goes away with builds in flight and requests still coming
+                later = pool.submit(lambda: list(pool.map(create, range(25, 50))))
+                back = mq.restart(2.0)
+                ids = first + later.result()
+            print(f"broker back {back - t_start:.1f} s after the start; 50 requests accepted")
+
+            # every build ends, none stuck
+            deadline = time.monotonic() + 120
+            states: dict[str, dict] = {}
+            while time.monotonic() < deadline:
+                states = {s["id"]: s for s in c.compute("GET", "/servers/detail", token=token, version="2.37",
+                                                          params={"all_tenants": 1}).json()["servers"]
+                          if s["id"] in ids}
+                if len(states) == 50 and all(s["status"] in ("ACTIVE", "ERROR") and
+                                             s.get("OS-EXT-STS:task_state") is None for s in states.values()):
+                    break
+                time.sleep(0.5)
+            stuck = {sid: (s["status"], s.get("OS-EXT-STS:task_state")) for sid, s in states.items()
+                     if s["status"] not in ("ACTIVE", "ERROR") or s.get("OS-EXT-STS:task_state") is not None}
+            assert len(states) == 50 and not stuck, f"builds left unfinished 120 s after the restart: {stuck}"
+            errors = [s for s in states.values() if s["status"] == "ERROR"]
+            for s in errors:
+                assert s.get("fault", {}).get("message"), f"server {s['id']} in ERROR without a fault: {s}"
+            settled = time.monotonic() - back
+            print(f"50 builds: {50 - len(errors)} ACTIVE, {len(errors)} ERROR, all settled {settled:.1f} s "
+                  f"after the broker was back; faults: {sorted({s['fault']['message'] for s in errors})}")
+
+            # recovery: a new boot goes through
+            probe = create(99)
+            wait_server(c, probe, "ACTIVE", timeout=10)
+            print(f"a new boot ACTIVE {time.monotonic() - back:.1f} s after the broker was back")
+    except BaseException:
+        for proc in procs:
+            print(f"--- {proc.name} (tail) ---\n{tail(proc.log, 60)}")
         raise
     finally:
         for p in procs:

@@ -86,6 +86,7 @@ impl ComputeError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Upstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Bus(e) if bus_unavailable(e) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoValidHost(_)
             | Self::Db(_)
             | Self::Bus(_)
@@ -98,6 +99,10 @@ impl ComputeError {
     /// The fault a client sees; internal details stay in the log.
     pub fn to_fault(&self) -> Fault {
         let message = match self {
+            Self::Bus(e) if bus_unavailable(e) => {
+                tracing::error!(error = %e, "compute could not reach its other roles");
+                "The compute service's message bus is unavailable (RabbitMQ unreachable or the role gone); try again shortly.".to_string()
+            }
             Self::Db(_)
             | Self::Bus(_)
             | Self::Driver(_)
@@ -114,6 +119,18 @@ impl ComputeError {
         };
         Fault::new(self.status(), message)
     }
+}
+
+/// A bus failure that says the broker or the other side is away (503: retry later), not a
+/// bug (500).
+fn bus_unavailable(e: &bus::BusError) -> bool {
+    matches!(
+        e,
+        bus::BusError::Transport(_)
+            | bus::BusError::Timeout { .. }
+            | bus::BusError::Disconnected { .. }
+            | bus::BusError::NoServer { .. }
+    )
 }
 
 impl From<Fault> for ComputeError {

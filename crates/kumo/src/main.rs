@@ -10,6 +10,7 @@ mod credentials;
 mod demo;
 mod guest_metadata;
 mod lifecycle;
+mod network_agent;
 mod server;
 mod settings;
 mod ssh;
@@ -90,8 +91,10 @@ enum Command {
         lines: usize,
     },
     /// Run chosen roles in the foreground (scale-out): `api` (every public API), `conductor`,
-    /// `scheduler`, `compute` (this host's compute agent), or `all`. Roles split over processes
-    /// share [DEFAULT] transport_url (RabbitMQ) and [database] connection (PostgreSQL/MySQL).
+    /// `scheduler`, `compute` (this host's compute agent, which also wires its guests' ports),
+    /// `network-agent` (DHCP, routers and metadata for every host), or `all`. Roles split over
+    /// processes share [DEFAULT] transport_url (RabbitMQ) and [database] connection
+    /// (PostgreSQL/MySQL).
     Serve {
         #[arg(required = true)]
         roles: Vec<String>,

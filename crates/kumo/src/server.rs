@@ -241,15 +241,19 @@ pub fn app(cloud: &Cloud, base: &str) -> Router {
 pub struct Roles {
     pub api: bool,
     pub compute: compute::roles::RoleSet,
+    /// DHCP, routers and metadata for every host's guests (Neutron's network node). Every
+    /// process with the `compute` role also wires its own guests' ports.
+    pub network_agent: bool,
 }
 
 impl Roles {
     pub const ALL: Roles = Roles {
         api: true,
         compute: compute::roles::RoleSet::ALL,
+        network_agent: true,
     };
 
-    /// `all`, or any of `api`, `conductor`, `scheduler`, `compute`.
+    /// `all`, or any of `api`, `conductor`, `scheduler`, `compute`, `network-agent`.
     pub fn parse(names: &[String]) -> Result<Roles> {
         let mut r = Roles {
             api: false,
@@ -258,6 +262,7 @@ impl Roles {
                 scheduler: false,
                 compute: false,
             },
+            network_agent: false,
         };
         for n in names {
             match n.as_str() {
@@ -266,8 +271,9 @@ impl Roles {
                 "conductor" => r.compute.conductor = true,
                 "scheduler" => r.compute.scheduler = true,
                 "compute" => r.compute.compute = true,
+                "network-agent" => r.network_agent = true,
                 other => bail!(
-                    "role {other:?} is not available: choose among api, conductor, scheduler, compute (or all)"
+                    "role {other:?} is not available: choose among api, conductor, scheduler, compute, network-agent (or all)"
                 ),
             }
         }
@@ -299,7 +305,22 @@ fn check_split(cfg: &Config, roles: &Roles) -> Result<()> {
             "the compute database is SQLite ({db}): processes on other hosts cannot see it. Set [database] connection = postgresql://USER:PASS@HOST/kumo_$service (or mysql://...), the same in every process's config, or run every role in one process with `kumo serve all` / `kumo up`"
         );
     }
+    if roles.network_agent || roles.compute.compute {
+        let net = network_config(cfg)?.database_url;
+        if net.starts_with("sqlite:") {
+            bail!(
+                "the network database is SQLite ({net}): the network agents of other processes cannot see it. Set [database] connection = postgresql://USER:PASS@HOST/kumo_$service (or [network] connection), the same in every process's config"
+            );
+        }
+    }
     Ok(())
+}
+
+fn network_config(cfg: &Config) -> Result<network::config::NetworkConfig> {
+    Ok(network::config::NetworkConfig::from_config(
+        cfg,
+        &cfg.get_str("database", "connection")?,
+    )?)
 }
 
 /// `kumo serve ROLE...`: the API roles (with the chosen compute roles) in [`run_roles`], or
@@ -312,15 +333,16 @@ pub async fn serve(
 ) -> Result<()> {
     check_split(cfg, &roles)?;
     if roles.api {
-        run_roles(state, cfg, listen, false, roles.compute).await
+        run_roles(state, cfg, listen, false, roles).await
     } else {
-        run_agents(state, cfg, roles.compute).await
+        run_agents(state, cfg, roles).await
     }
 }
 
 /// `kumo serve compute` (and/or conductor, scheduler) without the APIs: the compute database,
 /// the bus, and the other services through their public APIs as `[service_user]`.
-async fn run_agents(state: &StateDir, cfg: &Config, roles: compute::roles::RoleSet) -> Result<()> {
+async fn run_agents(state: &StateDir, cfg: &Config, all_roles: Roles) -> Result<()> {
+    let roles = all_roles.compute;
     let started = Instant::now();
     state.ensure()?;
     if let Some(pid) = state.read_pid()
@@ -355,7 +377,7 @@ async fn run_agents(state: &StateDir, cfg: &Config, roles: compute::roles::RoleS
     )?)
     .await
     .context("opening the compute database")?;
-    let bus = open_bus(&cfg.get_str("DEFAULT", "transport_url")?).await?;
+    let bus = open_bus(cfg).await?;
     let clients = Arc::new(compute::clients::ServiceClients::new(
         compute::clients::ServiceCredentials {
             auth_url: auth_url.trim().trim_end_matches('/').to_string(),
@@ -365,6 +387,16 @@ async fn run_agents(state: &StateDir, cfg: &Config, roles: compute::roles::RoleS
             region: cfg.get_str("DEFAULT", "region_name")?,
         },
     ));
+    // The network agent registers before the compute agent reports its host: ports bound
+    // here are bound with this host's namespace.
+    let network_wiring = if roles.compute || all_roles.network_agent {
+        let network = network::NetworkService::open(network_config(cfg)?)
+            .await
+            .context("opening the network database")?;
+        Some(start_split_network_agent(cfg, &network, &svc, &svc.cfg.host, all_roles).await?)
+    } else {
+        None
+    };
     let _roles = compute::roles::start_roles(svc.clone(), bus, clients, roles)
         .await
         .context(
@@ -375,8 +407,9 @@ async fn run_agents(state: &StateDir, cfg: &Config, roles: compute::roles::RoleS
         &format!("{}\n", std::process::id()),
         0o644,
     )?;
-    tracing::info!(?roles, host = %svc.cfg.host, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
+    tracing::info!(?all_roles, host = %svc.cfg.host, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
     shutdown_signal().await;
+    drop(network_wiring);
     if state.read_pid() == Some(std::process::id() as i32) {
         let _ = std::fs::remove_file(state.pid_file());
     }
@@ -386,7 +419,7 @@ async fn run_agents(state: &StateDir, cfg: &Config, roles: compute::roles::RoleS
 
 /// `kumo up --foreground`: every role, until SIGTERM or Ctrl-C.
 pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: bool) -> Result<()> {
-    run_roles(state, cfg, listen, demo, compute::roles::RoleSet::ALL).await
+    run_roles(state, cfg, listen, demo, Roles::ALL).await
 }
 
 /// Every public API with the chosen compute roles, until SIGTERM or Ctrl-C.
@@ -395,8 +428,9 @@ async fn run_roles(
     cfg: &Config,
     listen: Option<&str>,
     demo: bool,
-    compute_roles: compute::roles::RoleSet,
+    roles: Roles,
 ) -> Result<()> {
+    let compute_roles = roles.compute;
     let started = Instant::now();
     state.ensure()?;
     if let Some(pid) = state.read_pid()
@@ -494,7 +528,7 @@ async fn run_roles(
             .with_graceful_shutdown(shutdown_signal())
             .await
     });
-    let bus = open_bus(&cfg.get_str("DEFAULT", "transport_url")?).await?;
+    let bus = open_bus(cfg).await?;
     let clients = Arc::new(compute::clients::ServiceClients::new(
         compute::clients::ServiceCredentials {
             auth_url: format!("{base}/identity"),
@@ -521,8 +555,34 @@ async fn run_roles(
     let _roles = compute::roles::start_roles(cloud.compute.clone(), bus, clients, compute_roles)
         .await
         .context("starting the compute roles")?;
-    let metadata_settings = metadata::config::settings(cfg).map_err(anyhow::Error::msg)?;
-    start_network_agent(&cloud, &metadata_settings)?;
+    let _network_wiring = if roles.split() {
+        if roles.network_agent || compute_roles.compute {
+            let host = cloud.compute.cfg.host.clone();
+            Some(
+                start_split_network_agent(cfg, &cloud.network, &cloud.compute, &host, roles)
+                    .await?,
+            )
+        } else {
+            // No agent here, but the agents elsewhere hear of this API's changes.
+            let bus = crate::network_agent::open_bus(cfg).await?;
+            let origin = crate::network_agent::origin(&cloud.compute.cfg.host);
+            crate::network_agent::forward_changes(&cloud.network, bus, origin);
+            None
+        }
+    } else {
+        let settings = metadata::config::settings(cfg).map_err(anyhow::Error::msg)?;
+        let placement = crate::network_agent::Placement::AllInOne {
+            report_host: cloud.compute.cfg.host.clone(),
+        };
+        crate::network_agent::start(
+            cloud.network.clone(),
+            cloud.compute.clone(),
+            &settings,
+            placement,
+        )
+        .await?;
+        None
+    };
 
     // The endpoint first: `kumo up` waits for the pid file, then reads the endpoint.
     write_file(&state.endpoint_file(), &format!("{base}\n"), 0o644)?;
@@ -546,11 +606,12 @@ async fn run_roles(
 
 /// The bus between the compute roles: in-process unless `[DEFAULT] transport_url` names a
 /// RabbitMQ (the compute service's exchange is `nova`, as oslo's control_exchange).
-async fn open_bus(transport_url: &str) -> Result<Arc<dyn bus::Bus>> {
-    if transport_url.trim().is_empty() {
+async fn open_bus(cfg: &Config) -> Result<Arc<dyn bus::Bus>> {
+    let url = cfg.get_str("DEFAULT", "transport_url")?;
+    if url.trim().is_empty() {
         return Ok(Arc::new(bus::InProcessBus::new()));
     }
-    let b = bus::RabbitBus::connect(transport_url.trim(), "nova")
+    let b = bus::RabbitBus::connect_with(url.trim(), "nova", rabbit_options(cfg)?)
         .await
         .with_context(|| {
             "[DEFAULT] transport_url: the message bus is unreachable; is RabbitMQ running there?"
@@ -559,27 +620,10 @@ async fn open_bus(transport_url: &str) -> Result<Arc<dyn bus::Bus>> {
     Ok(Arc::new(b))
 }
 
-/// Neutron's notifications to Nova, in-process: a port is up → `network-vif-plugged`.
-struct ComputeEvents(Arc<compute::ComputeService>);
-
-#[async_trait::async_trait]
-impl network::agent::PortEvents for ComputeEvents {
-    async fn vif_plugged(&self, server: &str, port: &str) {
-        let r = self
-            .0
-            .deliver_event(
-                server,
-                "network-vif-plugged",
-                Some(port),
-                "completed",
-                "req-network-agent",
-                None,
-            )
-            .await;
-        if let Err(e) = r {
-            tracing::warn!(%server, %port, error = %e, "could not deliver network-vif-plugged");
-        }
-    }
+/// How every RabbitMQ bus of this process rides out a broker outage.
+pub fn rabbit_options(cfg: &Config) -> Result<bus::RabbitOptions> {
+    let wait = cfg.get::<u64>("DEFAULT", "transport_outage_wait")?.max(1);
+    Ok(bus::RabbitOptions::default().outage_wait(std::time::Duration::from_secs(wait)))
 }
 
 /// Cinder's notifications to Nova, in-process: an attached volume grew → `volume-extended`.
@@ -611,28 +655,40 @@ impl volume::server_events::ServerEvents for VolumeServerEvents {
     }
 }
 
-/// The network agent of this host (data plane, port status, vif-plugged events).
-fn start_network_agent(cloud: &Cloud, settings: &metadata::tree::Settings) -> Result<()> {
-    let mode =
-        network::agent::resolve_mode(&cloud.network.cfg.dataplane).map_err(anyhow::Error::msg)?;
-    let mut agent = network::agent::Agent::new(
-        cloud.network.clone(),
-        mode,
-        Arc::new(ComputeEvents(cloud.compute.clone())),
-    );
-    if cloud.network.cfg.isolated_metadata {
-        let directory = Arc::new(crate::guest_metadata::CloudDirectory {
-            compute: cloud.compute.clone(),
-            network: cloud.network.clone(),
-        });
-        let listeners = metadata::listeners::ListenerSet::new(directory, settings.clone(), 80);
-        agent = agent.with_metadata(Arc::new(crate::guest_metadata::NamespaceListeners(
-            listeners,
-        )));
-    }
-    tracing::info!(mode = ?mode, prefix = %cloud.network.cfg.namespace_prefix, "network agent started");
-    tokio::spawn(agent.run());
-    Ok(())
+/// The network agent of a process of a cloud split over several: this host's guests when it
+/// runs `compute`, every host's DHCP, routers and metadata when it runs `network-agent`;
+/// changes reach it over the bus and this process's changes reach the others. Keep the
+/// subscription it returns for as long as the process runs.
+async fn start_split_network_agent(
+    cfg: &Config,
+    network: &Arc<network::NetworkService>,
+    compute: &Arc<compute::ComputeService>,
+    compute_host: &str,
+    roles: Roles,
+) -> Result<bus::Subscription> {
+    let host = match network.cfg.host.trim() {
+        "" => compute_host.to_string(),
+        h => h.to_string(),
+    };
+    let settings = metadata::config::settings(cfg).map_err(anyhow::Error::msg)?;
+    let scope = network::hostplan::Scope {
+        guests: roles.compute.compute,
+        services: roles.network_agent,
+    };
+    let waker = crate::network_agent::start(
+        network.clone(),
+        compute.clone(),
+        &settings,
+        crate::network_agent::Placement::Host {
+            host: host.clone(),
+            scope,
+        },
+    )
+    .await?;
+    let bus = crate::network_agent::open_bus(cfg).await?;
+    let origin = crate::network_agent::origin(&host);
+    crate::network_agent::forward_changes(network, bus.clone(), origin.clone());
+    crate::network_agent::listen_for_changes(&bus, origin, waker).await
 }
 
 /// `kumo up --demo`: the kumo-tiny guest image as a public image, once. A missing file or a
@@ -735,12 +791,17 @@ mod tests {
     #[test]
     fn roles_parse_and_split() {
         assert_eq!(roles(&["all"]).ok(), Some(Roles::ALL));
-        assert!(!roles(&["api", "conductor", "scheduler", "compute"]).is_ok_and(|r| r.split()));
+        assert!(
+            !roles(&["api", "conductor", "scheduler", "compute", "network-agent"])
+                .is_ok_and(|r| r.split())
+        );
         let a = roles(&["api", "conductor", "scheduler"]).ok();
         assert!(a.is_some_and(|r| r.api && r.split() && !r.compute.compute));
         let c = roles(&["compute"]).ok();
         assert!(c.is_some_and(|r| !r.api && r.compute.compute && !r.compute.conductor));
-        assert!(roles(&["network-agent"]).is_err());
+        let n = roles(&["api", "network-agent"]).ok();
+        assert!(n.is_some_and(|r| r.api && r.network_agent && r.split()));
+        assert!(roles(&["dashboard"]).is_err());
     }
 
     fn cfg(ini: &str) -> Config {
@@ -760,6 +821,7 @@ mod tests {
                 scheduler: false,
                 compute: true,
             },
+            network_agent: false,
         };
         let e = check_split(&cfg(""), &compute).err().map(|e| e.to_string());
         assert!(e.is_some_and(|m| m.contains("[DEFAULT] transport_url")));
@@ -770,6 +832,17 @@ mod tests {
         .err()
         .map(|e| e.to_string());
         assert!(e.is_some_and(|m| m.contains("[database] connection")));
+        // The compute database shared, the network database not: its agents could not see it.
+        let e = check_split(
+            &cfg("[DEFAULT]\ntransport_url = rabbit://g:g@127.0.0.1:1/\n[compute_database]\nconnection = postgresql://k:k@127.0.0.1/nova\n"),
+            &compute,
+        )
+        .err()
+        .map(|e| e.to_string());
+        assert!(
+            e.as_ref().is_some_and(|m| m.contains("network database")),
+            "{e:?}"
+        );
         assert!(check_split(&cfg(""), &Roles::ALL).is_ok());
     }
 }

@@ -49,6 +49,12 @@ pub static KUMO_OPTS: &[Opt] = &[
         help: "Message bus between the roles (oslo's transport URL): rabbit://USER:PASS@HOST:PORT/VHOST (several hosts: rabbit://u:p@h1:5672,u:p@h2:5672/), or amqp://... Empty: the in-process bus (all-in-one).",
     },
     Opt {
+        section: "DEFAULT",
+        name: "transport_outage_wait",
+        default: "60",
+        help: "Seconds a message to another role waits for an unreachable RabbitMQ (a broker restart) before the request fails with 503; as long as oslo's rpc_response_timeout by default.",
+    },
+    Opt {
         section: "service_user",
         name: "auth_url",
         default: "",

@@ -181,6 +181,18 @@ pub static OPTS: &[Opt] = &[
     },
     Opt {
         section: "network",
+        name: "agent_report_interval",
+        default: "30",
+        help: "Seconds between the heartbeats of this process's network agents (Neutron's [agent] report_interval).",
+    },
+    Opt {
+        section: "network",
+        name: "agent_down_time",
+        default: "75",
+        help: "Seconds without a heartbeat after which a network agent is shown dead (`alive: false`), as Neutron's agent_down_time.",
+    },
+    Opt {
+        section: "network",
         name: "dhcp_lease_duration",
         default: "86400",
         help: "DHCP lease time in seconds (Neutron's dhcp_lease_duration).",
@@ -275,6 +287,8 @@ pub struct NetworkConfig {
     pub dataplane: String,
     pub namespace_prefix: String,
     pub host: String,
+    pub agent_report_interval: u64,
+    pub agent_down_time: u64,
     pub dhcp_lease_duration: u32,
     pub isolated_metadata: bool,
     pub external_access: ExternalAccess,
@@ -314,6 +328,8 @@ impl NetworkConfig {
             dataplane: c.get_str("network", "dataplane")?,
             namespace_prefix: c.get_str("network", "namespace_prefix")?,
             host: c.get_str("network", "host")?,
+            agent_report_interval: c.get("network", "agent_report_interval")?,
+            agent_down_time: c.get("network", "agent_down_time")?,
             dhcp_lease_duration: c.get("network", "dhcp_lease_duration")?,
             isolated_metadata: c.get("network", "isolated_metadata")?,
             external_access: match c.get_str("network", "external_access")?.as_str() {

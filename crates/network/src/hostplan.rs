@@ -21,9 +21,10 @@ pub const METADATA_ADDRESS: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 
 use crate::segments::{self, SegmentConfig};
 
+use crate::core::agents::AgentKind;
 use crate::model::{
-    FloatingIp, Network, OWNER_DHCP, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, Router,
-    SecurityGroupRule, Subnet,
+    Agent, FloatingIp, Network, OWNER_DHCP, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port,
+    Router, SecurityGroupRule, Subnet,
 };
 
 /// Everything the plan is computed from, read in one go.
@@ -37,6 +38,28 @@ pub struct Snapshot {
     pub floating_ips: Vec<FloatingIp>,
     /// Each network's provider segment (none: local).
     pub segments: HashMap<String, segments::Segment>,
+    /// The registered network agents: where each host's VXLAN endpoint is, which hosts serve
+    /// DHCP and routers.
+    pub agents: Vec<Agent>,
+}
+
+/// Which agents' work this host does. All-in-one does both; in a cloud of several hosts the
+/// compute hosts wire their guests' ports and the network host serves DHCP and routers
+/// (Neutron's Linux bridge agent on every host, DHCP and L3 agents on the network node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    /// Bridges, taps and security groups of the guest ports bound to this host.
+    pub guests: bool,
+    /// DHCP namespaces and routers of every network a guest uses on any host, and the
+    /// status of unbound, DHCP and router ports.
+    pub services: bool,
+}
+
+impl Scope {
+    pub const ALL: Scope = Scope {
+        guests: true,
+        services: true,
+    };
 }
 
 /// The plan and, per port, whether the data plane carries it (its status: ACTIVE or DOWN).
@@ -59,11 +82,13 @@ pub struct Options<'a> {
     pub uplinks: &'a SegmentConfig,
     /// Where the external networks' gateways live (`[network] external_access`).
     pub external_access: ExternalAccess,
+    pub scope: Scope,
 }
 
 /// How a network's bridge leaves this host: a flat network on a physnet this host maps gets
-/// the interface itself, a VLAN network there `<iface>.<id>`, a VXLAN network `vxlan-<vni>` when this host has a VTEP (no peers: kumo is
-/// one host); everything else (local, flat, unmapped) stays on the host.
+/// the interface itself, a VLAN network there `<iface>.<id>`, a VXLAN network `vxlan-<vni>` when
+/// this host has a VTEP (its peers are added by [`build`]); everything else (local, flat,
+/// unmapped) stays on the host.
 pub fn data_segment(seg: Option<&segments::Segment>, uplinks: &SegmentConfig) -> Segment {
     let Some(seg) = seg else {
         return Segment::Local;
@@ -105,10 +130,44 @@ pub fn is_guest_port(p: &Port) -> bool {
     p.device_owner.starts_with("compute:")
 }
 
+/// Bound to a host and wired by a Linux bridge agent there.
+fn bound(p: &Port) -> bool {
+    !p.binding_host_id.is_empty() && p.binding_vif_type == "bridge"
+}
+
 fn bound_here(p: &Port, host: &str) -> bool {
-    !p.binding_host_id.is_empty()
-        && (host.is_empty() || p.binding_host_id == host)
-        && p.binding_vif_type == "bridge"
+    bound(p) && (host.is_empty() || p.binding_host_id == host)
+}
+
+/// The VXLAN endpoints this host floods a network's traffic to (l2population's idea, from the
+/// database instead of RPC): the hosts with a guest port bound on it and the hosts serving DHCP
+/// and routers, each at the `tunneling_ip` its Linux bridge agent reported; never this host.
+fn tunnel_peers(snap: &Snapshot, network: &str, me: &str, local: IpAddr) -> Vec<IpAddr> {
+    let endpoint = |host: &str| -> Option<IpAddr> {
+        snap.agents
+            .iter()
+            .find(|a| a.host == host && a.agent_type == AgentKind::LinuxBridge.agent_type())
+            .and_then(|a| a.configurations.get("tunneling_ip")?.as_str()?.parse().ok())
+    };
+    let mut hosts: BTreeSet<&str> = snap
+        .ports
+        .iter()
+        .filter(|p| is_guest_port(p) && bound(p) && p.network_id == network)
+        .map(|p| p.binding_host_id.as_str())
+        .collect();
+    hosts.extend(
+        snap.agents
+            .iter()
+            .filter(|a| a.agent_type == AgentKind::Dhcp.agent_type())
+            .map(|a| a.host.as_str()),
+    );
+    let peers: BTreeSet<IpAddr> = hosts
+        .into_iter()
+        .filter(|h| me.is_empty() || *h != me)
+        .filter_map(endpoint)
+        .filter(|ip| *ip != local)
+        .collect();
+    peers.into_iter().collect()
 }
 
 /// The address of `ip` with the prefix length of its subnet (`10.0.0.2/24`).
@@ -135,10 +194,15 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
         let Some(net) = nets.get(p.network_id.as_str()) else {
             continue;
         };
-        if !bound_here(p, opts.host) {
-            // Unbound: down. Bound to another host: that host's agent says.
-            if p.binding_host_id.is_empty() || p.binding_vif_type != "bridge" {
-                port_status.insert(p.id.clone(), "DOWN");
+        if !(opts.scope.guests && bound_here(p, opts.host)) {
+            // Unbound: down (the services' agent says). Bound to another host: that host's
+            // agent says; the network is served here if this host serves networks.
+            if opts.scope.services {
+                if bound(p) {
+                    realized.insert(&net.id);
+                } else {
+                    port_status.insert(p.id.clone(), "DOWN");
+                }
             }
             continue;
         }
@@ -159,7 +223,7 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
     // gateway's external network.
     let mut routers = Vec::new();
     let mut external: HashMap<&str, Vec<String>> = HashMap::new();
-    for r in &snap.routers {
+    for r in snap.routers.iter().filter(|_| opts.scope.services) {
         let interfaces: Vec<&Port> = snap
             .ports
             .iter()
@@ -247,21 +311,30 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
         let dhcp = snap
             .ports
             .iter()
+            .filter(|_| opts.scope.services)
             .find(|p| p.network_id == net.id && p.device_owner == OWNER_DHCP)
             .and_then(|dp| dhcp_plan(snap, net, dp, &subnets, opts.lease_seconds, opts.metadata));
         if let Some(d) = &dhcp {
             port_status.insert(d.port_id.clone(), "ACTIVE");
         }
+        let mut segment = data_segment(snap.segments.get(&net.id), opts.uplinks);
+        if let Segment::Vxlan { local, peers, .. } = &mut segment {
+            *peers = tunnel_peers(snap, &net.id, opts.host, *local);
+        }
         networks.push(NetworkPlan {
             id: net.id.clone(),
             mtu: net.mtu,
-            segment: data_segment(snap.segments.get(&net.id), opts.uplinks),
+            segment,
             external: external.remove(net.id.as_str()),
             dhcp,
         });
     }
     // DHCP ports of networks not built here are down.
-    for p in snap.ports.iter().filter(|p| p.device_owner == OWNER_DHCP) {
+    for p in snap
+        .ports
+        .iter()
+        .filter(|p| opts.scope.services && p.device_owner == OWNER_DHCP)
+    {
         port_status.entry(p.id.clone()).or_insert("DOWN");
     }
     Built {
@@ -648,6 +721,7 @@ mod tests {
             metadata: false,
             uplinks: &NO_UPLINKS,
             external_access: ExternalAccess::Namespace,
+            scope: Scope::ALL,
         }
     }
 
@@ -660,6 +734,7 @@ mod tests {
         }];
         let snap = Snapshot {
             segments: HashMap::new(),
+            agents: vec![],
             security_group_rules: vec![],
             routers: vec![],
             floating_ips: vec![],
@@ -751,6 +826,7 @@ mod tests {
         qr.device_id = "r1".into();
         let snap = Snapshot {
             segments: HashMap::new(),
+            agents: vec![],
             security_group_rules: vec![],
             routers: vec![r],
             floating_ips: vec![],
@@ -811,6 +887,7 @@ mod tests {
             routers: vec![],
             floating_ips: vec![],
             segments: HashMap::new(),
+            agents: vec![],
             networks: vec![net("n1"), net("n2")],
             subnets: vec![
                 subnet("s1", "n1", "10.0.0.0/24"),
@@ -847,16 +924,143 @@ mod tests {
             routers: vec![],
             floating_ips: vec![],
             segments: HashMap::new(),
+            agents: vec![],
             networks: vec![net("n1")],
             subnets: vec![subnet("s1", "n1", "10.0.0.0/24")],
             ports: vec![port("g1", "n1", "compute:nova", "10.0.0.3", "h2")],
         };
         let o = Options {
             host: "h1",
+            scope: Scope {
+                guests: true,
+                services: false,
+            },
             ..opts()
         };
         let b = build(&snap, &o);
         assert!(b.plan.networks.is_empty() && b.plan.vm_ports.is_empty());
+        assert!(
+            b.port_status.is_empty(),
+            "h2's agent sets its port's status"
+        );
+        // A host that also serves the networks builds the network (for its DHCP and
+        // routers), still without h2's port.
+        let b = build(
+            &snap,
+            &Options {
+                host: "h1",
+                ..opts()
+            },
+        );
+        assert_eq!(b.plan.networks.len(), 1);
+        assert!(b.plan.vm_ports.is_empty() && b.port_status.is_empty());
+    }
+
+    fn agent(host: &str, kind: AgentKind, tunneling_ip: &str) -> Agent {
+        Agent {
+            id: format!("{host}-{kind:?}"),
+            agent_type: kind.agent_type().into(),
+            binary: String::new(),
+            topic: String::new(),
+            host: host.into(),
+            admin_state_up: true,
+            description: None,
+            availability_zone: None,
+            configurations: json!({"tunneling_ip": tunneling_ip}),
+            created_at: String::new(),
+            started_at: String::new(),
+            heartbeat_timestamp: String::new(),
+        }
+    }
+
+    #[test]
+    fn compute_hosts_wire_their_guests_and_the_network_host_serves_over_vxlan() {
+        // hA serves DHCP; hB and hC each have a guest on n1 (VNI 7); g3 is not bound.
+        let mut snap = Snapshot {
+            networks: vec![net("n1")],
+            subnets: vec![subnet("s1", "n1", "10.0.0.0/24")],
+            ports: vec![
+                port("d1", "n1", OWNER_DHCP, "10.0.0.2", ""),
+                port("g1", "n1", "compute:nova", "10.0.0.3", "hB"),
+                port("g2", "n1", "compute:nova", "10.0.0.4", "hC"),
+                port("g3", "n1", "compute:nova", "10.0.0.5", ""),
+            ],
+            agents: vec![
+                agent("hA", AgentKind::LinuxBridge, "192.0.2.1"),
+                agent("hA", AgentKind::Dhcp, ""),
+                agent("hB", AgentKind::LinuxBridge, "192.0.2.2"),
+                agent("hC", AgentKind::LinuxBridge, "192.0.2.3"),
+            ],
+            ..Snapshot::default()
+        };
+        snap.segments.insert(
+            "n1".into(),
+            segments::Segment {
+                network_type: "vxlan".into(),
+                physical_network: None,
+                segmentation_id: Some(7),
+            },
+        );
+        let uplinks = |ip: &str| SegmentConfig {
+            vtep: Some((ip.parse().unwrap(), "ul0".into())),
+            ..SegmentConfig::default()
+        };
+        let peers_of = |b: &Built| -> Vec<String> {
+            match &b.plan.networks[0].segment {
+                Segment::Vxlan { peers, .. } => peers.iter().map(|p| p.to_string()).collect(),
+                other => panic!("not vxlan: {other:?}"),
+            }
+        };
+        let (ub, ua) = (uplinks("192.0.2.2"), uplinks("192.0.2.1"));
+        let on_b = build(
+            &snap,
+            &Options {
+                host: "hB",
+                uplinks: &ub,
+                scope: Scope {
+                    guests: true,
+                    services: false,
+                },
+                ..opts()
+            },
+        );
+        assert_eq!(on_b.plan.vm_ports.len(), 1);
+        assert_eq!(on_b.plan.vm_ports[0].id, "g1");
+        assert!(on_b.plan.networks[0].dhcp.is_none() && on_b.plan.routers.is_empty());
+        assert_eq!(peers_of(&on_b), vec!["192.0.2.1", "192.0.2.3"]);
+        assert_eq!(on_b.port_status.len(), 1, "{:?}", on_b.port_status);
+        assert_eq!(on_b.port_status["g1"], "ACTIVE");
+
+        let on_a = build(
+            &snap,
+            &Options {
+                host: "hA",
+                uplinks: &ua,
+                scope: Scope {
+                    guests: false,
+                    services: true,
+                },
+                ..opts()
+            },
+        );
+        assert!(on_a.plan.vm_ports.is_empty());
+        assert!(on_a.plan.networks[0].dhcp.is_some());
+        assert_eq!(peers_of(&on_a), vec!["192.0.2.2", "192.0.2.3"]);
+        assert_eq!(on_a.port_status["d1"], "ACTIVE");
+        assert_eq!(on_a.port_status["g3"], "DOWN");
+        assert!(!on_a.port_status.contains_key("g1") && !on_a.port_status.contains_key("g2"));
+
+        // A host without a registered endpoint is no peer; C's guest gone: C is no peer.
+        snap.ports.retain(|p| p.id != "g2");
+        let on_b = build(
+            &snap,
+            &Options {
+                host: "hB",
+                uplinks: &ub,
+                ..opts()
+            },
+        );
+        assert_eq!(peers_of(&on_b), vec!["192.0.2.1"]);
     }
 
     fn rule(
@@ -899,6 +1103,7 @@ mod tests {
             routers: vec![],
             floating_ips: vec![],
             segments: HashMap::new(),
+            agents: vec![],
             security_group_rules: vec![
                 rule("r1", "def", "egress", None, None),
                 rule("r2", "def", "ingress", None, Some("def")),
@@ -987,6 +1192,7 @@ mod tests {
             routers: vec![router],
             floating_ips: vec![fip],
             segments: HashMap::new(),
+            agents: vec![],
         };
         // without a bound guest on its network, the router is not built
         assert!(build(&snap, &opts()).plan.routers.is_empty());

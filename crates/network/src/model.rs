@@ -445,3 +445,60 @@ impl FloatingIp {
         })
     }
 }
+
+/// A network agent as it registered itself (Neutron's `agents` table): the Linux bridge agent
+/// of every host that wires ports, and the DHCP, L3 and metadata agents of the host that
+/// serves the networks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: String,
+    pub agent_type: String,
+    pub binary: String,
+    pub topic: String,
+    pub host: String,
+    pub admin_state_up: bool,
+    pub description: Option<String>,
+    pub availability_zone: Option<String>,
+    /// What the agent says of itself: `tunneling_ip`, `namespace`, counts, ...
+    pub configurations: Value,
+    /// Neutron's agent timestamps (`2017-09-12 19:39:56`, UTC).
+    pub created_at: String,
+    pub started_at: String,
+    pub heartbeat_timestamp: String,
+}
+
+/// Neutron's agent timestamp format (`2017-09-12 19:39:56`).
+pub fn agent_now() -> String {
+    chrono::Utc::now().format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+impl Agent {
+    /// Whether its last heartbeat is at most `down_time` seconds old.
+    pub fn alive(&self, down_time: u64) -> bool {
+        chrono::NaiveDateTime::parse_from_str(&self.heartbeat_timestamp, "%Y-%m-%d %H:%M:%S")
+            .ok()
+            .is_some_and(|t| {
+                let age = chrono::Utc::now().naive_utc() - t;
+                age.num_seconds() <= down_time as i64
+            })
+    }
+
+    pub fn render(&self, down_time: u64) -> Value {
+        json!({
+            "id": self.id,
+            "agent_type": self.agent_type,
+            "binary": self.binary,
+            "topic": self.topic,
+            "host": self.host,
+            "admin_state_up": self.admin_state_up,
+            "alive": self.alive(down_time),
+            "description": self.description,
+            "availability_zone": self.availability_zone,
+            "configurations": self.configurations,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "heartbeat_timestamp": self.heartbeat_timestamp,
+            "resources_synced": Value::Null,
+        })
+    }
+}

@@ -452,9 +452,25 @@ impl ComputeService {
             instance_uuids: made.iter().map(|i| i.uuid.clone()).collect(),
             user_token: user_token.to_string(),
         };
-        self.bus()?
+        let cast = self
+            .bus()?
             .cast_typed(&Target::topic(rpc::CONDUCTOR_TOPIC), request_id, &msg)
-            .await?;
+            .await;
+        if let Err(e) = cast {
+            // The records exist: put them in ERROR (deletable, counted) rather than leave them
+            // building forever, and tell the caller the cloud could not take the request.
+            tracing::error!(error = %e, instances = made.len(), "the build could not be handed to the conductor");
+            for i in &made {
+                self.set_error(
+                    &i.uuid,
+                    500,
+                    "Build of instance could not start: the message bus was unreachable.",
+                    &e.to_string(),
+                )
+                .await?;
+            }
+            return Err(e.into());
+        }
         Ok(made)
     }
 

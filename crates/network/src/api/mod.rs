@@ -47,6 +47,7 @@ pub fn router(svc: Arc<NetworkService>, validator: Arc<dyn TokenValidator>) -> R
             get(get_auto_allocated_topology).delete(delete_auto_allocated_topology),
         );
     v2 = resource::routes::<resource::Networks>(v2);
+    v2 = resource::routes::<resource::Agents>(v2);
     v2 = resource::routes::<resource::Subnets>(v2);
     v2 = resource::routes::<resource::Ports>(v2);
     v2 = resource::routes::<resource::SubnetPools>(v2);
@@ -189,6 +190,12 @@ async fn resources(Base(base): Base) -> Response {
 
 /// The extensions kumo implements, and only those: clients and Tempest branch on this list.
 const EXTENSIONS: &[(&str, &str, &str, &str)] = &[
+    (
+        "agent",
+        "agent",
+        "The agent management extension.",
+        "2013-02-03T10:00:00-00:00",
+    ),
     (
         "external-net",
         "Neutron external network",

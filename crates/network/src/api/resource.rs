@@ -252,6 +252,21 @@ collection! {
     delete = delete_network
 }
 
+// Agents (`/agents`: registered by their hosts; admins read, update and delete them).
+collection! {
+    Agents,
+    one = "agent",
+    many = "agents",
+    path = "agents",
+    keys = crate::core::agents::AGENT_KEYS,
+    not_found = crate::core::agents::agent_not_found,
+    list = list_agents,
+    show = get_agent,
+    create = create_agents,
+    update = update_agent,
+    delete = delete_agent
+}
+
 // Subnets.
 collection! {
     Subnets,

@@ -20,7 +20,9 @@ impl NetworkService {
         let (_, security_group_rules) = self.security_groups_snapshot().await?;
         let (routers, floating_ips) = self.l3_snapshot().await?;
         let segments = store::segments(r).await?;
+        let agents = self.agents().await?;
         Ok(Snapshot {
+            agents,
             networks,
             subnets,
             ports,

@@ -4,6 +4,7 @@
 //! quota counts, cidr overlap and address checks and the write cannot interleave with another
 //! request's. One file per resource; [`attrs`] holds neutron-lib's attribute validation.
 
+pub mod agents;
 pub mod attrs;
 mod auto_allocate;
 mod dataplane_view;

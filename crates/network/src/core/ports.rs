@@ -921,7 +921,8 @@ impl NetworkService {
                 .await?;
             self.apply_port_security(&*w, ctx, &mut p, body.get("security_groups"), true)
                 .await?;
-            self.bind(&mut p, &net);
+            let host_ns = self.host_namespace_of(&*w, &p.binding_host_id).await?;
+            self.bind(&mut p, &net, host_ns);
             *per_project.entry(p.project_id.clone()).or_default() += 1;
             // Allocate now so the next port of a bulk request sees these addresses.
             self.insert_port(&*w, &p).await?;
@@ -982,7 +983,9 @@ impl NetworkService {
     }
 
     /// Bind (or unbind) the port to `binding:host_id`: kumo's one mechanism is Linux bridges.
-    fn bind(&self, p: &mut Port, net: &Network) {
+    /// `host_namespace`: where that host's Linux bridge agent builds its bridges, as it
+    /// reported; none (all-in-one, or a host whose agent has not reported) is this process's.
+    fn bind(&self, p: &mut Port, net: &Network, host_namespace: Option<String>) {
         if p.binding_host_id.is_empty() {
             p.binding_vif_type = "unbound".into();
             p.binding_vif_details = json!({});
@@ -992,7 +995,9 @@ impl NetworkService {
             p.binding_vif_details = json!({});
         } else {
             p.binding_vif_type = "bridge".into();
-            let names = dataplane::plan::Names::new(self.cfg.namespace_prefix.clone());
+            let namespace = host_namespace.unwrap_or_else(|| {
+                dataplane::plan::Names::new(self.cfg.namespace_prefix.clone()).host_namespace()
+            });
             // `namespace` is kumo's: where the bridge and the port's tap live (the compute
             // agent starts the guest there so that its tap is on the bridge).
             p.binding_vif_details = json!({
@@ -1000,7 +1005,7 @@ impl NetworkService {
                 "connectivity": "l2",
                 "bridge_name": dataplane::bridge_name(&net.id),
                 "devname": dataplane::tap_name(&p.id),
-                "namespace": names.host_namespace(),
+                "namespace": namespace,
             });
         }
     }
@@ -1125,7 +1130,8 @@ impl NetworkService {
                 .await?;
         }
         if body.contains_key("binding:host_id") || body.contains_key("binding:vnic_type") {
-            self.bind(&mut p, &net);
+            let host_ns = self.host_namespace_of(&*w, &p.binding_host_id).await?;
+            self.bind(&mut p, &net, host_ns);
         }
         p.updated_at = now();
         p.revision_number += 1;

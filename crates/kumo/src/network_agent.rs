@@ -1,0 +1,161 @@
+//! Wiring of the network agent (crates/network's `agent`) into a kumo process: which host and
+//! which agents' work it does, how it tells compute a port is up, where metadata is served,
+//! and, when the cloud spans processes, how changes reach it over the bus.
+//!
+//! Across processes Neutron's server notifies its agents over RPC; here every process that
+//! changes the network database fans a `network_changed` out on the `neutron` exchange
+//! (topic `q-agent-notifier`) and every process with an agent wakes it on one. The payload
+//! names the sender so that a process ignores its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use bus::{Bus, Envelope, Target, Version, handler_fn};
+use network::hostplan::Scope;
+use serde_json::json;
+
+/// The fanout topic of the network agents, as Neutron's agent notifier.
+const AGENT_NOTIFIER_TOPIC: &str = "q-agent-notifier";
+const NETWORK_CHANGED: &str = "network_changed";
+const VERSION: Version = Version::new(1, 0);
+
+/// Neutron's notifications to Nova: a port is up → `network-vif-plugged`, delivered by this
+/// process's compute service (which casts it to the server's host over the bus).
+pub struct ComputeEvents(pub Arc<compute::ComputeService>);
+
+#[async_trait::async_trait]
+impl network::agent::PortEvents for ComputeEvents {
+    async fn vif_plugged(&self, server: &str, port: &str) {
+        let r = self
+            .0
+            .deliver_event(
+                server,
+                "network-vif-plugged",
+                Some(port),
+                "completed",
+                "req-network-agent",
+                None,
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::warn!(%server, %port, error = %e, "could not deliver network-vif-plugged");
+        }
+    }
+}
+
+/// Where this process's agent sits in the cloud.
+pub enum Placement {
+    /// Every role in one process: every bound port is this host's; the agents register under
+    /// `report_host`.
+    AllInOne { report_host: String },
+    /// One host of several.
+    Host { host: String, scope: Scope },
+}
+
+/// Start the network agent of this process (data plane, port status, vif-plugged events,
+/// metadata in the DHCP namespaces when it serves them). Returns what wakes it.
+pub async fn start(
+    network: Arc<network::NetworkService>,
+    compute: Arc<compute::ComputeService>,
+    settings: &metadata::tree::Settings,
+    placement: Placement,
+) -> Result<Arc<tokio::sync::Notify>> {
+    let mode = network::agent::resolve_mode(&network.cfg.dataplane).map_err(anyhow::Error::msg)?;
+    let mut agent = network::agent::Agent::new(
+        network.clone(),
+        mode,
+        Arc::new(ComputeEvents(compute.clone())),
+    );
+    let services = match &placement {
+        Placement::AllInOne { .. } => true,
+        Placement::Host { scope, .. } => scope.services,
+    };
+    if network.cfg.isolated_metadata && services {
+        let directory = Arc::new(crate::guest_metadata::CloudDirectory {
+            compute,
+            network: network.clone(),
+        });
+        let listeners = metadata::listeners::ListenerSet::new(directory, settings.clone(), 80);
+        agent = agent.with_metadata(Arc::new(crate::guest_metadata::NamespaceListeners(
+            listeners,
+        )));
+    }
+    agent = match placement {
+        Placement::AllInOne { report_host } => agent.reporting_as(report_host),
+        Placement::Host { host, scope } => {
+            tracing::info!(%host, guests = scope.guests, services = scope.services, "network agent of one host of several");
+            agent.on_host(host, scope)
+        }
+    };
+    // Registered before the process serves anything: a port bound to this host must find
+    // this host's namespace in its agent's report.
+    agent.register().await;
+    let waker = agent.waker();
+    tracing::info!(mode = ?mode, prefix = %network.cfg.namespace_prefix, "network agent started");
+    tokio::spawn(agent.run());
+    Ok(waker)
+}
+
+/// The bus between the network API and the agents of other processes: RabbitMQ's `neutron`
+/// exchange at `transport_url`.
+pub async fn open_bus(cfg: &common::config::Config) -> Result<Arc<dyn Bus>> {
+    let url = cfg.get_str("DEFAULT", "transport_url")?;
+    let b = bus::RabbitBus::connect_with(
+        url.trim(),
+        "neutron",
+        crate::server::rabbit_options(cfg)?,
+    )
+    .await
+    .context(
+        "[DEFAULT] transport_url: the message bus is unreachable; is RabbitMQ running there?",
+    )?;
+    Ok(Arc::new(b))
+}
+
+/// A name for this process on the bus, unique across hosts.
+pub fn origin(host: &str) -> String {
+    format!("{host}-{}", std::process::id())
+}
+
+/// Fan this process's network changes out to the other processes' agents (coalesced like
+/// the agent's own passes).
+pub fn forward_changes(network: &network::NetworkService, bus: Arc<dyn Bus>, origin: String) {
+    let mut changes = network.watch_changes();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            changes.mark_unchanged();
+            let env = Envelope::new(NETWORK_CHANGED, VERSION, json!({"origin": origin}));
+            if let Err(e) = bus.fanout(AGENT_NOTIFIER_TOPIC, env).await {
+                tracing::warn!(error = %e, "could not tell the other hosts' network agents of a change; their periodic pass will see it");
+            }
+        }
+    });
+}
+
+/// Wake `agent` when another process fans a network change out. Keep the subscription for
+/// as long as the process runs.
+pub async fn listen_for_changes(
+    bus: &Arc<dyn Bus>,
+    origin: String,
+    agent: Arc<tokio::sync::Notify>,
+) -> Result<bus::Subscription> {
+    let me = origin.clone();
+    let handler = handler_fn(move |env: Envelope| {
+        let agent = agent.clone();
+        let me = me.clone();
+        async move {
+            if env.method == NETWORK_CHANGED && env.payload["origin"].as_str() != Some(&me) {
+                agent.notify_one();
+            }
+            Ok(json!(null))
+        }
+    });
+    bus.serve(
+        Target::server(AGENT_NOTIFIER_TOPIC, origin),
+        Arc::new(handler),
+    )
+    .await
+    .context("subscribing to the network agents' notifications")
+}

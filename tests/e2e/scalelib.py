@@ -1,0 +1,81 @@
+"""Processes of a cloud split over several `kumo serve ROLE...` (tests/e2e/test_scale_out.py,
+tests/e2e/test_multihost_network.py): each in the foreground with its own state dir and log,
+stopped by its PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from cloudlib import Cloud, KumoDriver, tail
+
+
+class Proc:
+    """One `kumo serve ROLE...` in the foreground, its log in its state dir."""
+
+    def __init__(self, name: str, work: Path, conf: str, roles: list[str], listen: str | None = None):
+        self.name = name
+        self.state = work / name
+        self.state.mkdir(mode=0o700, exist_ok=True)
+        (self.state / "kumo.conf").write_text(conf)
+        self.log = self.state / "serve.log"
+        self.argv = [KumoDriver().bin, "serve", *roles, "--state-dir", str(self.state), "--config",
+                     str(self.state / "kumo.conf")] + (["--listen", listen] if listen else [])
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def start(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        env.pop("ADMIN_PASSWORD", None)
+        self.proc = subprocess.Popen(self.argv, stdout=self.log.open("ab"), stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def kill9(self):
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+
+    def wait_log(self, text: str, timeout: float = 60):
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text(errors="replace"):
+            assert self.proc is not None and self.proc.poll() is None, \
+                f"{self.name} exited ({self.proc.returncode}):\n{tail(self.log, 40)}"
+            assert time.monotonic() < deadline, f"{self.name}: no {text!r} within {timeout} s:\n{tail(self.log, 40)}"
+            time.sleep(0.1)
+
+    def guests(self) -> set[str]:
+        """The guests this host's fake driver keeps (its state file)."""
+        f = self.state / "instances" / "fake" / f"{self.name}.json"
+        return set(json.loads(f.read_text())) if f.exists() else set()
+
+
+class Stub:
+    """Cloud's driver for processes this test starts and stops itself."""
+    supports_lifecycle = False
+
+
+def cloud_of(api: Proc, port: int, work: Path) -> Cloud:
+    """The CLI and REST client of the cloud whose api process is `api`, listening on `port`."""
+    c = Cloud(target="kumo", workdir=work, state_dir=api.state, clouds_yaml=api.state / "clouds.yaml",
+              _driver=Stub())
+    c.load_clouds_yaml()
+    c.admin_password = (api.state / "admin-password").read_text().strip()
+    return c
