@@ -696,7 +696,7 @@ def side_scale_out(args, work: Path, side_out: Path) -> dict:
             base = f"http://127.0.0.1:{port}"
             common = (f"transport_url = {mq.url}\n", f"[database]\nconnection = {db.url}\n"
                       f"[service_user]\npassword = {PASSWORD}\n")
-            roles = ["api", "conductor", "scheduler"]
+            roles = ["api", "conductor", "scheduler", "network-agent"]
             a = Proc(args.kumo, "api", work / "api", base_conf(1, common[1], common[0]), roles,
                      args.work / "pids.txt", listen=f"127.0.0.1:{port}")
             procs.append(a)
