@@ -11,7 +11,9 @@ soft-anti-affinity group land three on B and three on C, their ports bound there
 `binding:vif_details` is that host's); all guests take their addresses by DHCP from A and their
 key from the metadata service on A, through the tunnels; A's DHCP namespace pings them all;
 the outside world (A's `kumo-ext`) reaches a guest on C through a floating IP over SSH, and from
-there the guests on B answer over the B-C tunnel.
+there the guests on B answer over the B-C tunnel. Then host C dies (its kumo and guests killed):
+its nova-compute goes down and `openstack server evacuate` brings its guests up on B, their
+ports bound and wired there, by DHCP from A again.
 
 Every namespace carries this test's prefix and is removed at the end with the processes in it
 (QEMU, dnsmasq) by PID, also on failure. Root, QEMU, ip, nft, dnsmasq, PostgreSQL and RabbitMQ
@@ -19,8 +21,10 @@ needed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import shutil
 import subprocess
 import tempfile
@@ -73,7 +77,7 @@ def make_underlay(p: str):
 
 
 def host_conf(mq: str, db: str, password: str, p: str, x: str, extra: str = "") -> str:
-    return (f"[DEFAULT]\ntransport_url = {mq}\nreport_interval = 2\nservice_down_time = 20\n"
+    return (f"[DEFAULT]\ntransport_url = {mq}\nreport_interval = 1\nservice_down_time = 6\n"
             f"compute_driver = qemu\nshutdown_timeout = 3\nhost = {p}host{x}\n"
             f"[database]\nconnection = {db}\n[service_user]\npassword = {password}\n{extra}"
             "[identity]\npassword_hash_rounds = 4\n"
@@ -203,7 +207,34 @@ def test_vxlan_between_three_hosts_with_real_guests(request):
             assert out.returncode == 0, out.stderr
             for ip in peers:
                 assert f"PEER-OK-{ip}" in out.stdout.split(), f"guest on C cannot ping {ip} on B: {out.stdout}"
-            print(f"done {time.monotonic() - t_start:.1f} s after the start")
+            print(f"reachability checked {time.monotonic() - t_start:.1f} s after the start")
+
+            # host C dies (its kumo and its guests, killed by PID): its nova-compute goes down
+            # and evacuate brings its guests up on B, wired there, by DHCP from A again
+            cc.kill9()
+            for pid in subprocess.run(["ip", "netns", "pids", f"{p}c-kumo-host"], capture_output=True,
+                                      text=True).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            t0 = time.monotonic()
+            while next(x["State"] for x in c.osc("compute", "service", "list", "--service", "nova-compute",
+                                                 fmt_json=True) if x["Host"] == hc) != "down":
+                assert time.monotonic() - t0 < 30, f"{hc}'s nova-compute not down 30 s after its kumo died"
+                time.sleep(0.5)
+            print(f"host C down after {time.monotonic() - t0:.1f} s")
+            for s in on[hc]:
+                c.osc("--os-compute-api-version", "2.29", "server", "evacuate", s["id"])
+            for s in on[hc]:
+                wait_server(c, s["id"], "ACTIVE", timeout=120)
+                got = c.compute("GET", f"/servers/{s['id']}", version="2.72").json()["server"]
+                assert got["OS-EXT-SRV-ATTR:host"] == hb, got
+                port = neutron("GET", f"/ports?device_id={s['id']}").json()["ports"][0]
+                assert port["binding:host_id"] == hb and port["status"] == "ACTIVE", port
+                assert port["binding:vif_details"]["namespace"] == f"{p}b-kumo-host", port
+                wait_for_console(c, s["id"], f"eth0 {addr[s['id']]} by DHCP", timeout=180)
+                assert wait_until(lambda: pings(dhcp_ns, addr[s["id"]]), 30) is not None, \
+                    f"evacuated guest {addr[s['id']]} does not answer from {dhcp_ns}"
+            print(f"C's guests evacuated to B and reachable {time.monotonic() - t0:.1f} s after C died")
 
             for sid in ids:
                 c.compute("DELETE", f"/servers/{sid}")

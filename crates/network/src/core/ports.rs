@@ -1051,6 +1051,7 @@ impl NetworkService {
             .filter(|a| body.contains_key(*a))
             .collect();
         self.authorize(ctx, "update_port", &attrs, &Self::port_target(&p, &net))?;
+        let was_bound_to = p.binding_host_id.clone();
         let mut ips_changed = false;
         for (k, v) in body {
             match k.as_str() {
@@ -1132,6 +1133,11 @@ impl NetworkService {
         if body.contains_key("binding:host_id") || body.contains_key("binding:vnic_type") {
             let host_ns = self.host_namespace_of(&*w, &p.binding_host_id).await?;
             self.bind(&mut p, &net, host_ns);
+            if p.binding_host_id != was_bound_to {
+                // Wired on the old host, not yet on the new one: down until the new host's
+                // agent says it is up (and compute waits for that network-vif-plugged).
+                p.status = "DOWN".into();
+            }
         }
         p.updated_at = now();
         p.revision_number += 1;
