@@ -120,13 +120,18 @@ pub fn origin(host: &str) -> String {
 
 /// Fan this process's network changes out to the other processes' agents (coalesced like
 /// the agent's own passes).
-pub fn forward_changes(network: &network::NetworkService, bus: Arc<dyn Bus>, origin: String) {
+pub fn forward_changes(network: Arc<network::NetworkService>, bus: Arc<dyn Bus>, origin: String) {
     let mut changes = network.watch_changes();
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
             tokio::time::sleep(Duration::from_millis(15)).await;
             changes.mark_unchanged();
-            let env = Envelope::new(NETWORK_CHANGED, VERSION, json!({"origin": origin}));
+            let scope = network.take_change_scope();
+            let env = Envelope::new(
+                NETWORK_CHANGED,
+                VERSION,
+                json!({"origin": origin, "scope": scope}),
+            );
             if let Err(e) = bus.fanout(AGENT_NOTIFIER_TOPIC, env).await {
                 tracing::warn!(error = %e, "could not tell the other hosts' network agents of a change; their periodic pass will see it");
             }
@@ -134,20 +139,37 @@ pub fn forward_changes(network: &network::NetworkService, bus: Arc<dyn Bus>, ori
     });
 }
 
-/// Wake `agent` when another process fans a network change out. Keep the subscription for
-/// as long as the process runs.
+/// Who listens for changes: this process's agent of `host`, whether it serves the networks
+/// and whether it filters packets.
+pub struct Listener {
+    pub host: String,
+    pub serves: bool,
+    pub filters: bool,
+    pub agent: Arc<tokio::sync::Notify>,
+}
+
+/// Wake the agent when another process fans out a network change that concerns it (a change
+/// without a scope, from an older kumo, concerns everyone). Keep the subscription for as
+/// long as the process runs.
 pub async fn listen_for_changes(
     bus: &Arc<dyn Bus>,
     origin: String,
-    agent: Arc<tokio::sync::Notify>,
+    listener: Listener,
 ) -> Result<bus::Subscription> {
     let me = origin.clone();
+    let listener = Arc::new(listener);
     let handler = handler_fn(move |env: Envelope| {
-        let agent = agent.clone();
+        let l = listener.clone();
         let me = me.clone();
         async move {
-            if env.method == NETWORK_CHANGED && env.payload["origin"].as_str() != Some(&me) {
-                agent.notify_one();
+            if env.method != NETWORK_CHANGED || env.payload["origin"].as_str() == Some(&me) {
+                return Ok(json!(null));
+            }
+            let concerned =
+                serde_json::from_value::<network::core::ChangeScope>(env.payload["scope"].clone())
+                    .map_or(true, |s| s.concerns(&l.host, l.serves, l.filters));
+            if concerned {
+                l.agent.notify_one();
             }
             Ok(json!(null))
         }

@@ -566,7 +566,7 @@ async fn run_roles(
             // No agent here, but the agents elsewhere hear of this API's changes.
             let bus = crate::network_agent::open_bus(cfg).await?;
             let origin = crate::network_agent::origin(&cloud.compute.cfg.host);
-            crate::network_agent::forward_changes(&cloud.network, bus, origin);
+            crate::network_agent::forward_changes(cloud.network.clone(), bus, origin);
             None
         }
     } else {
@@ -687,8 +687,16 @@ async fn start_split_network_agent(
     .await?;
     let bus = crate::network_agent::open_bus(cfg).await?;
     let origin = crate::network_agent::origin(&host);
-    crate::network_agent::forward_changes(network, bus.clone(), origin.clone());
-    crate::network_agent::listen_for_changes(&bus, origin, waker).await
+    crate::network_agent::forward_changes(network.clone(), bus.clone(), origin.clone());
+    let filters = network::agent::resolve_mode(&network.cfg.dataplane)
+        .is_ok_and(|m| m == network::agent::Mode::Linux);
+    let listener = crate::network_agent::Listener {
+        host,
+        serves: scope.services,
+        filters,
+        agent: waker,
+    };
+    crate::network_agent::listen_for_changes(&bus, origin, listener).await
 }
 
 /// `kumo up --demo`: the kumo-tiny guest image as a public image, once. A missing file or a

@@ -926,7 +926,7 @@ pub async fn services(d: &Dashboard, ctx: &Ctx) -> Result<Response, DashError> {
     let (c, ce) = soft(c)?;
     let (v, ve) = soft(v)?;
     let (a, ae) = match a {
-        // kumo's network API has no agents (no separate agent processes to list)
+        // a network API without the `agent` extension (an older kumo)
         Err(DashError::Api(e)) if e.status() == Some(404) => (
             Value::Null,
             "This cloud has no network agents API (GET /v2.0/agents answered 404).".to_string(),

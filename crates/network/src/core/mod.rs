@@ -37,7 +37,7 @@ use std::sync::Arc;
 
 use crate::config::NetworkConfig;
 use crate::error::{NetError, Result};
-use crate::model::{Network, Subnet};
+use crate::model::{Network, Port, Subnet};
 use crate::store;
 /// Policy defaults Neutron registers (secure RBAC) for what kumo implements, as data.
 pub const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
@@ -61,12 +61,34 @@ pub const QUOTA_RESOURCES: &[&str] = &[
     SECURITY_GROUP_RULE,
 ];
 
+/// Whose data planes a batch of changes concerns. The agents that serve the networks (DHCP,
+/// routers) care about every change; a compute host's agent about `all`, its own host in
+/// `hosts`, and, when it filters packets, `members` (a security group's members changed,
+/// which remote-group rules on any host name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChangeScope {
+    pub all: bool,
+    pub hosts: std::collections::BTreeSet<String>,
+    pub members: bool,
+}
+
+impl ChangeScope {
+    /// Whether the agent of `host` (which `serves` the networks, and filters packets when
+    /// `filters`) must look again.
+    pub fn concerns(&self, host: &str, serves: bool, filters: bool) -> bool {
+        serves || self.all || self.hosts.contains(host) || (filters && self.members)
+    }
+}
+
 pub struct NetworkService {
     pub cfg: NetworkConfig,
     pub(crate) db: Database,
     pub(crate) policy: Enforcer,
     /// Bumped after every committed change the data plane may care about.
     changes: tokio::sync::watch::Sender<u64>,
+    /// Whose data planes the changes since the last [`NetworkService::take_change_scope`]
+    /// concern (for the agents of other processes).
+    change_scope: std::sync::Mutex<ChangeScope>,
     /// Held while a project's auto-allocated topology is looked up and built, so concurrent
     /// first requests build one (kumo is one process).
     auto_allocate_lock: tokio::sync::Mutex<()>,
@@ -139,6 +161,7 @@ impl NetworkService {
             db,
             policy,
             changes,
+            change_scope: std::sync::Mutex::new(ChangeScope::default()),
             auto_allocate_lock: tokio::sync::Mutex::new(()),
         }))
     }
@@ -148,9 +171,37 @@ impl NetworkService {
         self.changes.subscribe()
     }
 
-    /// Say that the desired data plane may have changed (call after commit).
+    /// Say that the desired data plane may have changed (call after commit), on any host.
     pub(crate) fn changed(&self) {
+        if let Ok(mut s) = self.change_scope.lock() {
+            s.all = true;
+        }
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Ports changed (call after commit): the hosts they are (or were) bound to wire them;
+    /// other hosts only care when their filters name the ports' groups (`members`).
+    pub(crate) fn ports_changed<'a>(&self, ports: impl IntoIterator<Item = &'a Port>) {
+        if let Ok(mut s) = self.change_scope.lock() {
+            for p in ports {
+                if !p.binding_host_id.is_empty() {
+                    s.hosts.insert(p.binding_host_id.clone());
+                }
+                s.members |= !p.security_groups.is_empty();
+            }
+        }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// What the changes since the last call concern (and forget it).
+    pub fn take_change_scope(&self) -> ChangeScope {
+        self.change_scope
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or(ChangeScope {
+                all: true,
+                ..ChangeScope::default()
+            })
     }
 
     pub fn database(&self) -> &Database {

@@ -937,7 +937,7 @@ impl NetworkService {
                 })?;
         }
         w.commit().await?;
-        self.changed();
+        self.ports_changed(made.iter().map(|(p, _)| p));
         Ok(made
             .iter()
             .map(|(p, n)| self.render_port(ctx, p, n))
@@ -1143,7 +1143,9 @@ impl NetworkService {
         p.revision_number += 1;
         self.save_port(&*w, &p, ips_changed).await?;
         w.commit().await?;
-        self.changed();
+        let mut before = p.clone();
+        before.binding_host_id = was_bound_to;
+        self.ports_changed([&before, &p]);
         Ok(self.render_port(ctx, &p, &net))
     }
 
@@ -1196,7 +1198,7 @@ impl NetworkService {
         self.disassociate_floating_ips_of_port(&*w, &p.id).await?;
         self.remove_port(&*w, id).await?;
         w.commit().await?;
-        self.changed();
+        self.ports_changed([&p]);
         Ok(())
     }
 
