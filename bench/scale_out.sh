@@ -6,7 +6,7 @@
 #                      [--only scale-out|embedded] [--timeout S]
 #
 # 1. scale-out: a private PostgreSQL and RabbitMQ on loopback (tests/e2e/dbservers.py), process
-#    A = `kumo serve api conductor scheduler` (`[network] dataplane = none`), H (10) processes
+#    A = `kumo serve api conductor scheduler network-agent` (`[network] dataplane = none`), H (10) processes
 #    `kumo serve compute`, each its own `[DEFAULT] host` (compute-01..) and state dir, fake driver.
 # 2. embedded: `kumo serve all` (what `kumo up --foreground` runs): SQLite, the in-process bus,
 #    `[fake] hosts = H`.

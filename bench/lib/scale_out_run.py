@@ -9,7 +9,7 @@ bus, `[fake] hosts = 10`), the same load on both, in one run (issue #11, perform
 
 Sides (each started, measured, stopped before the next; every port free on loopback):
   scale-out  a private PostgreSQL and RabbitMQ (tests/e2e/dbservers.py); process A =
-             `kumo serve api conductor scheduler`; H (10) processes `kumo serve compute`, each
+             `kumo serve api conductor scheduler network-agent`; H (10) processes `kumo serve compute`, each
              its own `[DEFAULT] host` (compute-01..) and state dir, `[fake] hosts = 1`.
   embedded   `kumo serve all` (what `kumo up --foreground` runs): SQLite, the in-process bus,
              `[fake] hosts = H`.
