@@ -812,12 +812,18 @@ mod tests {
         assert!(roles(&["dashboard"]).is_err());
     }
 
+    /// The config `ini` says, read from a file in a temp dir of its own (removed again: the
+    /// config keeps only the path).
     fn cfg(ini: &str) -> Config {
-        let dir = std::env::temp_dir().join(format!("kumo-roles-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("kumo-roles-{}-{n}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
-        let f = dir.join(format!("{}.conf", ini.len()));
+        let f = dir.join("kumo.conf");
         let _ = std::fs::write(&f, ini);
-        crate::settings::load(Some(&f), &dir).unwrap_or_else(|_| Config::new(&dir))
+        let c = crate::settings::load(Some(&f), &dir).unwrap_or_else(|_| Config::new(&dir));
+        let _ = std::fs::remove_dir_all(&dir);
+        c
     }
 
     #[test]
