@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import requests
 
 
@@ -41,3 +43,27 @@ def demo_api(cloud) -> NetApi:
 
 def osc_demo(cloud, *args, fmt_json=False):
     return cloud.osc(*args, cloud="kumo", fmt_json=fmt_json)
+
+
+def routed_network(c) -> SimpleNamespace:
+    """devstack's layout through the CLI (admin): an external `public` network (172.24.4.0/24,
+    gateway .1, no DHCP), a private 10.0.0.0/24 network behind a router with its gateway on
+    `public`, and ICMP and TCP 22 allowed in the admin project's default security group.
+    Returns `public`, `net`, `sub`, `router` (the CLI's JSON) and `default` (the group's id)."""
+    from cloudlib import unique
+
+    public = c.osc("network", "create", "--external", unique("public"), fmt_json=True)
+    c.osc("subnet", "create", "--network", public["id"], "--subnet-range", "172.24.4.0/24",
+          "--no-dhcp", "--gateway", "172.24.4.1", unique("public-sub"))
+    net = c.osc("network", "create", unique("private"), fmt_json=True)
+    sub = c.osc("subnet", "create", "--network", net["id"], "--subnet-range", "10.0.0.0/24",
+                unique("private-sub"), fmt_json=True)
+    router = c.osc("router", "create", unique("router"), fmt_json=True)
+    c.osc("router", "set", "--external-gateway", public["id"], router["id"])
+    c.osc("router", "add", "subnet", router["id"], sub["id"])
+    project = c.osc("token", "issue", fmt_json=True)["project_id"]
+    groups = c.osc("security", "group", "list", "--project", project, fmt_json=True)
+    default = next(g for g in groups if g["Name"] == "default")["ID"]
+    c.osc("security", "group", "rule", "create", "--protocol", "icmp", default)
+    c.osc("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", default)
+    return SimpleNamespace(public=public, net=net, sub=sub, router=router, default=default)

@@ -4,10 +4,13 @@ stopped by its PID."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -79,3 +82,25 @@ def cloud_of(api: Proc, port: int, work: Path) -> Cloud:
     c.load_clouds_yaml()
     c.admin_password = (api.state / "admin-password").read_text().strip()
     return c
+
+
+@contextlib.contextmanager
+def split_processes(prefix: str):
+    """A temp dir for one test's processes and the list they go in (`with ... as (work, procs)`):
+    on failure each one's log tail is printed; at the end every one is stopped by its PID and
+    the dir removed (kept with KUMO_E2E_KEEP=1)."""
+    t0 = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    procs: list[Proc] = []
+    try:
+        yield work, procs
+    except BaseException:
+        for p in procs:
+            print(f"--- {p.name} (tail) ---\n{tail(p.log, 60)}")
+        raise
+    finally:
+        for p in procs:
+            p.stop()
+        if not os.environ.get("KUMO_E2E_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"test took {time.monotonic() - t0:.1f} s")

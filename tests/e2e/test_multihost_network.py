@@ -27,18 +27,16 @@ import secrets
 import signal
 import shutil
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from cloudlib import free_port, remove_namespaces, tail, unique
+from cloudlib import free_port, remove_namespaces, unique
 from computelib import wait_server
 from dbservers import postgres_bin, postgres_server, rabbitmq_bin, rabbitmq_server
 from guestlib import kumo_tiny_image, needs_qemu_guest, ssh_keypair, wait_for_console
-from netlib import NetApi
-from scalelib import Proc, cloud_of
+from netlib import NetApi, routed_network
+from scalelib import Proc, cloud_of, split_processes
 from test_network_guests import pings, ssh, wait_until
 
 pytestmark = [
@@ -92,166 +90,143 @@ def test_vxlan_between_three_hosts_with_real_guests(request):
         pytest.fail("rabbitmq-server and postgresql are needed: run_tests.sh installs them (tests/lib/common.sh)")
     t_start = time.monotonic()
     p = f"kt{secrets.token_hex(3)}"
-    work = Path(tempfile.mkdtemp(prefix="kumo-e2e-multihost-"))
-    procs: list[Proc] = []
-    c = None
     try:
-        make_underlay(p)
-        with rabbitmq_server() as mq, postgres_server() as db:
-            password = secrets.token_hex(12)
-            port = free_port()
-            a = Proc("hosta", work, host_conf(mq.url, db.url, password, p, "a"),
-                     ["api", "conductor", "scheduler", "network-agent"], listen=f"127.0.0.1:{port}")
-            procs.append(a)
-            a.wait_log("kumo is serving")
-            c = cloud_of(a, port, work)
-            auth = f"[service_user]\nauth_url = http://127.0.0.1:{port}/identity\n"
-            b = Proc("hostb", work, host_conf(mq.url, db.url, password, p, "b", auth), ["compute"])
-            cc = Proc("hostc", work, host_conf(mq.url, db.url, password, p, "c", auth), ["compute"])
-            procs += [b, cc]
-            b.wait_log("kumo is serving")
-            cc.wait_log("kumo is serving")
-            print(f"three hosts serving {time.monotonic() - t_start:.1f} s after the start")
+        with split_processes("kumo-e2e-multihost-") as (work, procs):
+            make_underlay(p)
+            with rabbitmq_server() as mq, postgres_server() as db:
+                password = secrets.token_hex(12)
+                port = free_port()
+                a = Proc("hosta", work, host_conf(mq.url, db.url, password, p, "a"),
+                         ["api", "conductor", "scheduler", "network-agent"], listen=f"127.0.0.1:{port}")
+                procs.append(a)
+                a.wait_log("kumo is serving")
+                c = cloud_of(a, port, work)
+                auth = f"[service_user]\nauth_url = http://127.0.0.1:{port}/identity\n"
+                b = Proc("hostb", work, host_conf(mq.url, db.url, password, p, "b", auth), ["compute"])
+                cc = Proc("hostc", work, host_conf(mq.url, db.url, password, p, "c", auth), ["compute"])
+                procs += [b, cc]
+                b.wait_log("kumo is serving")
+                cc.wait_log("kumo is serving")
+                print(f"three hosts serving {time.monotonic() - t_start:.1f} s after the start")
 
-            # every host's agents registered and alive: a Linux bridge agent each (with its
-            # tunnel endpoint), DHCP, L3 and metadata on A
-            agents = c.osc("network", "agent", "list", fmt_json=True)
-            have = {(x["Host"], x["Agent Type"]) for x in agents}
-            ha, hb, hc = f"{p}hosta", f"{p}hostb", f"{p}hostc"
-            want = {(h, "Linux bridge agent") for h in (ha, hb, hc)} | {
-                (ha, "DHCP agent"), (ha, "L3 agent"), (ha, "Metadata agent")}
-            assert want <= have, agents
-            assert all(x["Alive"] for x in agents), agents
-            lb_b = next(x for x in agents if (x["Host"], x["Agent Type"]) == (hb, "Linux bridge agent"))
-            shown = c.osc("network", "agent", "show", lb_b["ID"], fmt_json=True)
-            assert shown["configuration"]["tunneling_ip"] == "10.250.0.2", shown
-            assert shown["configuration"]["namespace"] == f"{p}b-kumo-host", shown
+                # every host's agents registered and alive: a Linux bridge agent each (with its
+                # tunnel endpoint), DHCP, L3 and metadata on A
+                agents = c.osc("network", "agent", "list", fmt_json=True)
+                have = {(x["Host"], x["Agent Type"]) for x in agents}
+                ha, hb, hc = f"{p}hosta", f"{p}hostb", f"{p}hostc"
+                want = {(h, "Linux bridge agent") for h in (ha, hb, hc)} | {
+                    (ha, "DHCP agent"), (ha, "L3 agent"), (ha, "Metadata agent")}
+                assert want <= have, agents
+                assert all(x["Alive"] for x in agents), agents
+                lb_b = next(x for x in agents if (x["Host"], x["Agent Type"]) == (hb, "Linux bridge agent"))
+                shown = c.osc("network", "agent", "show", lb_b["ID"], fmt_json=True)
+                assert shown["configuration"]["tunneling_ip"] == "10.250.0.2", shown
+                assert shown["configuration"]["namespace"] == f"{p}b-kumo-host", shown
 
-            # the cloud: an external network whose gateway is A's outside-world namespace, a
-            # VXLAN tenant network behind a router on A, ICMP and SSH allowed
-            public = c.osc("network", "create", "--external", unique("public"), fmt_json=True)
-            c.osc("subnet", "create", "--network", public["id"], "--subnet-range", "172.24.4.0/24",
-                  "--no-dhcp", "--gateway", "172.24.4.1", unique("public-sub"))
-            net = c.osc("network", "create", unique("private"), fmt_json=True)
-            assert net["provider:network_type"] == "vxlan", net
-            vni = net["provider:segmentation_id"]
-            sub = c.osc("subnet", "create", "--network", net["id"], "--subnet-range", "10.0.0.0/24",
-                        unique("private-sub"), fmt_json=True)
-            router = c.osc("router", "create", unique("router"), fmt_json=True)
-            c.osc("router", "set", "--external-gateway", public["id"], router["id"])
-            c.osc("router", "add", "subnet", router["id"], sub["id"])
-            project = c.osc("token", "issue", fmt_json=True)["project_id"]
-            groups = c.osc("security", "group", "list", "--project", project, fmt_json=True)
-            default = next(g for g in groups if g["Name"] == "default")["ID"]
-            c.osc("security", "group", "rule", "create", "--protocol", "icmp", default)
-            c.osc("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", default)
-            key, keypair = ssh_keypair(c, request)
-            image = c.osc("image", "create", "--file", str(kumo_tiny_image()), "--disk-format", "qcow2",
-                          "--container-format", "bare", "--public", unique("tiny"), fmt_json=True)
-            flavor = c.osc("flavor", "create", "--vcpus", "1", "--ram", "192", "--disk", "1",
-                           unique("guest"), fmt_json=True)
+                # the cloud: an external network whose gateway is A's outside-world namespace, a
+                # VXLAN tenant network behind a router on A, ICMP and SSH allowed
+                topo = routed_network(c)
+                public, net = topo.public, topo.net
+                assert net["provider:network_type"] == "vxlan", net
+                vni = net["provider:segmentation_id"]
+                key, keypair = ssh_keypair(c, request)
+                image = c.osc("image", "create", "--file", str(kumo_tiny_image()), "--disk-format", "qcow2",
+                              "--container-format", "bare", "--public", unique("tiny"), fmt_json=True)
+                flavor = c.osc("flavor", "create", "--vcpus", "1", "--ram", "192", "--disk", "1",
+                               unique("guest"), fmt_json=True)
 
-            # six guests spread by (soft) anti-affinity: three on B, three on C
-            group = c.osc("server", "group", "create", "--policy", "soft-anti-affinity", unique("g"),
-                          fmt_json=True)
-            ids = []
-            for i in range(GUESTS):
-                s = c.osc("server", "create", "--image", image["id"], "--flavor", flavor["id"], "--network",
-                          net["id"], "--key-name", keypair, "--hint", f"group={group['id']}",
-                          unique(f"g{i}"), fmt_json=True)
-                ids.append(s["id"])
-            servers = [wait_server(c, sid, "ACTIVE", timeout=240) for sid in ids]
-            on: dict[str, list[dict]] = {hb: [], hc: []}
-            for s in servers:
-                on.setdefault(c.compute("GET", f"/servers/{s['id']}", version="2.72").json()["server"][
-                    "OS-EXT-SRV-ATTR:host"], []).append(s)
-            assert sorted(len(v) for v in on.values()) == [GUESTS // 2, GUESTS // 2], on
-            addr: dict[str, str] = {}
-            neutron = NetApi(c, c.admin_token)
-            for x, h in (("b", hb), ("c", hc)):
-                for s in on[h]:
+                # six guests spread by (soft) anti-affinity: three on B, three on C
+                group = c.osc("server", "group", "create", "--policy", "soft-anti-affinity", unique("g"),
+                              fmt_json=True)
+                ids = []
+                for i in range(GUESTS):
+                    s = c.osc("server", "create", "--image", image["id"], "--flavor", flavor["id"], "--network",
+                              net["id"], "--key-name", keypair, "--hint", f"group={group['id']}",
+                              unique(f"g{i}"), fmt_json=True)
+                    ids.append(s["id"])
+                servers = [wait_server(c, sid, "ACTIVE", timeout=240) for sid in ids]
+                on: dict[str, list[dict]] = {hb: [], hc: []}
+                for s in servers:
+                    on.setdefault(c.compute("GET", f"/servers/{s['id']}", version="2.72").json()["server"][
+                        "OS-EXT-SRV-ATTR:host"], []).append(s)
+                assert sorted(len(v) for v in on.values()) == [GUESTS // 2, GUESTS // 2], on
+                addr: dict[str, str] = {}
+                neutron = NetApi(c, c.admin_token)
+                for x, h in (("b", hb), ("c", hc)):
+                    for s in on[h]:
+                        port = neutron("GET", f"/ports?device_id={s['id']}").json()["ports"][0]
+                        assert port["status"] == "ACTIVE" and port["binding:vif_type"] == "bridge", port
+                        assert port["binding:vif_details"]["namespace"] == f"{p}{x}-kumo-host", port
+                        addr[s["id"]] = port["fixed_ips"][0]["ip_address"]
+                print(f"{GUESTS} guests ACTIVE on B and C {time.monotonic() - t_start:.1f} s after the start")
+
+                # the tunnels: each compute host floods VNI `vni` to A and to the other compute host
+                for x, peers in (("b", {"10.250.0.1", "10.250.0.3"}), ("c", {"10.250.0.1", "10.250.0.2"})):
+                    fdb = subprocess.run(["bridge", "-n", f"{p}{x}-kumo-host", "fdb", "show", "dev", f"vxlan-{vni}"],
+                                         capture_output=True, text=True).stdout
+                    got = {w.split()[w.split().index("dst") + 1] for w in fdb.splitlines()
+                           if w.startswith("00:00:00:00:00:00") and "dst" in w.split()}
+                    assert got == peers, f"host {x}'s flood list for VNI {vni}: {fdb}"
+
+                # DHCP from A reached every guest over the tunnels; A's DHCP namespace pings them
+                for s in servers:
+                    wait_for_console(c, s["id"], f"eth0 {addr[s['id']]} by DHCP", timeout=180)
+                dhcp_ns = f"{p}a-qdhcp-{net['id']}"
+                for s in servers:
+                    assert wait_until(lambda: pings(dhcp_ns, addr[s["id"]]), 30) is not None, \
+                        f"guest {addr[s['id']]} does not answer from {dhcp_ns}"
+
+                # the outside world reaches a guest on C by its floating IP (router on A); from
+                # there, the guests on B answer over the B-C tunnel
+                on_c = on[hc][0]
+                fip = c.osc("floating", "ip", "create", public["id"], fmt_json=True)["floating_ip_address"]
+                c.osc("server", "add", "floating", "ip", on_c["id"], fip)
+                ext_ns = f"{p}a-kumo-ext"
+                assert wait_until(lambda: pings(ext_ns, fip), 30) is not None, f"{fip} does not answer from {ext_ns}"
+                text = wait_for_console(c, on_c["id"], "dropbear listening on port 22", timeout=120)
+                assert "1 key(s)" in text, text
+                peers = [addr[s["id"]] for s in on[hb]]
+                out = ssh(ext_ns, key, fip, "; ".join(f"/bin/ping -c 2 -W 3 {ip} >/dev/null && echo PEER-OK-{ip}"
+                                                      for ip in peers))
+                assert out.returncode == 0, out.stderr
+                for ip in peers:
+                    assert f"PEER-OK-{ip}" in out.stdout.split(), f"guest on C cannot ping {ip} on B: {out.stdout}"
+                print(f"reachability checked {time.monotonic() - t_start:.1f} s after the start")
+
+                # host C dies (its kumo and its guests, killed by PID): its nova-compute goes down
+                # and evacuate brings its guests up on B, wired there, by DHCP from A again
+                cc.kill9()
+                for pid in subprocess.run(["ip", "netns", "pids", f"{p}c-kumo-host"], capture_output=True,
+                                          text=True).stdout.split():
+                    with contextlib.suppress(ProcessLookupError, ValueError):
+                        os.kill(int(pid), signal.SIGKILL)
+                t0 = time.monotonic()
+                while next(x["State"] for x in c.osc("compute", "service", "list", "--service", "nova-compute",
+                                                     fmt_json=True) if x["Host"] == hc) != "down":
+                    assert time.monotonic() - t0 < 30, f"{hc}'s nova-compute not down 30 s after its kumo died"
+                    time.sleep(0.5)
+                print(f"host C down after {time.monotonic() - t0:.1f} s")
+                for s in on[hc]:
+                    c.osc("--os-compute-api-version", "2.29", "server", "evacuate", s["id"])
+                for s in on[hc]:
+                    wait_server(c, s["id"], "ACTIVE", timeout=120)
+                    got = c.compute("GET", f"/servers/{s['id']}", version="2.72").json()["server"]
+                    assert got["OS-EXT-SRV-ATTR:host"] == hb, got
                     port = neutron("GET", f"/ports?device_id={s['id']}").json()["ports"][0]
-                    assert port["status"] == "ACTIVE" and port["binding:vif_type"] == "bridge", port
-                    assert port["binding:vif_details"]["namespace"] == f"{p}{x}-kumo-host", port
-                    addr[s["id"]] = port["fixed_ips"][0]["ip_address"]
-            print(f"{GUESTS} guests ACTIVE on B and C {time.monotonic() - t_start:.1f} s after the start")
+                    assert port["binding:host_id"] == hb and port["status"] == "ACTIVE", port
+                    assert port["binding:vif_details"]["namespace"] == f"{p}b-kumo-host", port
+                    wait_for_console(c, s["id"], f"eth0 {addr[s['id']]} by DHCP", timeout=180)
+                    assert wait_until(lambda: pings(dhcp_ns, addr[s["id"]]), 30) is not None, \
+                        f"evacuated guest {addr[s['id']]} does not answer from {dhcp_ns}"
+                print(f"C's guests evacuated to B and reachable {time.monotonic() - t0:.1f} s after C died")
 
-            # the tunnels: each compute host floods VNI `vni` to A and to the other compute host
-            for x, peers in (("b", {"10.250.0.1", "10.250.0.3"}), ("c", {"10.250.0.1", "10.250.0.2"})):
-                fdb = subprocess.run(["bridge", "-n", f"{p}{x}-kumo-host", "fdb", "show", "dev", f"vxlan-{vni}"],
-                                     capture_output=True, text=True).stdout
-                got = {w.split()[w.split().index("dst") + 1] for w in fdb.splitlines()
-                       if w.startswith("00:00:00:00:00:00") and "dst" in w.split()}
-                assert got == peers, f"host {x}'s flood list for VNI {vni}: {fdb}"
-
-            # DHCP from A reached every guest over the tunnels; A's DHCP namespace pings them
-            for s in servers:
-                wait_for_console(c, s["id"], f"eth0 {addr[s['id']]} by DHCP", timeout=180)
-            dhcp_ns = f"{p}a-qdhcp-{net['id']}"
-            for s in servers:
-                assert wait_until(lambda: pings(dhcp_ns, addr[s["id"]]), 30) is not None, \
-                    f"guest {addr[s['id']]} does not answer from {dhcp_ns}"
-
-            # the outside world reaches a guest on C by its floating IP (router on A); from
-            # there, the guests on B answer over the B-C tunnel
-            on_c = on[hc][0]
-            fip = c.osc("floating", "ip", "create", public["id"], fmt_json=True)["floating_ip_address"]
-            c.osc("server", "add", "floating", "ip", on_c["id"], fip)
-            ext_ns = f"{p}a-kumo-ext"
-            assert wait_until(lambda: pings(ext_ns, fip), 30) is not None, f"{fip} does not answer from {ext_ns}"
-            text = wait_for_console(c, on_c["id"], "dropbear listening on port 22", timeout=120)
-            assert "1 key(s)" in text, text
-            peers = [addr[s["id"]] for s in on[hb]]
-            out = ssh(ext_ns, key, fip, "; ".join(f"/bin/ping -c 2 -W 3 {ip} >/dev/null && echo PEER-OK-{ip}"
-                                                  for ip in peers))
-            assert out.returncode == 0, out.stderr
-            for ip in peers:
-                assert f"PEER-OK-{ip}" in out.stdout.split(), f"guest on C cannot ping {ip} on B: {out.stdout}"
-            print(f"reachability checked {time.monotonic() - t_start:.1f} s after the start")
-
-            # host C dies (its kumo and its guests, killed by PID): its nova-compute goes down
-            # and evacuate brings its guests up on B, wired there, by DHCP from A again
-            cc.kill9()
-            for pid in subprocess.run(["ip", "netns", "pids", f"{p}c-kumo-host"], capture_output=True,
-                                      text=True).stdout.split():
-                with contextlib.suppress(ProcessLookupError, ValueError):
-                    os.kill(int(pid), signal.SIGKILL)
-            t0 = time.monotonic()
-            while next(x["State"] for x in c.osc("compute", "service", "list", "--service", "nova-compute",
-                                                 fmt_json=True) if x["Host"] == hc) != "down":
-                assert time.monotonic() - t0 < 30, f"{hc}'s nova-compute not down 30 s after its kumo died"
-                time.sleep(0.5)
-            print(f"host C down after {time.monotonic() - t0:.1f} s")
-            for s in on[hc]:
-                c.osc("--os-compute-api-version", "2.29", "server", "evacuate", s["id"])
-            for s in on[hc]:
-                wait_server(c, s["id"], "ACTIVE", timeout=120)
-                got = c.compute("GET", f"/servers/{s['id']}", version="2.72").json()["server"]
-                assert got["OS-EXT-SRV-ATTR:host"] == hb, got
-                port = neutron("GET", f"/ports?device_id={s['id']}").json()["ports"][0]
-                assert port["binding:host_id"] == hb and port["status"] == "ACTIVE", port
-                assert port["binding:vif_details"]["namespace"] == f"{p}b-kumo-host", port
-                wait_for_console(c, s["id"], f"eth0 {addr[s['id']]} by DHCP", timeout=180)
-                assert wait_until(lambda: pings(dhcp_ns, addr[s["id"]]), 30) is not None, \
-                    f"evacuated guest {addr[s['id']]} does not answer from {dhcp_ns}"
-            print(f"C's guests evacuated to B and reachable {time.monotonic() - t0:.1f} s after C died")
-
-            for sid in ids:
-                c.compute("DELETE", f"/servers/{sid}")
-            deadline = time.monotonic() + 60
-            while any(c.compute("GET", f"/servers/{sid}").status_code != 404 for sid in ids):
-                assert time.monotonic() < deadline, "servers not deleted within 60 s"
-                time.sleep(0.5)
-    except BaseException:
-        for proc in procs:
-            print(f"--- {proc.name} (tail) ---\n{tail(proc.log, 60)}")
-        raise
+                for sid in ids:
+                    c.compute("DELETE", f"/servers/{sid}")
+                deadline = time.monotonic() + 60
+                while any(c.compute("GET", f"/servers/{sid}").status_code != 404 for sid in ids):
+                    assert time.monotonic() < deadline, "servers not deleted within 60 s"
+                    time.sleep(0.5)
     finally:
-        for proc in procs:
-            proc.stop()
         for x in HOSTS:
             remove_namespaces(f"{p}{x}-")
         remove_namespaces(f"{p}ul")
-        if not os.environ.get("KUMO_E2E_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
-        print(f"test took {time.monotonic() - t_start:.1f} s")

@@ -22,6 +22,7 @@ import pytest
 from cloudlib import unique
 from computelib import wait_server
 from guestlib import guest_cloud, kumo_tiny_image, needs_qemu_guest, ssh_keypair, wait_for_console
+from netlib import routed_network
 
 pytestmark = [
     pytest.mark.kumo_only("kumo's network data plane with real guests"),
@@ -96,20 +97,8 @@ def host_ns():
 def test_floating_ip_reached_from_the_host_namespace(host_ns, request):
     with inside(host_ns), guest_cloud(CONF, kumo_tiny_image()) as c:
         assert ext_links() == {}, "the test's host namespace starts without kumo's links"
-        public = c.osc("network", "create", "--external", unique("public"), fmt_json=True)
-        c.osc("subnet", "create", "--network", public["id"], "--subnet-range", "172.24.4.0/24",
-              "--no-dhcp", "--gateway", "172.24.4.1", unique("public-sub"))
-        net = c.osc("network", "create", unique("private"), fmt_json=True)
-        sub = c.osc("subnet", "create", "--network", net["id"], "--subnet-range", "10.0.0.0/24",
-                    unique("private-sub"), fmt_json=True)
-        router = c.osc("router", "create", unique("router"), fmt_json=True)
-        c.osc("router", "set", "--external-gateway", public["id"], router["id"])
-        c.osc("router", "add", "subnet", router["id"], sub["id"])
-        project = c.osc("token", "issue", fmt_json=True)["project_id"]
-        groups = c.osc("security", "group", "list", "--project", project, fmt_json=True)
-        default = next(g for g in groups if g["Name"] == "default")["ID"]
-        c.osc("security", "group", "rule", "create", "--protocol", "icmp", default)
-        c.osc("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22", default)
+        topo = routed_network(c)
+        public, net, router = topo.public, topo.net, topo.router
         key, keypair = ssh_keypair(c, request)
         s = c.osc("server", "create", "--image", c.image_id, "--flavor", c.flavor, "--network",
                   net["id"], "--key-name", keypair, unique("g"), fmt_json=True)

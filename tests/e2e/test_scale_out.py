@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from cloudlib import Cloud, free_port, tail, unique
+from cloudlib import Cloud, free_port, unique
 from computelib import make_qcow2, wait_server
 from dbservers import postgres_bin, postgres_server, rabbitmq_bin, rabbitmq_server
-from scalelib import Proc, cloud_of
+from scalelib import Proc, cloud_of, split_processes
 
 pytestmark = [
     pytest.mark.kumo_only("kumo serve ROLE..."),
@@ -60,9 +57,7 @@ def test_roles_in_separate_processes():
     if rabbitmq_bin() is None or postgres_bin() is None:
         pytest.fail("rabbitmq-server and postgresql are needed: run_tests.sh installs them (tests/lib/common.sh)")
     t_start = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="kumo-e2e-scale-"))
-    procs: list[Proc] = []
-    try:
+    with split_processes("kumo-e2e-scale-") as (work, procs):
         with rabbitmq_server() as mq, postgres_server() as db:
             password = secrets.token_hex(12)
             # a split process refuses what other hosts could not share, saying what to set
@@ -182,16 +177,6 @@ def test_roles_in_separate_processes():
             migs = c.compute("GET", "/os-migrations", version="2.59").json()["migrations"]
             assert {m["status"] for m in migs if m["instance_uuid"] in on_c} == {"completed"}, migs
             c.osc("server", "delete", "--wait", *servers, *late_ids, timeout=120)
-    except BaseException:
-        for p in procs:
-            print(f"--- {p.name} (tail) ---\n{tail(p.log, 60)}")
-        raise
-    finally:
-        for p in procs:
-            p.stop()
-        if not os.environ.get("KUMO_E2E_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
-        print(f"test took {time.monotonic() - t_start:.1f} s")
 
 
 def test_broker_restart_during_concurrent_boots():
@@ -204,9 +189,7 @@ def test_broker_restart_during_concurrent_boots():
     from concurrent.futures import ThreadPoolExecutor
 
     t_start = time.monotonic()
-    work = Path(tempfile.mkdtemp(prefix="kumo-e2e-broker-"))
-    procs: list[Proc] = []
-    try:
+    with split_processes("kumo-e2e-broker-") as (work, procs):
         with rabbitmq_server() as mq, postgres_server() as db:
             password = secrets.token_hex(12)
             port = free_port()
@@ -268,13 +251,3 @@ def test_broker_restart_during_concurrent_boots():
             probe = create(99)
             wait_server(c, probe, "ACTIVE", timeout=10)
             print(f"a new boot ACTIVE {time.monotonic() - back:.1f} s after the broker was back")
-    except BaseException:
-        for proc in procs:
-            print(f"--- {proc.name} (tail) ---\n{tail(proc.log, 60)}")
-        raise
-    finally:
-        for p in procs:
-            p.stop()
-        if not os.environ.get("KUMO_E2E_KEEP"):
-            shutil.rmtree(work, ignore_errors=True)
-        print(f"test took {time.monotonic() - t_start:.1f} s")
