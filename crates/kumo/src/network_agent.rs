@@ -54,13 +54,14 @@ pub enum Placement {
 }
 
 /// Start the network agent of this process (data plane, port status, vif-plugged events,
-/// metadata in the DHCP namespaces when it serves them). Returns what wakes it.
+/// metadata in the DHCP namespaces when it serves them). Returns what wakes it and the data
+/// plane it runs.
 pub async fn start(
     network: Arc<network::NetworkService>,
     compute: Arc<compute::ComputeService>,
     settings: &metadata::tree::Settings,
     placement: Placement,
-) -> Result<Arc<tokio::sync::Notify>> {
+) -> Result<(Arc<tokio::sync::Notify>, network::agent::Mode)> {
     let mode = network::agent::resolve_mode(&network.cfg.dataplane).map_err(anyhow::Error::msg)?;
     let mut agent = network::agent::Agent::new(
         network.clone(),
@@ -94,7 +95,7 @@ pub async fn start(
     let waker = agent.waker();
     tracing::info!(mode = ?mode, prefix = %network.cfg.namespace_prefix, "network agent started");
     tokio::spawn(agent.run());
-    Ok(waker)
+    Ok((waker, mode))
 }
 
 /// The bus between the network API and the agents of other processes: RabbitMQ's `neutron`

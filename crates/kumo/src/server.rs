@@ -339,21 +339,28 @@ pub async fn serve(
     }
 }
 
-/// `kumo serve compute` (and/or conductor, scheduler) without the APIs: the compute database,
-/// the bus, and the other services through their public APIs as `[service_user]`.
-async fn run_agents(state: &StateDir, cfg: &Config, all_roles: Roles) -> Result<()> {
-    let roles = all_roles.compute;
-    let started = Instant::now();
+/// Make the state dir and refuse it when another live kumo runs from it (`what_to_do` ends
+/// the message).
+fn claim_state_dir(state: &StateDir, what_to_do: &str) -> Result<()> {
     state.ensure()?;
     if let Some(pid) = state.read_pid()
         && pid != std::process::id() as i32
         && crate::state::alive(pid)
     {
         bail!(
-            "kumo is already running from {} (pid {pid}); give each process its own --state-dir",
+            "kumo is already running from {} (pid {pid}); {what_to_do}",
             state.root.display()
         );
     }
+    Ok(())
+}
+
+/// `kumo serve compute` (and/or conductor, scheduler) without the APIs: the compute database,
+/// the bus, and the other services through their public APIs as `[service_user]`.
+async fn run_agents(state: &StateDir, cfg: &Config, all_roles: Roles) -> Result<()> {
+    let roles = all_roles.compute;
+    let started = Instant::now();
+    claim_state_dir(state, "give each process its own --state-dir")?;
     let auth_url = cfg
         .get::<Option<String>>("service_user", "auth_url")?
         .filter(|u| !u.trim().is_empty())
@@ -432,16 +439,7 @@ async fn run_roles(
 ) -> Result<()> {
     let compute_roles = roles.compute;
     let started = Instant::now();
-    state.ensure()?;
-    if let Some(pid) = state.read_pid()
-        && pid != std::process::id() as i32
-        && crate::state::alive(pid)
-    {
-        bail!(
-            "kumo is already running from {} (pid {pid}); `kumo down` stops it",
-            state.root.display()
-        );
-    }
+    claim_state_dir(state, "`kumo down` stops it")?;
     let cfg_listen = cfg.get::<Option<String>>("DEFAULT", "listen")?;
     let listener = bind(state, listen.or(cfg_listen.as_deref())).await?;
     let addr: SocketAddr = listener.local_addr()?;
@@ -675,7 +673,7 @@ async fn start_split_network_agent(
         guests: roles.compute.compute,
         services: roles.network_agent,
     };
-    let waker = crate::network_agent::start(
+    let (waker, mode) = crate::network_agent::start(
         network.clone(),
         compute.clone(),
         &settings,
@@ -688,12 +686,10 @@ async fn start_split_network_agent(
     let bus = crate::network_agent::open_bus(cfg).await?;
     let origin = crate::network_agent::origin(&host);
     crate::network_agent::forward_changes(network.clone(), bus.clone(), origin.clone());
-    let filters = network::agent::resolve_mode(&network.cfg.dataplane)
-        .is_ok_and(|m| m == network::agent::Mode::Linux);
     let listener = crate::network_agent::Listener {
         host,
         serves: scope.services,
-        filters,
+        filters: mode == network::agent::Mode::Linux,
         agent: waker,
     };
     crate::network_agent::listen_for_changes(&bus, origin, listener).await
