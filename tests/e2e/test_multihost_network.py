@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import signal
 import shutil
@@ -192,6 +193,58 @@ def test_vxlan_between_three_hosts_with_real_guests(request):
                 for ip in peers:
                     assert f"PEER-OK-{ip}" in out.stdout.split(), f"guest on C cannot ping {ip} on B: {out.stdout}"
                 print(f"reachability checked {time.monotonic() - t_start:.1f} s after the start")
+
+                # live migration B -> C while the guest answers pings from A: its memory (a
+                # marker in its tmpfs) arrives with it, its port is bound on C, placement holds
+                # it on C only, and B has no copy left
+                mig = on[hb][1]
+                maddr = addr[mig["id"]]
+                out = ssh(dhcp_ns, key, maddr, "echo live-$(cat /proc/sys/kernel/random/boot_id) > /tmp/mark; cat /tmp/mark")
+                assert out.returncode == 0, out.stderr
+                mark = out.stdout.strip()
+                pinger = subprocess.Popen(["ip", "netns", "exec", dhcp_ns, "ping", "-n", "-i", "0.5", "-W", "1", maddr],
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                try:
+                    time.sleep(2)
+                    t0 = time.monotonic()
+                    c.osc("--os-compute-api-version", "2.30", "server", "migrate", "--live-migration", "--host", hc,
+                          mig["id"])
+                    deadline = t0 + 180
+                    while True:
+                        got = c.compute("GET", f"/servers/{mig['id']}", version="2.72").json()["server"]
+                        if got["status"] != "MIGRATING" and got["OS-EXT-STS:task_state"] is None:
+                            break
+                        assert time.monotonic() < deadline, f"live migration not over in 180 s: {got['status']}"
+                        time.sleep(0.3)
+                    took = time.monotonic() - t0
+                    time.sleep(3)
+                finally:
+                    pinger.send_signal(signal.SIGINT)
+                    ping_out = pinger.communicate(timeout=15)[0]
+                assert got["status"] == "ACTIVE" and got["OS-EXT-SRV-ATTR:host"] == hc, (got, ping_out)
+                sent, received = (int(x) for x in
+                                  re.search(r"(\d+) packets transmitted, (\d+) received", ping_out).groups())
+                print(f"live migration B -> C took {took:.1f} s; pings every 0.5 s: {sent - received} of {sent} lost")
+                assert sent - received <= 3, f"{sent - received} pings lost during the live migration:\n{ping_out}"
+                out = ssh(dhcp_ns, key, maddr, "cat /tmp/mark")
+                assert out.returncode == 0 and out.stdout.strip() == mark, \
+                    f"the guest on C is not the one that ran on B (memory not migrated): {out.stdout!r} vs {mark!r}"
+                migs = c.compute("GET", f"/os-migrations?instance_uuid={mig['id']}", version="2.23").json()["migrations"]
+                assert [(m["migration_type"], m["status"], m["source_compute"], m["dest_compute"]) for m in migs] == \
+                    [("live-migration", "completed", hb, hc)], migs
+                port = neutron("GET", f"/ports?device_id={mig['id']}").json()["ports"][0]
+                assert port["binding:host_id"] == hc and port["status"] == "ACTIVE", port
+                assert port["binding:vif_details"]["namespace"] == f"{p}c-kumo-host", port
+                assert "migrating_to" not in port["binding:profile"], port
+                allocs = c.placement("GET", f"/allocations/{mig['id']}").json()["allocations"]
+                rp_c = c.placement("GET", f"/resource_providers?name={hc}").json()["resource_providers"]
+                assert list(allocs) == [rp_c[0]["uuid"]], (allocs, rp_c)
+                left = [pid for pid in subprocess.run(["ip", "netns", "pids", f"{p}b-kumo-host"], capture_output=True,
+                                                      text=True).stdout.split()
+                        if mig["id"].encode() in open(f"/proc/{pid}/cmdline", "rb").read()]
+                assert not left, f"a QEMU of the migrated guest still runs on B: {left}"
+                on[hb].remove(mig)
+                on[hc].append(mig)
 
                 # host C dies (its kumo and its guests, killed by PID): its nova-compute goes down
                 # and evacuate brings its guests up on B, wired there, by DHCP from A again

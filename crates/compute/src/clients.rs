@@ -490,6 +490,108 @@ impl ServiceClients {
         Ok(a.ok())
     }
 
+    /// A consumer's allocations as a write takes them (provider -> `{"resources": ...}`),
+    /// and its generation.
+    async fn allocations_of(&self, consumer: &str, request_id: &str) -> Result<(Value, Value)> {
+        let a = self
+            .placement(
+                Method::GET,
+                &format!("/allocations/{consumer}"),
+                None,
+                request_id,
+            )
+            .await?;
+        if !a.ok() {
+            return Err(upstream(
+                "placement",
+                format!("allocations of {consumer}: {} {}", a.status, a.body),
+            ));
+        }
+        let allocations: serde_json::Map<String, Value> = a.body["allocations"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(rp, x)| (rp.clone(), json!({"resources": x["resources"]})))
+            .collect();
+        let generation = a
+            .body
+            .get("consumer_generation")
+            .cloned()
+            .unwrap_or(Value::Null);
+        Ok((Value::Object(allocations), generation))
+    }
+
+    /// Live migration (Nova's way, one atomic write): what the instance holds on its source
+    /// moves to the migration as consumer, and the instance claims `allocations` on the
+    /// destination. Ok(false): the destination has no room (placement's 409).
+    pub async fn move_to_migration(
+        &self,
+        instance: &str,
+        migration: &str,
+        allocations: &Value,
+        project_id: &str,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<bool> {
+        let (source, generation) = self.allocations_of(instance, request_id).await?;
+        let body = json!({
+            instance: {"allocations": allocations, "project_id": project_id, "user_id": user_id,
+                "consumer_generation": generation, "consumer_type": "INSTANCE"},
+            migration: {"allocations": source, "project_id": project_id, "user_id": user_id,
+                "consumer_generation": null, "consumer_type": "MIGRATION"},
+        });
+        let a = self
+            .placement(Method::POST, "/allocations", Some(&body), request_id)
+            .await?;
+        if a.ok() {
+            return Ok(true);
+        }
+        if a.status == StatusCode::CONFLICT {
+            return Ok(false);
+        }
+        Err(upstream(
+            "placement",
+            format!("moving {instance}'s allocation: {} {}", a.status, a.body),
+        ))
+    }
+
+    /// A live migration that did not happen: the instance takes back what the migration held
+    /// on the source, and the destination's claim goes.
+    pub async fn revert_to_source(
+        &self,
+        instance: &str,
+        migration: &str,
+        project_id: &str,
+        user_id: &str,
+        request_id: &str,
+    ) -> Result<()> {
+        let (source, migration_generation) = self.allocations_of(migration, request_id).await?;
+        if source.as_object().is_none_or(|o| o.is_empty()) {
+            return Ok(());
+        }
+        let (_, generation) = self.allocations_of(instance, request_id).await?;
+        let body = json!({
+            instance: {"allocations": source, "project_id": project_id, "user_id": user_id,
+                "consumer_generation": generation, "consumer_type": "INSTANCE"},
+            migration: {"allocations": {}, "project_id": project_id, "user_id": user_id,
+                "consumer_generation": migration_generation, "consumer_type": "MIGRATION"},
+        });
+        let a = self
+            .placement(Method::POST, "/allocations", Some(&body), request_id)
+            .await?;
+        if a.ok() {
+            Ok(())
+        } else {
+            Err(upstream(
+                "placement",
+                format!(
+                    "giving {instance} its source allocation back: {} {}",
+                    a.status, a.body
+                ),
+            ))
+        }
+    }
+
     /// Release everything `consumer` holds (idempotent).
     pub async fn release(&self, consumer: &str, request_id: &str) -> Result<()> {
         let a = self

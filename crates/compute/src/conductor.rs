@@ -9,7 +9,8 @@ use crate::core::ComputeService;
 use crate::error::Result;
 use crate::model::*;
 use crate::rpc::{
-    self, BuildAndRun, EvacuateInstance, ScheduleAndBuild, SelectDestination, UnshelveInstance,
+    self, BuildAndRun, EvacuateInstance, LiveMigrateInstance, ScheduleAndBuild, SelectDestination,
+    UnshelveInstance,
 };
 
 pub const EVENT_SCHEDULE: &str = "conductor_schedule_and_build_instances";
@@ -60,6 +61,7 @@ impl ComputeService {
             exclude_hosts: i.attempted_hosts.clone(),
             requested_host: None,
             move_allocation: false,
+            migration_uuid: None,
         };
         let r = self
             .bus()?
@@ -125,6 +127,7 @@ impl ComputeService {
             exclude_hosts: vec![],
             requested_host: None,
             move_allocation: false,
+            migration_uuid: None,
         };
         let r = self
             .bus()?
@@ -236,7 +239,20 @@ impl ComputeService {
 pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
     let s1 = svc.clone();
     let s2 = svc.clone();
+    let s3 = svc.clone();
     Dispatcher::new()
+        .on(move |meta: RequestMeta, msg: LiveMigrateInstance| {
+            let svc = s3.clone();
+            async move {
+                if let Err(e) = svc.live_migrate(&msg, &meta.request_id).await {
+                    let why = format!("Live migration failed: {e}");
+                    if let Ok(m) = svc.migration(msg.migration_id).await {
+                        let _ = svc.live_migration_failed(&m, &meta.request_id, &why).await;
+                    }
+                }
+                Ok(())
+            }
+        })
         .on(move |meta: RequestMeta, msg: EvacuateInstance| {
             let svc = s2.clone();
             async move {

@@ -247,6 +247,24 @@ pub static OPTS: &[Opt] = &[
     },
     Opt {
         section: "qemu",
+        name: "live_migration_inbound_addr",
+        default: "",
+        help: "The address other hosts send a guest migrating here to (its memory and disks); empty: [network] local_ip when set, else [DEFAULT] my_ip (Nova's [libvirt] option).",
+    },
+    Opt {
+        section: "qemu",
+        name: "migration_port_range",
+        default: "49152:49215",
+        help: "Ports MIN:MAX a guest migrating here listens on for its memory stream and its disks' NBD exports.",
+    },
+    Opt {
+        section: "qemu",
+        name: "live_migration_completion_timeout",
+        default: "800",
+        help: "Seconds per GiB of guest memory and disk a live migration may take before it is cancelled and the guest stays where it was (Nova's [libvirt] option).",
+    },
+    Opt {
+        section: "qemu",
         name: "volume_detach_timeout",
         default: "20",
         help: "Seconds a volume detach waits for the guest to release the disk before it fails (the volume then stays attached).",
@@ -452,6 +470,11 @@ pub struct ComputeConfig {
     pub qemu_img: PathBuf,
     pub qemu_console_log_max_bytes: u64,
     pub qemu_pcie_root_ports: u32,
+    /// `[qemu] live_migration_inbound_addr`, resolved (never empty).
+    pub live_migration_inbound_addr: String,
+    pub qemu_migration_ports: std::ops::RangeInclusive<u16>,
+    /// `[qemu] live_migration_completion_timeout`: seconds per GiB.
+    pub live_migration_completion_timeout: u64,
     pub volume_detach_timeout: Duration,
     pub block_device_allocate_retries: u32,
     pub block_device_allocate_retries_interval: Duration,
@@ -573,6 +596,40 @@ impl ComputeConfig {
             qemu_img: PathBuf::from(c.get_str("qemu", "qemu_img")?),
             qemu_console_log_max_bytes: c.get("qemu", "console_log_max_bytes")?,
             qemu_pcie_root_ports: c.get::<u32>("qemu", "pcie_root_ports")?.clamp(2, 30),
+            live_migration_inbound_addr: {
+                let set = c.get_str("qemu", "live_migration_inbound_addr")?;
+                let local_ip = c
+                    .get::<Option<String>>("network", "local_ip")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                [set, local_ip, c.get_str("DEFAULT", "my_ip")?]
+                    .into_iter()
+                    .map(|a| a.trim().to_string())
+                    .find(|a| !a.is_empty())
+                    .unwrap_or_else(|| "127.0.0.1".into())
+            },
+            qemu_migration_ports: {
+                let r = c.get_str("qemu", "migration_port_range")?;
+                let bad = || ConfigError::Invalid {
+                    section: "qemu".into(),
+                    name: "migration_port_range".into(),
+                    value: r.clone(),
+                    expected: "MIN:MAX ports, 0 < MIN <= MAX",
+                };
+                let (a, b) = r.split_once(':').ok_or_else(bad)?;
+                let (a, b): (u16, u16) = (
+                    a.trim().parse().map_err(|_| bad())?,
+                    b.trim().parse().map_err(|_| bad())?,
+                );
+                if a == 0 || a > b {
+                    return Err(bad());
+                }
+                a..=b
+            },
+            live_migration_completion_timeout: c
+                .get::<u64>("qemu", "live_migration_completion_timeout")?
+                .max(1),
             volume_detach_timeout: Duration::from_secs(
                 c.get::<u64>("qemu", "volume_detach_timeout")?.max(1),
             ),

@@ -84,6 +84,28 @@ pub trait NetworkHook: Send + Sync {
         })
     }
 
+    /// Live migration, on the destination (Nova's `setup_networks_on_host`): the instance's
+    /// ports are marked as migrating to `dest` (`binding:profile.migrating_to`), so that host's
+    /// agent wires them ahead; the network info the guest has there.
+    async fn prepare_migration(
+        &self,
+        _svc: &ComputeService,
+        instance: &Instance,
+        _dest: &str,
+        _request_id: &str,
+    ) -> Result<Value> {
+        Ok(instance.network_info.clone())
+    }
+    /// A live migration that did not happen: the ports are the source's only again.
+    async fn abort_migration(
+        &self,
+        _svc: &ComputeService,
+        _instance: &Instance,
+        _request_id: &str,
+    ) -> Result<()> {
+        Ok(())
+    }
+
     // Interface attach and detach (`os-interface`) and the multinic actions. The defaults are
     // a cloud without a network service: nothing there exists.
 

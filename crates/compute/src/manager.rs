@@ -20,6 +20,8 @@ use crate::rpc::{
 };
 use crate::store;
 
+mod live_migration;
+
 /// The instance as it is now (NotFound once deleted).
 async fn svc_instance(svc: &ComputeService, uuid: &str) -> Result<Instance> {
     svc.get_instance(uuid)
@@ -1737,7 +1739,41 @@ pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
     let a4 = agent.clone();
     let a5 = agent.clone();
     let a6 = agent.clone();
+    let (a7, a8, a9, a10) = (agent.clone(), agent.clone(), agent.clone(), agent.clone());
     Dispatcher::new()
+        .on(move |meta: RequestMeta, msg: rpc::LiveMigration| {
+            let a = a7.clone();
+            async move {
+                if let Err(e) = a.live_migration(&msg, ComputeAgent::rid(&meta)).await {
+                    tracing::error!(instance = %msg.instance_uuid, error = %e, "live migration failed");
+                }
+                Ok(())
+            }
+        })
+        .on(move |meta: RequestMeta, msg: rpc::PreLiveMigration| {
+            let a = a8.clone();
+            async move {
+                a.pre_live_migration(&msg, ComputeAgent::rid(&meta))
+                    .await
+                    .map_err(|e| bus::Fault::remote("MigrationPreCheckError", e.to_string()))
+            }
+        })
+        .on(move |meta: RequestMeta, msg: rpc::PostLiveMigrationAtDestination| {
+            let a = a9.clone();
+            async move {
+                a.post_live_migration_at_destination(&msg, ComputeAgent::rid(&meta))
+                    .await
+                    .map_err(|e| bus::Fault::remote("MigrationError", e.to_string()))
+            }
+        })
+        .on(move |_meta: RequestMeta, msg: rpc::RollbackLiveMigrationAtDestination| {
+            let a = a10.clone();
+            async move {
+                a.rollback_live_migration_at_destination(&msg)
+                    .await
+                    .map_err(|e| bus::Fault::remote("MigrationError", e.to_string()))
+            }
+        })
         .on(move |meta: RequestMeta, msg: BuildAndRun| {
             let a = a1.clone();
             async move {

@@ -50,6 +50,7 @@ pub mod task_state {
     pub const SHELVING: &str = "shelving";
     pub const SHELVING_OFFLOADING: &str = "shelving_offloading";
     pub const UNSHELVING: &str = "unshelving";
+    pub const MIGRATING: &str = "migrating";
 }
 
 /// The API's `status` of a server, from its vm_state and task_state (Nova's `_STATE_MAP`).
@@ -394,6 +395,7 @@ pub mod action {
     pub const DETACH_VOLUME: &str = "detach_volume";
     pub const ATTACH_INTERFACE: &str = "attach_interface";
     pub const DETACH_INTERFACE: &str = "detach_interface";
+    pub const LIVE_MIGRATION: &str = "live-migration";
 }
 
 /// A server group.

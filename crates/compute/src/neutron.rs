@@ -722,8 +722,110 @@ impl NeutronNetwork {
     }
 }
 
+/// A port's `binding:profile` without a live migration's `migrating_to`, when it has one.
+fn without_migrating_to(port: &Value) -> Option<Value> {
+    let mut profile = port["binding:profile"].as_object()?.clone();
+    profile.remove("migrating_to")?;
+    Some(Value::Object(profile))
+}
+
 #[async_trait]
 impl NetworkHook for NeutronNetwork {
+    async fn prepare_migration(
+        &self,
+        svc: &ComputeService,
+        instance: &Instance,
+        dest: &str,
+        rid: &str,
+    ) -> Result<Value> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        // Where the destination's Linux bridge agent makes taps (its host namespace).
+        let namespace = net
+            .list(&format!("/agents?host={dest}"), "agents", None)
+            .await?
+            .into_iter()
+            .filter(|a| a["host"] == dest && a["agent_type"] == "Linux bridge agent")
+            .find_map(|a| {
+                a["configurations"]["namespace"]
+                    .as_str()
+                    .map(str::to_string)
+            });
+        let mut vifs = instance.network_info.clone();
+        for v in vifs.as_array_mut().into_iter().flatten() {
+            if v["details"]["namespace"].is_string() {
+                let ns = namespace.as_deref().ok_or_else(|| {
+                    ComputeError::conflict(format!(
+                        "No Linux bridge agent reports from host {dest}: the instance's ports cannot be wired there."
+                    ))
+                })?;
+                v["details"]["namespace"] = json!(ns);
+            }
+        }
+        let ports = net
+            .list(
+                &format!("/ports?device_id={}", instance.uuid),
+                "ports",
+                None,
+            )
+            .await?;
+        for p in &ports {
+            let pid = p["id"].as_str().unwrap_or_default();
+            let mut profile = p["binding:profile"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            profile.insert("migrating_to".into(), json!(dest));
+            let body = json!({"port": {"binding:profile": profile}});
+            let a = net
+                .call(Method::PUT, &format!("/ports/{pid}"), Some(&body), None)
+                .await?;
+            if !a.status.is_success() {
+                return Err(refused(
+                    &format!("marking port {pid} as migrating to {dest}"),
+                    &a,
+                ));
+            }
+        }
+        tracing::info!(instance = %instance.uuid, %dest, ports = ports.len(), "ports marked as migrating");
+        Ok(vifs)
+    }
+
+    async fn abort_migration(
+        &self,
+        svc: &ComputeService,
+        instance: &Instance,
+        rid: &str,
+    ) -> Result<()> {
+        let net = Net {
+            c: svc.clients()?,
+            rid,
+        };
+        let ports = net
+            .list(
+                &format!("/ports?device_id={}", instance.uuid),
+                "ports",
+                None,
+            )
+            .await?;
+        for p in &ports {
+            let Some(profile) = without_migrating_to(p) else {
+                continue;
+            };
+            let pid = p["id"].as_str().unwrap_or_default();
+            let body = json!({"port": {"binding:profile": profile}});
+            let a = net
+                .call(Method::PUT, &format!("/ports/{pid}"), Some(&body), None)
+                .await?;
+            if !a.status.is_success() {
+                return Err(refused(&format!("unmarking port {pid}"), &a));
+            }
+        }
+        Ok(())
+    }
+
     async fn validate(
         &self,
         svc: &ComputeService,
@@ -914,7 +1016,11 @@ impl NetworkHook for NeutronNetwork {
         let mut pending = Vec::new();
         for p in &ports {
             let pid = p["id"].as_str().unwrap_or_default();
-            let body = json!({"port": {"binding:host_id": host, "device_owner": owner}});
+            let mut body = json!({"port": {"binding:host_id": host, "device_owner": owner}});
+            if let Some(profile) = without_migrating_to(p) {
+                // A live migration's mark has served its purpose once the port moves.
+                body["port"]["binding:profile"] = profile;
+            }
             let a = net
                 .call(Method::PUT, &format!("/ports/{pid}"), Some(&body), None)
                 .await?;

@@ -230,6 +230,7 @@ fn make_agents(
                     unused_base_min_age: cfg.unused_base_min_age,
                     cache_interval: cfg.image_cache_interval,
                     kumo_version: env!("CARGO_PKG_VERSION").to_string(),
+                    migration_ports: cfg.qemu_migration_ports.clone(),
                 },
                 Arc::new(ServiceImages(clients.clone())),
             ));

@@ -52,6 +52,73 @@ impl Message for EvacuateInstance {
     type Reply = ();
 }
 
+/// conductor: live-migrate an instance (Nova's `migrate_server` with `live`): a destination,
+/// then the source's compute drives the move.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LiveMigrateInstance {
+    pub instance_uuid: String,
+    pub migration_id: i32,
+    /// The host the caller asked for (still filtered), if any.
+    pub requested_host: Option<String>,
+    pub user_token: String,
+}
+impl Message for LiveMigrateInstance {
+    const METHOD: &'static str = "live_migrate_instance";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// compute.<source>: move a running guest to `dest_host` (Nova's `live_migration`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LiveMigration {
+    pub instance_uuid: String,
+    pub migration_id: i32,
+    pub dest_host: String,
+    pub dest_node: String,
+}
+impl Message for LiveMigration {
+    const METHOD: &'static str = "live_migration";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// compute.<dest>: get ready for a guest migrating in (ports wired ahead, disks made, QEMU
+/// waiting); the reply says where the source sends it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreLiveMigration {
+    pub instance_uuid: String,
+    pub migration_id: i32,
+}
+impl Message for PreLiveMigration {
+    const METHOD: &'static str = "pre_live_migration";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = hypervisor::IncomingMigration;
+}
+
+/// compute.<dest>: the guest has arrived: run it (unless it was paused), bind its ports here
+/// and take the instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostLiveMigrationAtDestination {
+    pub instance_uuid: String,
+    pub migration_id: i32,
+}
+impl Message for PostLiveMigrationAtDestination {
+    const METHOD: &'static str = "post_live_migration_at_destination";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// compute.<dest>: the migration failed: remove what `pre_live_migration` made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackLiveMigrationAtDestination {
+    pub instance_uuid: String,
+}
+impl Message for RollbackLiveMigrationAtDestination {
+    const METHOD: &'static str = "rollback_live_migration_at_destination";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
 /// scheduler: pick a host for one instance and claim its resources there.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SelectDestination {
@@ -64,6 +131,11 @@ pub struct SelectDestination {
     /// The instance already holds an allocation (on a failed host): the claim replaces it.
     #[serde(default)]
     pub move_allocation: bool,
+    /// A live migration (Nova's way): the source's allocation moves to this migration's uuid
+    /// as consumer until the guest has left, the instance's is claimed on the destination, and
+    /// the instance keeps its host until then.
+    #[serde(default)]
+    pub migration_uuid: Option<String>,
 }
 /// Where the instance goes; its allocation is claimed against `rp_uuid`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -345,7 +345,18 @@ impl ComputeService {
         self.weigh(&mut hosts, &spec);
         for h in hosts {
             // An evacuation moves the allocation the instance holds on its failed host.
-            let claimed = if msg.move_allocation {
+            let claimed = if let Some(migration) = &msg.migration_uuid {
+                clients
+                    .move_to_migration(
+                        &i.uuid,
+                        migration,
+                        &h.allocation,
+                        &i.project_id,
+                        &i.user_id,
+                        request_id,
+                    )
+                    .await?
+            } else if msg.move_allocation {
                 clients
                     .replace_allocations(
                         &i.uuid,
@@ -388,6 +399,8 @@ pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
             let _one_at_a_time = lock.lock().await;
             let r = svc.select_destination(&msg, &meta.request_id).await;
             match r {
+                // A live migration's instance stays on its host until the guest has moved.
+                Ok(d) if msg.migration_uuid.is_some() => Ok(d),
                 Ok(d) => {
                     // Record the host before the next decision, so it counts for groups. An
                     // instance deleted meanwhile gives its claim back. A build is scheduling;

@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::{
-    Driver, DriverError, HostResources, InstanceInfo, InstanceSpec, PowerState, RebootKind, Result,
-    SnapshotData,
+    Driver, DriverError, HostResources, IncomingMigration, InstanceInfo, InstanceSpec, PowerState,
+    RebootKind, Result, SnapshotData,
 };
 
 /// Resources and behaviour of one fake host.
@@ -377,6 +377,37 @@ impl Driver for FakeDriver {
 
     async fn vnc_target(&self, _uuid: &str) -> Result<String> {
         Err(DriverError::Unsupported("a VNC console"))
+    }
+
+    /// The guest arrives paused (NoState until finished), as QEMU's waits for its stream.
+    async fn prepare_incoming(
+        &self,
+        spec: &InstanceSpec,
+        listen: &str,
+    ) -> Result<IncomingMigration> {
+        self.install(spec);
+        self.set_power(&spec.uuid, &[], PowerState::NoState)?;
+        Ok(IncomingMigration {
+            uri: format!("fake:{listen}"),
+            disks: Vec::new(),
+        })
+    }
+
+    async fn live_migrate(&self, uuid: &str, to: &IncomingMigration, _: Duration) -> Result<()> {
+        self.with_guest(uuid, |g| {
+            g.console.push(format!("fake: migrated to {}", to.uri));
+            Ok(())
+        })?;
+        self.set_power(uuid, &[], PowerState::Paused)
+    }
+
+    async fn finish_incoming(&self, uuid: &str, run: bool) -> Result<()> {
+        let to = if run {
+            PowerState::Running
+        } else {
+            PowerState::Paused
+        };
+        self.set_power(uuid, &[], to)
     }
 
     async fn instance_info(&self, uuid: &str) -> Result<InstanceInfo> {

@@ -131,6 +131,30 @@ pub struct InstanceInfo {
     pub power_state: PowerState,
 }
 
+/// Where a guest migrating in is awaited: the destination's answer to pre-live-migration,
+/// which the source's driver streams the guest to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct IncomingMigration {
+    /// The migration stream's address (`tcp:HOST:PORT`).
+    pub uri: String,
+    /// The guest's local disks (no shared storage): each is copied to its export on the
+    /// destination while the guest runs.
+    pub disks: Vec<DiskTarget>,
+}
+
+/// One local disk of a migrating guest and the NBD export on the destination that takes it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DiskTarget {
+    /// The block node on both sides (`root`, `eph0`, `swap`).
+    pub node: String,
+    pub host: String,
+    pub port: u16,
+    pub export: String,
+    /// `top`: only what the guest wrote over its base image (the destination has the same
+    /// base); `full`: everything.
+    pub sync: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
     #[error("instance {0} could not be found on this host")]
@@ -208,6 +232,33 @@ pub trait Driver: Send + Sync {
     /// `NotImplementedError`); a guest this host does not know, [`DriverError::InstanceNotFound`].
     async fn vnc_target(&self, uuid: &str) -> Result<String>;
     async fn instance_info(&self, uuid: &str) -> Result<InstanceInfo>;
+    /// Live migration, destination side: make the guest's disks, start it waiting for the
+    /// incoming stream on `listen` (an address of this host the source reaches), and say where
+    /// the source sends its memory and disks. The guest does not run until
+    /// [`Driver::finish_incoming`].
+    async fn prepare_incoming(
+        &self,
+        _spec: &InstanceSpec,
+        _listen: &str,
+    ) -> Result<IncomingMigration> {
+        Err(DriverError::Unsupported("live migration"))
+    }
+    /// Live migration, source side: copy the disks and memory of a running (or paused) guest
+    /// to `to` while it runs, and stop it here once the destination has it all. On failure the
+    /// guest keeps running here. `timeout` bounds the whole copy.
+    async fn live_migrate(
+        &self,
+        _uuid: &str,
+        _to: &IncomingMigration,
+        _timeout: Duration,
+    ) -> Result<()> {
+        Err(DriverError::Unsupported("live migration"))
+    }
+    /// Live migration, destination side, once the source is done: run the guest here (`run`
+    /// false: it stays paused, as it was).
+    async fn finish_incoming(&self, _uuid: &str, _run: bool) -> Result<()> {
+        Err(DriverError::Unsupported("live migration"))
+    }
     /// Uuids of guests whose power state changed on their own (a guest that powered off, a
     /// QEMU that died), so the agent syncs them at once instead of at the next periodic sync.
     fn lifecycle_events(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {

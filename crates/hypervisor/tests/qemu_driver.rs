@@ -105,6 +105,7 @@ fn driver(dir: &Path, images: Arc<dyn ImageSource>) -> Arc<QemuDriver> {
             unused_base_min_age: Duration::from_secs(86400),
             cache_interval: Duration::from_secs(2400),
             kumo_version: "test".into(),
+            migration_ports: 49152..=49215,
         },
         images,
     ))

@@ -170,6 +170,7 @@ async fn nics_are_hot_plugged_and_unplugged_and_survive_a_hard_reboot() {
             unused_base_min_age: Duration::from_secs(86400),
             cache_interval: Duration::from_secs(2400),
             kumo_version: "test".into(),
+            migration_ports: 49152..=49215,
         },
         Arc::new(Files(kumo_tiny())),
     ));

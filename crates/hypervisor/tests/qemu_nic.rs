@@ -124,6 +124,7 @@ async fn qemu_runs_in_the_taps_namespace_and_holds_the_tap() {
             unused_base_min_age: Duration::from_secs(86400),
             cache_interval: Duration::from_secs(2400),
             kumo_version: "test".into(),
+            migration_ports: 49152..=49215,
         },
         Arc::new(Files(image(tmp.path()))),
     ));

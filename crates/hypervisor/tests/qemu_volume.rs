@@ -157,6 +157,7 @@ async fn volumes_are_hot_plugged_refused_while_paused_and_boot_a_guest() {
             unused_base_min_age: Duration::from_secs(86400),
             cache_interval: Duration::from_secs(2400),
             kumo_version: "test".into(),
+            migration_ports: 49152..=49215,
         },
         Arc::new(Files(image.clone())),
     ));

@@ -139,6 +139,20 @@ fn bound_here(p: &Port, host: &str) -> bool {
     bound(p) && (host.is_empty() || p.binding_host_id == host)
 }
 
+/// The host a live migration moves a bound port to (`binding:profile.migrating_to`, which Nova
+/// sets before the migration): its agent wires the port ahead, so the guest arriving there finds
+/// its tap and filters, while the port's status stays the source host's to report.
+pub fn migrating_to(p: &Port) -> Option<&str> {
+    p.binding_profile
+        .get("migrating_to")
+        .and_then(|v| v.as_str())
+        .filter(|h| !h.is_empty() && *h != p.binding_host_id)
+}
+
+fn arriving_here(p: &Port, host: &str) -> bool {
+    bound(p) && !host.is_empty() && migrating_to(p) == Some(host)
+}
+
 /// The VXLAN endpoints this host floods a network's traffic to (l2population's idea, from the
 /// database instead of RPC): the hosts with a guest port bound on it and the hosts serving DHCP
 /// and routers, each at the `tunneling_ip` its Linux bridge agent reported; never this host.
@@ -153,7 +167,7 @@ fn tunnel_peers(snap: &Snapshot, network: &str, me: &str, local: IpAddr) -> Vec<
         .ports
         .iter()
         .filter(|p| is_guest_port(p) && bound(p) && p.network_id == network)
-        .map(|p| p.binding_host_id.as_str())
+        .flat_map(|p| std::iter::once(p.binding_host_id.as_str()).chain(migrating_to(p)))
         .collect();
     hosts.extend(
         snap.agents
@@ -194,7 +208,9 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
         let Some(net) = nets.get(p.network_id.as_str()) else {
             continue;
         };
-        if !(opts.scope.guests && bound_here(p, opts.host)) {
+        let arriving = opts.scope.guests && arriving_here(p, opts.host);
+        let wired_here = arriving || (opts.scope.guests && bound_here(p, opts.host));
+        if !wired_here {
             // Unbound: down (the services' agent says). Bound to another host: that host's
             // agent says; the network is served here if this host serves networks.
             if opts.scope.services {
@@ -215,6 +231,9 @@ pub fn build(snap: &Snapshot, opts: &Options<'_>) -> Built {
             admin_up: p.admin_state_up && net.admin_state_up,
             filter: groups.filter_of(p),
         });
+        if arriving {
+            continue;
+        }
         let up = p.admin_state_up && net.admin_state_up;
         port_status.insert(p.id.clone(), if up { "ACTIVE" } else { "DOWN" });
     }
@@ -954,6 +973,41 @@ mod tests {
         );
         assert_eq!(b.plan.networks.len(), 1);
         assert!(b.plan.vm_ports.is_empty() && b.port_status.is_empty());
+    }
+
+    #[test]
+    fn a_port_migrating_here_is_wired_ahead_but_its_status_stays_the_sources() {
+        let mut g = port("g1", "n1", "compute:nova", "10.0.0.3", "h2");
+        g.binding_profile = serde_json::json!({"migrating_to": "h1"});
+        let snap = Snapshot {
+            security_group_rules: vec![],
+            routers: vec![],
+            floating_ips: vec![],
+            segments: HashMap::new(),
+            agents: vec![],
+            networks: vec![net("n1")],
+            subnets: vec![subnet("s1", "n1", "10.0.0.0/24")],
+            ports: vec![g],
+        };
+        let guests_only = |host| Options {
+            host,
+            scope: Scope {
+                guests: true,
+                services: false,
+            },
+            ..opts()
+        };
+        let b = build(&snap, &guests_only("h1"));
+        assert_eq!(b.plan.networks.len(), 1);
+        assert_eq!(b.plan.vm_ports.len(), 1, "the destination wires the port");
+        assert!(
+            b.port_status.is_empty(),
+            "h2's agent sets its port's status"
+        );
+        let b = build(&snap, &guests_only("h2"));
+        assert_eq!(b.plan.vm_ports.len(), 1, "the source keeps it meanwhile");
+        assert_eq!(b.port_status.get("g1"), Some(&"ACTIVE"));
+        assert!(build(&snap, &guests_only("h3")).plan.vm_ports.is_empty());
     }
 
     fn agent(host: &str, kind: AgentKind, tunneling_ip: &str) -> Agent {

@@ -156,6 +156,7 @@ impl ComputeService {
             exclude_hosts: vec![msg.source_host.clone()],
             requested_host: msg.requested_host.clone(),
             move_allocation: true,
+            migration_uuid: None,
         };
         let r = self
             .bus()?

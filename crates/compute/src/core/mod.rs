@@ -10,6 +10,7 @@ pub mod groups;
 pub mod images;
 pub mod interfaces;
 pub mod keypairs;
+pub mod live_migration;
 pub mod quotas;
 pub mod security_groups;
 pub mod servers;

@@ -22,6 +22,8 @@ use super::host::{self, Accel, AccelChoice};
 use super::qmp::{QmpClient, QmpError};
 use super::tap;
 use crate::volume::VolumeDisk;
+
+mod migration;
 use crate::{
     Driver, DriverError, HostResources, ImageSource, InstanceInfo, InstanceSpec, PowerState,
     RebootKind, Result, SnapshotData,
@@ -49,6 +51,8 @@ pub struct QemuConfig {
     pub unused_base_min_age: Duration,
     pub cache_interval: Duration,
     pub kumo_version: String,
+    /// Ports a guest migrating in listens on (its memory stream, its disks' NBD exports).
+    pub migration_ports: std::ops::RangeInclusive<u16>,
 }
 
 const QMP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -333,6 +337,22 @@ impl QemuDriver {
     /// Start QEMU for the instance as it is on disk, paused; connect QMP; run it.
     async fn launch(&self, spec: &InstanceSpec, paths: &Paths) -> Result<()> {
         let started = Instant::now();
+        let c = self.start_paused(spec, paths, false).await?;
+        c.cont().await.map_err(qmp_failed("starting the guest"))?;
+        let _ = std::fs::remove_file(paths.dir.join(SUSPENDED_FILE));
+        tracing::info!(instance = %spec.uuid, ms = started.elapsed().as_millis() as u64,
+            pid = ?self.running_pid(paths, &spec.uuid), accel = self.accel.as_str(), "guest started");
+        Ok(())
+    }
+
+    /// Start QEMU for the instance as it is on disk, paused (`incoming`: waiting for a
+    /// migration stream, `-incoming defer`), and connect QMP.
+    pub(super) async fn start_paused(
+        &self,
+        spec: &InstanceSpec,
+        paths: &Paths,
+        incoming: bool,
+    ) -> Result<QmpClient> {
         if let Some(dir) = paths.qmp.parent() {
             std::fs::create_dir_all(dir).map_err(|e| failed("starting QEMU", e))?;
         }
@@ -348,6 +368,10 @@ impl QemuDriver {
                 kumo_version: &self.cfg.kumo_version,
             },
         );
+        let mut args = args;
+        if incoming {
+            args.extend(["-incoming".to_string(), "defer".to_string()]);
+        }
         let nics = cmdline::nics(spec);
         let netns = cmdline::nic_namespace(&nics).map_err(|e| failed("starting QEMU", e))?;
         tracing::debug!(instance = %spec.uuid, args = ?args, netns = ?netns, "starting QEMU");
@@ -384,12 +408,7 @@ impl QemuDriver {
                 format!("QEMU exited with {}: {err}", out.status),
             ));
         }
-        let c = self.qmp(&spec.uuid, paths).await?;
-        c.cont().await.map_err(qmp_failed("starting the guest"))?;
-        let _ = std::fs::remove_file(paths.dir.join(SUSPENDED_FILE));
-        tracing::info!(instance = %spec.uuid, ms = started.elapsed().as_millis() as u64,
-            pid = ?self.running_pid(paths, &spec.uuid), accel = self.accel.as_str(), "guest started");
-        Ok(())
+        self.qmp(&spec.uuid, paths).await
     }
 
     /// Stop QEMU: ACPI power button and up to `grace` for the guest to power off, then `quit`,
@@ -1293,6 +1312,27 @@ impl Driver for QemuDriver {
         Ok(format!("unix:{}", paths.vnc.display()))
     }
 
+    async fn prepare_incoming(
+        &self,
+        spec: &InstanceSpec,
+        listen: &str,
+    ) -> Result<crate::IncomingMigration> {
+        self.prepare_incoming_guest(spec, listen).await
+    }
+
+    async fn live_migrate(
+        &self,
+        uuid: &str,
+        to: &crate::IncomingMigration,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.migrate_guest_out(uuid, to, timeout).await
+    }
+
+    async fn finish_incoming(&self, uuid: &str, run: bool) -> Result<()> {
+        self.finish_incoming_guest(uuid, run).await
+    }
+
     async fn instance_info(&self, uuid: &str) -> Result<InstanceInfo> {
         let paths = self.exists(uuid)?;
         Ok(InstanceInfo {
@@ -1342,6 +1382,7 @@ mod tests {
                 unused_base_min_age: Duration::from_secs(86400),
                 cache_interval: Duration::from_secs(2400),
                 kumo_version: "t".into(),
+                migration_ports: 49152..=49215,
             },
             Arc::new(NoImages),
         );

@@ -187,6 +187,9 @@ impl NetworkService {
                 if !p.binding_host_id.is_empty() {
                     s.hosts.insert(p.binding_host_id.clone());
                 }
+                if let Some(h) = crate::hostplan::migrating_to(p) {
+                    s.hosts.insert(h.to_string());
+                }
                 s.members |= !p.security_groups.is_empty();
             }
         }
