@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -168,23 +169,34 @@ def _netns_id() -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-_ZYGOTE: OscZygote | None = None
-# The network namespace the suite started in: the fork server lives there. A test that moved its
-# thread into a namespace of its own (test_network_external_host.py) gets fresh CLI processes,
-# which start in that namespace, instead of children of a server that sees the wrong loopback.
-_HOME_NETNS = _netns_id()
+# One fork server per network namespace a thread of this process called the CLI from: a forked
+# child is in its server's namespace, so a test whose thread moved into a namespace of its own
+# (netlib.in_namespace) gets a server started there, whose children reach that loopback.
+_ZYGOTES: dict[tuple[int, int], OscZygote] = {}
+_ZYGOTES_LOCK = threading.Lock()
 
 
 def osc_zygote() -> OscZygote | None:
-    """This process's CLI fork server, started on first use; None when turned off, or when this
-    thread is in another network namespace than the one the suite started in."""
-    global _ZYGOTE
-    if os.environ.get("KUMO_OSC_FORK", "1") == "0" or _netns_id() != _HOME_NETNS:
+    """The CLI fork server of this thread's network namespace, started on first use; None when
+    turned off (KUMO_OSC_FORK=0)."""
+    if os.environ.get("KUMO_OSC_FORK", "1") == "0":
         return None
-    if _ZYGOTE is None or _ZYGOTE.proc.poll() is not None:
-        _ZYGOTE = OscZygote()
-        atexit.register(_ZYGOTE.close)
-    return _ZYGOTE
+    key = _netns_id()
+    with _ZYGOTES_LOCK:
+        zygote = _ZYGOTES.get(key)
+        if zygote is None or zygote.proc.poll() is not None:
+            zygote = _ZYGOTES[key] = OscZygote()
+            atexit.register(zygote.close)
+        return zygote
+
+
+def close_osc_zygote():
+    """Stop the fork server of this thread's network namespace, if it has one (before the
+    thread leaves a namespace that is then deleted: the server would keep it alive)."""
+    with _ZYGOTES_LOCK:
+        zygote = _ZYGOTES.pop(_netns_id(), None)
+    if zygote is not None:
+        zygote.close()
 
 
 def run(argv: list[str], *, env: dict | None = None, timeout: float = 120, cwd: str | Path | None = None,
@@ -592,6 +604,8 @@ def remove_namespaces(prefix: str | None):
     for ns in names:
         out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
         for pid in out.stdout.split():
+            if pid == str(os.getpid()):
+                continue  # this process, its main thread still in a namespace it entered
             try:
                 os.kill(int(pid), signal.SIGKILL)
             except (OSError, ValueError):

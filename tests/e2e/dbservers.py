@@ -168,6 +168,37 @@ def mariadb_server(prefix: str = "kumo-mariadb-"):
         shutil.rmtree(work, ignore_errors=True)
 
 
+def service_databases(db: DbServer) -> dict[str, dict[str, int]]:
+    """What the server holds of each service's database `kumo_<service>`, asked through its own
+    client: {service: {"tables": N, "sessions": M}}, M the client sessions on that database now
+    (the kumo processes' pools; the query's own session is on no kumo database)."""
+    def rows(sql: str, *argv: str) -> list[list[str]]:
+        out = subprocess.run([*db.admin, *argv, sql], check=True, capture_output=True, text=True).stdout
+        return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+    found = {svc: {"tables": 0, "sessions": 0} for svc in SERVICES}
+    if db.kind == "postgresql":
+        for svc in SERVICES:
+            n = rows("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'",
+                     "-d", f"kumo_{svc}", "-At", "-c")
+            found[svc]["tables"] = int(n[0][0])
+        sessions = rows("SELECT datname, count(*) FROM pg_stat_activity WHERE datname LIKE 'kumo_%' GROUP BY 1",
+                        "-At", "-F", "\t", "-c")
+    elif db.kind == "mariadb":
+        for name, n in rows("SELECT table_schema, count(*) FROM information_schema.tables "
+                            "WHERE table_schema LIKE 'kumo_%' GROUP BY 1", "-N", "-B", "-e"):
+            if name.removeprefix("kumo_") in found:
+                found[name.removeprefix("kumo_")]["tables"] = int(n)
+        sessions = rows("SELECT db, count(*) FROM information_schema.processlist WHERE db LIKE 'kumo_%' GROUP BY 1",
+                        "-N", "-B", "-e")
+    else:
+        raise ValueError(f"not a database server: {db.kind}")
+    for name, n in sessions:
+        if name.removeprefix("kumo_") in found:
+            found[name.removeprefix("kumo_")]["sessions"] = int(n)
+    return found
+
+
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 
 

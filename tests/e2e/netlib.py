@@ -1,10 +1,76 @@
-"""Helpers shared by the network e2e tests: raw HTTP to /network/v2.0 and Neutron's error body."""
+"""Helpers shared by the network e2e tests: raw HTTP to /network/v2.0 and Neutron's error body,
+devstack's routed network, and network namespaces a test's thread works in (`in_namespace`,
+`control_namespace`)."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
+import subprocess
 from types import SimpleNamespace
 
 import requests
+
+from cloudlib import close_osc_zygote, remove_namespaces
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int):
+    # Python 3.11 has no os.setns; setns(2) switches only the calling thread
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+def enter_namespace(ns: str):
+    """Move this thread into network namespace `ns` for good (e.g. a ThreadPoolExecutor's
+    `initializer`, so that its workers reach the same loopback as the thread that made it)."""
+    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        _setns(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def in_namespace(ns: str):
+    """This thread, and every process it starts (kumo, database servers, the `openstack` CLI,
+    its own fork server: cloudlib.osc_zygote), in network namespace `ns` until the block ends.
+    Sockets the thread opens inside (requests' connections) are in `ns`; other threads of the
+    process stay where they are. The CLI fork server started inside is stopped on the way out."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            try:
+                close_osc_zygote()
+            finally:
+                _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+@contextlib.contextmanager
+def control_namespace(ns: str):
+    """A fresh namespace `ns` (its name must start with `kt`, as every test namespace's) with
+    only loopback, up, for a test's control plane: the calling thread is in it for the block
+    (`in_namespace`); at the end whatever still runs in it is killed by PID and it is deleted,
+    also on failure."""
+    assert ns.startswith("kt"), ns
+    subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True, capture_output=True)
+        with in_namespace(ns):
+            yield ns
+    finally:
+        remove_namespaces(ns)
 
 
 class NetApi:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -84,16 +85,36 @@ def cloud_of(api: Proc, port: int, work: Path) -> Cloud:
     return c
 
 
+# a line of kumo's log at level ERROR (tracing's text format: time, level, message), or a panic
+_ERROR_LINE = re.compile(r"^\S+\s+ERROR\s|panicked at")
+
+
+def log_errors(procs: list[Proc]) -> dict[str, list[str]]:
+    """The ERROR lines and panics of each process's log, by process name (only those with some)."""
+    found = {}
+    for p in procs:
+        lines = [line for line in p.log.read_text(errors="replace").splitlines() if _ERROR_LINE.search(line)]
+        if lines:
+            found[p.name] = lines
+    return found
+
+
 @contextlib.contextmanager
-def split_processes(prefix: str):
+def split_processes(prefix: str, no_errors: bool = False):
     """A temp dir for one test's processes and the list they go in (`with ... as (work, procs)`):
     on failure each one's log tail is printed; at the end every one is stopped by its PID and
-    the dir removed (kept with KUMO_E2E_KEEP=1)."""
+    the dir removed (kept with KUMO_E2E_KEEP=1). `no_errors`: when the block succeeded, the
+    processes' logs (their stop included) must hold no ERROR line and no panic."""
     t0 = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix=prefix))
     procs: list[Proc] = []
     try:
         yield work, procs
+        for p in procs:
+            p.stop()
+        errors = log_errors(procs) if no_errors else {}
+        assert not errors, "errors in the logs:\n" + "\n".join(
+            f"--- {name} ---\n" + "\n".join(lines[:20]) for name, lines in errors.items())
     except BaseException:
         for p in procs:
             print(f"--- {p.name} (tail) ---\n{tail(p.log, 60)}")

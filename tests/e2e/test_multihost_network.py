@@ -4,7 +4,11 @@
 namespace of its own (`<p>a-kumo-host`, ...) holding an underlay interface `ul0` on a shared
 underlay bridge (10.250.0.0/24, in a namespace of its own); tenant networks are VXLAN between
 the hosts' bridges, each host flooding to the endpoints its peers' Linux bridge agents
-registered. PostgreSQL and RabbitMQ on loopback (tests/e2e/dbservers.py).
+registered. The control plane lives in a namespace of the test's own (`<p>ctl`, loopback only:
+netlib.control_namespace): RabbitMQ, the database server (tests/e2e/dbservers.py), the three kumo
+processes and the CLI and HTTP clients of the test, which runs twice: every service's database on
+PostgreSQL, then on MariaDB; each time the six databases are checked to be on that server, and
+the processes' logs to hold no error.
 
 Checked with the real CLI: the agents of every host are listed and alive; six servers of a
 soft-anti-affinity group land three on B and three on C, their ports bound there (the host namespace in their
@@ -16,8 +20,8 @@ its nova-compute goes down and `openstack server evacuate` brings its guests up 
 ports bound and wired there, by DHCP from A again.
 
 Every namespace carries this test's prefix and is removed at the end with the processes in it
-(QEMU, dnsmasq) by PID, also on failure. Root, QEMU, ip, nft, dnsmasq, PostgreSQL and RabbitMQ
-needed."""
+(QEMU, dnsmasq) by PID, also on failure. Root, QEMU, ip, nft, dnsmasq, RabbitMQ, PostgreSQL and
+MariaDB needed."""
 
 from __future__ import annotations
 
@@ -34,9 +38,10 @@ import pytest
 
 from cloudlib import free_port, remove_namespaces, unique
 from computelib import wait_server
-from dbservers import postgres_bin, postgres_server, rabbitmq_bin, rabbitmq_server
+from dbservers import (mariadb_bin, mariadb_server, postgres_bin, postgres_server, rabbitmq_bin, rabbitmq_server,
+                       service_databases)
 from guestlib import kumo_tiny_image, needs_qemu_guest, ssh_keypair, wait_for_console
-from netlib import NetApi, routed_network
+from netlib import NetApi, control_namespace, routed_network
 from scalelib import Proc, cloud_of, split_processes
 from test_network_guests import pings, ssh, wait_until
 
@@ -50,6 +55,8 @@ pytestmark = [
 
 HOSTS = {"a": 1, "b": 2, "c": 3}  # host letter -> its underlay address 10.250.0.N
 GUESTS = 6
+DATABASES = {"postgresql": (postgres_server, postgres_bin, "postgresql://"),
+             "mariadb": (mariadb_server, mariadb_bin, "mysql://")}
 
 
 def ip(*argv: str):
@@ -86,15 +93,28 @@ def host_conf(mq: str, db: str, password: str, p: str, x: str, extra: str = "") 
             "[demo]\nguest_image = none\nnetwork = false\n")
 
 
-def test_vxlan_between_three_hosts_with_real_guests(request):
-    if rabbitmq_bin() is None or postgres_bin() is None:
-        pytest.fail("rabbitmq-server and postgresql are needed: run_tests.sh installs them (tests/lib/common.sh)")
+def assert_databases_on(db, work):
+    """Every service's database is on `db`, with its tables and the kumo processes' sessions;
+    no state dir holds a SQLite database."""
+    found = service_databases(db)
+    assert all(v["tables"] > 0 and v["sessions"] > 0 for v in found.values()), f"{db.kind}: {found}"
+    assert not list(work.glob("*/db/*.sqlite")), list(work.glob("*/db/*.sqlite"))
+    print(f"{db.kind}: every service's tables and sessions: {found}")
+
+
+@pytest.mark.parametrize("engine", list(DATABASES))
+def test_vxlan_between_three_hosts_with_real_guests(request, engine):
+    db_server, db_bin, scheme = DATABASES[engine]
+    if rabbitmq_bin() is None or db_bin() is None:
+        pytest.fail(f"rabbitmq-server and {engine} are needed: run_tests.sh installs them (tests/lib/common.sh)")
     t_start = time.monotonic()
     p = f"kt{secrets.token_hex(3)}"
     try:
-        with split_processes("kumo-e2e-multihost-") as (work, procs):
+        with control_namespace(f"{p}ctl"), rabbitmq_server() as mq, db_server() as db:
             make_underlay(p)
-            with rabbitmq_server() as mq, postgres_server() as db:
+            # inside the servers' block: the processes stop (and their logs are read) before them
+            with split_processes("kumo-e2e-multihost-", no_errors=True) as (work, procs):
+                assert db.url.startswith(scheme) and "$service" in db.url, db.url
                 password = secrets.token_hex(12)
                 port = free_port()
                 a = Proc("hosta", work, host_conf(mq.url, db.url, password, p, "a"),
@@ -108,6 +128,7 @@ def test_vxlan_between_three_hosts_with_real_guests(request):
                 procs += [b, cc]
                 b.wait_log("kumo is serving")
                 cc.wait_log("kumo is serving")
+                assert_databases_on(db, work)
                 print(f"three hosts serving {time.monotonic() - t_start:.1f} s after the start")
 
                 # every host's agents registered and alive: a Linux bridge agent each (with its

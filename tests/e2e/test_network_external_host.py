@@ -8,8 +8,6 @@ namespace is never touched. Root, QEMU, ip, nft, dnsmasq needed."""
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import json
 import os
 import secrets
@@ -22,7 +20,7 @@ import pytest
 from cloudlib import unique
 from computelib import wait_server
 from guestlib import guest_cloud, kumo_tiny_image, needs_qemu_guest, ssh_keypair, wait_for_console
-from netlib import routed_network
+from netlib import in_namespace, routed_network
 
 pytestmark = [
     pytest.mark.kumo_only("kumo's network data plane with real guests"),
@@ -34,32 +32,6 @@ pytestmark = [
 
 CONF = ("[DEFAULT]\ncompute_driver = qemu\nshutdown_timeout = 5\n\n"
         "[network]\nexternal_access = host\n")
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int):
-    if _libc.setns(fd, _CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-@contextlib.contextmanager
-def inside(ns: str):
-    """This thread (and every process it starts) in namespace `ns` until the block ends."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(target)
-        os.close(home)
-
 
 def ext_links() -> dict[str, list[str]]:
     """The `ext…` links of the current namespace with their IPv4 addresses."""
@@ -95,7 +67,7 @@ def host_ns():
 
 
 def test_floating_ip_reached_from_the_host_namespace(host_ns, request):
-    with inside(host_ns), guest_cloud(CONF, kumo_tiny_image()) as c:
+    with in_namespace(host_ns), guest_cloud(CONF, kumo_tiny_image()) as c:
         assert ext_links() == {}, "the test's host namespace starts without kumo's links"
         topo = routed_network(c)
         public, net, router = topo.public, topo.net, topo.router
@@ -138,5 +110,5 @@ def test_floating_ip_reached_from_the_host_namespace(host_ns, request):
         c.osc("router", "unset", "--external-gateway", router["id"])
         assert wait_until(lambda: ext_links() == {}, 10) is not None, ext_links()
     # kumo stopped and its namespaces removed: nothing of it is left in the host namespace
-    with inside(host_ns):
+    with in_namespace(host_ns):
         assert ext_links() == {}

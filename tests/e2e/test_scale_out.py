@@ -20,6 +20,7 @@ import pytest
 from cloudlib import Cloud, free_port, unique
 from computelib import make_qcow2, wait_server
 from dbservers import postgres_bin, postgres_server, rabbitmq_bin, rabbitmq_server
+from netlib import control_namespace, enter_namespace
 from scalelib import Proc, cloud_of, split_processes
 
 pytestmark = [
@@ -189,7 +190,9 @@ def test_broker_restart_during_concurrent_boots():
     from concurrent.futures import ThreadPoolExecutor
 
     t_start = time.monotonic()
-    with split_processes("kumo-e2e-broker-") as (work, procs):
+    ns = f"kt{secrets.token_hex(3)}ctl"
+    # the broker, PostgreSQL, kumo and the clients on the loopback of a namespace of their own
+    with control_namespace(ns), split_processes("kumo-e2e-broker-") as (work, procs):
         with rabbitmq_server() as mq, postgres_server() as db:
             password = secrets.token_hex(12)
             port = free_port()
@@ -218,7 +221,7 @@ def test_broker_restart_during_concurrent_boots():
                 assert r.status_code == 202, r.text
                 return r.json()["server"]["id"]
 
-            with ThreadPoolExecutor(10) as pool:
+            with ThreadPoolExecutor(10, initializer=enter_namespace, initargs=(ns,)) as pool:
                 first = list(pool.map(create, range(25)))
                 # the broker goes away with builds in flight and requests still coming
                 later = pool.submit(lambda: list(pool.map(create, range(25, 50))))
