@@ -376,3 +376,58 @@ def test_compute_services_and_hypervisors(ac):
     assert "403" in err, err
     err = ac.osc_fail("hypervisor", "list", cloud="kumo")
     assert "403" in err, err
+
+
+def test_live_migration_between_fake_hosts(ac, project_user):
+    """`openstack server migrate --live-migration` moves a server to another host: a
+    `live-migration` record goes accepted -> completed, placement holds the server on the new
+    host only, the action is recorded; Nova's refusals for bad bodies, states and hosts."""
+    u = project_user()
+    sid = u["osc"]("server", "create", "--image", ac.image_id, "--flavor", "42", "--no-network", unique("lm"),
+                   fmt_json=True)["id"]
+    try:
+        source = wait_server(ac, sid)["OS-EXT-SRV-ATTR:host"]
+        dest = next(h for h in HOSTS if h != source)
+        act = lambda body, v="2.30", token=None: ac.compute("POST", f"/servers/{sid}/action", version=v,  # noqa: E731
+                                                             json={"os-migrateLive": body}, token=token)
+        # Nova's refusals: bad bodies (400), the server's own host, an unknown host, shared storage
+        assert "is a required property" in nova_error(act({"host": None}), 400)
+        assert "is a required property" in nova_error(act({"host": None, "block_migration": True}, v="2.24"), 400)
+        nova_error(act({"host": None, "block_migration": "sometimes"}), 400)
+        nova_error(act({"host": None, "block_migration": "auto", "force": True}, v="2.68"), 400)
+        assert f"to current host ({source})" in nova_error(act({"host": source, "block_migration": "auto"}), 400)
+        assert "could not be found" in nova_error(act({"host": "nowhere", "block_migration": "auto"}), 400)
+        assert "shared storage" in nova_error(act({"host": None, "block_migration": False}), 400)
+        # members may not (policy: admin), and the server is not there for another project's member
+        nova_error(act({"host": None, "block_migration": "auto"}, token=u["token"]), 403)
+        # a stopped server is not live-migrated
+        ac.osc("server", "stop", sid)
+        wait_server(ac, sid, "SHUTOFF")
+        assert "in vm_state stopped" in nova_error(act({"host": dest, "block_migration": "auto"}), 409)
+        ac.osc("server", "start", sid)
+        wait_server(ac, sid)
+
+        ac.osc("--os-compute-api-version", "2.30", "server", "migrate", "--live-migration", "--host", dest, sid)
+        got = wait_server(ac, sid)
+        assert got["OS-EXT-SRV-ATTR:host"] == dest and got["OS-EXT-STS:power_state"] == 1, got
+        migs = ac.compute("GET", f"/os-migrations?instance_uuid={sid}", version="2.59").json()["migrations"]
+        assert [(m["migration_type"], m["status"], m["source_compute"], m["dest_compute"]) for m in migs] == \
+            [("live-migration", "completed", source, dest)], migs
+        rps = {rp["uuid"]: rp["name"] for rp in ac.placement("GET", "/resource_providers").json()["resource_providers"]}
+        allocs = ac.placement("GET", f"/allocations/{sid}").json()["allocations"]
+        assert [rps[rp] for rp in allocs] == [dest], allocs
+        assert ac.placement("GET", f"/allocations/{migs[0]['uuid']}").json()["allocations"] == {}, \
+            "the migration still holds the source's resources"
+        actions = ac.osc("server", "event", "list", sid, fmt_json=True)
+        assert "live-migration" in {a["Action"] for a in actions}, actions
+
+        # without a host the scheduler picks one that is not the source; a paused server moves too
+        ac.osc("server", "pause", sid)
+        wait_server(ac, sid, "PAUSED")
+        r = act({"host": None, "block_migration": "auto"})
+        assert r.status_code == 202, r.text
+        got = wait_server(ac, sid, "PAUSED")
+        assert got["OS-EXT-SRV-ATTR:host"] not in (dest,), got
+        assert got["OS-EXT-STS:power_state"] == 3, got
+    finally:
+        delete_all(ac, [sid])

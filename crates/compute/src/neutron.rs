@@ -754,14 +754,13 @@ impl NetworkHook for NeutronNetwork {
                     .map(str::to_string)
             });
         let mut vifs = instance.network_info.clone();
-        for v in vifs.as_array_mut().into_iter().flatten() {
-            if v["details"]["namespace"].is_string() {
-                let ns = namespace.as_deref().ok_or_else(|| {
-                    ComputeError::conflict(format!(
-                        "No Linux bridge agent reports from host {dest}: the instance's ports cannot be wired there."
-                    ))
-                })?;
-                v["details"]["namespace"] = json!(ns);
+        // No agent of its own there: the host shares this data plane (all-in-one), as a
+        // binding to it would say.
+        if let Some(ns) = &namespace {
+            for v in vifs.as_array_mut().into_iter().flatten() {
+                if v["details"]["namespace"].is_string() {
+                    v["details"]["namespace"] = json!(ns);
+                }
             }
         }
         let ports = net
