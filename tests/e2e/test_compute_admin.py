@@ -431,3 +431,59 @@ def test_live_migration_between_fake_hosts(ac, project_user):
         assert got["OS-EXT-STS:power_state"] == 3, got
     finally:
         delete_all(ac, [sid])
+
+
+def test_cold_migration_confirm_and_revert(ac, project_user):
+    """`openstack server migrate` (cold): the server stops, moves, waits in VERIFY_RESIZE on the
+    new host with a `migration` record `finished`; confirm keeps it there (the source's claim
+    goes), revert brings it back (the destination's claim goes); a stopped server stays stopped."""
+    u = project_user()
+    sid = u["osc"]("server", "create", "--image", ac.image_id, "--flavor", "42", "--no-network", unique("cm"),
+                   fmt_json=True)["id"]
+    rps = {rp["uuid"]: rp["name"] for rp in ac.placement("GET", "/resource_providers").json()["resource_providers"]}
+
+    def held_on():
+        return sorted(rps[rp] for rp in ac.placement("GET", f"/allocations/{sid}").json()["allocations"])
+
+    try:
+        source = wait_server(ac, sid)["OS-EXT-SRV-ATTR:host"]
+        # a body before 2.56 must be null; a host only from 2.56
+        r = ac.compute("POST", f"/servers/{sid}/action", version="2.55", json={"migrate": {"host": "fake-1"}})
+        nova_error(r, 400)
+        r = ac.compute("POST", f"/servers/{sid}/action", version="2.56", json={"migrate": {"host": source}})
+        assert "to current host" in nova_error(r, 400)
+        nova_error(ac.compute("POST", f"/servers/{sid}/action", version="2.56", json={"migrate": None},
+                              token=u["token"]), 403)
+
+        ac.osc("server", "migrate", sid)
+        got = wait_server(ac, sid, "VERIFY_RESIZE")
+        dest = got["OS-EXT-SRV-ATTR:host"]
+        assert dest != source and got["OS-EXT-STS:power_state"] == 1, got
+        migs = ac.compute("GET", f"/os-migrations?instance_uuid={sid}", version="2.59").json()["migrations"]
+        assert [(m["migration_type"], m["status"], m["source_compute"], m["dest_compute"]) for m in migs] == \
+            [("migration", "finished", source, dest)], migs
+        ac.osc("server", "migrate", "confirm", sid)
+        got = wait_server(ac, sid)
+        assert got["OS-EXT-SRV-ATTR:host"] == dest, got
+        assert held_on() == [dest]
+        assert ac.placement("GET", f"/allocations/{migs[0]['uuid']}").json()["allocations"] == {}
+        status = {m["migration_type"]: m["status"] for m in
+                  ac.compute("GET", f"/os-migrations?instance_uuid={sid}", version="2.59").json()["migrations"]}
+        assert status == {"migration": "confirmed"}, status
+
+        # a stopped server moves stopped, and a revert brings it back where it was
+        ac.osc("server", "stop", sid)
+        wait_server(ac, sid, "SHUTOFF")
+        ac.compute("POST", f"/servers/{sid}/action", version="2.56", json={"migrate": {"host": source}})
+        got = wait_server(ac, sid, "VERIFY_RESIZE")
+        assert got["OS-EXT-SRV-ATTR:host"] == source and got["OS-EXT-STS:power_state"] == 4, got
+        assert held_on() == [source]
+        ac.osc("server", "migrate", "revert", sid)
+        got = wait_server(ac, sid, "SHUTOFF")
+        assert got["OS-EXT-SRV-ATTR:host"] == dest, got
+        assert held_on() == [dest]
+        statuses = sorted(m["status"] for m in
+                          ac.compute("GET", f"/os-migrations?instance_uuid={sid}", version="2.59").json()["migrations"])
+        assert statuses == ["confirmed", "reverted"], statuses
+    finally:
+        delete_all(ac, [sid])

@@ -53,6 +53,14 @@ pytestmark = [
                        reason="ip, bridge, nft and dnsmasq are needed"),
 ]
 
+# user_data (run as root at every boot of kumo-tiny): a marker at sector 1800000 of the root disk
+MARK_DISK = """#!/bin/sh
+if dd if=/dev/vda bs=512 skip=1800000 count=1 2>/dev/null | grep -q KUMO-DISK-MARK; then
+  echo "kumo-mark found"
+else
+  echo KUMO-DISK-MARK | dd of=/dev/vda bs=512 seek=1800000 conv=fsync 2>/dev/null && echo "kumo-mark written"
+fi
+"""
 HOSTS = {"a": 1, "b": 2, "c": 3}  # host letter -> its underlay address 10.250.0.N
 GUESTS = 6
 DATABASES = {"postgresql": (postgres_server, postgres_bin, "postgresql://"),
@@ -160,10 +168,16 @@ def test_vxlan_between_three_hosts_with_real_guests(request, engine):
                 # six guests spread by (soft) anti-affinity: three on B, three on C
                 group = c.osc("server", "group", "create", "--policy", "soft-anti-affinity", unique("g"),
                               fmt_json=True)
+                # each guest's first boot writes a marker near the end of its root disk (as root,
+                # from user_data); a boot that finds it there says so: a cold migration's proof
+                # that the disk moved
+                mark_script = work / "mark-disk.sh"
+                mark_script.write_text(MARK_DISK)
                 ids = []
                 for i in range(GUESTS):
                     s = c.osc("server", "create", "--image", image["id"], "--flavor", flavor["id"], "--network",
                               net["id"], "--key-name", keypair, "--hint", f"group={group['id']}",
+                              "--user-data", str(mark_script),
                               unique(f"g{i}"), fmt_json=True)
                     ids.append(s["id"])
                 servers = [wait_server(c, sid, "ACTIVE", timeout=240) for sid in ids]
@@ -266,6 +280,33 @@ def test_vxlan_between_three_hosts_with_real_guests(request, engine):
                 assert not left, f"a QEMU of the migrated guest still runs on B: {left}"
                 on[hb].remove(mig)
                 on[hc].append(mig)
+
+                # cold migration B -> C: the guest stops, its disk moves, it boots on C from it (the
+                # marker its first boot wrote is found) and waits in VERIFY_RESIZE; the revert runs
+                # it on B again, from the disk it left there, its port bound on B, reachable
+                cm = on[hb][-1]
+                caddr = addr[cm["id"]]
+                wait_for_console(c, cm["id"], "kumo-mark written", timeout=60)
+                t0 = time.monotonic()
+                c.osc("--os-compute-api-version", "2.56", "server", "migrate", "--host", hc, cm["id"])
+                got = wait_server(c, cm["id"], "VERIFY_RESIZE", timeout=180)
+                assert got["OS-EXT-SRV-ATTR:host"] == hc, got
+                wait_for_console(c, cm["id"], "kumo-mark found", timeout=180)
+                assert wait_until(lambda: pings(dhcp_ns, caddr), 90) is not None, f"{caddr} not reachable on C"
+                print(f"cold migration B -> C: booted on C and reachable {time.monotonic() - t0:.1f} s after the request")
+                port = neutron("GET", f"/ports?device_id={cm['id']}").json()["ports"][0]
+                assert port["binding:host_id"] == hc and port["binding:vif_details"]["namespace"] == f"{p}c-kumo-host", port
+                t0 = time.monotonic()
+                c.osc("server", "migrate", "revert", cm["id"])
+                got = wait_server(c, cm["id"], "ACTIVE", timeout=180)
+                assert got["OS-EXT-SRV-ATTR:host"] == hb, got
+                port = neutron("GET", f"/ports?device_id={cm['id']}").json()["ports"][0]
+                assert port["binding:host_id"] == hb and port["status"] == "ACTIVE", port
+                assert port["binding:vif_details"]["namespace"] == f"{p}b-kumo-host", port
+                assert wait_until(lambda: pings(dhcp_ns, caddr), 90) is not None, f"{caddr} not reachable on B again"
+                print(f"cold migration reverted: reachable on B {time.monotonic() - t0:.1f} s after the request")
+                migs = c.compute("GET", f"/os-migrations?instance_uuid={cm['id']}", version="2.23").json()["migrations"]
+                assert [(m["migration_type"], m["status"]) for m in migs] == [("migration", "reverted")], migs
 
                 # host C dies (its kumo and its guests, killed by PID): its nova-compute goes down
                 # and evacuate brings its guests up on B, wired there, by DHCP from A again

@@ -240,14 +240,27 @@ pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
     let s1 = svc.clone();
     let s2 = svc.clone();
     let s3 = svc.clone();
+    let s4 = svc.clone();
     Dispatcher::new()
+        .on(move |meta: RequestMeta, msg: rpc::MigrateInstance| {
+            let svc = s4.clone();
+            async move {
+                if let Err(e) = svc.cold_migrate(&msg, &meta.request_id).await {
+                    let why = format!("Migration failed: {e}");
+                    if let Ok(m) = svc.migration(msg.migration_id).await {
+                        let _ = svc.migration_failed(&m, &meta.request_id, &why).await;
+                    }
+                }
+                Ok(())
+            }
+        })
         .on(move |meta: RequestMeta, msg: LiveMigrateInstance| {
             let svc = s3.clone();
             async move {
                 if let Err(e) = svc.live_migrate(&msg, &meta.request_id).await {
                     let why = format!("Live migration failed: {e}");
                     if let Ok(m) = svc.migration(msg.migration_id).await {
-                        let _ = svc.live_migration_failed(&m, &meta.request_id, &why).await;
+                        let _ = svc.migration_failed(&m, &meta.request_id, &why).await;
                     }
                 }
                 Ok(())

@@ -778,6 +778,9 @@ impl ComputeAgent {
                 .await?;
             }
             Operation::ConfirmResize => {
+                if let Some(m) = self.pending_cold_migration(&i).await? {
+                    return self.confirm_cold_migration(&i, &m, rid).await;
+                }
                 d.confirm_resize(uuid).await?;
                 let vm = if was_stopped {
                     vm_state::STOPPED
@@ -799,6 +802,9 @@ impl ComputeAgent {
                 .await?;
             }
             Operation::RevertResize => {
+                if let Some(m) = self.pending_cold_migration(&i).await? {
+                    return self.revert_cold_migration(&i, &m, rid).await;
+                }
                 let old = i
                     .old_flavor
                     .clone()
@@ -1740,7 +1746,41 @@ pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
     let a5 = agent.clone();
     let a6 = agent.clone();
     let (a7, a8, a9, a10) = (agent.clone(), agent.clone(), agent.clone(), agent.clone());
+    let (a11, a12, a13, a14) = (agent.clone(), agent.clone(), agent.clone(), agent.clone());
     Dispatcher::new()
+        .on(move |meta: RequestMeta, msg: rpc::ColdMigration| {
+            let a = a11.clone();
+            async move {
+                if let Err(e) = a.cold_migration(&msg, ComputeAgent::rid(&meta)).await {
+                    tracing::error!(instance = %msg.instance_uuid, error = %e, "cold migration failed");
+                }
+                Ok(())
+            }
+        })
+        .on(move |meta: RequestMeta, msg: rpc::FinishColdMigration| {
+            let a = a12.clone();
+            async move {
+                a.finish_cold_migration(&msg, ComputeAgent::rid(&meta))
+                    .await
+                    .map_err(|e| bus::Fault::remote("MigrationError", e.to_string()))
+            }
+        })
+        .on(move |_meta: RequestMeta, msg: rpc::ConfirmMigrationAtSource| {
+            let a = a13.clone();
+            async move {
+                a.confirm_migration_at_source(&msg)
+                    .await
+                    .map_err(|e| bus::Fault::remote("MigrationError", e.to_string()))
+            }
+        })
+        .on(move |meta: RequestMeta, msg: rpc::RevertMigrationAtSource| {
+            let a = a14.clone();
+            async move {
+                a.revert_migration_at_source(&msg, ComputeAgent::rid(&meta))
+                    .await
+                    .map_err(|e| bus::Fault::remote("MigrationError", e.to_string()))
+            }
+        })
         .on(move |meta: RequestMeta, msg: rpc::LiveMigration| {
             let a = a7.clone();
             async move {

@@ -396,6 +396,7 @@ pub mod action {
     pub const ATTACH_INTERFACE: &str = "attach_interface";
     pub const DETACH_INTERFACE: &str = "detach_interface";
     pub const LIVE_MIGRATION: &str = "live-migration";
+    pub const MIGRATE: &str = "migrate";
 }
 
 /// A server group.

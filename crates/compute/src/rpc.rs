@@ -119,6 +119,72 @@ impl Message for RollbackLiveMigrationAtDestination {
     type Reply = ();
 }
 
+/// conductor: cold-migrate an instance (Nova's `migrate_server` without `live`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrateInstance {
+    pub instance_uuid: String,
+    pub migration_id: i32,
+    pub requested_host: Option<String>,
+}
+impl Message for MigrateInstance {
+    const METHOD: &'static str = "migrate_server";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// compute.<source>: stop the guest and move its disks to `dest_host` (Nova's
+/// `resize_instance` of a migration).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ColdMigration {
+    pub instance_uuid: String,
+    pub migration_id: i32,
+    pub dest_host: String,
+    pub dest_node: String,
+}
+impl Message for ColdMigration {
+    const METHOD: &'static str = "resize_instance";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// compute.<dest>: the disks are here: boot the guest (`run`) or leave it stopped, bind the
+/// ports here and take the instance, which waits for confirm or revert (Nova's `finish_resize`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FinishColdMigration {
+    pub instance_uuid: String,
+    pub migration_id: i32,
+    pub run: bool,
+}
+impl Message for FinishColdMigration {
+    const METHOD: &'static str = "finish_resize";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// compute.<source>: a cold migration was confirmed: the copy left here goes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfirmMigrationAtSource {
+    pub instance_uuid: String,
+}
+impl Message for ConfirmMigrationAtSource {
+    const METHOD: &'static str = "confirm_resize";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
+/// compute.<source>: a cold migration was reverted: the instance is here again; its ports
+/// are bound here and the guest runs again (`run`) from the disks it left.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevertMigrationAtSource {
+    pub instance_uuid: String,
+    pub run: bool,
+}
+impl Message for RevertMigrationAtSource {
+    const METHOD: &'static str = "finish_revert_resize";
+    const VERSION: Version = Version::new(1, 0);
+    type Reply = ();
+}
+
 /// scheduler: pick a host for one instance and claim its resources there.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SelectDestination {

@@ -410,6 +410,23 @@ impl Driver for FakeDriver {
         self.set_power(uuid, &[], to)
     }
 
+    async fn cold_migrate(&self, uuid: &str, to: &IncomingMigration, _: Duration) -> Result<()> {
+        self.with_guest(uuid, |g| {
+            g.console.push(format!("fake: disks copied to {}", to.uri));
+            Ok(())
+        })?;
+        self.set_power(uuid, &[], PowerState::Shutdown)
+    }
+
+    async fn finish_cold_incoming(&self, uuid: &str, run: bool) -> Result<()> {
+        let to = if run {
+            PowerState::Running
+        } else {
+            PowerState::Shutdown
+        };
+        self.set_power(uuid, &[], to)
+    }
+
     async fn instance_info(&self, uuid: &str) -> Result<InstanceInfo> {
         let guests = self.guests.lock();
         let g = guests

@@ -259,6 +259,22 @@ pub trait Driver: Send + Sync {
     async fn finish_incoming(&self, _uuid: &str, _run: bool) -> Result<()> {
         Err(DriverError::Unsupported("live migration"))
     }
+    /// Cold migration, source side: copy the disks of the stopped guest to `to` (prepared by
+    /// [`Driver::prepare_incoming`]), the way a live migration does, without the guest
+    /// running. Its copy here stays (stopped) until the migration is confirmed or reverted.
+    async fn cold_migrate(
+        &self,
+        _uuid: &str,
+        _to: &IncomingMigration,
+        _timeout: Duration,
+    ) -> Result<()> {
+        Err(DriverError::Unsupported("cold migration"))
+    }
+    /// Cold migration, destination side: the disks have arrived; boot the guest from them
+    /// (`run`) or leave it stopped.
+    async fn finish_cold_incoming(&self, _uuid: &str, _run: bool) -> Result<()> {
+        Err(DriverError::Unsupported("cold migration"))
+    }
     /// Uuids of guests whose power state changed on their own (a guest that powered off, a
     /// QEMU that died), so the agent syncs them at once instead of at the next periodic sync.
     fn lifecycle_events(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {

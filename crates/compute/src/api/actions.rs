@@ -528,6 +528,31 @@ async fn action(
         "addFixedIp" | "removeFixedIp" => return multinic(&api, &ctx, &id, name, arg).await,
         "evacuate" => return evacuate(&api, &ctx, &id, arg).await,
         "os-migrateLive" => return migrate_live(&api, &ctx, &id, arg).await,
+        "migrate" => {
+            // `null` before 2.56; from 2.56 also `{"host": ...}`.
+            let host = match arg {
+                Value::Null => None,
+                Value::Object(a) if ctx.at(56) => {
+                    v::only(a, &["host"])?;
+                    match a.get("host") {
+                        None | Some(Value::Null) => None,
+                        Some(h) => Some(v::string("host", h, 255, false)?.unwrap_or_default())
+                            .filter(|s| !s.is_empty())
+                            .ok_or_else(|| v::invalid("host", h, format!("{h} is too short")))
+                            .map(Some)?,
+                    }
+                }
+                other => {
+                    return Err(v::invalid(
+                        "migrate",
+                        other,
+                        format!("{other} is not of type 'null'"),
+                    ));
+                }
+            };
+            svc.cold_migrate_server(&ctx.auth, &id, host.as_deref(), &ctx.request_id)
+                .await?;
+        }
         "addSecurityGroup" | "removeSecurityGroup" => {
             return super::security_groups::server_action(&api, &ctx, &id, name, arg).await;
         }

@@ -10,13 +10,16 @@ use std::time::Duration;
 
 use super::*;
 use crate::rpc::{
-    LiveMigration, PostLiveMigrationAtDestination, PreLiveMigration,
+    ColdMigration, ConfirmMigrationAtSource, FinishColdMigration, LiveMigration,
+    PostLiveMigrationAtDestination, PreLiveMigration, RevertMigrationAtSource,
     RollbackLiveMigrationAtDestination,
 };
 
 pub const EVENT_LIVE_MIGRATION: &str = "compute_live_migration";
 pub const EVENT_PRE: &str = "compute_pre_live_migration";
 pub const EVENT_POST: &str = "compute_post_live_migration_at_destination";
+pub const EVENT_RESIZE: &str = "compute_resize_instance";
+pub const EVENT_FINISH: &str = "compute_finish_resize";
 /// How long the destination may take to get ready (an image to fetch, taps to wait for) and
 /// to take over.
 const DESTINATION_TIMEOUT: Duration = Duration::from_secs(300);
@@ -46,7 +49,26 @@ impl ComputeAgent {
         svc.event_finish(ev, why.as_deref()).await?;
         match r {
             Ok(()) => svc.action_finish(uuid, rid).await,
-            Err(Failure::Before(e)) => {
+            Err(f) => {
+                self.moved_nothing_or_error(&m, &msg.dest_host, f, rid)
+                    .await
+            }
+        }
+    }
+
+    /// The end of a failed move: before the switch-over everything goes back (the ports lose
+    /// their mark, the server its destination claim); after it the server needs an admin.
+    async fn moved_nothing_or_error(
+        &self,
+        m: &Migration,
+        dest: &str,
+        f: Failure,
+        rid: &str,
+    ) -> Result<()> {
+        let svc = &self.svc;
+        let uuid = &m.instance_uuid;
+        match f {
+            Failure::Before(e) => {
                 if let Ok(i) = svc_instance(svc, uuid).await {
                     if let Err(x) = svc.network.abort_migration(svc, &i, rid).await {
                         tracing::warn!(instance = %uuid, error = %x, "ports still marked as migrating");
@@ -55,18 +77,15 @@ impl ComputeAgent {
                         .revert_to_source(uuid, &m.uuid, &i.project_id, &i.user_id, rid)
                         .await?;
                 }
-                svc.live_migration_failed(&m, rid, &e.to_string()).await
+                svc.migration_failed(m, rid, &e.to_string()).await
             }
-            Err(Failure::After(e)) => {
+            Failure::After(e) => {
                 svc.migration_status(m.id, "error", None).await?;
                 svc.set_error(
                     uuid,
                     500,
-                    &format!(
-                        "Live migration to {} failed at the switch-over: {e}",
-                        msg.dest_host
-                    ),
-                    "live migration: post_live_migration_at_destination",
+                    &format!("Migration to {dest} failed at the switch-over: {e}"),
+                    "migration: the destination did not take over",
                 )
                 .await?;
                 svc.action_finish(uuid, rid).await
@@ -105,12 +124,7 @@ impl ComputeAgent {
         svc.migration_status(m.id, "running", None)
             .await
             .map_err(before)?;
-        // `[qemu] live_migration_completion_timeout` per GiB of memory and local disk.
-        let f = &i.flavor;
-        let gib = (f.memory_mb.max(0) as u64).div_ceil(1024)
-            + f.root_gb.max(0) as u64
-            + f.ephemeral_gb.max(0) as u64;
-        let timeout = Duration::from_secs(svc.cfg.live_migration_completion_timeout * gib.max(1));
+        let timeout = self.copy_timeout(&i);
         if let Err(e) = self.driver.live_migrate(uuid, &to, timeout).await {
             let rollback = RollbackLiveMigrationAtDestination {
                 instance_uuid: uuid.clone(),
@@ -145,6 +159,332 @@ impl ComputeAgent {
             .await
             .map_err(after)?;
         tracing::info!(instance = %uuid, source = %self.host, dest = %msg.dest_host, migration = m.id, "live migration completed");
+        Ok(())
+    }
+
+    /// Source of a cold migration: the guest stops, its disks go to the destination (which
+    /// boots it from them); the copy here stays, stopped, until confirm or revert.
+    pub async fn cold_migration(&self, msg: &ColdMigration, rid: &str) -> Result<()> {
+        let svc = &self.svc;
+        let uuid = &msg.instance_uuid;
+        let m = svc.migration(msg.migration_id).await?;
+        let ev = svc
+            .event_start(uuid, rid, EVENT_RESIZE, Some(&self.host))
+            .await?;
+        let r = self.cold_migrate_out(msg, &m, rid).await;
+        let why = match &r {
+            Ok(()) => None,
+            Err(Failure::Before(e) | Failure::After(e)) => Some(e.to_string()),
+        };
+        svc.event_finish(ev, why.as_deref()).await?;
+        match r {
+            Ok(()) => svc.action_finish(uuid, rid).await,
+            Err(f) => {
+                if matches!(f, Failure::Before(_))
+                    && svc_instance(svc, uuid)
+                        .await
+                        .is_ok_and(|i| i.vm_state == vm_state::ACTIVE)
+                    && let Err(e) = self.driver.power_on(uuid).await
+                {
+                    tracing::warn!(instance = %uuid, error = %e, "guest not started again after a failed migration");
+                }
+                self.moved_nothing_or_error(&m, &msg.dest_host, f, rid)
+                    .await
+            }
+        }
+    }
+
+    async fn cold_migrate_out(
+        &self,
+        msg: &ColdMigration,
+        m: &Migration,
+        rid: &str,
+    ) -> std::result::Result<(), Failure> {
+        let svc = &self.svc;
+        let uuid = &msg.instance_uuid;
+        let before = Failure::Before;
+        let i = svc
+            .update_instance(uuid, None, |x| {
+                x.task_state = Some(task_state::RESIZE_MIGRATING.into());
+                Ok(())
+            })
+            .await
+            .map_err(before)?;
+        let run = i.vm_state == vm_state::ACTIVE;
+        svc.migration_status(m.id, "migrating", None)
+            .await
+            .map_err(before)?;
+        self.driver
+            .power_off(uuid, svc.cfg.shutdown_timeout)
+            .await
+            .map_err(|e| before(e.into()))?;
+        let dest = Target::server(rpc::COMPUTE_TOPIC, &msg.dest_host);
+        let bus = svc.bus().map_err(before)?;
+        let pre = PreLiveMigration {
+            instance_uuid: uuid.clone(),
+            migration_id: m.id,
+        };
+        let to: IncomingMigration = bus
+            .call_typed(&dest, rid, &pre, DESTINATION_TIMEOUT)
+            .await
+            .map_err(|e| {
+                before(ComputeError::Internal(format!(
+                    "{} could not get ready: {e}",
+                    msg.dest_host
+                )))
+            })?;
+        if let Err(e) = self
+            .driver
+            .cold_migrate(uuid, &to, self.copy_timeout(&i))
+            .await
+        {
+            let rollback = RollbackLiveMigrationAtDestination {
+                instance_uuid: uuid.clone(),
+            };
+            if let Err(x) = bus
+                .call_typed(&dest, rid, &rollback, DESTINATION_TIMEOUT)
+                .await
+            {
+                tracing::warn!(instance = %uuid, dest = %msg.dest_host, error = %x, "the destination did not remove its copy");
+            }
+            return Err(before(e.into()));
+        }
+        svc.migration_status(m.id, "post-migrating", None)
+            .await
+            .map_err(Failure::After)?;
+        let finish = FinishColdMigration {
+            instance_uuid: uuid.clone(),
+            migration_id: m.id,
+            run,
+        };
+        bus.call_typed(&dest, rid, &finish, DESTINATION_TIMEOUT)
+            .await
+            .map_err(|e| Failure::After(ComputeError::Internal(e.to_string())))?;
+        svc.migration_status(m.id, "finished", None)
+            .await
+            .map_err(Failure::After)?;
+        tracing::info!(instance = %uuid, source = %self.host, dest = %msg.dest_host, migration = m.id, "cold migration finished: waiting for confirm or revert");
+        Ok(())
+    }
+
+    /// `[qemu] live_migration_completion_timeout` per GiB of memory and local disk.
+    fn copy_timeout(&self, i: &Instance) -> Duration {
+        let f = &i.flavor;
+        let gib = (f.memory_mb.max(0) as u64).div_ceil(1024)
+            + f.root_gb.max(0) as u64
+            + f.ephemeral_gb.max(0) as u64;
+        Duration::from_secs(self.svc.cfg.live_migration_completion_timeout * gib.max(1))
+    }
+
+    /// Destination of a cold migration: the guest boots here from the disks that arrived (or
+    /// stays stopped), its ports are bound here, and the instance is this host's, RESIZED.
+    pub async fn finish_cold_migration(&self, msg: &FinishColdMigration, rid: &str) -> Result<()> {
+        let svc = &self.svc;
+        let uuid = &msg.instance_uuid;
+        let ev = svc
+            .event_start(uuid, rid, EVENT_FINISH, Some(&self.host))
+            .await?;
+        let r = async {
+            self.driver.finish_cold_incoming(uuid, msg.run).await?;
+            let m = svc.migration(msg.migration_id).await?;
+            let network_info = self.take_instance(uuid, m.dest_node.clone(), rid).await?;
+            let power = if msg.run {
+                PowerState::Running
+            } else {
+                PowerState::Shutdown
+            };
+            svc.update_instance(uuid, None, move |x| {
+                x.network_info = network_info;
+                x.vm_state = vm_state::RESIZED.into();
+                x.task_state = None;
+                x.power_state = power.code();
+                x.old_flavor = Some(x.flavor.clone());
+                Ok(())
+            })
+            .await?;
+            Ok::<_, ComputeError>(())
+        }
+        .await;
+        svc.event_finish(ev, r.as_ref().err().map(|e| e.to_string()).as_deref())
+            .await?;
+        r
+    }
+
+    /// The instance becomes this host's (host, node, zone) and its ports are bound here;
+    /// the network info they give.
+    async fn take_instance(&self, uuid: &str, node: Option<String>, rid: &str) -> Result<Value> {
+        let svc = &self.svc;
+        let host = self.host.clone();
+        let zone = svc.host_zone(&host).await.ok();
+        let i = svc
+            .update_instance(uuid, None, move |x| {
+                x.host = Some(host);
+                x.node = node;
+                if zone.is_some() {
+                    x.host_availability_zone = zone;
+                }
+                Ok(())
+            })
+            .await?;
+        if i.network_info.as_array().is_some_and(|v| !v.is_empty()) {
+            Ok(svc.network.bind_on_host(svc, &i, rid).await?.network_info)
+        } else {
+            Ok(i.network_info)
+        }
+    }
+
+    /// The cold migration this instance waits on (VERIFY_RESIZE after `migrate`), if any.
+    pub(super) async fn pending_cold_migration(&self, i: &Instance) -> Result<Option<Migration>> {
+        Ok(self.svc.migrations().await?.into_iter().find(|m| {
+            m.instance_uuid == i.uuid
+                && m.migration_type == crate::core::live_migration::COLD_MIGRATION_TYPE
+                && m.status == "finished"
+        }))
+    }
+
+    /// `confirmResize` of a cold migration (on the destination): the source's copy goes, and
+    /// what it held in placement.
+    pub(super) async fn confirm_cold_migration(
+        &self,
+        i: &Instance,
+        m: &Migration,
+        rid: &str,
+    ) -> Result<()> {
+        let svc = &self.svc;
+        let source = m.source_compute.clone().unwrap_or_default();
+        svc.migration_status(m.id, "confirming", None).await?;
+        let confirm = ConfirmMigrationAtSource {
+            instance_uuid: i.uuid.clone(),
+        };
+        svc.bus()?
+            .call_typed(
+                &Target::server(rpc::COMPUTE_TOPIC, &source),
+                rid,
+                &confirm,
+                DESTINATION_TIMEOUT,
+            )
+            .await
+            .map_err(|e| {
+                ComputeError::Internal(format!("{source} did not remove its copy: {e}"))
+            })?;
+        svc.clients()?.release(&m.uuid, rid).await?;
+        svc.migration_status(m.id, "confirmed", None).await?;
+        let stopped = i.power_state != PowerState::Running.code();
+        svc.update_instance(&i.uuid, None, move |x| {
+            x.vm_state = if stopped {
+                vm_state::STOPPED
+            } else {
+                vm_state::ACTIVE
+            }
+            .into();
+            x.task_state = None;
+            x.old_flavor = None;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// `revertResize` of a cold migration (on the destination): the copy here goes, the
+    /// instance is the source's again, which binds its ports and runs the guest from the
+    /// disks it kept; the source's allocation is the server's again.
+    pub(super) async fn revert_cold_migration(
+        &self,
+        i: &Instance,
+        m: &Migration,
+        rid: &str,
+    ) -> Result<()> {
+        let svc = &self.svc;
+        let source = m.source_compute.clone().unwrap_or_default();
+        svc.migration_status(m.id, "reverting", None).await?;
+        let run = i.power_state == PowerState::Running.code();
+        self.driver.destroy(&i.uuid).await?;
+        let (host, node) = (source.clone(), m.source_node.clone());
+        let zone = svc.host_zone(&host).await.ok();
+        svc.update_instance(&i.uuid, None, move |x| {
+            x.host = Some(host);
+            x.node = node;
+            if zone.is_some() {
+                x.host_availability_zone = zone;
+            }
+            Ok(())
+        })
+        .await?;
+        let revert = RevertMigrationAtSource {
+            instance_uuid: i.uuid.clone(),
+            run,
+        };
+        svc.bus()?
+            .call_typed(
+                &Target::server(rpc::COMPUTE_TOPIC, &source),
+                rid,
+                &revert,
+                DESTINATION_TIMEOUT,
+            )
+            .await
+            .map_err(|e| ComputeError::Internal(format!("{source} did not take it back: {e}")))?;
+        svc.clients()?
+            .revert_to_source(&i.uuid, &m.uuid, &i.project_id, &i.user_id, rid)
+            .await?;
+        svc.migration_status(m.id, "reverted", None).await?;
+        svc.update_instance(&i.uuid, None, move |x| {
+            x.vm_state = if run {
+                vm_state::ACTIVE
+            } else {
+                vm_state::STOPPED
+            }
+            .into();
+            x.task_state = None;
+            x.old_flavor = None;
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Source, at confirm: the stopped copy left by a cold migration goes.
+    pub async fn confirm_migration_at_source(&self, msg: &ConfirmMigrationAtSource) -> Result<()> {
+        let i = svc_instance(&self.svc, &msg.instance_uuid).await?;
+        if i.host.as_deref() == Some(self.host.as_str()) {
+            // Never the guest of an instance that is (again) this host's.
+            return Ok(());
+        }
+        self.driver.destroy(&msg.instance_uuid).await?;
+        tracing::info!(instance = %msg.instance_uuid, host = %self.host, "copy of a confirmed cold migration removed");
+        Ok(())
+    }
+
+    /// Source, at revert: the instance is here again: its ports bound here (waited for),
+    /// the guest started from the disks it kept when it ran before.
+    pub async fn revert_migration_at_source(
+        &self,
+        msg: &RevertMigrationAtSource,
+        rid: &str,
+    ) -> Result<()> {
+        let svc = &self.svc;
+        let uuid = &msg.instance_uuid;
+        let i = svc_instance(svc, uuid).await?;
+        let mut power = PowerState::Shutdown;
+        if i.network_info.as_array().is_some_and(|v| !v.is_empty()) {
+            let alloc = svc.network.bind_on_host(svc, &i, rid).await?;
+            let nw = alloc.network_info.clone();
+            svc.update_instance(uuid, None, move |x| {
+                x.network_info = nw;
+                Ok(())
+            })
+            .await?;
+            self.wait_for_vifs(uuid, alloc.waiters).await?;
+        }
+        if msg.run {
+            self.driver.power_on(uuid).await?;
+            power = PowerState::Running;
+        }
+        svc.update_instance(uuid, None, move |x| {
+            x.power_state = power.code();
+            Ok(())
+        })
+        .await?;
+        tracing::info!(instance = %uuid, host = %self.host, run = msg.run, "cold migration reverted: the instance is here again");
         Ok(())
     }
 
@@ -199,24 +539,7 @@ impl ComputeAgent {
             let m = svc.migration(msg.migration_id).await?;
             let run = i.vm_state == vm_state::ACTIVE;
             self.driver.finish_incoming(uuid, run).await?;
-            let host = self.host.clone();
-            let node = m.dest_node.clone();
-            let zone = svc.host_zone(&host).await.ok();
-            let i = svc
-                .update_instance(uuid, None, move |x| {
-                    x.host = Some(host);
-                    x.node = node;
-                    if zone.is_some() {
-                        x.host_availability_zone = zone;
-                    }
-                    Ok(())
-                })
-                .await?;
-            let network_info = if i.network_info.as_array().is_some_and(|v| !v.is_empty()) {
-                svc.network.bind_on_host(svc, &i, rid).await?.network_info
-            } else {
-                i.network_info.clone()
-            };
+            let network_info = self.take_instance(uuid, m.dest_node.clone(), rid).await?;
             let power = if run {
                 PowerState::Running
             } else {

@@ -1333,6 +1333,19 @@ impl Driver for QemuDriver {
         self.finish_incoming_guest(uuid, run).await
     }
 
+    async fn cold_migrate(
+        &self,
+        uuid: &str,
+        to: &crate::IncomingMigration,
+        timeout: Duration,
+    ) -> Result<()> {
+        self.migrate_stopped_guest_out(uuid, to, timeout).await
+    }
+
+    async fn finish_cold_incoming(&self, uuid: &str, run: bool) -> Result<()> {
+        self.finish_cold_incoming_guest(uuid, run).await
+    }
+
     async fn instance_info(&self, uuid: &str) -> Result<InstanceInfo> {
         let paths = self.exists(uuid)?;
         Ok(InstanceInfo {

@@ -253,6 +253,50 @@ impl QemuDriver {
         r
     }
 
+    /// Cold migration's source: the stopped guest's QEMU is started paused only to mirror
+    /// its disks (its memory, never used, goes along), then quits; the disks here stay.
+    pub(super) async fn migrate_stopped_guest_out(
+        &self,
+        uuid: &str,
+        to: &IncomingMigration,
+        timeout: Duration,
+    ) -> Result<()> {
+        let lock = self.lock(uuid);
+        let _g = lock.lock().await;
+        let paths = self.exists(uuid)?;
+        if self.running_pid(&paths, uuid).is_some() {
+            return Err(failed(
+                "migrating the guest's disks",
+                "the guest still runs (a cold migration stops it first)",
+            ));
+        }
+        let spec = self.read_spec(&paths)?;
+        let started = Instant::now();
+        let c = self.start_paused(&spec, &paths, false).await?;
+        let r = copy_out(&c, to, started + timeout).await;
+        self.stop_process(uuid, &paths, Duration::ZERO).await?;
+        if r.is_ok() {
+            tracing::info!(instance = %uuid, ms = started.elapsed().as_millis() as u64, to = %to.uri, "stopped guest's disks copied out");
+        }
+        r
+    }
+
+    /// Cold migration's destination: the guest that arrived boots from its disks (a reset
+    /// first: its memory never ran) or its QEMU quits, leaving it stopped here.
+    pub(super) async fn finish_cold_incoming_guest(&self, uuid: &str, run: bool) -> Result<()> {
+        const STEP: &str = "finishing the cold migration";
+        self.finish_incoming_guest(uuid, false).await?;
+        let paths = self.exists(uuid)?;
+        if run {
+            let c = self.qmp(uuid, &paths).await?;
+            c.system_reset().await.map_err(qmp_failed(STEP))?;
+            c.cont().await.map_err(qmp_failed(STEP))?;
+        } else {
+            self.stop_process(uuid, &paths, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn finish_incoming_guest(&self, uuid: &str, run: bool) -> Result<()> {
         const STEP: &str = "finishing the incoming migration";
         let paths = self.exists(uuid)?;
