@@ -164,6 +164,8 @@ impl ComputeAgent {
     pub async fn reconcile(&self) -> Result<()> {
         let svc = &self.svc;
         self.destroy_evacuated().await?;
+        self.fail_interrupted_migrations(&bus::new_request_id())
+            .await?;
         let on_host = store::instances_on_host(svc.db.conn(), &self.host).await?;
         let known = self.driver.list_instances().await?;
         for i in &on_host {

@@ -488,6 +488,40 @@ impl ComputeAgent {
         Ok(())
     }
 
+    /// At start: the migrations from this host that a stop of kumo cut short end in `error`
+    /// (the guest is what the driver has; an admin sees the record), the ports lose their
+    /// mark and the server gets its source allocation back. Cold migrations waiting for
+    /// confirm or revert (`finished`) are left to them.
+    pub(super) async fn fail_interrupted_migrations(&self, rid: &str) -> Result<()> {
+        let svc = &self.svc;
+        let kinds = [
+            (
+                crate::core::live_migration::MIGRATION_TYPE,
+                &["accepted", "queued", "preparing", "running"][..],
+            ),
+            (
+                crate::core::live_migration::COLD_MIGRATION_TYPE,
+                &["accepted", "queued", "migrating", "post-migrating"][..],
+            ),
+        ];
+        for (kind, statuses) in kinds {
+            for m in
+                store::migrations::from_source(svc.db.conn(), &self.host, kind, statuses).await?
+            {
+                tracing::warn!(instance = %m.instance_uuid, migration = m.id, %kind, status = %m.status, "a migration cut short by a restart ends in error");
+                let why = format!("kumo on {} stopped during the migration", self.host);
+                self.moved_nothing_or_error(
+                    &m,
+                    "",
+                    Failure::Before(ComputeError::Internal(why)),
+                    rid,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Destination: the ports wired here ahead, the guest's disks made, QEMU waiting.
     pub async fn pre_live_migration(
         &self,
