@@ -8,7 +8,7 @@ use std::path::Path;
 
 use super::host::Accel;
 use crate::InstanceSpec;
-use crate::volume::VolumeDisk;
+use crate::volume::{DiskSource, VolumeDisk};
 
 /// Files of one instance (the directory layout of DESIGN §6).
 #[derive(Debug, Clone)]
@@ -158,16 +158,32 @@ pub fn nic_namespace(nics: &[Nic]) -> Result<Option<String>, String> {
     }
 }
 
-/// The `blockdev-add` arguments of a volume: its file (or host_device) node and its format
-/// node, read-only for an `ro` attachment, discard passed down.
+/// Seconds a guest's NBD client keeps retrying a lost connection before failing requests: a
+/// volume host whose export daemon is restarted (kumo re-exports at start) comes back within
+/// it, and the guest's I/O only waits.
+pub const NBD_RECONNECT_DELAY: u64 = 30;
+
+/// The `blockdev-add` arguments of a volume: its protocol node (a file, a host_device, or an
+/// NBD export of the volume's host) and its format node, read-only for an `ro` attachment,
+/// discard passed down.
 pub fn volume_nodes(v: &VolumeDisk, node: &str, file: &str) -> (Value, Value) {
-    let driver = if v.is_block_device() {
-        "host_device"
-    } else {
-        "file"
+    let mut f = match &v.source {
+        DiskSource::Path(path) => {
+            let driver = if v.is_block_device() {
+                "host_device"
+            } else {
+                "file"
+            };
+            serde_json::json!({"driver": driver, "node-name": file,
+                "filename": p(path), "cache": {"direct": false}, "read-only": v.read_only})
+        }
+        DiskSource::Nbd { host, port, export } => {
+            serde_json::json!({"driver": "nbd", "node-name": file,
+                "server": {"type": "inet", "host": host, "port": port.to_string()},
+                "export": export, "reconnect-delay": NBD_RECONNECT_DELAY,
+                "read-only": v.read_only})
+        }
     };
-    let mut f = serde_json::json!({"driver": driver, "node-name": file,
-        "filename": p(&v.path), "cache": {"direct": false}, "read-only": v.read_only});
     let mut fmt = serde_json::json!({"driver": v.format, "node-name": node, "file": file,
         "read-only": v.read_only});
     if v.discard && !v.read_only {
@@ -475,6 +491,58 @@ mod tests {
         );
         assert!(
             !a.contains("/s/11111111-2222-3333-4444-555555555555/disk,"),
+            "{a}"
+        );
+    }
+
+    #[test]
+    fn nbd_volumes_are_nbd_nodes_under_their_format_node() {
+        let entry = |mode: &str| {
+            json!({"volume_id": "0b7f3a52-9a43-4f6e-8d0e-55a1c2b3d4e5", "device_name": "/dev/vdb",
+                "boot_index": null, "connection_info": {"driver_volume_type": "nbd",
+                    "data": {"host": "10.250.0.1", "port": 10809, "name": "volume-0b7f",
+                        "format": "raw", "access_mode": mode, "discard": true}}})
+        };
+        let v = VolumeDisk::from_entry(&entry("rw")).expect("nbd");
+        let (f, fmt) = volume_nodes(&v, "vol1", "vol1-f");
+        assert_eq!(
+            f,
+            json!({"driver": "nbd", "node-name": "vol1-f",
+                "server": {"type": "inet", "host": "10.250.0.1", "port": "10809"},
+                "export": "volume-0b7f", "reconnect-delay": NBD_RECONNECT_DELAY,
+                "read-only": false, "discard": "unmap"})
+        );
+        assert_eq!(
+            fmt,
+            json!({"driver": "raw", "node-name": "vol1", "file": "vol1-f", "read-only": false,
+                "discard": "unmap"})
+        );
+        let ro = VolumeDisk::from_entry(&entry("ro")).expect("nbd ro");
+        let (f, fmt) = volume_nodes(&ro, "vol1", "vol1-f");
+        assert_eq!(
+            (f["read-only"].clone(), fmt["read-only"].clone()),
+            (json!(true), json!(true))
+        );
+        assert!(
+            f.get("discard").is_none() && f.get("filename").is_none(),
+            "{f}"
+        );
+        // Cold boot: the same nodes on the command line.
+        let mut s = spec();
+        s.block_device_info = json!([entry("rw")]);
+        let paths = Paths::new(Path::new("/s"), &s.uuid);
+        let l = Launch {
+            accel: Accel::Tcg,
+            root_ports: 8,
+            kumo_version: "0",
+        };
+        let a = build(&s, &paths, &l).join(" ");
+        assert!(
+            a.contains("\"server\":{\"host\":\"10.250.0.1\",\"port\":\"10809\",\"type\":\"inet\"}"),
+            "{a}"
+        );
+        assert!(
+            a.contains("virtio-blk-pci,drive=vol0b7f3a529a434f6e8d0e55a1,"),
             "{a}"
         );
     }

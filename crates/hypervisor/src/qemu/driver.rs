@@ -608,7 +608,7 @@ impl QemuDriver {
                 Err(e) => {
                     let _ = c.blockdev_del(&node).await;
                     let _ = c.blockdev_del(&file).await;
-                    return Err(failed(STEP, format!("{}: {e}", v.path.display())));
+                    return Err(failed(STEP, format!("{}: {e}", v.source)));
                 }
             }
         }
@@ -619,7 +619,7 @@ impl QemuDriver {
             let _ = c.blockdev_del(&file).await;
             return Err(failed(STEP, e));
         }
-        tracing::info!(instance = %uuid, volume = %v.volume_id, %bus, path = %v.path.display(), "volume hot-plugged");
+        tracing::info!(instance = %uuid, volume = %v.volume_id, %bus, source = %v.source, "volume hot-plugged");
         Ok(())
     }
 
@@ -1224,7 +1224,7 @@ impl Driver for QemuDriver {
         let (node, _) = v.node_names();
         c.block_resize(&node, new_size)
             .await
-            .map_err(|e| failed(STEP, format!("{}: {e}", v.path.display())))?;
+            .map_err(|e| failed(STEP, format!("{}: {e}", v.source)))?;
         tracing::info!(instance = %uuid, volume = %volume_id, bytes = new_size, "volume grown in the guest");
         Ok(())
     }
