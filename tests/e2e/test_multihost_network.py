@@ -30,6 +30,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 
 from cloudlib import free_port, remove_namespaces, unique
 from computelib import wait_server
@@ -139,10 +140,14 @@ def test_vxlan_between_three_hosts_with_real_guests(request):
                 group = c.osc("server", "group", "create", "--policy", "soft-anti-affinity", unique("g"),
                               fmt_json=True)
                 ids = []
+                # user kumo may write the volumes hot-plugged later (the NBD block below)
+                user_data = work / "guest-user-data"
+                user_data.write_text("#!/bin/sh\n(while :; do chmod 666 /dev/vd[b-z] 2>/dev/null; sleep 0.2; done)"
+                                     " </dev/null >/dev/null 2>&1 &\n")
                 for i in range(GUESTS):
                     s = c.osc("server", "create", "--image", image["id"], "--flavor", flavor["id"], "--network",
                               net["id"], "--key-name", keypair, "--hint", f"group={group['id']}",
-                              unique(f"g{i}"), fmt_json=True)
+                              "--user-data", str(user_data), unique(f"g{i}"), fmt_json=True)
                     ids.append(s["id"])
                 servers = [wait_server(c, sid, "ACTIVE", timeout=240) for sid in ids]
                 on: dict[str, list[dict]] = {hb: [], hc: []}
@@ -192,6 +197,64 @@ def test_vxlan_between_three_hosts_with_real_guests(request):
                 for ip in peers:
                     assert f"PEER-OK-{ip}" in out.stdout.split(), f"guest on C cannot ping {ip} on B: {out.stdout}"
                 print(f"reachability checked {time.monotonic() - t_start:.1f} s after the start")
+
+                # a volume of A attached to a guest on B: A's volume service exports it over NBD
+                # (a qemu-storage-daemon in A's host namespace, on A's underlay address), the
+                # guest writes a marker that lands in A's volume file, the detach stops the export
+                t0 = time.monotonic()
+                on_b = on[hb][0]
+                vol = c.osc("volume", "create", "--size", "1", unique("nbd"), fmt_json=True)
+                assert wait_until(lambda: c.osc("volume", "show", vol["id"], fmt_json=True)["status"]
+                                  == "available", 60) is not None, vol
+                c.osc("server", "add", "volume", on_b["id"], vol["id"])
+                assert wait_until(lambda: c.osc("volume", "show", vol["id"], fmt_json=True)["status"]
+                                  == "in-use", 60) is not None, c.osc("volume", "show", vol["id"], fmt_json=True)
+                shown = c.osc("volume", "show", vol["id"], fmt_json=True)
+                (va,) = shown["attachments"]
+                assert va["server_id"] == on_b["id"] and va["host_name"] == hb, shown
+                r = requests.get(f"{c.base_url}/volume/v3/{shown['os-vol-tenant-attr:tenant_id']}/attachments/"
+                                 f"{va['attachment_id']}", timeout=30,
+                                 headers={"X-Auth-Token": c.admin_token, "OpenStack-API-Version": "volume 3.27"})
+                assert r.status_code == 200, r.text
+                ci = r.json()["attachment"]["connection_info"]
+                assert ci["driver_volume_type"] == "nbd", ci
+                assert ci["data"]["host"] == "10.250.0.1" and ci["data"]["name"] == f"volume-{vol['id']}", ci
+                nbd_port = ci["data"]["port"]
+                a_host = f"{p}a-kumo-host"
+
+                def listening() -> bool:
+                    out = subprocess.run(["ip", "netns", "exec", a_host, "ss", "-Htln"], capture_output=True,
+                                         text=True).stdout
+                    return f"10.250.0.1:{nbd_port} " in out
+
+                pid_file = a.state / "volume-exports" / f"{vol['id']}.pid"
+                assert listening() and pid_file.exists(), f"no NBD export on 10.250.0.1:{nbd_port} in {a_host}"
+                guest = addr[on_b["id"]]
+                wait_for_console(c, on_b["id"], "dropbear listening on port 22", timeout=120)
+                assert wait_until(lambda: "YES" in ssh(dhcp_ns, key, guest, "test -e /sys/block/vdb && echo YES")
+                                  .stdout, 60) is not None, "the guest on B never saw vdb"
+                out = ssh(dhcp_ns, key, guest, "cat /sys/block/vdb/size")
+                assert out.returncode == 0 and int(out.stdout.strip()) * 512 == 1 << 30, out
+                # the guest's mdev gives user kumo the new disk a moment after it appears
+                assert wait_until(lambda: "rw" in ssh(dhcp_ns, key, guest, "test -w /dev/vdb && echo rw").stdout,
+                                  10) is not None, "/dev/vdb never writable for the guest's user"
+                marker = unique("kumo-nbd-marker")
+                out = ssh(dhcp_ns, key, guest, f"echo {marker} | dd of=/dev/vdb bs=512 count=1 conv=sync && sync "
+                                                "&& dd if=/dev/vdb bs=512 count=1 2>/dev/null")
+                assert out.returncode == 0 and marker in out.stdout, out
+                c.osc("server", "remove", "volume", on_b["id"], vol["id"])
+                assert wait_until(lambda: c.osc("volume", "show", vol["id"], fmt_json=True)["status"]
+                                  == "available", 60) is not None, "volume not available after the detach"
+                assert wait_until(lambda: not listening() and not pid_file.exists(), 10) is not None, \
+                    f"the NBD export of {vol['id']} outlived its detach"
+                # what the guest wrote is in A's volume file
+                head = work / "nbd-head.raw"
+                subprocess.run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", "count=1",
+                                f"if={a.state / 'volumes' / ('volume-' + vol['id'] + '.qcow2')}", f"of={head}"],
+                               check=True, capture_output=True)
+                assert marker.encode() in head.read_bytes(), head.read_bytes()[:80]
+                c.osc("volume", "delete", vol["id"])
+                print(f"NBD volume from A attached, written and detached on B in {time.monotonic() - t0:.1f} s")
 
                 # host C dies (its kumo and its guests, killed by PID): its nova-compute goes down
                 # and evacuate brings its guests up on B, wired there, by DHCP from A again
