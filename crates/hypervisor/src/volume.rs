@@ -6,8 +6,9 @@
 //! "connection_info": {"driver_volume_type": ..., "data": {...}}}`. Two connection types:
 //! `local` (`data`: `device_path`, a file or block device on this host, `format`,
 //! `access_mode`, `discard`) and `nbd` (`data`: `host`, `port`, `name` of an export the volume's
-//! host serves, `format`, `access_mode`, `discard`). Anything else is refused with a clear
-//! reason.
+//! host serves, `format`, `access_mode`, `discard`, and with `auth_method` `tls-psk` the TLS
+//! pre-shared key: `auth_username` its identity, `auth_password` the hex key). Anything else is
+//! refused with a clear reason.
 
 use serde_json::Value;
 use std::path::PathBuf;
@@ -24,17 +25,64 @@ pub enum DiskSource {
         host: String,
         port: u16,
         export: String,
+        /// The TLS pre-shared key the export requires (`auth_method` `tls-psk`).
+        psk: Option<Psk>,
     },
+}
+
+/// A TLS pre-shared key: QEMU's `tls-creds-psk` reads `identity:key` from `keys.psk`.
+#[derive(Clone, PartialEq)]
+pub struct Psk {
+    pub identity: String,
+    /// Hex.
+    pub key: String,
+}
+
+impl std::fmt::Debug for Psk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key never goes to a log.
+        f.debug_struct("Psk")
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The PSK of an `nbd` connection: `auth_method` `tls-psk` with `auth_username` (the
+/// identity) and `auth_password` (the hex key), as Cinder's iSCSI connections carry CHAP.
+fn nbd_psk(volume_id: &str, data: &Value) -> Result<Option<Psk>> {
+    match data["auth_method"].as_str() {
+        None => Ok(None),
+        Some("tls-psk") => {
+            let identity = data["auth_username"]
+                .as_str()
+                .filter(|i| !i.is_empty() && !i.contains([':', '\n', '\r']))
+                .ok_or_else(|| refuse(volume_id, "tls-psk without a usable auth_username"))?;
+            let key = data["auth_password"]
+                .as_str()
+                .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_hexdigit()))
+                .ok_or_else(|| refuse(volume_id, "tls-psk without a hex auth_password"))?;
+            Ok(Some(Psk {
+                identity: identity.to_string(),
+                key: key.to_string(),
+            }))
+        }
+        Some(other) => Err(refuse(
+            volume_id,
+            format!("auth_method {other:?} is not supported (tls-psk)"),
+        )),
+    }
 }
 
 impl std::fmt::Display for DiskSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DiskSource::Path(p) => write!(f, "{}", p.display()),
-            DiskSource::Nbd { host, port, export } if host.contains(':') => {
-                write!(f, "nbd://[{host}]:{port}/{export}")
-            }
-            DiskSource::Nbd { host, port, export } => write!(f, "nbd://{host}:{port}/{export}"),
+            DiskSource::Nbd {
+                host, port, export, ..
+            } if host.contains(':') => write!(f, "nbd://[{host}]:{port}/{export}"),
+            DiskSource::Nbd {
+                host, port, export, ..
+            } => write!(f, "nbd://{host}:{port}/{export}"),
         }
     }
 }
@@ -99,6 +147,7 @@ impl VolumeDisk {
                     host: host.to_string(),
                     port,
                     export: export.to_string(),
+                    psk: nbd_psk(&volume_id, data)?,
                 }
             }
             _ => {
@@ -222,9 +271,35 @@ mod tests {
             DiskSource::Nbd {
                 host: "10.250.0.1".into(),
                 port: 10809,
-                export: "volume-v2".into()
+                export: "volume-v2".into(),
+                psk: None,
             }
         );
+        let mut t = e.clone();
+        t["connection_info"]["data"]["auth_method"] = json!("tls-psk");
+        t["connection_info"]["data"]["auth_username"] = json!("volume-v2");
+        t["connection_info"]["data"]["auth_password"] = json!("00ff");
+        let psk = match VolumeDisk::from_entry(&t).expect("tls-psk").source {
+            DiskSource::Nbd { psk, .. } => psk.expect("a psk"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            (psk.identity.as_str(), psk.key.as_str()),
+            ("volume-v2", "00ff")
+        );
+        assert!(
+            !format!("{psk:?}").contains("00ff"),
+            "the key is not logged"
+        );
+        for (field, bad) in [
+            ("auth_password", json!("not hex")),
+            ("auth_username", json!("a:b")),
+            ("auth_method", json!("CHAP")),
+        ] {
+            let mut b = t.clone();
+            b["connection_info"]["data"][field] = bad;
+            assert!(VolumeDisk::from_entry(&b).is_err(), "{field}");
+        }
         assert_eq!(d.source.to_string(), "nbd://10.250.0.1:10809/volume-v2");
         let mut s = e.clone();
         s["connection_info"]["data"]["port"] = json!("10810");

@@ -4,7 +4,7 @@
 //! daemonized, so the guest outlives kumo and kumo resumes it once QMP is connected.
 
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::host::Accel;
 use crate::InstanceSpec;
@@ -177,11 +177,20 @@ pub fn volume_nodes(v: &VolumeDisk, node: &str, file: &str) -> (Value, Value) {
             serde_json::json!({"driver": driver, "node-name": file,
                 "filename": p(path), "cache": {"direct": false}, "read-only": v.read_only})
         }
-        DiskSource::Nbd { host, port, export } => {
-            serde_json::json!({"driver": "nbd", "node-name": file,
+        DiskSource::Nbd {
+            host,
+            port,
+            export,
+            psk,
+        } => {
+            let mut n = serde_json::json!({"driver": "nbd", "node-name": file,
                 "server": {"type": "inet", "host": host, "port": port.to_string()},
                 "export": export, "reconnect-delay": NBD_RECONNECT_DELAY,
-                "read-only": v.read_only})
+                "read-only": v.read_only});
+            if psk.is_some() {
+                n["tls-creds"] = tls_creds_id(file).into();
+            }
+            n
         }
     };
     let mut fmt = serde_json::json!({"driver": v.format, "node-name": node, "file": file,
@@ -193,15 +202,77 @@ pub fn volume_nodes(v: &VolumeDisk, node: &str, file: &str) -> (Value, Value) {
     (f, fmt)
 }
 
+/// The id of the `tls-creds-psk` object of a volume's NBD node.
+pub fn tls_creds_id(file: &str) -> String {
+    format!("{file}-tls")
+}
+
+/// Where the `keys.psk` of a volume's NBD node is (QEMU reads it when the object is made).
+pub fn psk_dir(paths: &Paths, file: &str) -> PathBuf {
+    paths.dir.join(format!("{file}-psk"))
+}
+
+/// The `tls-creds-psk` object (`object-add` arguments, and `-object` JSON) a volume's NBD
+/// node needs: the client end, its identity, the key file's directory. `None`: no TLS.
+pub fn volume_tls_object(v: &VolumeDisk, file: &str, paths: &Paths) -> Option<Value> {
+    match &v.source {
+        DiskSource::Nbd { psk: Some(psk), .. } => Some(serde_json::json!({
+            "qom-type": "tls-creds-psk", "id": tls_creds_id(file), "endpoint": "client",
+            "dir": p(&psk_dir(paths, file)), "username": psk.identity})),
+        _ => None,
+    }
+}
+
+/// Write the `keys.psk` (0600, in a 0700 directory) of a volume's NBD node, before QEMU
+/// makes its TLS object (at launch or hot-plug).
+pub fn write_psk(v: &VolumeDisk, file: &str, paths: &Paths) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let DiskSource::Nbd { psk: Some(psk), .. } = &v.source else {
+        return Ok(());
+    };
+    let dir = psk_dir(paths, file);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dir.join("keys.psk"))?;
+    writeln!(f, "{}:{}", psk.identity, psk.key)
+}
+
+/// Write the `keys.psk` of every NBD volume of a spec with TLS, under the file node names
+/// [`build`] gives them (the boot volume's is `root-file`), before QEMU starts.
+pub fn write_psks(spec: &InstanceSpec, paths: &Paths) -> std::io::Result<()> {
+    for v in VolumeDisk::all(&spec.block_device_info).unwrap_or_default() {
+        let file = if v.boot {
+            "root-file".to_string()
+        } else {
+            v.node_names().1
+        };
+        write_psk(&v, &file, paths)?;
+    }
+    Ok(())
+}
+
 /// A volume's nodes as `-blockdev` options (the JSON syntax QEMU also takes there).
-fn volume_blockdevs(v: &VolumeDisk, node: &str, file: &str) -> Vec<String> {
+fn volume_blockdevs(v: &VolumeDisk, node: &str, file: &str, paths: &Paths) -> Vec<String> {
     let (f, fmt) = volume_nodes(v, node, file);
-    vec![
+    let mut a = Vec::new();
+    if let Some(obj) = volume_tls_object(v, file, paths) {
+        a.extend(["-object".to_string(), obj.to_string()]);
+    }
+    a.extend([
         "-blockdev".into(),
         f.to_string(),
         "-blockdev".into(),
         fmt.to_string(),
-    ]
+    ]);
+    a
 }
 
 pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> {
@@ -276,7 +347,7 @@ pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> 
         // Boot from volume: the volume is the root disk (its node and device keep the root's
         // names; a boot volume is not detached from a guest).
         Some(v) => {
-            let mut props = volume_blockdevs(v, "root", "root-file");
+            let mut props = volume_blockdevs(v, "root", "root-file", paths);
             a.append(&mut props);
             a.push("-device".into());
             a.push(format!(
@@ -311,7 +382,7 @@ pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> 
     // Attached volumes on the next root ports, with the ids a hot-plug gives them.
     for v in volumes.iter().filter(|v| !v.boot) {
         let (node, file) = v.node_names();
-        let mut props = volume_blockdevs(v, &node, &file);
+        let mut props = volume_blockdevs(v, &node, &file, paths);
         a.append(&mut props);
         let bus = if port <= l.root_ports {
             format!("rp{port}")
@@ -545,6 +616,43 @@ mod tests {
             a.contains("virtio-blk-pci,drive=vol0b7f3a529a434f6e8d0e55a1,"),
             "{a}"
         );
+        assert!(!a.contains("tls-creds"), "{a}");
+        // With a TLS pre-shared key: a tls-creds-psk object (client end, the key's directory
+        // in the instance's) that the NBD node names; the key itself is only in keys.psk.
+        let mut tls = entry("rw");
+        tls["connection_info"]["data"]["auth_method"] = json!("tls-psk");
+        tls["connection_info"]["data"]["auth_username"] = json!("volume-0b7f");
+        tls["connection_info"]["data"]["auth_password"] = json!("c0ffee");
+        let v = VolumeDisk::from_entry(&tls).expect("nbd tls");
+        let (f, _) = volume_nodes(&v, "vol1", "vol1-f");
+        assert_eq!(f["tls-creds"], "vol1-f-tls");
+        let dir = tempfile::tempdir().expect("tmp");
+        let paths = Paths::new(dir.path(), &s.uuid);
+        assert_eq!(
+            volume_tls_object(&v, "vol1-f", &paths).expect("object"),
+            json!({"qom-type": "tls-creds-psk", "id": "vol1-f-tls", "endpoint": "client",
+                "dir": p(&paths.dir.join("vol1-f-psk")), "username": "volume-0b7f"})
+        );
+        s.block_device_info = json!([tls]);
+        let a = build(&s, &paths, &l).join(" ");
+        assert!(a.contains("-object {\"dir\":"), "{a}");
+        assert!(
+            a.contains("\"tls-creds\":\"vol0b7f3a529a434f6e8d0e55a1-f-tls\""),
+            "{a}"
+        );
+        assert!(
+            !a.contains("c0ffee"),
+            "the key is not on the command line: {a}"
+        );
+        write_psks(&s, &paths).expect("write");
+        let file = paths.dir.join("vol0b7f3a529a434f6e8d0e55a1-f-psk/keys.psk");
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("keys.psk"),
+            "volume-0b7f:c0ffee\n"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
