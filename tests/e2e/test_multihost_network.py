@@ -220,6 +220,13 @@ def test_vxlan_between_three_hosts_with_real_guests(request):
                 assert ci["driver_volume_type"] == "nbd", ci
                 assert ci["data"]["host"] == "10.250.0.1" and ci["data"]["name"] == f"volume-{vol['id']}", ci
                 nbd_port = ci["data"]["port"]
+                # the export wants the TLS pre-shared key of the connection info: from B's namespace,
+                # a client without it is refused
+                assert ci["data"]["auth_method"] == "tls-psk" and len(ci["data"]["auth_password"]) == 64, ci
+                plain = subprocess.run(["ip", "netns", "exec", f"{p}b-kumo-host", "qemu-img", "info",
+                                        f"nbd://10.250.0.1:{nbd_port}/volume-{vol['id']}"], capture_output=True,
+                                       text=True, timeout=30)
+                assert plain.returncode != 0 and "TLS" in plain.stderr, plain
                 a_host = f"{p}a-kumo-host"
 
                 def listening() -> bool:

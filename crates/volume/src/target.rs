@@ -71,12 +71,44 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> TargetError {
 }
 
 /// One running export, as the connection info announces it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NbdExport {
     pub volume_id: String,
     pub address: String,
     pub port: u16,
     pub name: String,
+    /// The TLS pre-shared key (hex) a client must present, with the export name as its
+    /// identity; `None`: an export made without TLS.
+    #[serde(default)]
+    pub psk: Option<String>,
+}
+
+impl std::fmt::Debug for NbdExport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key never goes to a log.
+        f.debug_struct("NbdExport")
+            .field("volume_id", &self.volume_id)
+            .field("address", &self.address)
+            .field("port", &self.port)
+            .field("name", &self.name)
+            .field("tls", &self.psk.is_some())
+            .finish()
+    }
+}
+
+/// What a re-export must keep: what the attachments were told.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Reuse {
+    pub port: u16,
+    pub psk: Option<String>,
+}
+
+/// A new TLS pre-shared key: 32 random bytes, hex.
+fn new_psk() -> std::io::Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// What to export: the volume's file and its format.
@@ -118,6 +150,20 @@ pub fn process_running(pid: i32) -> bool {
             })
             .is_some_and(|state| state != 'Z' && state != 'X')
     })
+}
+
+/// Write a file only root reads (it holds a key).
+fn write_private(path: &Path, text: &str) -> Result<(), TargetError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(io(format!("writing {}", path.display())))
 }
 
 /// The export name of a volume.
@@ -201,6 +247,7 @@ impl NbdTargets {
                             address: String::new(),
                             port: 0,
                             name: export_name(id),
+                            psk: None,
                         })
                     })
             })
@@ -233,25 +280,42 @@ impl NbdTargets {
         (ours && process_running(pid)).then_some(pid)
     }
 
-    /// The volume's export, started if it is not running. `port`: the port the attachments
-    /// were told (a re-export after a restart must keep it); `None` picks the lowest free one
-    /// from `target_port`.
+    /// The volume's export, started if it is not running. `reuse`: the port and key the
+    /// attachments were told (a re-export after a restart must keep them); `None` picks the
+    /// lowest free port from `target_port` and a new key.
     pub async fn ensure(
         &self,
         src: &ExportSource<'_>,
-        port: Option<u16>,
+        reuse: Option<Reuse>,
     ) -> Result<NbdExport, TargetError> {
         let _g = self.lock.lock().await;
         if self.pid(src.volume_id).is_some()
             && let Some(rec) = self.record(src.volume_id)
-            && port.is_none_or(|p| p == rec.port)
+            && reuse
+                .as_ref()
+                .is_none_or(|r| r.port == rec.port && r.psk == rec.psk)
         {
             return Ok(rec);
         }
+        let port = reuse.as_ref().map(|r| r.port);
+        let psk = match reuse {
+            Some(r) => r.psk,
+            None => Some(new_psk().map_err(io("reading /dev/urandom"))?),
+        };
         // A daemon without a usable record, or on another port than the one asked for.
         self.stop_locked(src.volume_id).await?;
-        std::fs::create_dir_all(&self.cfg.dir)
-            .map_err(io(format!("creating {}", self.cfg.dir.display())))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            // Keys live here: only root reads the directory.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.cfg.dir)
+                .map_err(io(format!("creating {}", self.cfg.dir.display())))?;
+        }
+        if let Some(key) = &psk {
+            self.write_psk(src.volume_id, key)?;
+        }
         let candidates: Vec<u16> = match port {
             Some(p) => vec![p],
             None => {
@@ -269,23 +333,23 @@ impl NbdTargets {
         };
         let mut last = String::from("no port to try");
         for p in candidates {
-            match self.start(src, p).await? {
+            match self.start(src, p, psk.is_some()).await? {
                 Ok(()) => {
                     let rec = NbdExport {
                         volume_id: src.volume_id.to_string(),
                         address: self.cfg.address.clone(),
                         port: p,
                         name: export_name(src.volume_id),
+                        psk: psk.clone(),
                     };
                     let body = serde_json::to_string(&rec).map_err(|e| TargetError::Start {
                         volume: src.volume_id.into(),
                         reason: e.to_string(),
                     })?;
                     let path = self.file(src.volume_id, "json");
-                    std::fs::write(&path, body)
-                        .map_err(io(format!("writing {}", path.display())))?;
+                    write_private(&path, &body)?;
                     tracing::info!(volume = %src.volume_id, address = %rec.address, port = p,
-                        namespace = ?self.cfg.namespace, pid = ?self.pid(src.volume_id), "volume exported over NBD");
+                        tls = rec.psk.is_some(), namespace = ?self.cfg.namespace, pid = ?self.pid(src.volume_id), "volume exported over NBD");
                     return Ok(rec);
                 }
                 Err(busy) => {
@@ -300,7 +364,26 @@ impl NbdTargets {
         })
     }
 
-    fn args(&self, src: &ExportSource<'_>, port: u16) -> Vec<String> {
+    /// The directory of an export's `keys.psk` (QEMU's tls-creds-psk reads it there).
+    fn psk_dir(&self, volume_id: &str) -> PathBuf {
+        self.file(volume_id, "tls")
+    }
+
+    fn write_psk(&self, volume_id: &str, key: &str) -> Result<(), TargetError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = self.psk_dir(volume_id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(io(format!("creating {}", dir.display())))?;
+        write_private(
+            &dir.join("keys.psk"),
+            &format!("{}:{key}\n", export_name(volume_id)),
+        )
+    }
+
+    fn args(&self, src: &ExportSource<'_>, port: u16, tls: bool) -> Vec<String> {
         let ro = !src.writable;
         let file = serde_json::json!({"driver": "file", "node-name": "file",
             "filename": src.path.to_string_lossy(), "read-only": ro, "discard": "unmap"});
@@ -312,23 +395,34 @@ impl NbdTargets {
         } else {
             self.cfg.address.clone()
         };
-        vec![
+        let mut a: Vec<String> = vec![
             "--daemonize".into(),
             "--pidfile".into(),
             self.pid_path(src.volume_id).to_string_lossy().into_owned(),
+        ];
+        let mut server = format!("addr.type=inet,addr.host={host},addr.port={port}");
+        if tls {
+            // Clients must complete a TLS handshake with the export's pre-shared key.
+            let obj = serde_json::json!({"qom-type": "tls-creds-psk", "id": "tls",
+                "endpoint": "server", "dir": self.psk_dir(src.volume_id).to_string_lossy()});
+            a.extend(["--object".into(), obj.to_string()]);
+            server.push_str(",tls-creds=tls");
+        }
+        a.extend([
             "--blockdev".into(),
             file.to_string(),
             "--blockdev".into(),
             fmt.to_string(),
             "--nbd-server".into(),
-            format!("addr.type=inet,addr.host={host},addr.port={port}"),
+            server,
             "--export".into(),
             format!(
                 "type=nbd,id=export,node-name=fmt,name={},writable={}",
                 export_name(src.volume_id),
                 if src.writable { "on" } else { "off" }
             ),
-        ]
+        ]);
+        a
     }
 
     /// Start the daemon on `port`. Outer error: it cannot start at all; inner error: the port
@@ -337,12 +431,13 @@ impl NbdTargets {
         &self,
         src: &ExportSource<'_>,
         port: u16,
+        tls: bool,
     ) -> Result<Result<(), String>, TargetError> {
         let log = self.file(src.volume_id, "log");
         let stderr =
             std::fs::File::create(&log).map_err(io(format!("creating {}", log.display())))?;
         let mut cmd = std::process::Command::new(&self.cfg.daemon);
-        cmd.args(self.args(src, port))
+        cmd.args(self.args(src, port, tls))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(stderr);
@@ -410,6 +505,12 @@ impl NbdTargets {
                 Err(e) => return Err(io(format!("removing {}", p.display()))(e)),
             }
         }
+        let tls = self.psk_dir(volume_id);
+        match std::fs::remove_dir_all(&tls) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("removing {}", tls.display()))(e)),
+        }
         Ok(pid.is_some())
     }
 }
@@ -446,7 +547,19 @@ mod tests {
             format: "qcow2",
             writable: false,
         };
-        let a = t.args(&src, 10810);
+        let tls = t.args(&src, 10810, true);
+        assert_eq!(tls[3], "--object");
+        let obj: Value = serde_json::from_str(&tls[4]).expect("json");
+        assert_eq!(
+            obj,
+            json!({"qom-type": "tls-creds-psk", "id": "tls", "endpoint": "server",
+                "dir": "/st/exports/v1.tls"})
+        );
+        assert_eq!(
+            tls[10],
+            "addr.type=inet,addr.host=10.250.0.1,addr.port=10810,tls-creds=tls"
+        );
+        let a = t.args(&src, 10810, false);
         assert_eq!(a[..3], ["--daemonize", "--pidfile", "/st/exports/v1.pid"]);
         let fmt: Value = serde_json::from_str(&a[6]).expect("json");
         assert_eq!(fmt["driver"], "qcow2");

@@ -350,14 +350,34 @@ fn first_port() -> u16 {
     20000 + (std::process::id() % 10000) as u16
 }
 
-/// The export really serves the volume: `qemu-img info` over NBD reads its size.
-fn nbd_size(port: u64, name: &str) -> Option<String> {
+/// The export really serves the volume: `qemu-img info` over NBD reads its size, with the TLS
+/// pre-shared key of the connection info (`data`), or without TLS when `tls` is false.
+fn nbd_size(data: &Value, tls: bool) -> Option<String> {
+    let port = data["port"].as_u64()?;
+    let name = data["name"].as_str()?;
+    let keys = tempfile::tempdir().ok()?;
+    let mut args: Vec<String> = vec!["info".into(), "--output=json".into()];
+    let mut opts = format!(
+        "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port={port},export={name}"
+    );
+    if tls {
+        let (user, key) = (
+            data["auth_username"].as_str()?,
+            data["auth_password"].as_str()?,
+        );
+        std::fs::write(keys.path().join("keys.psk"), format!("{user}:{key}\n")).ok()?;
+        args.extend([
+            "--object".into(),
+            format!(
+                "tls-creds-psk,id=t,endpoint=client,dir={},username={user}",
+                keys.path().display()
+            ),
+        ]);
+        opts.push_str(",tls-creds=t");
+    }
+    args.extend(["--image-opts".into(), opts]);
     let out = std::process::Command::new("qemu-img")
-        .args([
-            "info",
-            "--output=json",
-            &format!("nbd://127.0.0.1:{port}/{name}"),
-        ])
+        .args(&args)
         .output()
         .ok()?;
     let info: Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -477,10 +497,14 @@ async fn other_hosts_get_nbd_exports() {
     let port = data["port"].as_u64().unwrap();
     assert!(port >= u64::from(first), "{ci}");
     let pid = svc.targets.pid(&id).expect("the export's daemon runs");
-    assert_eq!(
-        nbd_size(port, &format!("volume-{id}")).as_deref(),
-        Some("1073741824")
-    );
+    assert_eq!(data["auth_method"], "tls-psk", "{ci}");
+    assert_eq!(data["auth_username"], format!("volume-{id}"));
+    assert_eq!(data["auth_password"].as_str().unwrap().len(), 64, "{ci}");
+    assert_eq!(nbd_size(data, true).as_deref(), Some("1073741824"));
+    assert_eq!(nbd_size(data, false), None, "no TLS, no export");
+    let mut wrong = data.clone();
+    wrong["auth_password"] = json!("00".repeat(32));
+    assert_eq!(nbd_size(&wrong, true), None, "a wrong key, no export");
     call_ok(
         &app,
         "POST",
@@ -515,8 +539,9 @@ async fn other_hosts_get_nbd_exports() {
     let again = svc.targets.pid(&id).expect("re-exported at start");
     assert_ne!(again, pid);
     assert_eq!(
-        nbd_size(port, &format!("volume-{id}")).as_deref(),
-        Some("1073741824")
+        nbd_size(data, true).as_deref(),
+        Some("1073741824"),
+        "the same port and key after the restart"
     );
 
     // the detach stops the export: daemon gone, nothing listens, files removed
@@ -532,6 +557,10 @@ async fn other_hosts_get_nbd_exports() {
         "something listens on {port} after the detach"
     );
     assert!(!svc.targets.is_recorded(&id));
+    assert!(
+        !dir.path().join(format!("volume-exports/{id}.tls")).exists(),
+        "the export's key is removed with it"
+    );
 
     // an export whose attachment never completed does not survive a restart
     let (_att, ci) = connect_from(&app, &id, "hostb").await;

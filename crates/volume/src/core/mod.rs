@@ -30,7 +30,7 @@ use crate::glance::ImageClient;
 use crate::model::*;
 use crate::server_events::{NoServerEvents, ServerEvents};
 use crate::store;
-use crate::target::{ExportSource, NbdTargets};
+use crate::target::{ExportSource, NbdTargets, Reuse};
 
 /// Policy defaults of the volume API (Cinder's names, secure RBAC), as data.
 pub const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
@@ -221,10 +221,10 @@ impl VolumeService {
     async fn reconcile_exports(&self) -> Result<()> {
         let w = self.db.write().await?;
         let atts: Vec<Attachment> = self.all(&*w, KIND_ATTACHMENT).await?;
-        let mut wanted: std::collections::BTreeMap<String, Option<u16>> = Default::default();
+        let mut wanted: std::collections::BTreeMap<String, Option<Reuse>> = Default::default();
         for a in atts.iter().filter(|a| a.attach_status == "attached") {
-            if let Some(port) = nbd_port(a) {
-                wanted.insert(a.volume_id.clone(), port);
+            if let Some(reuse) = nbd_reuse(a) {
+                wanted.insert(a.volume_id.clone(), reuse);
             }
         }
         for rec in self.targets.recorded() {
@@ -235,13 +235,13 @@ impl VolumeService {
                 }
             }
         }
-        for (volume_id, port) in wanted {
+        for (volume_id, reuse) in wanted {
             let r = async {
                 let v: Volume = match store::get(&*w, KIND_VOLUME, &volume_id).await? {
                     Some(b) => from_body(&b)?,
                     None => return Ok(()),
                 };
-                self.export(&v, port).await.map(|_| ())
+                self.export(&v, reuse).await.map(|_| ())
             }
             .await;
             if let Err(e) = r {
@@ -391,7 +391,7 @@ impl VolumeService {
     }
 
     /// Start (or find running) the volume's NBD export.
-    async fn export(&self, v: &Volume, port: Option<u16>) -> Result<crate::target::NbdExport> {
+    async fn export(&self, v: &Volume, reuse: Option<Reuse>) -> Result<crate::target::NbdExport> {
         let b = self.backend(&v.backend)?;
         let path = b.volume_path(&v.id);
         let src = ExportSource {
@@ -401,7 +401,7 @@ impl VolumeService {
             writable: !v.readonly,
         };
         self.targets
-            .ensure(&src, port)
+            .ensure(&src, reuse)
             .await
             .map_err(|e| VolumeError::internal(e.to_string()))
     }
@@ -418,19 +418,24 @@ impl VolumeService {
             return Ok(self.connection_info(v, mode));
         }
         let e = self.export(v, None).await?;
-        Ok(json!({
-            "driver_volume_type": "nbd",
-            "data": {
-                "host": e.address,
-                "port": e.port,
-                "name": e.name,
-                // The export serves the volume's contents: the qcow2 is parsed on this host.
-                "format": "raw",
-                "access_mode": access_mode(v, mode),
-                "volume_id": v.id,
-                "discard": true,
-            }
-        }))
+        let mut data = json!({
+            "host": e.address,
+            "port": e.port,
+            "name": e.name,
+            // The export serves the volume's contents: the qcow2 is parsed on this host.
+            "format": "raw",
+            "access_mode": access_mode(v, mode),
+            "volume_id": v.id,
+            "discard": true,
+        });
+        if let Some(key) = e.psk {
+            // As Cinder's iSCSI connections carry their CHAP secret: the TLS pre-shared key
+            // the export requires, its identity the export name.
+            data["auth_method"] = "tls-psk".into();
+            data["auth_username"] = e.name.into();
+            data["auth_password"] = key.into();
+        }
+        Ok(json!({"driver_volume_type": "nbd", "data": data}))
     }
 
     /// Stop the volume's NBD export unless an attachment still holds NBD connection info.
@@ -443,7 +448,7 @@ impl VolumeService {
         let r: Result<()> = async {
             let w = self.db.write().await?;
             let atts = self.attachments_of(&*w, volume_id).await?;
-            if !atts.iter().any(|a| nbd_port(a).is_some()) {
+            if !atts.iter().any(|a| nbd_reuse(a).is_some()) {
                 self.targets
                     .stop(volume_id)
                     .await
@@ -486,14 +491,18 @@ fn access_mode(v: &Volume, mode: &str) -> &'static str {
     }
 }
 
-/// `Some(port)` for an attachment connected over NBD (the port `None` if its connection info
-/// has none, which a re-export then picks).
-fn nbd_port(a: &Attachment) -> Option<Option<u16>> {
+/// `Some` for an attachment connected over NBD, with what a re-export must keep: the port
+/// and TLS key its connection info announced (`None` inside when it has no port: a re-export
+/// picks one).
+fn nbd_reuse(a: &Attachment) -> Option<Option<Reuse>> {
     let ci = a.connection_info.as_ref()?;
     (ci["driver_volume_type"] == "nbd").then(|| {
-        ci["data"]["port"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
+        let data = &ci["data"];
+        let port = data["port"].as_u64().and_then(|p| u16::try_from(p).ok())?;
+        let psk = (data["auth_method"] == "tls-psk")
+            .then(|| data["auth_password"].as_str().map(str::to_string))
+            .flatten();
+        Some(Reuse { port, psk })
     })
 }
 
