@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# clean.sh - stop kumo and its guests (QEMU) and remove its state dir (~/.kumo: databases, keys,
+# clean.sh - stop kumo, its guests (QEMU) and volume exports (qemu-storage-daemon) and remove its state dir (~/.kumo: databases, keys,
 # images, instances, logs, credentials).
 #
 #   ./clean.sh        asks first (on a terminal only)
@@ -36,6 +36,7 @@ if ((!force)); then
   [[ $answer == [yY]* ]] || { kumo_log "kept $STATE_DIR"; exit 0; }
 fi
 kumo_stop_guests "$STATE_DIR"
+kumo_stop_exports "$STATE_DIR"
 # the network data plane: kumo's namespaces (bridges, taps, dnsmasqs, rules)
 if [[ -x ${KUMO:-} ]]; then "$KUMO" down --purge --state-dir "$STATE_DIR" || true; fi
 rm -rf -- "$STATE_DIR"

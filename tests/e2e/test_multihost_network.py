@@ -15,7 +15,10 @@ soft-anti-affinity group land three on B and three on C, their ports bound there
 `binding:vif_details` is that host's); all guests take their addresses by DHCP from A and their
 key from the metadata service on A, through the tunnels; A's DHCP namespace pings them all;
 the outside world (A's `kumo-ext`) reaches a guest on C through a floating IP over SSH, and from
-there the guests on B answer over the B-C tunnel. Then host C dies (its kumo and guests killed):
+there the guests on B answer over the B-C tunnel. A volume of A is attached to a guest on B over
+NBD (TLS-PSK), written by the guest and found in A's file, then detached (the export stops). A
+guest on B is live-migrated to C under pings from A (its tmpfs marker survives); another is
+cold-migrated to C (it boots there from the disk it had on B) and reverted. Then host C dies (its kumo and guests killed):
 its nova-compute goes down and `openstack server evacuate` brings its guests up on B, their
 ports bound and wired there, by DHCP from A again.
 
@@ -35,6 +38,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 
 from cloudlib import free_port, remove_namespaces, unique
 from computelib import wait_server
@@ -53,8 +57,10 @@ pytestmark = [
                        reason="ip, bridge, nft and dnsmasq are needed"),
 ]
 
-# user_data (run as root at every boot of kumo-tiny): a marker at sector 1800000 of the root disk
-MARK_DISK = """#!/bin/sh
+# user_data (run as root at every boot of kumo-tiny): user kumo may write the volumes hot-plugged
+# later (the NBD block); a marker at sector 1800000 of the root disk (the cold migration's proof)
+GUEST_USER_DATA = """#!/bin/sh
+(while :; do chmod 666 /dev/vd[b-z] 2>/dev/null; sleep 0.2; done) </dev/null >/dev/null 2>&1 &
 if dd if=/dev/vda bs=512 skip=1800000 count=1 2>/dev/null | grep -q KUMO-DISK-MARK; then
   echo "kumo-mark found"
 else
@@ -171,8 +177,8 @@ def test_vxlan_between_three_hosts_with_real_guests(request, engine):
                 # each guest's first boot writes a marker near the end of its root disk (as root,
                 # from user_data); a boot that finds it there says so: a cold migration's proof
                 # that the disk moved
-                mark_script = work / "mark-disk.sh"
-                mark_script.write_text(MARK_DISK)
+                mark_script = work / "guest-user-data.sh"
+                mark_script.write_text(GUEST_USER_DATA)
                 ids = []
                 for i in range(GUESTS):
                     s = c.osc("server", "create", "--image", image["id"], "--flavor", flavor["id"], "--network",
@@ -228,6 +234,71 @@ def test_vxlan_between_three_hosts_with_real_guests(request, engine):
                 for ip in peers:
                     assert f"PEER-OK-{ip}" in out.stdout.split(), f"guest on C cannot ping {ip} on B: {out.stdout}"
                 print(f"reachability checked {time.monotonic() - t_start:.1f} s after the start")
+
+                # a volume of A attached to a guest on B: A's volume service exports it over NBD
+                # (a qemu-storage-daemon in A's host namespace, on A's underlay address), the
+                # guest writes a marker that lands in A's volume file, the detach stops the export
+                t0 = time.monotonic()
+                on_b = on[hb][0]
+                vol = c.osc("volume", "create", "--size", "1", unique("nbd"), fmt_json=True)
+                assert wait_until(lambda: c.osc("volume", "show", vol["id"], fmt_json=True)["status"]
+                                  == "available", 60) is not None, vol
+                c.osc("server", "add", "volume", on_b["id"], vol["id"])
+                assert wait_until(lambda: c.osc("volume", "show", vol["id"], fmt_json=True)["status"]
+                                  == "in-use", 60) is not None, c.osc("volume", "show", vol["id"], fmt_json=True)
+                shown = c.osc("volume", "show", vol["id"], fmt_json=True)
+                (va,) = shown["attachments"]
+                assert va["server_id"] == on_b["id"] and va["host_name"] == hb, shown
+                r = requests.get(f"{c.base_url}/volume/v3/{shown['os-vol-tenant-attr:tenant_id']}/attachments/"
+                                 f"{va['attachment_id']}", timeout=30,
+                                 headers={"X-Auth-Token": c.admin_token, "OpenStack-API-Version": "volume 3.27"})
+                assert r.status_code == 200, r.text
+                ci = r.json()["attachment"]["connection_info"]
+                assert ci["driver_volume_type"] == "nbd", ci
+                assert ci["data"]["host"] == "10.250.0.1" and ci["data"]["name"] == f"volume-{vol['id']}", ci
+                nbd_port = ci["data"]["port"]
+                # the export wants the TLS pre-shared key of the connection info: from B's namespace,
+                # a client without it is refused
+                assert ci["data"]["auth_method"] == "tls-psk" and len(ci["data"]["auth_password"]) == 64, ci
+                plain = subprocess.run(["ip", "netns", "exec", f"{p}b-kumo-host", "qemu-img", "info",
+                                        f"nbd://10.250.0.1:{nbd_port}/volume-{vol['id']}"], capture_output=True,
+                                       text=True, timeout=30)
+                assert plain.returncode != 0 and "TLS" in plain.stderr, plain
+                a_host = f"{p}a-kumo-host"
+
+                def listening() -> bool:
+                    out = subprocess.run(["ip", "netns", "exec", a_host, "ss", "-Htln"], capture_output=True,
+                                         text=True).stdout
+                    return f"10.250.0.1:{nbd_port} " in out
+
+                pid_file = a.state / "volume-exports" / f"{vol['id']}.pid"
+                assert listening() and pid_file.exists(), f"no NBD export on 10.250.0.1:{nbd_port} in {a_host}"
+                guest = addr[on_b["id"]]
+                wait_for_console(c, on_b["id"], "dropbear listening on port 22", timeout=120)
+                assert wait_until(lambda: "YES" in ssh(dhcp_ns, key, guest, "test -e /sys/block/vdb && echo YES")
+                                  .stdout, 60) is not None, "the guest on B never saw vdb"
+                out = ssh(dhcp_ns, key, guest, "cat /sys/block/vdb/size")
+                assert out.returncode == 0 and int(out.stdout.strip()) * 512 == 1 << 30, out
+                # the guest's mdev gives user kumo the new disk a moment after it appears
+                assert wait_until(lambda: "rw" in ssh(dhcp_ns, key, guest, "test -w /dev/vdb && echo rw").stdout,
+                                  10) is not None, "/dev/vdb never writable for the guest's user"
+                marker = unique("kumo-nbd-marker")
+                out = ssh(dhcp_ns, key, guest, f"echo {marker} | dd of=/dev/vdb bs=512 count=1 conv=sync && sync "
+                                                "&& dd if=/dev/vdb bs=512 count=1 2>/dev/null")
+                assert out.returncode == 0 and marker in out.stdout, out
+                c.osc("server", "remove", "volume", on_b["id"], vol["id"])
+                assert wait_until(lambda: c.osc("volume", "show", vol["id"], fmt_json=True)["status"]
+                                  == "available", 60) is not None, "volume not available after the detach"
+                assert wait_until(lambda: not listening() and not pid_file.exists(), 10) is not None, \
+                    f"the NBD export of {vol['id']} outlived its detach"
+                # what the guest wrote is in A's volume file
+                head = work / "nbd-head.raw"
+                subprocess.run(["qemu-img", "dd", "-f", "qcow2", "-O", "raw", "bs=512", "count=1",
+                                f"if={a.state / 'volumes' / ('volume-' + vol['id'] + '.qcow2')}", f"of={head}"],
+                               check=True, capture_output=True)
+                assert marker.encode() in head.read_bytes(), head.read_bytes()[:80]
+                c.osc("volume", "delete", vol["id"])
+                print(f"NBD volume from A attached, written and detached on B in {time.monotonic() - t0:.1f} s")
 
                 # live migration B -> C while the guest answers pings from A: its memory (a
                 # marker in its tmpfs) arrives with it, its port is bound on C, placement holds

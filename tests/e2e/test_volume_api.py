@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from pathlib import Path
 
@@ -308,7 +309,10 @@ def test_attachments_api(vc, demo_api):
     assert api.wait(v["id"], "reserved")
     # in use elsewhere: no delete
     assert fault(api("DELETE", f"/volumes/{v['id']}"), 400, "badRequest").startswith("Invalid volume:")
-    connector = {"host": "kumo-host", "mountpoint": "/dev/vdb", "initiator": None}
+    # a connector of kumo's own host (all-in-one: the machine's hostname) gets the file; one of
+    # another host would get an NBD export (test_multihost_network.py)
+    here = socket.gethostname()
+    connector = {"host": here, "mountpoint": "/dev/vdb", "initiator": None}
     r = api("PUT", f"/attachments/{att['id']}", json={"attachment": {"connector": connector}})
     assert r.status_code == 200, r.text
     ci = r.json()["attachment"]["connection_info"]
@@ -323,7 +327,7 @@ def test_attachments_api(vc, demo_api):
     vol = api.wait(v["id"], "in-use")
     (a,) = vol["attachments"]
     assert a["server_id"] == server and a["attachment_id"] == att["id"] and a["device"] == "/dev/vdb"
-    assert a["host_name"] == "kumo-host" and a["volume_id"] == v["id"]
+    assert a["host_name"] == here and a["volume_id"] == v["id"]
     listed = api("GET", f"/attachments?volume_id={v['id']}").json()["attachments"]
     assert [x["id"] for x in listed] == [att["id"]]
     # os-complete is 3.44: below it the action does not exist
@@ -346,7 +350,8 @@ def test_attachments_across_restart(vc, admin_api):
     done, pending = api.create(size=1), api.create(size=1)
     for v in (done, pending):
         api.wait(v["id"], "available")
-    a = api("POST", "/attachments", json={"attachment": {"volume_uuid": done["id"], "connector": {"host": "h"},
+    here = {"host": socket.gethostname()}  # this host's connector: the file, no NBD export
+    a = api("POST", "/attachments", json={"attachment": {"volume_uuid": done["id"], "connector": here,
                                                           "instance_uuid": "11111111-2222-3333-4444-555555555555"}})
     assert a.status_code == 200, a.text
     assert api("POST", f"/attachments/{a.json()['attachment']['id']}/action",
@@ -387,7 +392,7 @@ def test_legacy_attach_actions(vc, admin_api):
     act = lambda body: admin_api("POST", f"/volumes/{v['id']}/action", json=body)  # noqa: E731
     assert act({"os-reserve": {}}).status_code == 202
     assert admin_api.wait(v["id"], "reserved")
-    r = act({"os-initialize_connection": {"connector": {"host": "h"}}})
+    r = act({"os-initialize_connection": {"connector": {"host": socket.gethostname()}}})
     assert r.status_code == 200 and r.json()["connection_info"]["data"]["volume_id"] == v["id"]
     assert act({"os-attach": {"instance_uuid": "11111111-2222-3333-4444-555555555555",
                               "mountpoint": "/dev/vdc"}}).status_code == 202
@@ -397,7 +402,7 @@ def test_legacy_attach_actions(vc, admin_api):
     assert act({"os-roll_detaching": {}}).status_code == 202
     admin_api.wait(v["id"], "in-use")
     assert act({"os-begin_detaching": {}}).status_code == 202
-    assert act({"os-terminate_connection": {"connector": {"host": "h"}}}).status_code == 202
+    assert act({"os-terminate_connection": {"connector": {"host": socket.gethostname()}}}).status_code == 202
     assert act({"os-detach": {}}).status_code == 202
     admin_api.wait(v["id"], "available")
     msg = fault(act({"os-begin_detaching": {}}), 400, "badRequest")

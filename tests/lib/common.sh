@@ -10,7 +10,8 @@
 #
 # The Debian packages the project needs, in one place. Lists by purpose:
 #   build : what `cargo build` of the workspace needs (C compiler for bundled SQLite, ring, ...)
-#   tools : what the scripts and kumo itself use (qemu-utils: qemu-img checks image data)
+#   tools : what the scripts and kumo itself use (qemu-utils: qemu-img checks image data;
+#           qemu-system-common: qemu-storage-daemon, the NBD exports of volumes to other hosts)
 #   tests : what the tests need: memcached (the real Keystone "peer" caches with it);
 #           PostgreSQL and MariaDB (throwaway servers under every service, tests/e2e/dbservers.py);
 #           rabbitmq-server (crates/bus/tests/rabbitmq.rs runs a private node of it on free
@@ -25,7 +26,7 @@
 #           RabbitMQ and MariaDB instances (their system services are not used), a C compiler
 #           for the uWSGI that pip builds, python3-venv for the venvs
 KUMO_PKGS_build=(build-essential pkg-config)
-KUMO_PKGS_tools=(curl qemu-utils)
+KUMO_PKGS_tools=(curl qemu-utils qemu-system-common)
 KUMO_PKGS_tests=(memcached postgresql mariadb-server rabbitmq-server chromium)
 KUMO_PKGS_guest=(qemu-system-x86 qemu-utils novnc syslinux syslinux-common dosfstools mtools fdisk cpio kmod
   genisoimage socat openssh-client debootstrap e2fsprogs)
@@ -280,4 +281,33 @@ kumo_stop_guests() {
     sleep 0.1
   done
   for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
+}
+
+# kumo_export_pids STATE_DIR: pids of the state dir's NBD export daemons (qemu-storage-daemon
+# started with a pid file in volume-exports/), checked against /proc/PID/cmdline.
+kumo_export_pids() {
+  local f pid
+  for f in "$1"/volume-exports/*.pid; do
+    [[ -f $f ]] || continue
+    pid=$(tr -dc 0-9 <"$f")
+    [[ -n $pid && -r /proc/$pid/cmdline ]] || continue
+    tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qxF -- "$f" && echo "$pid"
+  done
+  return 0
+}
+
+# kumo_stop_exports STATE_DIR: stop the state dir's NBD export daemons by pid (they outlive
+# `kumo down` by design, as guests do: guests of other hosts read them); for ./clean.sh.
+kumo_stop_exports() {
+  local pids
+  mapfile -t pids < <(kumo_export_pids "$1")
+  ((${#pids[@]})) || return 0
+  kumo_log "stopping ${#pids[@]} NBD export(s) of $1"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  for _ in $(seq 1 50); do
+    mapfile -t pids < <(kumo_export_pids "$1")
+    ((${#pids[@]})) || return 0
+    sleep 0.1
+  done
+  kill -KILL "${pids[@]}" 2>/dev/null || true
 }

@@ -1081,9 +1081,10 @@ impl ComputeAgent {
             .attachment_update(c, &aid, connector)
             .await?;
         let kind = ci["driver_volume_type"].as_str().unwrap_or_default();
-        if kind != "local" {
+        // A file of this host, or an NBD export of the volume's host (hypervisor::volume).
+        if kind != "local" && kind != "nbd" {
             return Err(ComputeError::Failed(format!(
-                "Volume {} has driver_volume_type {kind:?}: this host only attaches \"local\" volumes",
+                "Volume {} has driver_volume_type {kind:?}: this host attaches \"local\" and \"nbd\" volumes only",
                 a.volume_id
             )));
         }

@@ -5,6 +5,8 @@
 use common::config::{Config, ConfigError, Opt};
 use std::path::PathBuf;
 
+use crate::target::{TargetConfig, TargetProtocol};
+
 pub static OPTS: &[Opt] = &[
     Opt {
         section: "volume",
@@ -85,6 +87,30 @@ pub static OPTS: &[Opt] = &[
         help: "Default largest volume, in GiB (-1: unlimited).",
     },
     Opt {
+        section: "volume",
+        name: "target_protocol",
+        default: "auto",
+        help: "How attachments reach a volume (Cinder's target_protocol): auto (the volume's file for a connector on this host, `[DEFAULT] host`; an NBD export by qemu-storage-daemon for a connector on another host) or nbd (an NBD export for every connector).",
+    },
+    Opt {
+        section: "volume",
+        name: "target_ip_address",
+        default: "",
+        help: "The address NBD exports listen on, which compute hosts reach (Cinder's target_ip_address). Empty: [network] local_ip, else [DEFAULT] my_ip.",
+    },
+    Opt {
+        section: "volume",
+        name: "target_port",
+        default: "10809",
+        help: "The first port of NBD exports (Cinder's target_port); each exported volume takes the lowest free port from there.",
+    },
+    Opt {
+        section: "volume",
+        name: "qemu_storage_daemon",
+        default: "qemu-storage-daemon",
+        help: "The qemu-storage-daemon binary that serves NBD exports.",
+    },
+    Opt {
         section: "file",
         name: "volume_driver",
         default: "file",
@@ -128,6 +154,70 @@ pub struct VolumeConfig {
     pub quota_snapshots: i64,
     pub quota_gigabytes: i64,
     pub per_volume_size_limit: i64,
+    /// NBD exports for attachments of other hosts.
+    pub target: TargetConfig,
+}
+
+/// An option another crate declares (compute's `[DEFAULT] host`, the network's `local_ip`):
+/// `None` when it is empty or when this configuration did not declare it (the volume
+/// service's own tests declare only its options).
+fn foreign(c: &Config, section: &str, name: &str) -> Result<Option<String>, ConfigError> {
+    match c.get_str(section, name) {
+        Ok(v) => Ok(Some(v.trim().to_string()).filter(|v| !v.is_empty())),
+        Err(ConfigError::Undeclared { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The machine's hostname: the host name compute and the network agent use when
+/// `[DEFAULT] host` is not set.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn target_config(c: &Config) -> Result<TargetConfig, ConfigError> {
+    let protocol = match c.get_str("volume", "target_protocol")?.trim() {
+        "auto" => TargetProtocol::Auto,
+        "nbd" => TargetProtocol::Nbd,
+        other => {
+            return Err(ConfigError::Invalid {
+                section: "volume".into(),
+                name: "target_protocol".into(),
+                value: other.into(),
+                expected: "auto or nbd",
+            });
+        }
+    };
+    let local_ip = foreign(c, "network", "local_ip")?;
+    let address = match c.get::<Option<String>>("volume", "target_ip_address")? {
+        Some(a) if !a.trim().is_empty() => a.trim().to_string(),
+        _ => match &local_ip {
+            Some(ip) => ip.clone(),
+            None => foreign(c, "DEFAULT", "my_ip")?.unwrap_or_else(|| "127.0.0.1".into()),
+        },
+    };
+    // The host's data plane namespace holds local_ip (the underlay): daemons listen there.
+    let dataplane = foreign(c, "network", "dataplane")?.unwrap_or_default();
+    let namespace = (local_ip.is_some() && dataplane != "none").then(|| {
+        let prefix = foreign(c, "network", "namespace_prefix")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        format!("{prefix}kumo-host")
+    });
+    Ok(TargetConfig {
+        protocol,
+        own_host: foreign(c, "DEFAULT", "host")?.unwrap_or_else(hostname),
+        address,
+        first_port: c.get("volume", "target_port")?,
+        namespace,
+        daemon: c.get_str("volume", "qemu_storage_daemon")?,
+        dir: c.state_dir().join("volume-exports"),
+    })
 }
 
 impl VolumeConfig {
@@ -179,6 +269,7 @@ impl VolumeConfig {
             quota_snapshots: c.get("volume", "quota_snapshots")?,
             quota_gigabytes: c.get("volume", "quota_gigabytes")?,
             per_volume_size_limit: c.get("volume", "per_volume_size_limit")?,
+            target: target_config(c)?,
         })
     }
 

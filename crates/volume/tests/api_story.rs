@@ -116,9 +116,10 @@ async fn volume_story_over_http() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let svc = VolumeService::open(VolumeConfig::defaults(dir.path()))
-        .await
-        .unwrap();
+    let mut cfg = VolumeConfig::defaults(dir.path());
+    // The connector below is of this host: the volume's file.
+    cfg.target.own_host = "h1".into();
+    let svc = VolumeService::open(cfg).await.unwrap();
     let app = Router::new().nest("/volume", volume::api::router(svc, Arc::new(Tokens)));
 
     // discovery is anonymous; everything else needs a token
@@ -333,4 +334,281 @@ async fn restart_recovers_transient_statuses() {
     // attaching / in-use without a completed attachment -> available, never in-use
     assert_eq!(status(2).await, (StatusCode::OK, "available".into()));
     assert_eq!(status(3).await, (StatusCode::OK, "available".into()));
+}
+
+fn have_storage_daemon() -> bool {
+    have_qemu_img()
+        && std::process::Command::new("qemu-storage-daemon")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+/// The first export port of a test: below the ephemeral range, so no client socket of this
+/// machine sits on it (the exports skip ports something listens on).
+fn first_port() -> u16 {
+    20000 + (std::process::id() % 10000) as u16
+}
+
+/// The export really serves the volume: `qemu-img info` over NBD reads its size, with the TLS
+/// pre-shared key of the connection info (`data`), or without TLS when `tls` is false.
+fn nbd_size(data: &Value, tls: bool) -> Option<String> {
+    let port = data["port"].as_u64()?;
+    let name = data["name"].as_str()?;
+    let keys = tempfile::tempdir().ok()?;
+    let mut args: Vec<String> = vec!["info".into(), "--output=json".into()];
+    let mut opts = format!(
+        "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port={port},export={name}"
+    );
+    if tls {
+        let (user, key) = (
+            data["auth_username"].as_str()?,
+            data["auth_password"].as_str()?,
+        );
+        std::fs::write(keys.path().join("keys.psk"), format!("{user}:{key}\n")).ok()?;
+        args.extend([
+            "--object".into(),
+            format!(
+                "tls-creds-psk,id=t,endpoint=client,dir={},username={user}",
+                keys.path().display()
+            ),
+        ]);
+        opts.push_str(",tls-creds=t");
+    }
+    args.extend(["--image-opts".into(), opts]);
+    let out = std::process::Command::new("qemu-img")
+        .args(&args)
+        .output()
+        .ok()?;
+    let info: Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(info["virtual-size"].to_string())
+}
+
+fn nbd_config(
+    dir: &std::path::Path,
+    port: u16,
+    protocol: volume::target::TargetProtocol,
+) -> VolumeConfig {
+    let mut cfg = VolumeConfig::defaults(dir);
+    cfg.target.own_host = "hosta".into();
+    cfg.target.address = "127.0.0.1".into();
+    cfg.target.first_port = port;
+    cfg.target.protocol = protocol;
+    cfg
+}
+
+/// Kills the daemons of a test's exports when it ends, also when it fails (by the pids their
+/// pid files name, checked by the targets).
+struct StopExports(volume::target::NbdTargets);
+
+impl Drop for StopExports {
+    fn drop(&mut self) {
+        for r in self.0.recorded() {
+            if let Some(pid) = self.0.pid(&r.volume_id) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+async fn open_app(cfg: VolumeConfig) -> (Arc<VolumeService>, Router) {
+    let svc = VolumeService::open(cfg).await.unwrap();
+    let app = Router::new().nest(
+        "/volume",
+        volume::api::router(svc.clone(), Arc::new(Tokens)),
+    );
+    (svc, app)
+}
+
+/// Create an attachment and connect it from `host`: the connection info.
+async fn connect_from(app: &Router, id: &str, host: &str) -> (String, Value) {
+    let (s, b) = call(
+        app,
+        "POST",
+        "/v3/attachments",
+        "member",
+        Some(json!({"attachment": {"volume_uuid": id, "instance_uuid": "i-1"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let att = b["attachment"]["id"].as_str().unwrap().to_string();
+    let (s, b) = call(
+        app,
+        "PUT",
+        &format!("/v3/attachments/{att}"),
+        "member",
+        Some(json!({"attachment": {"connector": {"host": host, "mountpoint": "/dev/vdb"}}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    (att, b["attachment"]["connection_info"].clone())
+}
+
+async fn call_ok(app: &Router, method: &str, path: &str, body: Option<Value>) {
+    let (s, b) = call(app, method, path, "member", body).await;
+    assert!(s.is_success(), "{method} {path}: {s} {b}");
+}
+
+/// A connector of another host gets an NBD export of its own qemu-storage-daemon, one of this
+/// host the file; the export survives a restart (and is started again when its daemon was
+/// killed), an export no completed attachment needs is stopped at start, and the detach stops it.
+#[tokio::test]
+async fn other_hosts_get_nbd_exports() {
+    use volume::target::TargetProtocol;
+    if !have_storage_daemon() {
+        eprintln!("no qemu-img or qemu-storage-daemon: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let first = first_port();
+    let _stop = StopExports(volume::target::NbdTargets::new(
+        nbd_config(dir.path(), first, TargetProtocol::Auto).target,
+    ));
+    let (svc, app) = open_app(nbd_config(dir.path(), first, TargetProtocol::Auto)).await;
+    let (s, b) = call(
+        &app,
+        "POST",
+        "/v3/volumes",
+        "member",
+        Some(json!({"volume": {"size": 1}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let id = b["volume"]["id"].as_str().unwrap().to_string();
+    wait_status(&app, &id, "available").await;
+
+    // this host: the file, no export
+    let (att, ci) = connect_from(&app, &id, "hosta").await;
+    assert_eq!(ci["driver_volume_type"], "local", "{ci}");
+    assert!(svc.targets.pid(&id).is_none());
+    call_ok(&app, "DELETE", &format!("/v3/attachments/{att}"), None).await;
+
+    // another host: an NBD export serving the volume's contents (raw)
+    let (att, ci) = connect_from(&app, &id, "hostb").await;
+    assert_eq!(ci["driver_volume_type"], "nbd", "{ci}");
+    let data = &ci["data"];
+    assert_eq!(data["host"], "127.0.0.1");
+    assert_eq!(data["name"], format!("volume-{id}"));
+    assert_eq!(data["format"], "raw");
+    assert_eq!(data["access_mode"], "rw");
+    let port = data["port"].as_u64().unwrap();
+    assert!(port >= u64::from(first), "{ci}");
+    let pid = svc.targets.pid(&id).expect("the export's daemon runs");
+    assert_eq!(data["auth_method"], "tls-psk", "{ci}");
+    assert_eq!(data["auth_username"], format!("volume-{id}"));
+    assert_eq!(data["auth_password"].as_str().unwrap().len(), 64, "{ci}");
+    assert_eq!(nbd_size(data, true).as_deref(), Some("1073741824"));
+    assert_eq!(nbd_size(data, false), None, "no TLS, no export");
+    let mut wrong = data.clone();
+    wrong["auth_password"] = json!("00".repeat(32));
+    assert_eq!(nbd_size(&wrong, true), None, "a wrong key, no export");
+    call_ok(
+        &app,
+        "POST",
+        &format!("/v3/attachments/{att}/action"),
+        Some(json!({"os-complete": null})),
+    )
+    .await;
+    wait_status(&app, &id, "in-use").await;
+
+    // a restart keeps the running daemon; after its daemon was killed, the volume is
+    // exported again on the port the attachment was told
+    drop((svc, app));
+    let (svc, app) = open_app(nbd_config(dir.path(), first, TargetProtocol::Auto)).await;
+    assert_eq!(
+        svc.targets.pid(&id),
+        Some(pid),
+        "the daemon outlives a restart"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    for _ in 0..500 {
+        if !volume::target::process_running(pid) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop((svc, app));
+    let (svc, app) = open_app(nbd_config(dir.path(), first, TargetProtocol::Auto)).await;
+    let again = svc.targets.pid(&id).expect("re-exported at start");
+    assert_ne!(again, pid);
+    assert_eq!(
+        nbd_size(data, true).as_deref(),
+        Some("1073741824"),
+        "the same port and key after the restart"
+    );
+
+    // the detach stops the export: daemon gone, nothing listens, files removed
+    call_ok(&app, "DELETE", &format!("/v3/attachments/{att}"), None).await;
+    wait_status(&app, &id, "available").await;
+    assert!(svc.targets.pid(&id).is_none());
+    assert!(
+        !volume::target::process_running(again),
+        "daemon {again} still alive"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port as u16)).is_err(),
+        "something listens on {port} after the detach"
+    );
+    assert!(!svc.targets.is_recorded(&id));
+    assert!(
+        !dir.path().join(format!("volume-exports/{id}.tls")).exists(),
+        "the export's key is removed with it"
+    );
+
+    // an export whose attachment never completed does not survive a restart
+    let (_att, ci) = connect_from(&app, &id, "hostb").await;
+    assert_eq!(ci["driver_volume_type"], "nbd", "{ci}");
+    let orphan = svc.targets.pid(&id).expect("exported");
+    drop((svc, app));
+    let (svc, app) = open_app(nbd_config(dir.path(), first, TargetProtocol::Auto)).await;
+    assert!(svc.targets.pid(&id).is_none());
+    assert!(
+        !volume::target::process_running(orphan),
+        "orphan daemon {orphan} still alive"
+    );
+    wait_status(&app, &id, "available").await;
+    drop((svc, app));
+
+    // target_protocol = nbd: this host's connector gets an export too; the legacy detach
+    // (os-detach) stops it
+    let (svc, app) = open_app(nbd_config(dir.path(), first, TargetProtocol::Nbd)).await;
+    let (s, b) = call(
+        &app,
+        "POST",
+        &format!("/v3/volumes/{id}/action"),
+        "member",
+        Some(json!({"os-initialize_connection": {"connector": {"host": "hosta"}}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["connection_info"]["driver_volume_type"], "nbd", "{b}");
+    let legacy = svc.targets.pid(&id).expect("exported");
+    call_ok(
+        &app,
+        "POST",
+        &format!("/v3/volumes/{id}/action"),
+        Some(json!({"os-attach": {"instance_uuid": "i-2", "mountpoint": "/dev/vdc"}})),
+    )
+    .await;
+    wait_status(&app, &id, "in-use").await;
+    call_ok(
+        &app,
+        "POST",
+        &format!("/v3/volumes/{id}/action"),
+        Some(json!({"os-detach": {}})),
+    )
+    .await;
+    wait_status(&app, &id, "available").await;
+    assert!(svc.targets.pid(&id).is_none());
+    assert!(
+        !volume::target::process_running(legacy),
+        "daemon {legacy} still alive"
+    );
 }

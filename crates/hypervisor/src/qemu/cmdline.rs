@@ -4,11 +4,11 @@
 //! daemonized, so the guest outlives kumo and kumo resumes it once QMP is connected.
 
 use serde_json::Value;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::host::Accel;
 use crate::InstanceSpec;
-use crate::volume::VolumeDisk;
+use crate::volume::{DiskSource, VolumeDisk};
 
 /// Files of one instance (the directory layout of DESIGN §6).
 #[derive(Debug, Clone)]
@@ -158,16 +158,41 @@ pub fn nic_namespace(nics: &[Nic]) -> Result<Option<String>, String> {
     }
 }
 
-/// The `blockdev-add` arguments of a volume: its file (or host_device) node and its format
-/// node, read-only for an `ro` attachment, discard passed down.
+/// Seconds a guest's NBD client keeps retrying a lost connection before failing requests: a
+/// volume host whose export daemon is restarted (kumo re-exports at start) comes back within
+/// it, and the guest's I/O only waits.
+pub const NBD_RECONNECT_DELAY: u64 = 30;
+
+/// The `blockdev-add` arguments of a volume: its protocol node (a file, a host_device, or an
+/// NBD export of the volume's host) and its format node, read-only for an `ro` attachment,
+/// discard passed down.
 pub fn volume_nodes(v: &VolumeDisk, node: &str, file: &str) -> (Value, Value) {
-    let driver = if v.is_block_device() {
-        "host_device"
-    } else {
-        "file"
+    let mut f = match &v.source {
+        DiskSource::Path(path) => {
+            let driver = if v.is_block_device() {
+                "host_device"
+            } else {
+                "file"
+            };
+            serde_json::json!({"driver": driver, "node-name": file,
+                "filename": p(path), "cache": {"direct": false}, "read-only": v.read_only})
+        }
+        DiskSource::Nbd {
+            host,
+            port,
+            export,
+            psk,
+        } => {
+            let mut n = serde_json::json!({"driver": "nbd", "node-name": file,
+                "server": {"type": "inet", "host": host, "port": port.to_string()},
+                "export": export, "reconnect-delay": NBD_RECONNECT_DELAY,
+                "read-only": v.read_only});
+            if psk.is_some() {
+                n["tls-creds"] = tls_creds_id(file).into();
+            }
+            n
+        }
     };
-    let mut f = serde_json::json!({"driver": driver, "node-name": file,
-        "filename": p(&v.path), "cache": {"direct": false}, "read-only": v.read_only});
     let mut fmt = serde_json::json!({"driver": v.format, "node-name": node, "file": file,
         "read-only": v.read_only});
     if v.discard && !v.read_only {
@@ -177,15 +202,77 @@ pub fn volume_nodes(v: &VolumeDisk, node: &str, file: &str) -> (Value, Value) {
     (f, fmt)
 }
 
+/// The id of the `tls-creds-psk` object of a volume's NBD node.
+pub fn tls_creds_id(file: &str) -> String {
+    format!("{file}-tls")
+}
+
+/// Where the `keys.psk` of a volume's NBD node is (QEMU reads it when the object is made).
+pub fn psk_dir(paths: &Paths, file: &str) -> PathBuf {
+    paths.dir.join(format!("{file}-psk"))
+}
+
+/// The `tls-creds-psk` object (`object-add` arguments, and `-object` JSON) a volume's NBD
+/// node needs: the client end, its identity, the key file's directory. `None`: no TLS.
+pub fn volume_tls_object(v: &VolumeDisk, file: &str, paths: &Paths) -> Option<Value> {
+    match &v.source {
+        DiskSource::Nbd { psk: Some(psk), .. } => Some(serde_json::json!({
+            "qom-type": "tls-creds-psk", "id": tls_creds_id(file), "endpoint": "client",
+            "dir": p(&psk_dir(paths, file)), "username": psk.identity})),
+        _ => None,
+    }
+}
+
+/// Write the `keys.psk` (0600, in a 0700 directory) of a volume's NBD node, before QEMU
+/// makes its TLS object (at launch or hot-plug).
+pub fn write_psk(v: &VolumeDisk, file: &str, paths: &Paths) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    let DiskSource::Nbd { psk: Some(psk), .. } = &v.source else {
+        return Ok(());
+    };
+    let dir = psk_dir(paths, file);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dir.join("keys.psk"))?;
+    writeln!(f, "{}:{}", psk.identity, psk.key)
+}
+
+/// Write the `keys.psk` of every NBD volume of a spec with TLS, under the file node names
+/// [`build`] gives them (the boot volume's is `root-file`), before QEMU starts.
+pub fn write_psks(spec: &InstanceSpec, paths: &Paths) -> std::io::Result<()> {
+    for v in VolumeDisk::all(&spec.block_device_info).unwrap_or_default() {
+        let file = if v.boot {
+            "root-file".to_string()
+        } else {
+            v.node_names().1
+        };
+        write_psk(&v, &file, paths)?;
+    }
+    Ok(())
+}
+
 /// A volume's nodes as `-blockdev` options (the JSON syntax QEMU also takes there).
-fn volume_blockdevs(v: &VolumeDisk, node: &str, file: &str) -> Vec<String> {
+fn volume_blockdevs(v: &VolumeDisk, node: &str, file: &str, paths: &Paths) -> Vec<String> {
     let (f, fmt) = volume_nodes(v, node, file);
-    vec![
+    let mut a = Vec::new();
+    if let Some(obj) = volume_tls_object(v, file, paths) {
+        a.extend(["-object".to_string(), obj.to_string()]);
+    }
+    a.extend([
         "-blockdev".into(),
         f.to_string(),
         "-blockdev".into(),
         fmt.to_string(),
-    ]
+    ]);
+    a
 }
 
 pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> {
@@ -260,7 +347,7 @@ pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> 
         // Boot from volume: the volume is the root disk (its node and device keep the root's
         // names; a boot volume is not detached from a guest).
         Some(v) => {
-            let mut props = volume_blockdevs(v, "root", "root-file");
+            let mut props = volume_blockdevs(v, "root", "root-file", paths);
             a.append(&mut props);
             a.push("-device".into());
             a.push(format!(
@@ -295,7 +382,7 @@ pub fn build(spec: &InstanceSpec, paths: &Paths, l: &Launch<'_>) -> Vec<String> 
     // Attached volumes on the next root ports, with the ids a hot-plug gives them.
     for v in volumes.iter().filter(|v| !v.boot) {
         let (node, file) = v.node_names();
-        let mut props = volume_blockdevs(v, &node, &file);
+        let mut props = volume_blockdevs(v, &node, &file, paths);
         a.append(&mut props);
         let bus = if port <= l.root_ports {
             format!("rp{port}")
@@ -477,6 +564,95 @@ mod tests {
             !a.contains("/s/11111111-2222-3333-4444-555555555555/disk,"),
             "{a}"
         );
+    }
+
+    #[test]
+    fn nbd_volumes_are_nbd_nodes_under_their_format_node() {
+        let entry = |mode: &str| {
+            json!({"volume_id": "0b7f3a52-9a43-4f6e-8d0e-55a1c2b3d4e5", "device_name": "/dev/vdb",
+                "boot_index": null, "connection_info": {"driver_volume_type": "nbd",
+                    "data": {"host": "10.250.0.1", "port": 10809, "name": "volume-0b7f",
+                        "format": "raw", "access_mode": mode, "discard": true}}})
+        };
+        let v = VolumeDisk::from_entry(&entry("rw")).expect("nbd");
+        let (f, fmt) = volume_nodes(&v, "vol1", "vol1-f");
+        assert_eq!(
+            f,
+            json!({"driver": "nbd", "node-name": "vol1-f",
+                "server": {"type": "inet", "host": "10.250.0.1", "port": "10809"},
+                "export": "volume-0b7f", "reconnect-delay": NBD_RECONNECT_DELAY,
+                "read-only": false, "discard": "unmap"})
+        );
+        assert_eq!(
+            fmt,
+            json!({"driver": "raw", "node-name": "vol1", "file": "vol1-f", "read-only": false,
+                "discard": "unmap"})
+        );
+        let ro = VolumeDisk::from_entry(&entry("ro")).expect("nbd ro");
+        let (f, fmt) = volume_nodes(&ro, "vol1", "vol1-f");
+        assert_eq!(
+            (f["read-only"].clone(), fmt["read-only"].clone()),
+            (json!(true), json!(true))
+        );
+        assert!(
+            f.get("discard").is_none() && f.get("filename").is_none(),
+            "{f}"
+        );
+        // Cold boot: the same nodes on the command line.
+        let mut s = spec();
+        s.block_device_info = json!([entry("rw")]);
+        let paths = Paths::new(Path::new("/s"), &s.uuid);
+        let l = Launch {
+            accel: Accel::Tcg,
+            root_ports: 8,
+            kumo_version: "0",
+        };
+        let a = build(&s, &paths, &l).join(" ");
+        assert!(
+            a.contains("\"server\":{\"host\":\"10.250.0.1\",\"port\":\"10809\",\"type\":\"inet\"}"),
+            "{a}"
+        );
+        assert!(
+            a.contains("virtio-blk-pci,drive=vol0b7f3a529a434f6e8d0e55a1,"),
+            "{a}"
+        );
+        assert!(!a.contains("tls-creds"), "{a}");
+        // With a TLS pre-shared key: a tls-creds-psk object (client end, the key's directory
+        // in the instance's) that the NBD node names; the key itself is only in keys.psk.
+        let mut tls = entry("rw");
+        tls["connection_info"]["data"]["auth_method"] = json!("tls-psk");
+        tls["connection_info"]["data"]["auth_username"] = json!("volume-0b7f");
+        tls["connection_info"]["data"]["auth_password"] = json!("c0ffee");
+        let v = VolumeDisk::from_entry(&tls).expect("nbd tls");
+        let (f, _) = volume_nodes(&v, "vol1", "vol1-f");
+        assert_eq!(f["tls-creds"], "vol1-f-tls");
+        let dir = tempfile::tempdir().expect("tmp");
+        let paths = Paths::new(dir.path(), &s.uuid);
+        assert_eq!(
+            volume_tls_object(&v, "vol1-f", &paths).expect("object"),
+            json!({"qom-type": "tls-creds-psk", "id": "vol1-f-tls", "endpoint": "client",
+                "dir": p(&paths.dir.join("vol1-f-psk")), "username": "volume-0b7f"})
+        );
+        s.block_device_info = json!([tls]);
+        let a = build(&s, &paths, &l).join(" ");
+        assert!(a.contains("-object {\"dir\":"), "{a}");
+        assert!(
+            a.contains("\"tls-creds\":\"vol0b7f3a529a434f6e8d0e55a1-f-tls\""),
+            "{a}"
+        );
+        assert!(
+            !a.contains("c0ffee"),
+            "the key is not on the command line: {a}"
+        );
+        write_psks(&s, &paths).expect("write");
+        let file = paths.dir.join("vol0b7f3a529a434f6e8d0e55a1-f-psk/keys.psk");
+        assert_eq!(
+            std::fs::read_to_string(&file).expect("keys.psk"),
+            "volume-0b7f:c0ffee\n"
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

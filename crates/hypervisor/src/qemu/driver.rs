@@ -359,6 +359,8 @@ impl QemuDriver {
         let _ = std::fs::remove_file(&paths.qmp);
         let _ = std::fs::remove_file(&paths.vnc);
         let _ = std::fs::remove_file(&paths.pidfile);
+        cmdline::write_psks(spec, paths)
+            .map_err(|e| failed("starting QEMU", format!("writing a volume's TLS key: {e}")))?;
         let args = cmdline::build(
             spec,
             paths,
@@ -619,6 +621,20 @@ impl QemuDriver {
                 )
             })?;
         let (node, file) = v.node_names();
+        if let Some(obj) = cmdline::volume_tls_object(v, &file, paths) {
+            // The key file first: QEMU reads it when the object is made.
+            cmdline::write_psk(v, &file, paths).map_err(|e| failed(STEP, e))?;
+            match c.execute("object-add", Some(obj)).await {
+                Ok(_) => {}
+                Err(QmpError::Command { desc, .. }) if desc.contains("already exists") => {}
+                Err(e) => {
+                    return Err(failed(
+                        STEP,
+                        format!("TLS credentials of {}: {e}", v.source),
+                    ));
+                }
+            }
+        }
         let (file_node, fmt_node) = cmdline::volume_nodes(v, &node, &file);
         for n in [file_node, fmt_node] {
             match c.blockdev_add(n).await {
@@ -627,7 +643,7 @@ impl QemuDriver {
                 Err(e) => {
                     let _ = c.blockdev_del(&node).await;
                     let _ = c.blockdev_del(&file).await;
-                    return Err(failed(STEP, format!("{}: {e}", v.path.display())));
+                    return Err(failed(STEP, format!("{}: {e}", v.source)));
                 }
             }
         }
@@ -638,7 +654,7 @@ impl QemuDriver {
             let _ = c.blockdev_del(&file).await;
             return Err(failed(STEP, e));
         }
-        tracing::info!(instance = %uuid, volume = %v.volume_id, %bus, path = %v.path.display(), "volume hot-plugged");
+        tracing::info!(instance = %uuid, volume = %v.volume_id, %bus, source = %v.source, "volume hot-plugged");
         Ok(())
     }
 
@@ -657,12 +673,21 @@ impl QemuDriver {
         )
         .await?;
         let (node, file) = v.node_names();
-        for n in [node, file] {
+        for n in [node, file.clone()] {
             match c.blockdev_del(&n).await {
                 Ok(()) => {}
                 Err(e) if e.is_not_found() || e.to_string().contains("not found") => {}
                 Err(e) => return Err(failed(STEP, e)),
             }
+        }
+        if cmdline::volume_tls_object(v, &file, paths).is_some() {
+            let id = cmdline::tls_creds_id(&file);
+            match c.execute("object-del", Some(json!({"id": id}))).await {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() || e.to_string().contains("not found") => {}
+                Err(e) => return Err(failed(STEP, e)),
+            }
+            let _ = std::fs::remove_dir_all(cmdline::psk_dir(paths, &file));
         }
         tracing::info!(instance = %uuid, volume = %v.volume_id, "volume unplugged");
         Ok(())
@@ -1243,7 +1268,7 @@ impl Driver for QemuDriver {
         let (node, _) = v.node_names();
         c.block_resize(&node, new_size)
             .await
-            .map_err(|e| failed(STEP, format!("{}: {e}", v.path.display())))?;
+            .map_err(|e| failed(STEP, format!("{}: {e}", v.source)))?;
         tracing::info!(instance = %uuid, volume = %volume_id, bytes = new_size, "volume grown in the guest");
         Ok(())
     }

@@ -43,19 +43,37 @@ impl VolumeService {
         Ok(())
     }
 
-    /// Apply a connector: connection info, host, mountpoint; `attaching`.
-    fn connect(&self, v: &Volume, a: &mut Attachment, connector: Value) {
+    /// Apply a connector and the connection info made for it ([`VolumeService::connection_for`]):
+    /// host, mountpoint; `attaching`.
+    fn connect(a: &mut Attachment, connector: Value, info: Value) {
         a.host_name = connector["host"].as_str().map(str::to_string);
         if let Some(m) = connector["mountpoint"].as_str() {
             a.mountpoint = Some(m.to_string());
         }
-        a.connection_info = Some(self.connection_info(v, &a.attach_mode));
+        a.connection_info = Some(info);
         a.connector = Some(connector);
         a.attach_status = "attaching".into();
         a.updated_at = Some(now());
     }
 
+    /// After a connect: its export is stopped if the connect failed (or connected locally)
+    /// and no other attachment needs it.
+    async fn after_connect<T>(&self, volume_id: &str, r: Result<T>) -> Result<T> {
+        self.release_export(volume_id).await;
+        r
+    }
+
     pub async fn attachment_create(
+        &self,
+        ctx: &AuthContext,
+        req: AttachRequest,
+    ) -> Result<(Attachment, Volume)> {
+        let volume_id = req.volume_id.clone();
+        let r = self.attachment_create_in(ctx, req).await;
+        self.after_connect(&volume_id, r).await
+    }
+
+    async fn attachment_create_in(
         &self,
         ctx: &AuthContext,
         req: AttachRequest,
@@ -107,7 +125,8 @@ impl VolumeService {
             updated_at: None,
         };
         if let Some(c) = req.connector.filter(|c| c.is_object()) {
-            self.connect(&v, &mut a, c);
+            let info = self.connection_for(&v, &a.attach_mode, &c).await?;
+            Self::connect(&mut a, c, info);
         }
         store::insert(
             &*w,
@@ -167,7 +186,20 @@ impl VolumeService {
             return Err(VolumeError::invalid_input("connector must be an object."));
         }
         let w = self.db.write().await?;
-        let mut a = self.load_attachment(&*w, ctx, id).await?;
+        let a = self.load_attachment(&*w, ctx, id).await?;
+        let volume_id = a.volume_id.clone();
+        // The transaction ends inside (committed or dropped) before the export is looked at.
+        let r = self.update_loaded(w, ctx, a, connector).await;
+        self.after_connect(&volume_id, r).await
+    }
+
+    async fn update_loaded(
+        &self,
+        w: common::db::WriteTxn<'_>,
+        ctx: &AuthContext,
+        mut a: Attachment,
+        connector: Value,
+    ) -> Result<Attachment> {
         self.authorize(ctx, "volume:attachment_update", &a.project_id)?;
         let mut v = self.load_volume(&*w, ctx, &a.volume_id).await?;
         if v.status == status::MAINTENANCE || v.status == status::ERROR {
@@ -176,7 +208,8 @@ impl VolumeService {
                 v.id, v.status
             )));
         }
-        self.connect(&v, &mut a, connector);
+        let info = self.connection_for(&v, &a.attach_mode, &connector).await?;
+        Self::connect(&mut a, connector, info);
         self.save_attachment(&*w, &a).await?;
         if v.status != status::IN_USE {
             v.status = status::ATTACHING.into();
@@ -232,6 +265,7 @@ impl VolumeService {
             self.save_volume(&*w, &v).await?;
         }
         w.commit().await?;
+        self.release_export(&a.volume_id).await;
         if rest.is_empty() {
             self.finish_pending_extend(&a.volume_id).await;
         }
@@ -279,12 +313,25 @@ impl VolumeService {
         let before = self.attachments_of(&*w, id).await?;
         let mut atts = before.clone();
         let out = f(self, &mut v, &mut atts)?;
-        for a in &before {
+        self.legacy_save(w, &mut v, &before, &atts).await?;
+        Ok(out)
+    }
+
+    /// Write what a legacy action changed: the attachments removed, changed and added, and
+    /// the volume; commit.
+    async fn legacy_save(
+        &self,
+        w: common::db::WriteTxn<'_>,
+        v: &mut Volume,
+        before: &[Attachment],
+        atts: &[Attachment],
+    ) -> Result<()> {
+        for a in before {
             if !atts.iter().any(|x| x.id == a.id) {
                 store::delete(&*w, &a.id).await?;
             }
         }
-        for a in &atts {
+        for a in atts {
             match before.iter().find(|x| x.id == a.id) {
                 Some(old) if old == a => {}
                 Some(_) => self.save_attachment(&*w, a).await?,
@@ -305,9 +352,9 @@ impl VolumeService {
             }
         }
         v.updated_at = Some(now());
-        self.save_volume(&*w, &v).await?;
+        self.save_volume(&*w, v).await?;
         w.commit().await?;
-        Ok(out)
+        Ok(())
     }
 
     fn new_attachment(v: &Volume, st: &str) -> Attachment {
@@ -368,8 +415,9 @@ impl VolumeService {
                 Ok(Value::Null)
             },
         )
-        .await
-        .map(|_| ())
+        .await?;
+        self.release_export(id).await;
+        Ok(())
     }
 
     pub async fn os_initialize_connection(
@@ -381,28 +429,50 @@ impl VolumeService {
         if !connector.is_object() {
             return Err(VolumeError::invalid_input("Must specify 'connector'"));
         }
-        self.legacy(ctx, id, "volume_extension:volume_actions:attach", |svc, v, atts| {
-            if ![status::RESERVED, status::ATTACHING, status::IN_USE, status::AVAILABLE, status::DETACHING].contains(&v.status.as_str()) {
-                return Err(VolumeError::bad(format!(
-                    "Invalid volume: Volume {} status must be reserved or in-use (current status: {}).", v.id, v.status
-                )));
+        let r = self.initialize_connection_in(ctx, id, connector).await;
+        self.after_connect(id, r).await
+    }
+
+    async fn initialize_connection_in(
+        &self,
+        ctx: &AuthContext,
+        id: &str,
+        connector: Value,
+    ) -> Result<Value> {
+        let w = self.db.write().await?;
+        let mut v = self.load_volume(&*w, ctx, id).await?;
+        self.authorize(ctx, "volume_extension:volume_actions:attach", &v.project_id)?;
+        if ![
+            status::RESERVED,
+            status::ATTACHING,
+            status::IN_USE,
+            status::AVAILABLE,
+            status::DETACHING,
+        ]
+        .contains(&v.status.as_str())
+        {
+            return Err(VolumeError::bad(format!(
+                "Invalid volume: Volume {} status must be reserved or in-use (current status: {}).",
+                v.id, v.status
+            )));
+        }
+        let before = self.attachments_of(&*w, id).await?;
+        let mut atts = before.clone();
+        let idx = match atts.iter().position(|a| a.attach_status != "attached") {
+            Some(i) => i,
+            None => {
+                atts.push(Self::new_attachment(&v, "reserved"));
+                atts.len() - 1
             }
-            let idx = match atts.iter().position(|a| a.attach_status != "attached") {
-                Some(i) => i,
-                None => {
-                    atts.push(Self::new_attachment(v, "reserved"));
-                    atts.len() - 1
-                }
-            };
-            let a = &mut atts[idx];
-            svc.connect(v, a, connector);
-            let info = a.connection_info.clone().unwrap_or(Value::Null);
-            if v.status != status::IN_USE {
-                v.status = status::ATTACHING.into();
-            }
-            Ok(info)
-        })
-        .await
+        };
+        let a = &mut atts[idx];
+        let info = self.connection_for(&v, &a.attach_mode, &connector).await?;
+        Self::connect(a, connector, info.clone());
+        if v.status != status::IN_USE {
+            v.status = status::ATTACHING.into();
+        }
+        self.legacy_save(w, &mut v, &before, &atts).await?;
+        Ok(info)
     }
 
     pub async fn os_attach(
@@ -527,6 +597,7 @@ impl VolumeService {
             },
         )
         .await?;
+        self.release_export(id).await;
         self.finish_pending_extend(id).await;
         Ok(())
     }

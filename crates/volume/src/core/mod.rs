@@ -30,6 +30,7 @@ use crate::glance::ImageClient;
 use crate::model::*;
 use crate::server_events::{NoServerEvents, ServerEvents};
 use crate::store;
+use crate::target::{ExportSource, NbdTargets, Reuse};
 
 /// Policy defaults of the volume API (Cinder's names, secure RBAC), as data.
 pub const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
@@ -44,6 +45,8 @@ pub struct VolumeService {
     pub(crate) db: Database,
     pub(crate) policy: Enforcer,
     pub(crate) backends: Vec<Box<dyn Backend>>,
+    /// NBD exports for attachments of other hosts.
+    pub targets: NbdTargets,
     image: RwLock<Option<Arc<ImageClient>>>,
     server_events: RwLock<Arc<dyn ServerEvents>>,
     pub started_at: chrono::DateTime<chrono::Utc>,
@@ -99,11 +102,13 @@ impl VolumeService {
             )));
         }
         let policy = load_policy(&cfg).map_err(OpenError::Policy)?;
+        let targets = NbdTargets::new(cfg.target.clone());
         let svc = Arc::new(Self {
             cfg,
             db,
             policy,
             backends,
+            targets,
             image: RwLock::new(None),
             server_events: RwLock::new(Arc::new(NoServerEvents)),
             started_at: now(),
@@ -206,6 +211,44 @@ impl VolumeService {
                 }
             }
         }
+        self.reconcile_exports().await
+    }
+
+    /// After a restart: every volume attached over NBD is exported again on the port its
+    /// attachments were told (a daemon that survived is kept as it is), and the daemons of
+    /// exports no attachment needs any more (a detach that a crash cut short) are stopped.
+    /// A volume that cannot be exported is logged, not fatal: the other volumes still serve.
+    async fn reconcile_exports(&self) -> Result<()> {
+        let w = self.db.write().await?;
+        let atts: Vec<Attachment> = self.all(&*w, KIND_ATTACHMENT).await?;
+        let mut wanted: std::collections::BTreeMap<String, Option<Reuse>> = Default::default();
+        for a in atts.iter().filter(|a| a.attach_status == "attached") {
+            if let Some(reuse) = nbd_reuse(a) {
+                wanted.insert(a.volume_id.clone(), reuse);
+            }
+        }
+        for rec in self.targets.recorded() {
+            if !wanted.contains_key(&rec.volume_id) {
+                tracing::warn!(volume = %rec.volume_id, "NBD export without attachment stopped");
+                if let Err(e) = self.targets.stop(&rec.volume_id).await {
+                    tracing::error!(volume = %rec.volume_id, error = %e, "stopping an NBD export failed");
+                }
+            }
+        }
+        for (volume_id, reuse) in wanted {
+            let r = async {
+                let v: Volume = match store::get(&*w, KIND_VOLUME, &volume_id).await? {
+                    Some(b) => from_body(&b)?,
+                    None => return Ok(()),
+                };
+                self.export(&v, reuse).await.map(|_| ())
+            }
+            .await;
+            if let Err(e) = r {
+                tracing::error!(volume = %volume_id, error = %e, "re-exporting a volume attached over NBD failed");
+            }
+        }
+        drop(w);
         Ok(())
     }
 
@@ -347,17 +390,86 @@ impl VolumeService {
         Ok(Some(v))
     }
 
+    /// Start (or find running) the volume's NBD export.
+    async fn export(&self, v: &Volume, reuse: Option<Reuse>) -> Result<crate::target::NbdExport> {
+        let b = self.backend(&v.backend)?;
+        let path = b.volume_path(&v.id);
+        let src = ExportSource {
+            volume_id: &v.id,
+            path: &path,
+            format: b.format(),
+            writable: !v.readonly,
+        };
+        self.targets
+            .ensure(&src, reuse)
+            .await
+            .map_err(|e| VolumeError::internal(e.to_string()))
+    }
+
+    /// The connection info for `connector`: the volume's file for a connector on this host,
+    /// else an NBD export (started here if it is not running yet).
+    pub(crate) async fn connection_for(
+        &self,
+        v: &Volume,
+        mode: &str,
+        connector: &Value,
+    ) -> Result<Value> {
+        if !self.targets.wants_nbd(connector) {
+            return Ok(self.connection_info(v, mode));
+        }
+        let e = self.export(v, None).await?;
+        let mut data = json!({
+            "host": e.address,
+            "port": e.port,
+            "name": e.name,
+            // The export serves the volume's contents: the qcow2 is parsed on this host.
+            "format": "raw",
+            "access_mode": access_mode(v, mode),
+            "volume_id": v.id,
+            "discard": true,
+        });
+        if let Some(key) = e.psk {
+            // As Cinder's iSCSI connections carry their CHAP secret: the TLS pre-shared key
+            // the export requires, its identity the export name.
+            data["auth_method"] = "tls-psk".into();
+            data["auth_username"] = e.name.into();
+            data["auth_password"] = key.into();
+        }
+        Ok(json!({"driver_volume_type": "nbd", "data": data}))
+    }
+
+    /// Stop the volume's NBD export unless an attachment still holds NBD connection info.
+    /// Under the write lock, so an attach exporting the volume at the same time cannot lose
+    /// its export.
+    pub(crate) async fn release_export(&self, volume_id: &str) {
+        if !self.targets.is_recorded(volume_id) {
+            return;
+        }
+        let r: Result<()> = async {
+            let w = self.db.write().await?;
+            let atts = self.attachments_of(&*w, volume_id).await?;
+            if !atts.iter().any(|a| nbd_reuse(a).is_some()) {
+                self.targets
+                    .stop(volume_id)
+                    .await
+                    .map_err(|e| VolumeError::internal(e.to_string()))?;
+            }
+            drop(w);
+            Ok(())
+        }
+        .await;
+        if let Err(e) = r {
+            tracing::error!(volume = %volume_id, error = %e, "stopping the NBD export failed (retried at the next start)");
+        }
+    }
+
     /// The connection info of a volume: the contract compute attaches with.
     pub fn connection_info(&self, v: &Volume, mode: &str) -> Value {
         let (path, format) = match self.backend(&v.backend) {
             Ok(b) => (b.volume_path(&v.id), b.format()),
             Err(_) => (std::path::PathBuf::new(), "raw"),
         };
-        let access = if v.readonly || mode == "ro" {
-            "ro"
-        } else {
-            "rw"
-        };
+        let access = access_mode(v, mode);
         json!({
             "driver_volume_type": "local",
             "data": {
@@ -369,6 +481,29 @@ impl VolumeService {
             }
         })
     }
+}
+
+fn access_mode(v: &Volume, mode: &str) -> &'static str {
+    if v.readonly || mode == "ro" {
+        "ro"
+    } else {
+        "rw"
+    }
+}
+
+/// `Some` for an attachment connected over NBD, with what a re-export must keep: the port
+/// and TLS key its connection info announced (`None` inside when it has no port: a re-export
+/// picks one).
+fn nbd_reuse(a: &Attachment) -> Option<Option<Reuse>> {
+    let ci = a.connection_info.as_ref()?;
+    (ci["driver_volume_type"] == "nbd").then(|| {
+        let data = &ci["data"];
+        let port = data["port"].as_u64().and_then(|p| u16::try_from(p).ok())?;
+        let psk = (data["auth_method"] == "tls-psk")
+            .then(|| data["auth_password"].as_str().map(str::to_string))
+            .flatten();
+        Some(Reuse { port, psk })
+    })
 }
 
 fn load_policy(cfg: &VolumeConfig) -> std::result::Result<Enforcer, String> {
