@@ -942,6 +942,24 @@ impl ComputeAgent {
         Ok(())
     }
 
+    /// The instance's ports bound to this host (whose agent wires them: waited for), its
+    /// network info recorded; None for an instance without ports.
+    async fn bind_ports_here(&self, i: &Instance, rid: &str) -> Result<Option<Value>> {
+        let svc = &self.svc;
+        if i.network_info.as_array().is_none_or(|v| v.is_empty()) {
+            return Ok(None);
+        }
+        let alloc = svc.network.bind_on_host(svc, i, rid).await?;
+        let nw = alloc.network_info.clone();
+        svc.update_instance(&i.uuid, None, move |x| {
+            x.network_info = nw;
+            Ok(())
+        })
+        .await?;
+        self.wait_for_vifs(&i.uuid, alloc.waiters).await?;
+        Ok(Some(alloc.network_info))
+    }
+
     /// Nova's rebuild on the destination of an evacuation: the ports bound here, the guest
     /// spawned from the instance's image (nothing of the failed host's disk is reachable), in
     /// the power state it had (a stopped server stays stopped).
@@ -949,16 +967,8 @@ impl ComputeAgent {
         let svc = &self.svc;
         let uuid = &i.uuid;
         let mut spec = self.spec(i);
-        if i.network_info.as_array().is_some_and(|v| !v.is_empty()) {
-            let alloc = svc.network.bind_on_host(svc, i, rid).await?;
-            let nw = alloc.network_info.clone();
-            svc.update_instance(uuid, None, move |x| {
-                x.network_info = nw;
-                Ok(())
-            })
-            .await?;
-            self.wait_for_vifs(uuid, alloc.waiters).await?;
-            spec.network_info = alloc.network_info;
+        if let Some(network_info) = self.bind_ports_here(i, rid).await? {
+            spec.network_info = network_info;
         }
         // A guest of an earlier attempt here goes first.
         let _ = self.driver.destroy(uuid).await;

@@ -48,20 +48,14 @@ impl ComputeService {
             if *h == source {
                 return Err(ComputeError::bad("The target host can't be the same one."));
             }
-            if store::find_service(self.db.conn(), h, "nova-compute")
-                .await?
-                .is_none()
-            {
+            if self.compute_service_up(h).await?.is_none() {
                 return Err(ComputeError::NotFound(format!(
                     "Compute host {h} could not be found."
                 )));
             }
         }
         // Nova's check: a host whose compute service still beats may still run the guest.
-        let up = store::find_service(self.db.conn(), &source, "nova-compute")
-            .await?
-            .is_some_and(|s| self.is_up(&s));
-        if up {
+        if self.compute_service_up(&source).await? == Some(true) {
             return Err(ComputeError::conflict(format!(
                 "Compute service of {source} is still in use."
             )));

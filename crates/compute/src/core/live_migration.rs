@@ -96,19 +96,13 @@ impl ComputeService {
                     "Unable to migrate instance ({uuid}) to current host ({source})."
                 )));
             }
-            if store::find_service(self.db.conn(), h, "nova-compute")
-                .await?
-                .is_none()
-            {
+            if self.compute_service_up(h).await?.is_none() {
                 return Err(ComputeError::bad(format!(
                     "Compute host {h} could not be found."
                 )));
             }
         }
-        let up = store::find_service(self.db.conn(), &source, "nova-compute")
-            .await?
-            .is_some_and(|s| self.is_up(&s));
-        if !up {
+        if self.compute_service_up(&source).await? != Some(true) {
             return Err(ComputeError::bad(format!(
                 "Compute service of {source} is unavailable at this time."
             )));

@@ -211,6 +211,13 @@ impl ComputeService {
     }
 
     /// Whether a service is up by this deployment's service_down_time.
+    /// Whether `host`'s nova-compute is up; None when the host has none.
+    pub async fn compute_service_up(&self, host: &str) -> Result<Option<bool>> {
+        Ok(store::find_service(self.db.conn(), host, "nova-compute")
+            .await?
+            .map(|s| self.is_up(&s)))
+    }
+
     pub fn is_up(&self, s: &Service) -> bool {
         service_is_up(s, Utc::now(), self.cfg.service_down_time)
     }

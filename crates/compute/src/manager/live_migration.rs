@@ -42,18 +42,39 @@ impl ComputeAgent {
             .event_start(uuid, rid, EVENT_LIVE_MIGRATION, Some(&self.host))
             .await?;
         let r = self.migrate_out(msg, &m, rid).await;
+        self.end_move(&m, &msg.dest_host, ev, r, rid).await
+    }
+
+    /// The end of a move on its source: its event finished, then the action, or what a
+    /// failure leaves (a cold migration's guest runs again here if it ran before).
+    async fn end_move(
+        &self,
+        m: &Migration,
+        dest: &str,
+        ev: Option<i32>,
+        r: std::result::Result<(), Failure>,
+        rid: &str,
+    ) -> Result<()> {
+        let svc = &self.svc;
+        let uuid = &m.instance_uuid;
         let why = match &r {
             Ok(()) => None,
             Err(Failure::Before(e) | Failure::After(e)) => Some(e.to_string()),
         };
         svc.event_finish(ev, why.as_deref()).await?;
-        match r {
-            Ok(()) => svc.action_finish(uuid, rid).await,
-            Err(f) => {
-                self.moved_nothing_or_error(&m, &msg.dest_host, f, rid)
-                    .await
-            }
+        let Err(f) = r else {
+            return svc.action_finish(uuid, rid).await;
+        };
+        if m.migration_type == crate::core::live_migration::COLD_MIGRATION_TYPE
+            && matches!(f, Failure::Before(_))
+            && svc_instance(svc, uuid)
+                .await
+                .is_ok_and(|i| i.vm_state == vm_state::ACTIVE)
+            && let Err(e) = self.driver.power_on(uuid).await
+        {
+            tracing::warn!(instance = %uuid, error = %e, "guest not started again after a failed migration");
         }
+        self.moved_nothing_or_error(m, dest, f, rid).await
     }
 
     /// The end of a failed move: before the switch-over everything goes back (the ports lose
@@ -172,26 +193,7 @@ impl ComputeAgent {
             .event_start(uuid, rid, EVENT_RESIZE, Some(&self.host))
             .await?;
         let r = self.cold_migrate_out(msg, &m, rid).await;
-        let why = match &r {
-            Ok(()) => None,
-            Err(Failure::Before(e) | Failure::After(e)) => Some(e.to_string()),
-        };
-        svc.event_finish(ev, why.as_deref()).await?;
-        match r {
-            Ok(()) => svc.action_finish(uuid, rid).await,
-            Err(f) => {
-                if matches!(f, Failure::Before(_))
-                    && svc_instance(svc, uuid)
-                        .await
-                        .is_ok_and(|i| i.vm_state == vm_state::ACTIVE)
-                    && let Err(e) = self.driver.power_on(uuid).await
-                {
-                    tracing::warn!(instance = %uuid, error = %e, "guest not started again after a failed migration");
-                }
-                self.moved_nothing_or_error(&m, &msg.dest_host, f, rid)
-                    .await
-            }
-        }
+        self.end_move(&m, &msg.dest_host, ev, r, rid).await
     }
 
     async fn cold_migrate_out(
@@ -465,16 +467,7 @@ impl ComputeAgent {
         let uuid = &msg.instance_uuid;
         let i = svc_instance(svc, uuid).await?;
         let mut power = PowerState::Shutdown;
-        if i.network_info.as_array().is_some_and(|v| !v.is_empty()) {
-            let alloc = svc.network.bind_on_host(svc, &i, rid).await?;
-            let nw = alloc.network_info.clone();
-            svc.update_instance(uuid, None, move |x| {
-                x.network_info = nw;
-                Ok(())
-            })
-            .await?;
-            self.wait_for_vifs(uuid, alloc.waiters).await?;
-        }
+        self.bind_ports_here(&i, rid).await?;
         if msg.run {
             self.driver.power_on(uuid).await?;
             power = PowerState::Running;
