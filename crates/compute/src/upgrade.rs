@@ -204,6 +204,47 @@ mod tests {
         );
     }
 
+    /// The versions in the services table (SQLite here; PostgreSQL and MariaDB in the e2e
+    /// tests): written at registration and heartbeat, and the minimum skips forced-down records.
+    #[tokio::test]
+    async fn min_service_version_from_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("compute.sqlite").display());
+        let db = common::db::Database::connect(&url).await.unwrap();
+        crate::store::migrate(db.conn()).await.unwrap();
+        let min = || crate::store::min_service_version(db.conn(), "nova-compute");
+        assert_eq!(min().await.unwrap(), None);
+        let s = crate::store::heartbeat_service(db.conn(), "a", "nova-compute", "compute")
+            .await
+            .unwrap();
+        assert_eq!(s.version, rpc::SERVICE_VERSION);
+        crate::store::heartbeat_service(db.conn(), "c", "nova-conductor", "conductor")
+            .await
+            .unwrap();
+        assert_eq!(min().await.unwrap(), Some(rpc::SERVICE_VERSION));
+        // an older build's record (version 0 until its next beat) lowers it ...
+        let b = crate::store::heartbeat_service(db.conn(), "b", "nova-compute", "compute")
+            .await
+            .unwrap();
+        let b = crate::model::Service { version: 0, ..b };
+        crate::store::update_service(db.conn(), &b).await.unwrap();
+        assert_eq!(min().await.unwrap(), Some(0));
+        // ... unless forced down, and its next beat writes this build's version
+        let forced = crate::model::Service {
+            forced_down: true,
+            ..b.clone()
+        };
+        crate::store::update_service(db.conn(), &forced)
+            .await
+            .unwrap();
+        assert_eq!(min().await.unwrap(), Some(rpc::SERVICE_VERSION));
+        crate::store::update_service(db.conn(), &b).await.unwrap();
+        crate::store::heartbeat_service(db.conn(), "b", "nova-compute", "compute")
+            .await
+            .unwrap();
+        assert_eq!(min().await.unwrap(), Some(rpc::SERVICE_VERSION));
+    }
+
     /// N+1 only (`cargo nextest run --cargo-profile ci -p compute --features rpc-next`):
     /// BuildAndRun 1.1 carries the node; written at 1.0 it goes without it, and a 1.0
     /// message decodes with none.
