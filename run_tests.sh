@@ -5,7 +5,8 @@
 #
 # Stages: setup (Debian packages, cargo, the Python venv of tests/requirements.txt) -> one build of
 # the workspace (profile `ci`: release with opt-level 1 for kumo's own crates, into target/ci; stack.sh
-# and bench/ use release) -> cargo tests (nextest if installed) -> guest image
+# and bench/ use release), preceded by the binaries of the rolling-upgrade test's build N+1
+# (`--features compute/rpc-next`, copied to target/ci/kumo-next = KUMO_NEXT_BIN) -> cargo tests (nextest if installed) -> guest image
 # (tools/guest-image/build.sh, cached, then boot-test.sh: one pass or fail) -> cloud image
 # (tools/cloud-image/build.sh, Debian 12 with cloud-init, cached) -> end-to-end tests (pytest tests/e2e
 # against a kumo started on a free port in a temp dir, with KUMO_TINY_IMAGE and KUMO_CLOUD_IMAGE set to
@@ -93,7 +94,23 @@ t0=$(date +%s)
 # A cold target (a fresh clone, CI): incremental data only costs time there (dependencies are
 # never incremental, and nothing earlier is reused); a warm one keeps the profile's setting.
 [[ -d $TARGET_DIR/ci/incremental ]] || export CARGO_INCREMENTAL=0
+# The rolling-upgrade test's build N+1 (tests/e2e/test_rolling_upgrade.py, docs/scale-out.md): the
+# binaries with the compute crate's `rpc-next` feature, copied to kumo-next. Built first, in the same
+# target dir (external crates are shared; compute and the crates above it are built twice), so that
+# the normal build below leaves target/ci/kumo as build N. The test fails when this one did.
+export KUMO_NEXT_BIN=$TARGET_DIR/ci/kumo-next
+rm -f "$KUMO_NEXT_BIN"
 if ((HAVE_CARGO)); then
+  banner "build N+1: cargo build --profile ci --workspace --bins --features compute/rpc-next"
+  t1=$(date +%s)
+  if run_logged "$WORK/build-next.log" timeout -k 30 "$(stage_timeout BUILD 2700)" \
+      cargo build --profile ci --workspace --bins --features compute/rpc-next &&
+      cp "$TARGET_DIR/ci/kumo" "$KUMO_NEXT_BIN"; then
+    say "--- build N+1: ok in $(( $(date +%s) - t1 )) s ($KUMO_NEXT_BIN)"
+  else
+    rm -f "$KUMO_NEXT_BIN"
+    PROBLEMS+=("build N+1 (compute/rpc-next) failed: test_rolling_upgrade.py fails")
+  fi
   # --timings: target/cargo-timings/cargo-timing.html says which crates the build's time went to
   # (a cold build took 1795 s here on 4edab04 with another build running beside it)
   if run_logged "$WORK/build.log" timeout -k 30 "$(stage_timeout BUILD 2700)" \

@@ -21,13 +21,15 @@ from cloudlib import Cloud, KumoDriver, tail
 class Proc:
     """One `kumo serve ROLE...` in the foreground, its log in its state dir."""
 
-    def __init__(self, name: str, work: Path, conf: str, roles: list[str], listen: str | None = None):
+    def __init__(self, name: str, work: Path, conf: str, roles: list[str], listen: str | None = None,
+                 bin: str | None = None):
         self.name = name
         self.state = work / name
         self.state.mkdir(mode=0o700, exist_ok=True)
         (self.state / "kumo.conf").write_text(conf)
         self.log = self.state / "serve.log"
-        self.argv = [KumoDriver().bin, "serve", *roles, "--state-dir", str(self.state), "--config",
+        # `bin`: another build than KUMO_BIN (the rolling-upgrade test's N+1)
+        self.argv = [bin or KumoDriver().bin, "serve", *roles, "--state-dir", str(self.state), "--config",
                      str(self.state / "kumo.conf")] + (["--listen", listen] if listen else [])
         self.proc: subprocess.Popen | None = None
         self.start()
@@ -57,9 +59,25 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.kill9()
 
-    def wait_log(self, text: str, timeout: float = 60):
+    def restart_with(self, bin: str) -> int:
+        """Stop, then start again from the build `bin` on the same state dir (an upgrade); returns
+        where the new run's log starts (for `wait_log(since=...)`)."""
+        self.stop()
+        since = self.log.stat().st_size
+        self.argv[0] = bin
+        self.start()
+        return since
+
+    def log_text(self, since: int = 0) -> str:
+        """The log from byte `since` on."""
+        with self.log.open("rb") as f:
+            f.seek(since)
+            return f.read().decode(errors="replace")
+
+    def wait_log(self, text: str, timeout: float = 60, since: int = 0):
+        """Wait for `text` in the log (from byte `since` on)."""
         deadline = time.monotonic() + timeout
-        while text not in self.log.read_text(errors="replace"):
+        while text not in self.log_text(since):
             assert self.proc is not None and self.proc.poll() is None, \
                 f"{self.name} exited ({self.proc.returncode}):\n{tail(self.log, 40)}"
             assert time.monotonic() < deadline, f"{self.name}: no {text!r} within {timeout} s:\n{tail(self.log, 40)}"

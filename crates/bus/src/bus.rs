@@ -89,6 +89,21 @@ pub trait BusExt: Bus {
         }
     }
 
+    /// Cast a typed message to receivers that serve at most `cap` (a rolling upgrade's version
+    /// cap): see [`Envelope::for_message_at`].
+    fn cast_typed_at<'a, M: Message>(
+        &'a self,
+        target: &'a Target,
+        request_id: &'a str,
+        message: &'a M,
+        cap: crate::message::Version,
+    ) -> impl Future<Output = Result<(), BusError>> + Send + 'a {
+        async move {
+            let envelope = Envelope::for_message_at(message, cap, request_id)?;
+            self.cast(target, envelope).await
+        }
+    }
+
     /// Fan a typed message out to every server on `topic`.
     fn fanout_typed<'a, M: Message>(
         &'a self,

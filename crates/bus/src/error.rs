@@ -54,6 +54,19 @@ pub enum BusError {
         /// The versions the server implements for the method.
         supported: Vec<Version>,
     },
+    /// The sender was asked to send a message at an older version (a rolling upgrade's version
+    /// cap) that the message type cannot write itself at (oslo's `RPCVersionCapError`).
+    #[error(
+        "{method} cannot be sent at {cap}: this code speaks {speaks} and has no backport to {cap}"
+    )]
+    VersionCap {
+        /// The method.
+        method: String,
+        /// The version the sender's code speaks.
+        speaks: Version,
+        /// The highest version the receivers serve.
+        cap: Version,
+    },
     /// The server does not know the method at all.
     #[error("the server has no method {method}")]
     NoSuchMethod {

@@ -35,5 +35,5 @@ pub use handler::{
     Handler, HandlerFn, ServeOptions, Subscription, SubscriptionHandle, handler_fn, invoke,
 };
 pub use in_process::InProcessBus;
-pub use message::{Envelope, Message, RequestMeta, Target, Version, new_request_id};
+pub use message::{Envelope, Message, RequestMeta, Target, Version, encode, new_request_id};
 pub use rabbit::{RabbitBus, RabbitOptions, amqp_uris};

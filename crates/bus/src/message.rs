@@ -85,6 +85,13 @@ impl Version {
     pub const fn can_serve(self, requested: Version) -> bool {
         self.major == requested.major && self.minor >= requested.minor
     }
+
+    /// The version to send a message of version `self` at when the receivers serve at most
+    /// `cap` (oslo's `version_cap`): `self` if they serve it, else `cap` (the message must then
+    /// write itself at `cap`: [`Message::payload_at`]).
+    pub const fn capped_by(self, cap: Version) -> Version {
+        if cap.can_serve(self) { self } else { cap }
+    }
 }
 
 impl fmt::Display for Version {
@@ -154,13 +161,23 @@ impl Envelope {
 
     /// The envelope of a typed message.
     pub fn for_message<M: Message>(message: &M, request_id: &str) -> Result<Self, BusError> {
-        let payload = serde_json::to_value(message)
-            .map_err(|e| BusError::Codec(format!("encoding {}: {e}", M::METHOD)))?;
+        Self::for_message_at(message, M::VERSION, request_id)
+    }
+
+    /// The envelope of a typed message for receivers that serve at most `cap` (a rolling
+    /// upgrade's version cap): at [`Message::VERSION`] if they serve it, else written as a sender
+    /// at `cap` would have written it ([`Message::payload_at`]).
+    pub fn for_message_at<M: Message>(
+        message: &M,
+        cap: Version,
+        request_id: &str,
+    ) -> Result<Self, BusError> {
+        let version = M::VERSION.capped_by(cap);
         Ok(Self {
             method: M::METHOD.to_owned(),
-            version: M::VERSION,
+            version,
             request_id: request_id.to_owned(),
-            payload,
+            payload: message.payload_at(version)?,
         })
     }
 
@@ -181,6 +198,27 @@ pub trait Message: Serialize + DeserializeOwned + Send + Sync + 'static {
     const VERSION: Version;
     /// What a call returns.
     type Reply: Serialize + DeserializeOwned + Send + 'static;
+
+    /// The payload as a sender at `version` writes it. A type whose newer minor added fields
+    /// overrides this to drop them for older receivers (Nova's `obj_make_compatible`); the
+    /// default writes only [`Message::VERSION`] and refuses any other with
+    /// [`BusError::VersionCap`].
+    fn payload_at(&self, version: Version) -> Result<Value, BusError> {
+        if version != Self::VERSION {
+            return Err(BusError::VersionCap {
+                method: Self::METHOD.to_owned(),
+                speaks: Self::VERSION,
+                cap: version,
+            });
+        }
+        encode(self)
+    }
+}
+
+/// A message's payload at its own version (for [`Message::payload_at`] overrides to start from).
+pub fn encode<M: Message>(message: &M) -> Result<Value, BusError> {
+    serde_json::to_value(message)
+        .map_err(|e| BusError::Codec(format!("encoding {}: {e}", M::METHOD)))
 }
 
 /// What a typed handler learns about a request besides its body.
@@ -215,6 +253,84 @@ mod tests {
         assert!(!served.can_serve(Version::new(1, 4)));
         assert!(!served.can_serve(Version::new(2, 0)));
         assert!(!served.can_serve(Version::new(0, 9)));
+    }
+
+    #[test]
+    fn capped_by_sends_the_newest_the_receivers_serve() {
+        let v11 = Version::new(1, 1);
+        assert_eq!(v11.capped_by(Version::new(1, 0)), Version::new(1, 0));
+        assert_eq!(v11.capped_by(v11), v11);
+        assert_eq!(v11.capped_by(Version::new(1, 4)), v11);
+        assert_eq!(Version::new(1, 0).capped_by(v11), Version::new(1, 0));
+    }
+
+    /// A message whose 1.1 added `note`: at 1.0 it goes without it.
+    #[derive(Serialize, Deserialize)]
+    struct Build {
+        id: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+    }
+
+    impl Message for Build {
+        const METHOD: &'static str = "build";
+        const VERSION: Version = Version::new(1, 1);
+        type Reply = ();
+
+        fn payload_at(&self, version: Version) -> Result<Value, BusError> {
+            let mut payload = encode(self)?;
+            if !Version::new(1, 1).can_serve(version) {
+                return Err(BusError::VersionCap {
+                    method: Self::METHOD.into(),
+                    speaks: Self::VERSION,
+                    cap: version,
+                });
+            }
+            if version.minor < 1
+                && let Some(fields) = payload.as_object_mut()
+            {
+                fields.remove("note");
+            }
+            Ok(payload)
+        }
+    }
+
+    /// A message that never changed: only its own version.
+    #[derive(Serialize, Deserialize)]
+    struct Ping {}
+
+    impl Message for Ping {
+        const METHOD: &'static str = "ping";
+        const VERSION: Version = Version::new(1, 0);
+        type Reply = ();
+    }
+
+    #[test]
+    fn envelopes_under_a_version_cap() {
+        let build = Build {
+            id: 7,
+            note: Some("hi".into()),
+        };
+        let e = Envelope::for_message_at(&build, Version::new(1, 0), "req-1").unwrap();
+        assert_eq!(
+            (e.version, e.payload),
+            (Version::new(1, 0), serde_json::json!({"id": 7}))
+        );
+        let e = Envelope::for_message_at(&build, Version::new(1, 5), "req-1").unwrap();
+        let full = serde_json::json!({"id": 7, "note": "hi"});
+        assert_eq!((e.version, e.payload), (Version::new(1, 1), full));
+        assert!(matches!(
+            Envelope::for_message_at(&build, Version::new(2, 0), "req-1"),
+            Err(BusError::VersionCap { .. })
+        ));
+        // the default: a 1.0 message is sent as is under any 1.x cap, refused under 2.0
+        let e = Envelope::for_message_at(&Ping {}, Version::new(1, 1), "req-1").unwrap();
+        assert_eq!(e.version, Version::new(1, 0));
+        let err = Envelope::for_message_at(&Ping {}, Version::new(2, 0), "req-1").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "ping cannot be sent at 2.0: this code speaks 1.0 and has no backport to 2.0"
+        );
     }
 
     #[test]

@@ -97,16 +97,11 @@ impl ComputeService {
         let cast = BuildAndRun {
             instance_uuid: uuid.to_string(),
             user_token: user_token.to_string(),
+            #[cfg(feature = "rpc-next")]
+            node: Some(dest.node.clone()),
         };
-        if let Err(e) = self
-            .bus()?
-            .cast_typed(
-                &Target::server(rpc::COMPUTE_TOPIC, &dest.host),
-                request_id,
-                &cast,
-            )
-            .await
-        {
+        // Under the version cap: an agent still at an older build gets what it serves.
+        if let Err(e) = self.cast_compute(&dest.host, request_id, &cast).await {
             let message = format!(
                 "The compute service of {} did not take the build: {e}",
                 dest.host

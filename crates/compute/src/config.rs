@@ -419,6 +419,12 @@ pub static OPTS: &[Opt] = &[
         default: "255",
         help: "Characters per injected file path.",
     },
+    Opt {
+        section: "upgrade_levels",
+        name: "compute",
+        default: "auto",
+        help: "Highest version of the messages sent to compute agents (Nova's [upgrade_levels] compute): auto (what the oldest nova-compute in the database serves, from its service version: a rolling upgrade needs no setting) or a MAJOR.MINOR pin.",
+    },
 ];
 
 /// Typed view of the options above.
@@ -495,6 +501,8 @@ pub struct ComputeConfig {
     pub console_token_ttl: Duration,
     /// `[console] allowed_origins`.
     pub console_allowed_origins: Vec<String>,
+    /// `[upgrade_levels] compute`.
+    pub upgrade_levels_compute: crate::upgrade::UpgradeLevel,
 }
 
 /// Quota resources and their `[quota]` option names.
@@ -657,6 +665,15 @@ impl ComputeConfig {
             novnc_path: PathBuf::from(c.get_str("vnc", "novnc_path")?),
             console_token_ttl: Duration::from_secs(c.get("consoleauth", "token_ttl")?),
             console_allowed_origins: list("console", "allowed_origins")?,
+            upgrade_levels_compute: {
+                let v = c.get_str("upgrade_levels", "compute")?;
+                v.parse().map_err(|_| ConfigError::Invalid {
+                    section: "upgrade_levels".into(),
+                    name: "compute".into(),
+                    value: v.clone(),
+                    expected: "auto or MAJOR.MINOR",
+                })?
+            },
         })
     }
 }

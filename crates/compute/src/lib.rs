@@ -12,6 +12,7 @@
 //!   [`cinder`]: the volume service's.
 //! - [`console`]: remote consoles (targets, one-time tokens, noVNC URLs).
 //! - [`api`]: the HTTP API.
+//! - [`upgrade`]: rolling upgrades: service versions and compute message version caps.
 
 pub mod api;
 pub mod cinder;
@@ -30,5 +31,6 @@ pub mod roles;
 pub mod rpc;
 pub mod scheduler;
 pub mod store;
+pub mod upgrade;
 
 pub use core::ComputeService;

@@ -203,6 +203,8 @@ impl ComputeAgent {
                     let msg = BuildAndRun {
                         instance_uuid: i.uuid.clone(),
                         user_token: String::new(),
+                        #[cfg(feature = "rpc-next")]
+                        node: i.node.clone(),
                     };
                     svc.bus()?
                         .cast_typed(
@@ -1830,6 +1832,7 @@ pub fn dispatcher(agent: Arc<ComputeAgent>) -> Dispatcher {
         .on(move |meta: RequestMeta, msg: BuildAndRun| {
             let a = a1.clone();
             async move {
+                tracing::info!("{}", crate::upgrade::build_served(meta.version, &a.host, &msg));
                 if let Err(e) = a.build(&msg, ComputeAgent::rid(&meta)).await {
                     tracing::error!(instance = %msg.instance_uuid, error = %e, "build failed");
                 }

@@ -449,6 +449,9 @@ pub struct Service {
     pub last_seen_up: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Option<Timestamp>,
+    /// The service version of the code that last registered or beat for it
+    /// (`rpc::SERVICE_VERSION`; 0: a build from before versions were recorded).
+    pub version: i32,
 }
 
 /// A hypervisor (`os-hypervisors`): what a compute host offers and uses.

@@ -217,16 +217,63 @@ impl Message for SelectDestination {
 }
 
 /// compute.<host>: build and run a scheduled instance.
+///
+/// With the `rpc-next` feature (the rolling-upgrade test's build N+1) this is 1.1 and carries
+/// the node the scheduler chose (`node`, Nova's `build_and_run_instance(node=...)`); written
+/// for a 1.0 receiver it goes without it, and a 1.0 sender's message arrives with none.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BuildAndRun {
     pub instance_uuid: String,
     pub user_token: String,
+    /// 1.1: the scheduler's node for the instance; `None` from a 1.0 sender.
+    #[cfg(feature = "rpc-next")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 impl Message for BuildAndRun {
     const METHOD: &'static str = "build_and_run_instance";
+    #[cfg(not(feature = "rpc-next"))]
     const VERSION: Version = Version::new(1, 0);
+    #[cfg(feature = "rpc-next")]
+    const VERSION: Version = Version::new(1, 1);
     type Reply = ();
+
+    #[cfg(feature = "rpc-next")]
+    fn payload_at(&self, version: Version) -> Result<serde_json::Value, bus::BusError> {
+        if !Self::VERSION.can_serve(version) {
+            return Err(bus::BusError::VersionCap {
+                method: Self::METHOD.into(),
+                speaks: Self::VERSION,
+                cap: version,
+            });
+        }
+        let mut payload = bus::encode(self)?;
+        if version.minor < 1
+            && let Some(fields) = payload.as_object_mut()
+        {
+            fields.remove("node");
+        }
+        Ok(payload)
+    }
 }
+
+/// This build's service version (Nova's `SERVICE_VERSION`): every service record carries the
+/// version of the code that runs it, written at registration and every heartbeat. It grows by
+/// one with every change to compute's messages; [`COMPUTE_RPC_HISTORY`] says what each serves.
+#[cfg(not(feature = "rpc-next"))]
+pub const SERVICE_VERSION: i32 = 1;
+/// This build's service version: `rpc-next` (BuildAndRun 1.1) is one more.
+#[cfg(feature = "rpc-next")]
+pub const SERVICE_VERSION: i32 = 2;
+
+/// The compute message version each service version serves, oldest first (Nova's
+/// `SERVICE_VERSION_HISTORY` with its `compute_rpc`); the last entry is this build's. A sender
+/// caps compute messages at the entry of the oldest nova-compute in the database.
+pub const COMPUTE_RPC_HISTORY: &[(i32, Version)] = &[
+    (1, Version::new(1, 0)),
+    #[cfg(feature = "rpc-next")]
+    (2, Version::new(1, 1)),
+];
 
 /// compute.<host>: remove an instance (delete, force delete).
 #[derive(Debug, Clone, Serialize, Deserialize)]

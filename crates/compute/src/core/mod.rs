@@ -43,6 +43,8 @@ pub struct ComputeService {
     pub events: events::EventWaiters,
     bus: OnceLock<Arc<dyn bus::Bus>>,
     clients: OnceLock<Arc<ServiceClients>>,
+    /// `[upgrade_levels] compute = auto`'s last reading (`crate::upgrade`).
+    pub(crate) compute_rpc_cap: crate::upgrade::CapCache,
 }
 
 impl ComputeService {
@@ -63,6 +65,7 @@ impl ComputeService {
             events: events::EventWaiters::default(),
             bus: OnceLock::new(),
             clients: OnceLock::new(),
+            compute_rpc_cap: Default::default(),
         }))
     }
 

@@ -252,6 +252,7 @@ mod tests {
             last_seen_up: Some(now - chrono::Duration::seconds(age_s)),
             created_at: now,
             updated_at: None,
+            version: 1,
         }
     }
 

@@ -218,6 +218,7 @@ pub mod service {
         pub last_seen_up: Option<DateTimeUtc>,
         pub created_at: DateTimeUtc,
         pub updated_at: Option<DateTimeUtc>,
+        pub version: i32,
     }
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
     pub enum Relation {}

@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Initial),
             Box::new(M0002ConsoleAuthTokens),
             Box::new(M0003Migrations),
+            Box::new(M0004ServiceVersion),
         ]
     }
 }
@@ -375,6 +376,35 @@ impl MigrationTrait for M0003Migrations {
         m.create_index(index("migrations", &["source_compute", "status"], false))
             .await?;
         Ok(())
+    }
+
+    async fn down(&self, _m: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(
+            "the compute schema cannot be migrated down".into(),
+        ))
+    }
+}
+
+/// Nova's `services.version`: the service version of the code that runs each service, for the
+/// version caps of a rolling upgrade. Records of older builds read 0 until their next beat.
+struct M0004ServiceVersion;
+
+impl MigrationName for M0004ServiceVersion {
+    fn name(&self) -> &str {
+        "m0004_service_version"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004ServiceVersion {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("services")
+                .add_column(integer("version").default(0))
+                .to_owned(),
+        )
+        .await
     }
 
     async fn down(&self, _m: &SchemaManager) -> Result<(), DbErr> {

@@ -364,6 +364,7 @@ fn service_from(m: e::service::Model) -> Service {
         last_seen_up: m.last_seen_up,
         created_at: m.created_at,
         updated_at: m.updated_at,
+        version: m.version,
     }
 }
 
@@ -397,7 +398,9 @@ pub async fn find_service(
         .map(service_from))
 }
 
-/// Register (or refresh) a service at start and on every heartbeat.
+/// Register (or refresh) a service at start and on every heartbeat, with the service version
+/// of the code that runs it (`rpc::SERVICE_VERSION`): the record follows an upgrade or a
+/// downgrade at its first beat.
 pub async fn heartbeat_service(
     c: &impl ConnectionTrait,
     host: &str,
@@ -405,6 +408,7 @@ pub async fn heartbeat_service(
     topic: &str,
 ) -> Result<Service> {
     let now = Utc::now();
+    let version = crate::rpc::SERVICE_VERSION;
     if let Some(s) = find_service(c, host, binary).await? {
         e::service::Entity::update_many()
             .col_expr(e::service::Column::LastSeenUp, Expr::value(now))
@@ -413,12 +417,14 @@ pub async fn heartbeat_service(
                 e::service::Column::ReportCount,
                 Expr::value(s.report_count + 1),
             )
+            .col_expr(e::service::Column::Version, Expr::value(version))
             .filter(e::service::Column::Id.eq(s.id))
             .exec(c)
             .await?;
         return Ok(Service {
             last_seen_up: Some(now),
             report_count: s.report_count + 1,
+            version,
             ..s
         });
     }
@@ -434,6 +440,7 @@ pub async fn heartbeat_service(
         last_seen_up: Set(Some(now)),
         created_at: Set(now),
         updated_at: Set(Some(now)),
+        version: Set(version),
         ..Default::default()
     })
     .exec(c)
@@ -457,10 +464,26 @@ pub async fn update_service(c: &impl ConnectionTrait, s: &Service) -> Result<()>
         last_seen_up: Set(s.last_seen_up),
         created_at: Set(s.created_at),
         updated_at: Set(Some(Utc::now())),
+        version: Set(s.version),
     })
     .exec(c)
     .await?;
     Ok(())
+}
+
+/// The lowest service version among the records of `binary` that are not forced down (Nova's
+/// `service_get_minimum_version`); `None` when there is none. A service that is down still
+/// counts: it may come back at its old version before anyone notices.
+pub async fn min_service_version(c: &impl ConnectionTrait, binary: &str) -> Result<Option<i32>> {
+    let min: Option<Option<i32>> = e::service::Entity::find()
+        .select_only()
+        .column_as(e::service::Column::Version.min(), "min_version")
+        .filter(e::service::Column::Binary.eq(binary))
+        .filter(e::service::Column::ForcedDown.eq(false))
+        .into_tuple()
+        .one(c)
+        .await?;
+    Ok(min.flatten())
 }
 
 pub async fn delete_service(c: &impl ConnectionTrait, id: i32) -> Result<()> {
