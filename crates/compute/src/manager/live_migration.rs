@@ -127,37 +127,10 @@ impl ComputeAgent {
         svc.migration_status(m.id, "preparing", None)
             .await
             .map_err(before)?;
+        self.copy_to_destination(&i, m, &msg.dest_host, true, rid)
+            .await?;
         let dest = Target::server(rpc::COMPUTE_TOPIC, &msg.dest_host);
-        let pre = PreLiveMigration {
-            instance_uuid: uuid.clone(),
-            migration_id: m.id,
-        };
-        let bus = svc.bus().map_err(before)?;
-        let to: IncomingMigration = bus
-            .call_typed(&dest, rid, &pre, DESTINATION_TIMEOUT)
-            .await
-            .map_err(|e| {
-                before(ComputeError::Internal(format!(
-                    "{} could not get ready: {e}",
-                    msg.dest_host
-                )))
-            })?;
-        svc.migration_status(m.id, "running", None)
-            .await
-            .map_err(before)?;
-        let timeout = self.copy_timeout(&i);
-        if let Err(e) = self.driver.live_migrate(uuid, &to, timeout).await {
-            let rollback = RollbackLiveMigrationAtDestination {
-                instance_uuid: uuid.clone(),
-            };
-            if let Err(x) = bus
-                .call_typed(&dest, rid, &rollback, DESTINATION_TIMEOUT)
-                .await
-            {
-                tracing::warn!(instance = %uuid, dest = %msg.dest_host, error = %x, "the destination did not remove its copy");
-            }
-            return Err(before(e.into()));
-        }
+        let bus = svc.bus().map_err(Failure::After)?;
         // The guest is stopped here and whole there: the destination runs it and takes the
         // instance.
         let post = PostLiveMigrationAtDestination {
@@ -220,37 +193,10 @@ impl ComputeAgent {
             .power_off(uuid, svc.cfg.shutdown_timeout)
             .await
             .map_err(|e| before(e.into()))?;
+        self.copy_to_destination(&i, m, &msg.dest_host, false, rid)
+            .await?;
         let dest = Target::server(rpc::COMPUTE_TOPIC, &msg.dest_host);
-        let bus = svc.bus().map_err(before)?;
-        let pre = PreLiveMigration {
-            instance_uuid: uuid.clone(),
-            migration_id: m.id,
-        };
-        let to: IncomingMigration = bus
-            .call_typed(&dest, rid, &pre, DESTINATION_TIMEOUT)
-            .await
-            .map_err(|e| {
-                before(ComputeError::Internal(format!(
-                    "{} could not get ready: {e}",
-                    msg.dest_host
-                )))
-            })?;
-        if let Err(e) = self
-            .driver
-            .cold_migrate(uuid, &to, self.copy_timeout(&i))
-            .await
-        {
-            let rollback = RollbackLiveMigrationAtDestination {
-                instance_uuid: uuid.clone(),
-            };
-            if let Err(x) = bus
-                .call_typed(&dest, rid, &rollback, DESTINATION_TIMEOUT)
-                .await
-            {
-                tracing::warn!(instance = %uuid, dest = %msg.dest_host, error = %x, "the destination did not remove its copy");
-            }
-            return Err(before(e.into()));
-        }
+        let bus = svc.bus().map_err(Failure::After)?;
         svc.migration_status(m.id, "post-migrating", None)
             .await
             .map_err(Failure::After)?;
@@ -266,6 +212,57 @@ impl ComputeAgent {
             .await
             .map_err(Failure::After)?;
         tracing::info!(instance = %uuid, source = %self.host, dest = %msg.dest_host, migration = m.id, "cold migration finished: waiting for confirm or revert");
+        Ok(())
+    }
+
+    /// Have the destination get ready, then copy the guest there (`live`: while it runs;
+    /// else its disks, stopped); a failed copy has the destination remove what it made.
+    async fn copy_to_destination(
+        &self,
+        i: &Instance,
+        m: &Migration,
+        dest_host: &str,
+        live: bool,
+        rid: &str,
+    ) -> std::result::Result<(), Failure> {
+        let svc = &self.svc;
+        let uuid = &i.uuid;
+        let before = Failure::Before;
+        let dest = Target::server(rpc::COMPUTE_TOPIC, dest_host);
+        let bus = svc.bus().map_err(before)?;
+        let pre = PreLiveMigration {
+            instance_uuid: uuid.clone(),
+            migration_id: m.id,
+        };
+        let to: IncomingMigration = bus
+            .call_typed(&dest, rid, &pre, DESTINATION_TIMEOUT)
+            .await
+            .map_err(|e| {
+                before(ComputeError::Internal(format!(
+                    "{dest_host} could not get ready: {e}"
+                )))
+            })?;
+        let timeout = self.copy_timeout(i);
+        let copied = if live {
+            svc.migration_status(m.id, "running", None)
+                .await
+                .map_err(before)?;
+            self.driver.live_migrate(uuid, &to, timeout).await
+        } else {
+            self.driver.cold_migrate(uuid, &to, timeout).await
+        };
+        if let Err(e) = copied {
+            let rollback = RollbackLiveMigrationAtDestination {
+                instance_uuid: uuid.clone(),
+            };
+            if let Err(x) = bus
+                .call_typed(&dest, rid, &rollback, DESTINATION_TIMEOUT)
+                .await
+            {
+                tracing::warn!(instance = %uuid, dest = %dest_host, error = %x, "the destination did not remove its copy");
+            }
+            return Err(before(e.into()));
+        }
         Ok(())
     }
 
