@@ -49,6 +49,21 @@ impl Answer {
     fn ok(&self) -> bool {
         self.status.is_success()
     }
+
+    /// A claim's answer from placement: made, someone took the capacity first (409: try
+    /// another host), or an error saying `what` was tried.
+    fn claimed(&self, what: impl std::fmt::Display) -> Result<bool> {
+        if self.ok() {
+            return Ok(true);
+        }
+        if self.status == StatusCode::CONFLICT {
+            return Ok(false);
+        }
+        Err(upstream(
+            "placement",
+            format!("{what}: {} {}", self.status, self.body),
+        ))
+    }
 }
 
 /// The volume API's base for a project: the catalog's URL with its project part (a
@@ -448,16 +463,7 @@ impl ServiceClients {
                 request_id,
             )
             .await?;
-        if a.ok() {
-            return Ok(true);
-        }
-        if a.status == StatusCode::CONFLICT {
-            return Ok(false);
-        }
-        Err(upstream(
-            "placement",
-            format!("claiming for {consumer}: {} {}", a.status, a.body),
-        ))
+        a.claimed(format_args!("claiming for {consumer}"))
     }
 
     /// Replace a consumer's allocations (resize), whatever they were.
@@ -543,16 +549,7 @@ impl ServiceClients {
         let a = self
             .placement(Method::POST, "/allocations", Some(&body), request_id)
             .await?;
-        if a.ok() {
-            return Ok(true);
-        }
-        if a.status == StatusCode::CONFLICT {
-            return Ok(false);
-        }
-        Err(upstream(
-            "placement",
-            format!("moving {instance}'s allocation: {} {}", a.status, a.body),
-        ))
+        a.claimed(format_args!("moving {instance}'s allocation"))
     }
 
     /// A live migration that did not happen: the instance takes back what the migration held
