@@ -61,7 +61,11 @@ impl Database {
     /// Open (creating if needed) the database at `url`.
     pub async fn connect(url: &str) -> Result<Self, DbError> {
         let mut opts = ConnectOptions::new(url.to_string());
-        opts.sqlx_logging(false)
+        // Every statement at debug level under `sqlx::query`, inside the span of the request
+        // that made it: `KUMO_LOG=info,sqlx::query=debug` shows what each request costs.
+        opts.sqlx_logging(true)
+            .sqlx_logging_level(log::LevelFilter::Debug)
+            .sqlx_slow_statements_logging_settings(log::LevelFilter::Warn, Duration::from_secs(5))
             .connect_timeout(Duration::from_secs(10));
         if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.split('?').next().unwrap_or(path);
