@@ -97,8 +97,9 @@ pub async fn run(cfg: &Config, demo_key: PathBuf, ask: Ask) -> Result<()> {
     let snap = network.snapshot().await.context("reading the ports")?;
     let ports: Vec<_> = snap
         .ports
-        .into_iter()
+        .iter()
         .filter(|p| p.device_id == instance.uuid)
+        .cloned()
         .collect();
     let names = Names::new(network.cfg.namespace_prefix.clone());
     let Some(route) = route_to(

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0001Initial),
             Box::new(M0002IpAllocations),
             Box::new(M0003NetworkSegments),
+            Box::new(M0004ResourceSeq),
         ]
     }
 }
@@ -157,6 +158,75 @@ impl MigrationTrait for M0003NetworkSegments {
     }
 }
 
+/// A change counter for the agents' snapshots: every network write transaction bumps the one
+/// row of `resource_seq` first ([`bump`], which also orders those transactions), and every
+/// resource it writes carries the bumped value in `seq`. A reader that saw counter C has seen
+/// every row with `seq <= C` (the row lock on the counter is held until commit), so the next
+/// read asks only for `seq > C` ([`changed_since`]) instead of every row of every kind.
+struct M0004ResourceSeq;
+
+impl MigrationName for M0004ResourceSeq {
+    fn name(&self) -> &str {
+        "m0004_network_resource_seq"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004ResourceSeq {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter()
+                .table("resource")
+                .add_column(big_integer("seq").default(0))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("ix_resource_seq")
+                .table("resource")
+                .col("seq")
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("resource_seq")
+                .col(integer("id").primary_key())
+                .col(big_integer("seq"))
+                .to_owned(),
+        )
+        .await?;
+        let c = m.get_connection();
+        c.execute_raw(stmt(
+            c,
+            "INSERT INTO resource_seq (id, seq) VALUES (1, 0)",
+            vec![],
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table("resource_seq").to_owned())
+            .await?;
+        m.drop_index(
+            Index::drop()
+                .name("ix_resource_seq")
+                .table("resource")
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table("resource")
+                .drop_column("seq")
+                .to_owned(),
+        )
+        .await
+    }
+}
+
 pub async fn migrate(conn: &sea_orm::DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(conn, None).await
 }
@@ -221,7 +291,7 @@ pub struct NewRow<'a> {
 pub async fn insert<C: ConnectionTrait>(c: &C, r: NewRow<'_>) -> Result<(), DbErr> {
     c.execute_raw(stmt(
         c,
-        "INSERT INTO resource (id, kind, project_id, parent_id, created_at, body) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO resource (id, kind, project_id, parent_id, created_at, body, seq) VALUES ($1, $2, $3, $4, $5, $6, (SELECT seq FROM resource_seq WHERE id = 1))",
         vec![
             r.id.into(),
             r.kind.into(),
@@ -238,11 +308,87 @@ pub async fn insert<C: ConnectionTrait>(c: &C, r: NewRow<'_>) -> Result<(), DbEr
 pub async fn update<C: ConnectionTrait>(c: &C, id: &str, body: String) -> Result<(), DbErr> {
     c.execute_raw(stmt(
         c,
-        "UPDATE resource SET body = $1 WHERE id = $2",
+        "UPDATE resource SET body = $1, seq = (SELECT seq FROM resource_seq WHERE id = 1) WHERE id = $2",
         vec![body.into(), id.into()],
     ))
     .await?;
     Ok(())
+}
+
+/// Bump the change counter: the first statement of every network write transaction
+/// (`NetworkService::write`), see [`M0004ResourceSeq`].
+pub async fn bump<C: ConnectionTrait>(c: &C) -> Result<(), DbErr> {
+    c.execute_raw(stmt(
+        c,
+        "UPDATE resource_seq SET seq = seq + 1 WHERE id = 1",
+        vec![],
+    ))
+    .await?;
+    Ok(())
+}
+
+/// The change counter as committed.
+pub async fn current_seq<C: ConnectionTrait>(c: &C) -> Result<i64, DbErr> {
+    let row = c
+        .query_one_raw(stmt(c, "SELECT seq FROM resource_seq WHERE id = 1", vec![]))
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get::<i64>("", "seq")?,
+        None => 0,
+    })
+}
+
+/// A resource row written after some counter value.
+pub struct ChangedRow {
+    pub kind: String,
+    pub id: String,
+    pub body: String,
+}
+
+/// The rows written with `seq > after`, oldest first.
+pub async fn changed_since<C: ConnectionTrait>(
+    c: &C,
+    after: i64,
+) -> Result<Vec<ChangedRow>, DbErr> {
+    let rows = c
+        .query_all_raw(stmt(
+            c,
+            "SELECT kind, id, body FROM resource WHERE seq > $1 ORDER BY seq, created_at, id",
+            vec![after.into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(ChangedRow {
+                kind: r.try_get("", "kind")?,
+                id: r.try_get("", "id")?,
+                body: r.try_get("", "body")?,
+            })
+        })
+        .collect()
+}
+
+/// How many rows there are of each of `kinds` (a kind without rows is absent).
+pub async fn count_kinds<C: ConnectionTrait>(
+    c: &C,
+    kinds: &[&str],
+) -> Result<HashMap<String, i64>, DbErr> {
+    let marks = (1..=kinds.len())
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rows = c
+        .query_all_raw(stmt(
+            c,
+            &format!(
+                "SELECT kind, COUNT(*) AS n FROM resource WHERE kind IN ({marks}) GROUP BY kind"
+            ),
+            kinds.iter().map(|k| (*k).into()).collect(),
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get::<String>("", "kind")?, r.try_get::<i64>("", "n")?)))
+        .collect()
 }
 
 pub async fn delete<C: ConnectionTrait>(c: &C, id: &str) -> Result<(), DbErr> {

@@ -30,6 +30,7 @@ use crate::error::{ComputeError, Result};
 use crate::hooks::{NetworkHook, VolumeHook};
 use crate::model::*;
 use crate::store;
+use crate::store::EventRef;
 
 pub const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
 
@@ -45,7 +46,12 @@ pub struct ComputeService {
     clients: OnceLock<Arc<ServiceClients>>,
     /// `[upgrade_levels] compute = auto`'s last reading (`crate::upgrade`).
     pub(crate) compute_rpc_cap: crate::upgrade::CapCache,
+    /// (instance, request id) -> action id, see [`Self::action_id`].
+    action_ids: parking_lot::Mutex<std::collections::HashMap<(String, String), i32>>,
 }
+
+/// How many action ids [`ComputeService::action_id`] remembers before starting afresh.
+const ACTION_IDS_KEPT: usize = 4096;
 
 impl ComputeService {
     /// Open the database (migrated) and the policy. The roles start with [`crate::roles::start`].
@@ -66,6 +72,7 @@ impl ComputeService {
             bus: OnceLock::new(),
             clients: OnceLock::new(),
             compute_rpc_cap: Default::default(),
+            action_ids: Default::default(),
         }))
     }
 
@@ -149,13 +156,17 @@ impl ComputeService {
         &self,
         uuid: &str,
         expected: &[Option<&str>],
-        finish: Option<(Option<i32>, Option<&str>)>,
+        finish: Option<(Option<EventRef>, Option<&str>)>,
         start: Option<(&str, &str, Option<&str>)>,
         f: impl FnOnce(&mut Instance) -> Result<()>,
-    ) -> Result<(Instance, Option<i32>)> {
+    ) -> Result<(Instance, Option<EventRef>)> {
         let txn = self.db.write().await?;
+        // The finished event's action is touched once, with the next event's start when that
+        // is of the same action (a build's steps are).
+        let mut untouched = None;
         if let Some((Some(ev), error)) = finish {
-            store::event_finish(&*txn, ev, error).await?;
+            store::finish_event(&*txn, ev.id, error).await?;
+            untouched = Some((ev.action_id, error.is_some()));
         }
         let mut i = store::get_instance(&*txn, uuid)
             .await?
@@ -163,6 +174,9 @@ impl ComputeService {
             .ok_or_else(|| ComputeError::instance_not_found(uuid))?;
         if !expected.contains(&i.task_state.as_deref()) {
             // Keep the finished event: it happened.
+            if let Some((action, failed)) = untouched {
+                store::touch_action(&*txn, action, failed).await?;
+            }
             txn.commit().await?;
             return Err(ComputeError::Conflict(format!(
                 "Unexpected task state: expecting {:?} but the actual state is {}",
@@ -175,9 +189,17 @@ impl ComputeService {
         store::save_instance(&*txn, &i).await?;
         let mut started = None;
         if let Some((request_id, event, host)) = start
-            && let Some(action) = store::find_action(&*txn, uuid, request_id).await?
+            && let Some(action) = self.action_id(&*txn, uuid, request_id).await?
         {
-            started = Some(store::event_start(&*txn, action.id, event, host).await?);
+            let ev = store::insert_event(&*txn, action, event, host).await?;
+            let failed = untouched
+                .take_if(|(a, _)| *a == action)
+                .is_some_and(|(_, f)| f);
+            store::touch_action(&*txn, action, failed).await?;
+            started = Some(ev);
+        }
+        if let Some((action, failed)) = untouched {
+            store::touch_action(&*txn, action, failed).await?;
         }
         txn.commit().await?;
         Ok((i, started))
@@ -233,22 +255,45 @@ impl ComputeService {
         request_id: &str,
         event: &str,
         host: Option<&str>,
-    ) -> Result<Option<i32>> {
+    ) -> Result<Option<EventRef>> {
         let txn = self.db.write().await?;
-        let Some(action) = store::find_action(&*txn, uuid, request_id).await? else {
+        let Some(action) = self.action_id(&*txn, uuid, request_id).await? else {
             return Ok(None);
         };
-        let id = store::event_start(&*txn, action.id, event, host).await?;
+        let ev = store::event_start(&*txn, action, event, host).await?;
         txn.commit().await?;
-        Ok(Some(id))
+        Ok(Some(ev))
     }
 
-    pub async fn event_finish(&self, event: Option<i32>, error: Option<&str>) -> Result<()> {
-        let Some(id) = event else { return Ok(()) };
+    pub async fn event_finish(&self, event: Option<EventRef>, error: Option<&str>) -> Result<()> {
+        let Some(ev) = event else { return Ok(()) };
         let txn = self.db.write().await?;
-        store::event_finish(&*txn, id, error).await?;
+        store::event_finish(&*txn, ev, error).await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// The action `request_id` made on `uuid`, remembered: a build starts six events of one
+    /// action, in this process or another, and an action's id never changes.
+    async fn action_id(
+        &self,
+        c: &impl sea_orm::ConnectionTrait,
+        uuid: &str,
+        request_id: &str,
+    ) -> Result<Option<i32>> {
+        let key = (uuid.to_string(), request_id.to_string());
+        if let Some(id) = self.action_ids.lock().get(&key) {
+            return Ok(Some(*id));
+        }
+        let id = store::find_action_id(c, uuid, request_id).await?;
+        if let Some(id) = id {
+            let mut known = self.action_ids.lock();
+            if known.len() >= ACTION_IDS_KEPT {
+                known.clear();
+            }
+            known.insert(key, id);
+        }
+        Ok(id)
     }
 
     /// Mark the action of `request_id` on `uuid` finished.

@@ -51,7 +51,7 @@ impl ComputeAgent {
         &self,
         m: &Migration,
         dest: &str,
-        ev: Option<i32>,
+        ev: Option<crate::store::EventRef>,
         r: std::result::Result<(), Failure>,
         rid: &str,
     ) -> Result<()> {

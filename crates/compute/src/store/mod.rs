@@ -232,6 +232,24 @@ pub async fn insert_action(
     Ok(r.last_insert_id)
 }
 
+/// The id of the latest action that `request_id` made on `instance_uuid`.
+pub async fn find_action_id(
+    c: &impl ConnectionTrait,
+    instance_uuid: &str,
+    request_id: &str,
+) -> Result<Option<i32>> {
+    use e::instance_action::Column as C;
+    Ok(e::instance_action::Entity::find()
+        .select_only()
+        .column(C::Id)
+        .filter(C::InstanceUuid.eq(instance_uuid))
+        .filter(C::RequestId.eq(request_id))
+        .order_by(C::Id, Order::Desc)
+        .into_tuple::<i32>()
+        .one(c)
+        .await?)
+}
+
 pub async fn find_action(
     c: &impl ConnectionTrait,
     instance_uuid: &str,
@@ -276,17 +294,24 @@ pub async fn list_events(c: &impl ConnectionTrait, action_id: i32) -> Result<Vec
         .collect())
 }
 
-pub async fn event_start(
+/// An event row and the action it belongs to: finishing it needs no lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef {
+    pub id: i32,
+    pub action_id: i32,
+}
+
+/// Start an event of action `action_id` (one insert; [`touch_action`] goes with it).
+pub async fn insert_event(
     c: &impl ConnectionTrait,
     action_id: i32,
     event: &str,
     host: Option<&str>,
-) -> Result<i32> {
-    let now = Utc::now();
+) -> Result<EventRef> {
     let r = e::instance_action_event::Entity::insert(e::instance_action_event::ActiveModel {
         action_id: Set(action_id),
         event: Set(event.to_string()),
-        start_time: Set(now),
+        start_time: Set(Utc::now()),
         finish_time: Set(None),
         result: Set(None),
         traceback: Set(None),
@@ -296,44 +321,71 @@ pub async fn event_start(
     })
     .exec(c)
     .await?;
-    e::instance_action::Entity::update_many()
-        .col_expr(e::instance_action::Column::UpdatedAt, Expr::value(now))
-        .filter(e::instance_action::Column::Id.eq(action_id))
-        .exec(c)
-        .await?;
-    Ok(r.last_insert_id)
+    Ok(EventRef {
+        id: r.last_insert_id,
+        action_id,
+    })
 }
 
-/// Finish an event: `error` None is Success; Some(message) is Error with the message as
-/// traceback (what `server event show` prints as the reason) and marks the action failed.
-pub async fn event_finish(
+/// Finish an event row: `error` None is Success; Some(message) is Error with the message as
+/// traceback (what `server event show` prints as the reason). One update, no read.
+pub async fn finish_event(
     c: &impl ConnectionTrait,
     event_id: i32,
     error: Option<&str>,
 ) -> Result<()> {
-    let now = Utc::now();
-    let Some(ev) = e::instance_action_event::Entity::find_by_id(event_id)
-        .one(c)
-        .await?
-    else {
-        return Ok(());
-    };
-    let action_id = ev.action_id;
-    let mut am: e::instance_action_event::ActiveModel = ev.into();
-    am.finish_time = Set(Some(now));
-    am.result = Set(Some(
-        if error.is_some() { "Error" } else { "Success" }.to_string(),
-    ));
-    am.traceback = Set(error.map(str::to_string));
-    e::instance_action_event::Entity::update(am).exec(c).await?;
+    use e::instance_action_event::Column as C;
+    e::instance_action_event::Entity::update_many()
+        .col_expr(C::FinishTime, Expr::value(Some(Utc::now())))
+        .col_expr(
+            C::Result,
+            Expr::value(Some(
+                if error.is_some() { "Error" } else { "Success" }.to_string(),
+            )),
+        )
+        .col_expr(C::Traceback, Expr::value(error.map(str::to_string)))
+        .filter(C::Id.eq(event_id))
+        .exec(c)
+        .await?;
+    Ok(())
+}
+
+/// An action's events changed: its `updated_at` moves (what `changes-since` on the action
+/// list reads), and an event that failed marks it failed (`message: Error`, as Nova).
+pub async fn touch_action(c: &impl ConnectionTrait, action_id: i32, failed: bool) -> Result<()> {
     let mut upd = e::instance_action::Entity::update_many()
-        .col_expr(e::instance_action::Column::UpdatedAt, Expr::value(now))
+        .col_expr(
+            e::instance_action::Column::UpdatedAt,
+            Expr::value(Utc::now()),
+        )
         .filter(e::instance_action::Column::Id.eq(action_id));
-    if error.is_some() {
+    if failed {
         upd = upd.col_expr(e::instance_action::Column::Message, Expr::value("Error"));
     }
     upd.exec(c).await?;
     Ok(())
+}
+
+/// Start an event of action `action_id`.
+pub async fn event_start(
+    c: &impl ConnectionTrait,
+    action_id: i32,
+    event: &str,
+    host: Option<&str>,
+) -> Result<EventRef> {
+    let ev = insert_event(c, action_id, event, host).await?;
+    touch_action(c, action_id, false).await?;
+    Ok(ev)
+}
+
+/// Finish an event and touch its action.
+pub async fn event_finish(
+    c: &impl ConnectionTrait,
+    ev: EventRef,
+    error: Option<&str>,
+) -> Result<()> {
+    finish_event(c, ev.id, error).await?;
+    touch_action(c, ev.action_id, error.is_some()).await
 }
 
 /// Mark an action finished (Nova sets finish_time when the last event of a request ends).

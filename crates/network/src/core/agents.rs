@@ -98,7 +98,7 @@ impl NetworkService {
     /// process (`started_at`). A new agent, or one whose configuration changed, may change
     /// other hosts' data planes (its tunnel endpoint): the agents are told.
     pub async fn report_agent(&self, r: &AgentReport, starting: bool) -> Result<()> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let now = agent_now();
         let agents: Vec<Agent> = super::read_all(&*w, AGENT).await?;
         let existing = agents
@@ -234,7 +234,7 @@ impl NetworkService {
         _if_match: Option<u64>,
     ) -> Result<Value> {
         check_keys(body, AGENT_KEYS, AGENT_PUT, true)?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut a = self.lookup_agent(&*w, ctx, id).await?;
         self.authorize(ctx, "update_agent", &[], &serde_json::json!({}))?;
         for (k, v) in body {
@@ -262,7 +262,7 @@ impl NetworkService {
         id: &str,
         _if_match: Option<u64>,
     ) -> Result<()> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let a = self.lookup_agent(&*w, ctx, id).await?;
         self.authorize(ctx, "delete_agent", &[], &serde_json::json!({}))?;
         store::delete(&*w, &a.id).await?;

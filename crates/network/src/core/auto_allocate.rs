@@ -109,7 +109,7 @@ impl NetworkService {
         }
         let (ext, pools) = self.auto_allocation_requirements(ctx).await?;
         let t = self.build_topology(ctx, &p, &ext, &pools).await?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         store::insert(
             &*w,
             store::NewRow {
@@ -160,7 +160,7 @@ impl NetworkService {
         if self.load_network(c, &t.network_id).await?.is_some() {
             return Ok(Some(t));
         }
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         store::delete(&*w, project).await?;
         w.commit().await?;
         Ok(None)

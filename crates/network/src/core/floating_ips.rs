@@ -314,7 +314,7 @@ impl NetworkService {
         ctx: &AuthContext,
         bodies: &[&Map<String, Value>],
     ) -> Result<Vec<Value>> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut out = Vec::new();
         for body in bodies {
             check_keys(body, FLOATINGIP_KNOWN, FLOATINGIP_POST, false)?;
@@ -454,7 +454,7 @@ impl NetworkService {
         check_keys(body, FLOATINGIP_KNOWN, FLOATINGIP_PUT, true)?;
         let port_id = to_uuid_or_none("port_id", body.get("port_id"))?;
         let fixed = to_ip_or_none("fixed_ip_address", body.get("fixed_ip_address"))?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut f = self.lookup_floating_ip(&*w, ctx, id).await?;
         check_revision(if_match, f.revision_number)?;
         self.authorize(ctx, "update_floatingip", &[], &Self::fip_target(&f))?;
@@ -487,7 +487,7 @@ impl NetworkService {
         id: &str,
         if_match: Option<u64>,
     ) -> Result<()> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let f = self.lookup_floating_ip(&*w, ctx, id).await?;
         check_revision(if_match, f.revision_number)?;
         self.authorize(ctx, "delete_floatingip", &[], &Self::fip_target(&f))?;

@@ -92,6 +92,9 @@ pub struct NetworkService {
     /// Held while a project's auto-allocated topology is looked up and built, so concurrent
     /// first requests build one (kumo is one process).
     auto_allocate_lock: tokio::sync::Mutex<()>,
+    /// The agent's last snapshot and the change counter it was read at
+    /// (`dataplane_view::SnapshotCache`).
+    pub(crate) snapshot_cache: tokio::sync::Mutex<Option<dataplane_view::SnapshotCache>>,
 }
 
 impl std::fmt::Debug for NetworkService {
@@ -163,7 +166,16 @@ impl NetworkService {
             changes,
             change_scope: std::sync::Mutex::new(ChangeScope::default()),
             auto_allocate_lock: tokio::sync::Mutex::new(()),
+            snapshot_cache: tokio::sync::Mutex::new(None),
         }))
+    }
+
+    /// Begin a write transaction: the change counter is bumped first, so the rows it writes
+    /// carry a counter value the agents' snapshots can ask for ([`store::bump`]).
+    pub(crate) async fn write(&self) -> Result<common::db::WriteTxn<'_>> {
+        let w = self.db.write().await?;
+        store::bump(&*w).await?;
+        Ok(w)
     }
 
     /// A receiver that sees a new value after each committed change (for the data plane).

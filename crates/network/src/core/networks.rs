@@ -184,7 +184,7 @@ impl NetworkService {
             };
             nets.push((n, wanted));
         }
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut per_project: HashMap<&str, i64> = HashMap::new();
         for (n, _) in &nets {
             *per_project.entry(&n.project_id).or_default() += 1;
@@ -291,7 +291,7 @@ impl NetworkService {
         if_match: Option<u64>,
     ) -> Result<Value> {
         check_keys(body, NETWORK_KEYS, NETWORK_PUT, true)?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut n = self.lookup_network(&*w, ctx, id).await?;
         check_revision(if_match, n.revision_number)?;
         let attrs: Vec<&str> = [
@@ -424,7 +424,7 @@ impl NetworkService {
         id: &str,
         if_match: Option<u64>,
     ) -> Result<()> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let n = self.lookup_network(&*w, ctx, id).await?;
         check_revision(if_match, n.revision_number)?;
         self.authorize(ctx, "delete_network", &[], &Self::net_target(&n))?;

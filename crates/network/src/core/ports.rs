@@ -802,7 +802,7 @@ impl NetworkService {
         ctx: &AuthContext,
         bodies: &[&Map<String, Value>],
     ) -> Result<Vec<Value>> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut made: Vec<(Port, Network)> = Vec::new();
         let mut per_project: HashMap<String, i64> = HashMap::new();
         for body in bodies {
@@ -1042,7 +1042,7 @@ impl NetworkService {
         if_match: Option<u64>,
     ) -> Result<Value> {
         check_keys(body, PORT_KEYS, PORT_PUT, true)?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let (mut p, net) = self.lookup_port(&*w, ctx, id).await?;
         check_revision(if_match, p.revision_number)?;
         let attrs: Vec<&str> = PORT_POLICY_ATTRS
@@ -1181,7 +1181,7 @@ impl NetworkService {
         id: &str,
         if_match: Option<u64>,
     ) -> Result<()> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let (p, net) = self.lookup_port(&*w, ctx, id).await?;
         check_revision(if_match, p.revision_number)?;
         self.authorize(ctx, "delete_port", &[], &Self::port_target(&p, &net))?;

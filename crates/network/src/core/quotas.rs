@@ -129,7 +129,7 @@ impl NetworkService {
                 }
             }
         }
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         for (k, n) in &set {
             store::set_quota(&*w, project, k, *n).await?;
         }
@@ -140,7 +140,7 @@ impl NetworkService {
 
     pub async fn delete_quota(&self, ctx: &AuthContext, project: &str) -> Result<()> {
         self.authorize(ctx, "delete_quota", &[], &json!({"project_id": project}))?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         store::delete_quotas(&*w, project).await?;
         w.commit().await?;
         Ok(())

@@ -586,7 +586,7 @@ impl NetworkService {
         ctx: &AuthContext,
         bodies: &[&Map<String, Value>],
     ) -> Result<Vec<Value>> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut out = Vec::new();
         for body in bodies {
             check_keys(body, ROUTER_KEYS, ROUTER_POST, false)?;
@@ -680,7 +680,7 @@ impl NetworkService {
         if_match: Option<u64>,
     ) -> Result<Value> {
         check_keys(body, ROUTER_KEYS, ROUTER_PUT, true)?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut r = self.lookup_router(&*w, ctx, id).await?;
         check_revision(if_match, r.revision_number)?;
         let attrs = match body.get("external_gateway_info") {
@@ -717,7 +717,7 @@ impl NetworkService {
         id: &str,
         if_match: Option<u64>,
     ) -> Result<()> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut r = self.lookup_router(&*w, ctx, id).await?;
         check_revision(if_match, r.revision_number)?;
         self.authorize(ctx, "delete_router", &[], &Self::router_target(&r))?;
@@ -752,7 +752,7 @@ impl NetworkService {
         body: &Map<String, Value>,
     ) -> Result<Value> {
         let (port_id, subnet_id) = interface_request(body, false)?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let r = self.lookup_router(&*w, ctx, id).await?;
         self.authorize(ctx, "add_router_interface", &[], &Self::router_target(&r))?;
         let (port, subnets) = match (port_id, subnet_id) {
@@ -973,7 +973,7 @@ impl NetworkService {
         body: &Map<String, Value>,
     ) -> Result<Value> {
         let (port_id, subnet_id) = interface_request(body, true)?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let r = self.lookup_router(&*w, ctx, id).await?;
         self.authorize(
             ctx,
@@ -1087,7 +1087,7 @@ impl NetworkService {
             ));
         };
         let given = parse_routes(v)?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut r = self.lookup_router(&*w, ctx, id).await?;
         self.authorize(ctx, action, &[], &Self::router_target(&r))?;
         let mut routes = r.routes.clone();

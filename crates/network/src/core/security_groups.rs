@@ -532,7 +532,7 @@ impl NetworkService {
     /// The default group of `project_id`, made if missing (for kumo's own setup: the demo
     /// project's rules).
     pub async fn default_security_group_id(&self, project_id: &str) -> Result<String> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let id = self.ensure_default_security_group(&*w, project_id).await?;
         w.commit().await?;
         self.changed();
@@ -583,7 +583,7 @@ impl NetworkService {
         {
             return Ok(());
         }
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         self.ensure_default_security_group(&*w, project).await?;
         w.commit().await?;
         self.changed();
@@ -695,7 +695,7 @@ impl NetworkService {
             self.authorize(ctx, "create_security_group", &[], &Self::sg_target(&g))?;
             groups.push(g);
         }
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut per_project: HashMap<String, i64> = HashMap::new();
         for g in &groups {
             *per_project.entry(g.project_id.clone()).or_default() += 1;
@@ -777,7 +777,7 @@ impl NetworkService {
             .get("stateful")
             .map(|v| to_bool("stateful", v))
             .transpose()?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut g = self.lookup_security_group(&*w, ctx, id).await?;
         check_revision(if_match, g.revision_number)?;
         self.authorize(ctx, "update_security_group", &[], &Self::sg_target(&g))?;
@@ -823,7 +823,7 @@ impl NetworkService {
         id: &str,
         if_match: Option<u64>,
     ) -> Result<()> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let g = self.lookup_security_group(&*w, ctx, id).await?;
         check_revision(if_match, g.revision_number)?;
         self.authorize(ctx, "delete_security_group", &[], &Self::sg_target(&g))?;
@@ -999,7 +999,7 @@ impl NetworkService {
                 ));
             }
         }
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut groups: HashMap<String, SecurityGroup> = HashMap::new();
         for r in &rules {
             if let Some(remote) = &r.remote_group_id {
@@ -1117,7 +1117,7 @@ impl NetworkService {
         id: &str,
         if_match: Option<u64>,
     ) -> Result<()> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let (r, g) = self.lookup_security_group_rule(&*w, ctx, id).await?;
         check_revision(if_match, r.revision_number)?;
         self.authorize(

@@ -399,7 +399,7 @@ impl NetworkService {
         ctx: &AuthContext,
         bodies: &[&Map<String, Value>],
     ) -> Result<Vec<Value>> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut out = Vec::new();
         for body in bodies {
             check_keys(body, SUBNETPOOL_KEYS, POST, false)?;
@@ -501,7 +501,7 @@ impl NetworkService {
         if_match: Option<u64>,
     ) -> Result<Value> {
         check_keys(body, SUBNETPOOL_KEYS, PUT, true)?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut p = self.lookup_subnetpool(&*w, ctx, id).await?;
         check_revision(if_match, p.revision_number)?;
         let attrs: Vec<&str> = ["is_default"]
@@ -555,7 +555,7 @@ impl NetworkService {
         id: &str,
         if_match: Option<u64>,
     ) -> Result<()> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let p = self.lookup_subnetpool(&*w, ctx, id).await?;
         check_revision(if_match, p.revision_number)?;
         self.authorize(ctx, "delete_subnetpool", &[], &p.target())?;

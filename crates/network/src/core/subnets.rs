@@ -304,7 +304,7 @@ impl NetworkService {
         ctx: &AuthContext,
         bodies: &[&Map<String, Value>],
     ) -> Result<Vec<Value>> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let mut made: Vec<Subnet> = Vec::new();
         let mut external: HashMap<String, bool> = HashMap::new();
         let mut per_project: HashMap<String, i64> = HashMap::new();
@@ -411,7 +411,7 @@ impl NetworkService {
         if_match: Option<u64>,
     ) -> Result<Value> {
         check_keys(body, SUBNET_KEYS, SUBNET_PUT, true)?;
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let (mut s, n) = self.lookup_subnet(&*w, ctx, id).await?;
         check_revision(if_match, s.revision_number)?;
         self.authorize(ctx, "update_subnet", &[], &Self::subnet_target(&s, &n))?;
@@ -467,7 +467,7 @@ impl NetworkService {
         id: &str,
         if_match: Option<u64>,
     ) -> Result<()> {
-        let w = self.db.write().await?;
+        let w = self.write().await?;
         let (s, n) = self.lookup_subnet(&*w, ctx, id).await?;
         check_revision(if_match, s.revision_number)?;
         self.authorize(ctx, "delete_subnet", &[], &Self::subnet_target(&s, &n))?;
