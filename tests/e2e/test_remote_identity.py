@@ -17,7 +17,9 @@ import re
 import secrets
 import signal
 import statistics
+import subprocess
 import time
+import urllib.parse
 
 import pytest
 import requests
@@ -57,6 +59,20 @@ def settled_validations(a: Proc) -> int:
         if now != last:
             last, t0 = now, time.monotonic()
     return last
+
+
+def databases_of(db, pid: int) -> set[str]:
+    """The databases process `pid` has sessions on: its TCP connections to the server (ss), matched
+    by client port with the server's pg_stat_activity."""
+    port = urllib.parse.urlsplit(db.url.replace("$service", "x")).port
+    out = subprocess.run(["ss", "-tnpH", "state", "established", f"( dport = :{port} )"],
+                         check=True, capture_output=True, text=True).stdout
+    ports = [line.split()[2].rsplit(":", 1)[1] for line in out.splitlines() if f"pid={pid}," in line]
+    if not ports:
+        return set()
+    rows = subprocess.run([*db.admin, "-At", "-c", "SELECT DISTINCT datname FROM pg_stat_activity WHERE client_port IN "
+                           f"({','.join(ports)})"], check=True, capture_output=True, text=True).stdout
+    return {line.strip() for line in rows.splitlines() if line.strip()}
 
 
 def flavors(base: str, token: str | None, timeout: float = 10) -> requests.Response:
@@ -110,8 +126,10 @@ def test_second_api_host_validates_tokens_at_the_first():
             procs.append(d)
             d.wait_log("kumo is serving")
             print(f"A and D serving {time.monotonic() - t_start:.1f} s after the start")
-            assert not (d.state / "db").exists() or not any((d.state / "db").glob("identity*")), \
-                "D opened an identity database"
+            # D's sessions on the database server: the other services' databases, not identity's
+            on_a, on_d = databases_of(db, a.pid), databases_of(db, d.pid)
+            assert "kumo_identity" in on_a and "kumo_compute" in on_d, (on_a, on_d)
+            assert "kumo_identity" not in on_d, on_d
 
             # the CLI: identity at A, every other service at D
             c = cloud_of(a, pa, work)

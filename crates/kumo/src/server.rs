@@ -977,6 +977,36 @@ mod tests {
     }
 
     #[test]
+    fn keystone_authtoken_makes_a_second_api_host_and_is_refused_elsewhere() {
+        assert!(remote_identity(&cfg("")).ok().flatten().is_none());
+        let ini = "[keystone_authtoken]\nauth_url = http://10.0.0.1:5000/identity/\ntoken_cache_time = 60\n";
+        let with_pw = cfg(&format!("{ini}[service_user]\npassword = pw\n"));
+        let r = remote_identity(&with_pw).ok().flatten();
+        assert!(
+            r.as_ref()
+                .is_some_and(|r| r.auth_url == "http://10.0.0.1:5000/identity"
+                    && r.cache_time == std::time::Duration::from_secs(60)
+                    && r.cache_size == 10_000
+                    && r.username == "nova"
+                    && r.password == "pw")
+        );
+        let api = roles(&["api"]).ok().unwrap_or(Roles::ALL);
+        let Some(r) = r else { return };
+        assert!(check_remote(&with_pw, &r, false, &api).is_ok());
+        let refusal = |c: &Config, demo: bool, roles: &Roles| {
+            let rc = remote_identity(c).ok().flatten();
+            rc.and_then(|rc| check_remote(c, &rc, demo, roles).err())
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(refusal(&with_pw, true, &api).contains("--demo"));
+        assert!(refusal(&with_pw, false, &Roles::ALL).contains("[keystone_authtoken] auth_url"));
+        assert!(refusal(&cfg(ini), false, &api).contains("[service_user] password"));
+        assert!(refuse_remote_identity_here(&with_pw, "kumo up").is_err());
+        assert!(refuse_remote_identity_here(&cfg(""), "kumo up").is_ok());
+    }
+
+    #[test]
     fn a_split_refuses_the_in_process_bus_and_sqlite() {
         let compute = Roles {
             api: false,
