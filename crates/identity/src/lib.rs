@@ -5,6 +5,7 @@
 //! - [`core`]: [`core::Identity`], the service logic and caches.
 //! - [`api`]: the HTTP API, Keystone's paths and bodies.
 //! - [`token`]: Fernet tokens in Keystone's format.
+//! - [`remote`]: validating tokens at a remote identity service, with a cache.
 //! - [`bootstrap`]: what `kumo bootstrap` creates.
 
 pub mod api;
@@ -14,6 +15,7 @@ pub mod core;
 pub mod error;
 pub mod model;
 pub mod password;
+pub mod remote;
 pub mod store;
 pub mod token;
 

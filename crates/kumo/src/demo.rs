@@ -96,7 +96,7 @@ fn file_stream(
 /// The admin user on the admin project, as a token of theirs would resolve (effective roles,
 /// `is_admin_project`), without a token: kumo acts for the operator here, in-process.
 async fn admin_context(cloud: &Cloud, report: &BootstrapReport) -> Result<AuthContext> {
-    let id = &cloud.identity;
+    let id = cloud.identity()?;
     let user = id.get_user(&report.admin_user_id).await?;
     let user_domain = id.get_domain(&user.domain_id).await?;
     let project = id.get_project(&report.admin_project_id).await?;

@@ -9,6 +9,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod credentials;
 mod demo;
 mod guest_metadata;
+mod identity_events;
 mod lifecycle;
 mod network_agent;
 mod server;
@@ -199,6 +200,7 @@ fn main() -> Result<()> {
                     eprintln!("note: service {s:?} is not part of kumo yet; running identity only");
                 }
             }
+            server::refuse_remote_identity_here(&cfg, "kumo up")?;
             if foreground {
                 init_logging(&cfg);
                 runtime()?.block_on(server::run(&state, &cfg, listen.as_deref(), demo))
@@ -278,7 +280,7 @@ fn main() -> Result<()> {
                     server::service_password(&state, &cfg)?,
                 )],
             };
-            let report = identity::bootstrap::bootstrap(&cloud.identity, &spec).await?;
+            let report = identity::bootstrap::bootstrap(cloud.identity()?, &spec).await?;
             credentials::write(
                 &state,
                 &format!("{base}/identity"),

@@ -94,7 +94,11 @@ pub fn service_password(state: &StateDir, cfg: &Config) -> Result<String> {
 }
 
 pub struct Cloud {
-    pub identity: Arc<Identity>,
+    /// The identity service, when it runs in this process; `None` on an API host that
+    /// validates tokens at another one (`[keystone_authtoken] auth_url`).
+    pub identity: Option<Arc<Identity>>,
+    /// How every service here validates `X-Auth-Token`.
+    validator: Arc<dyn common::auth::TokenValidator>,
     pub placement: Arc<placement::Placement>,
     pub image: Arc<image::ImageService>,
     pub compute: Arc<compute::ComputeService>,
@@ -102,13 +106,24 @@ pub struct Cloud {
     pub volume: Arc<volume::VolumeService>,
 }
 
-/// Open every enabled service (databases migrated, keys created).
+/// Open every enabled service (databases migrated, keys created), identity included.
 pub async fn open(cfg: &Config) -> Result<Cloud> {
     let db_template = cfg.get_str("database", "connection")?;
     let icfg = IdentityConfig::from_config(cfg, &db_template)?;
     let identity = Identity::open(icfg)
         .await
         .context("opening the identity service")?;
+    let validator = Arc::new(identity::core::LocalValidator(identity.clone()));
+    open_services(cfg, Some(identity), validator).await
+}
+
+/// Open every service but identity, which `validator` asks.
+async fn open_services(
+    cfg: &Config,
+    identity: Option<Arc<Identity>>,
+    validator: Arc<dyn common::auth::TokenValidator>,
+) -> Result<Cloud> {
+    let db_template = cfg.get_str("database", "connection")?;
     let pcfg = placement::config::PlacementConfig::from_config(cfg, &db_template)?;
     let placement = placement::Placement::open(pcfg)
         .await
@@ -137,6 +152,7 @@ pub async fn open(cfg: &Config) -> Result<Cloud> {
     .context("opening the volume service")?;
     Ok(Cloud {
         identity,
+        validator,
         placement,
         image,
         compute,
@@ -196,25 +212,31 @@ pub fn catalog(base: &str) -> Vec<CatalogService> {
 }
 
 impl Cloud {
-    /// How every other service validates `X-Auth-Token`: in-process, through identity.
+    /// How every other service validates `X-Auth-Token`: in-process through identity, or at
+    /// the remote identity with a cache.
     pub fn token_validator(&self) -> Arc<dyn common::auth::TokenValidator> {
-        Arc::new(identity::core::LocalValidator(self.identity.clone()))
+        self.validator.clone()
+    }
+
+    /// The identity service of this process (`kumo up`, bootstrap, the demo data need it).
+    pub fn identity(&self) -> Result<&Arc<Identity>> {
+        self.identity
+            .as_ref()
+            .context("identity does not run in this process ([keystone_authtoken] auth_url is set)")
     }
 }
 
 /// One router for every service, each under its catalog path (identity also at the root,
-/// where Keystone's clients expect `/v3`), and the dashboard, which calls them at `base`
-/// (`http://host:port`) over HTTP like any other client.
-pub fn app(cloud: &Cloud, base: &str) -> Router {
-    let identity = identity::api::router(cloud.identity.clone());
+/// where Keystone's clients expect `/v3`, when it runs here), and the dashboard, which calls
+/// the APIs over HTTP like any other client, logging in at `identity_url` (`.../identity`).
+pub fn app(cloud: &Cloud, identity_url: &str) -> Router {
     let placement = placement::api::router(cloud.placement.clone(), cloud.token_validator());
     let image = image::api::router(cloud.image.clone(), cloud.token_validator());
     let compute = compute::api::router(cloud.compute.clone(), cloud.token_validator());
     let network = network::api::router(cloud.network.clone(), cloud.token_validator());
     let volume = volume::api::router(cloud.volume.clone(), cloud.token_validator());
-    Router::new()
+    let router = Router::new()
         .nest("/compute", compute)
-        .nest("/identity", identity.clone())
         .nest("/placement", placement)
         .nest("/image", image)
         .nest("/network", network)
@@ -224,9 +246,16 @@ pub fn app(cloud: &Cloud, base: &str) -> Router {
         // The web UI: pages over the public APIs with the user's token, no database access.
         .nest(
             "/dashboard",
-            dashboard::router(&format!("{base}/identity/v3")),
-        )
-        .merge(identity)
+            dashboard::router(&format!("{identity_url}/v3")),
+        );
+    let router = match &cloud.identity {
+        Some(id) => {
+            let identity = identity::api::router(id.clone());
+            router.nest("/identity", identity.clone()).merge(identity)
+        }
+        None => router,
+    };
+    router
         .layer(axum::middleware::from_fn(common::request_id::middleware))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             tracing::error!("a request handler panicked");
@@ -424,6 +453,72 @@ async fn run_agents(state: &StateDir, cfg: &Config, all_roles: Roles) -> Result<
     Ok(())
 }
 
+/// `[keystone_authtoken]`: the identity service of another process this API host validates
+/// tokens at, as `[service_user]`; `None` when identity runs here.
+fn remote_identity(cfg: &Config) -> Result<Option<identity::remote::RemoteConfig>> {
+    let Some(auth_url) = cfg
+        .get::<Option<String>>("keystone_authtoken", "auth_url")?
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty())
+    else {
+        return Ok(None);
+    };
+    Ok(Some(identity::remote::RemoteConfig {
+        auth_url,
+        username: cfg.get_str("service_user", "username")?,
+        password: cfg
+            .get::<Option<String>>("service_user", "password")?
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        project_name: cfg.get_str("service_user", "project_name")?,
+        cache_time: std::time::Duration::from_secs(
+            cfg.get::<u64>("keystone_authtoken", "token_cache_time")?,
+        ),
+        cache_size: cfg
+            .get::<usize>("keystone_authtoken", "token_cache_size")?
+            .max(1),
+        request_timeout: std::time::Duration::from_secs(
+            cfg.get::<u64>("keystone_authtoken", "http_request_timeout")?
+                .max(1),
+        ),
+    }))
+}
+
+/// Refuse `[keystone_authtoken] auth_url` where identity must run here: every role in one
+/// process (`kumo up`, `kumo serve all`) and `--demo` (its data is made in identity).
+pub fn refuse_remote_identity_here(cfg: &Config, what: &str) -> Result<()> {
+    if remote_identity(cfg)?.is_some() {
+        bail!(
+            "{what} runs identity in this process, but [keystone_authtoken] auth_url points at another one: that option is for a second API host (`kumo serve api ...` next to the process that serves identity). Remove it, or run `kumo serve api` with it"
+        );
+    }
+    Ok(())
+}
+
+fn check_remote(
+    cfg: &Config,
+    r: &identity::remote::RemoteConfig,
+    demo: bool,
+    roles: &Roles,
+) -> Result<()> {
+    if demo {
+        refuse_remote_identity_here(cfg, "--demo")?;
+    }
+    if !roles.split() {
+        refuse_remote_identity_here(
+            cfg,
+            "every role in one process (`kumo up`, `kumo serve all`)",
+        )?;
+    }
+    if r.password.is_empty() {
+        bail!(
+            "[service_user] password is needed with [keystone_authtoken] auth_url: this API host validates tokens and calls the other services as the service user, with the password set in the config of the process that serves identity (its bootstrap gives it to the service users)"
+        );
+    }
+    Ok(())
+}
+
 /// `kumo up --foreground`: every role, until SIGTERM or Ctrl-C.
 pub async fn run(state: &StateDir, cfg: &Config, listen: Option<&str>, demo: bool) -> Result<()> {
     run_roles(state, cfg, listen, demo, Roles::ALL).await
@@ -439,85 +534,58 @@ async fn run_roles(
 ) -> Result<()> {
     let compute_roles = roles.compute;
     let started = Instant::now();
+    let remote = remote_identity(cfg)?;
+    if let Some(r) = &remote {
+        check_remote(cfg, r, demo, &roles)?;
+    }
     claim_state_dir(state, "`kumo down` stops it")?;
     let cfg_listen = cfg.get::<Option<String>>("DEFAULT", "listen")?;
     let listener = bind(state, listen.or(cfg_listen.as_deref())).await?;
     let addr: SocketAddr = listener.local_addr()?;
     let base = format!("http://{addr}");
     let region = cfg.get_str("DEFAULT", "region_name")?;
-
-    let cloud = open(cfg).await?;
-    let password = admin_password(state)?;
     let service_password = service_password(state, cfg)?;
     let compute_user = cfg.get_str("service_user", "username")?;
-    let demo = demo || state.demo_marker().exists();
-    let spec = BootstrapSpec {
-        admin_password: password.clone(),
-        region_id: region.clone(),
-        services: catalog(&base),
-        demo_password: demo.then(|| password.clone()),
-        service_users: vec![
-            (compute_user.clone(), service_password.clone()),
-            (VOLUME_SERVICE_USER.into(), service_password.clone()),
-        ],
-    };
-    let report = identity::bootstrap::bootstrap(&cloud.identity, &spec)
-        .await
-        .context("bootstrap")?;
-    for c in &report.created {
-        tracing::info!(created = %c, "bootstrap");
-    }
-    if demo {
-        for name in cloud
-            .compute
-            .ensure_demo_flavors()
-            .await
-            .context("demo flavors")?
-        {
-            tracing::info!(flavor = %name, "demo flavor created");
-        }
-        ensure_demo_image(&cloud, cfg, &report).await?;
-        if cfg.get::<bool>("demo", "network")? {
-            match crate::demo::ensure_network(&cloud, &report).await {
-                Ok(true) => tracing::info!(
-                    public = crate::demo::PUBLIC_NETWORK,
-                    private = crate::demo::PRIVATE_NETWORK,
-                    router = crate::demo::DEMO_ROUTER,
-                    "demo networks created"
-                ),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(
-                    error = format!("{e:#}"),
-                    "could not create the demo networks"
-                ),
+
+    // Identity here (bootstrapped, its changes fanned out to the other API hosts), or at
+    // another process: then every token is validated there, with a cache its changes clear.
+    // (The subscription of a remote validator to identity's events is held to the end.)
+    let (cloud, identity_url, _identity_events) = match remote {
+        None => {
+            let cloud = open(cfg).await?;
+            bootstrap_here(state, cfg, &cloud, &base, demo, &service_password).await?;
+            if !cfg.get_str("DEFAULT", "transport_url")?.trim().is_empty() {
+                let bus = crate::identity_events::open_bus(cfg).await?;
+                crate::identity_events::forward_changes(
+                    cloud.identity()?,
+                    bus,
+                    crate::network_agent::origin(&cloud.compute.cfg.host),
+                );
             }
+            (cloud, format!("{base}/identity"), None)
         }
-        match crate::demo::ensure_demo_keypair(&cloud, &report, &state.demo_key()).await {
-            Ok(true) => tracing::info!(
-                keypair = crate::demo::DEMO_KEYPAIR,
-                private_key = %state.demo_key().display(),
-                "demo key pair created"
-            ),
-            Ok(false) => {}
-            Err(e) => tracing::warn!(
-                error = format!("{e:#}"),
-                "could not create the demo key pair; kumo ssh needs --identity"
-            ),
+        Some(rcfg) => {
+            let auth_url = rcfg.auth_url.clone();
+            let validator = Arc::new(identity::remote::RemoteValidator::new(rcfg));
+            let cloud = open_services(cfg, None, validator.clone()).await?;
+            let bus = crate::identity_events::open_bus(cfg).await?;
+            let sub = crate::identity_events::clear_on_changes(
+                &bus,
+                crate::network_agent::origin(&cloud.compute.cfg.host),
+                validator,
+            )
+            .await?;
+            tracing::info!(%auth_url, "identity is remote: tokens are validated there (cached, cleared on its changes)");
+            (cloud, auth_url, Some(sub))
         }
-        write_file(
-            &state.demo_marker(),
-            "demo project and user created\n",
-            0o600,
-        )?;
-    }
-    credentials::write(state, &format!("{base}/identity"), &region, &password, demo)?;
+    };
 
     // `/identity/` and `/identity` are the same resource, as for the Python services. Not
     // below `/image/v2/`: Glance answers `/v2/images/` with 404, not with the image list
     // (Tempest checks it).
     let app = tower::Layer::layer(
         &tower::util::MapRequestLayer::new(trim_trailing_slash),
-        app(&cloud, &base),
+        app(&cloud, &identity_url),
     );
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     // Serve first: the compute roles report to placement over the public API at start.
@@ -527,9 +595,18 @@ async fn run_roles(
             .await
     });
     let bus = open_bus(cfg).await?;
+    // The services' own calls to each other log in where identity is.
+    let service_auth_url = match &cloud.identity {
+        Some(_) => identity_url.clone(),
+        None => cfg
+            .get::<Option<String>>("service_user", "auth_url")?
+            .map(|u| u.trim().trim_end_matches('/').to_string())
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| identity_url.clone()),
+    };
     let clients = Arc::new(compute::clients::ServiceClients::new(
         compute::clients::ServiceCredentials {
-            auth_url: format!("{base}/identity"),
+            auth_url: service_auth_url.clone(),
             username: compute_user.clone(),
             password: service_password.clone(),
             project_name: cfg.get_str("service_user", "project_name")?,
@@ -540,7 +617,7 @@ async fn run_roles(
         .volume
         .set_image_client(Arc::new(volume::glance::ImageClient::new(
             volume::glance::ServiceCredentials {
-                auth_url: format!("{base}/identity"),
+                auth_url: service_auth_url,
                 username: VOLUME_SERVICE_USER.into(),
                 password: service_password.clone(),
                 project_name: "service".into(),
@@ -600,6 +677,83 @@ async fn run_roles(
     }
     tracing::info!("kumo stopped");
     result.context("serving HTTP")
+}
+
+/// Identity's bootstrap in this process (admin, service users, catalog at `base`), the demo
+/// data when asked for, and the state dir's clouds.yaml.
+async fn bootstrap_here(
+    state: &StateDir,
+    cfg: &Config,
+    cloud: &Cloud,
+    base: &str,
+    demo: bool,
+    service_password: &str,
+) -> Result<()> {
+    let region = cfg.get_str("DEFAULT", "region_name")?;
+    let password = admin_password(state)?;
+    let compute_user = cfg.get_str("service_user", "username")?;
+    let demo = demo || state.demo_marker().exists();
+    let spec = BootstrapSpec {
+        admin_password: password.clone(),
+        region_id: region.clone(),
+        services: catalog(base),
+        demo_password: demo.then(|| password.clone()),
+        service_users: vec![
+            (compute_user.clone(), service_password.to_string()),
+            (VOLUME_SERVICE_USER.into(), service_password.to_string()),
+        ],
+    };
+    let report = identity::bootstrap::bootstrap(cloud.identity()?, &spec)
+        .await
+        .context("bootstrap")?;
+    for c in &report.created {
+        tracing::info!(created = %c, "bootstrap");
+    }
+    if demo {
+        for name in cloud
+            .compute
+            .ensure_demo_flavors()
+            .await
+            .context("demo flavors")?
+        {
+            tracing::info!(flavor = %name, "demo flavor created");
+        }
+        ensure_demo_image(cloud, cfg, &report).await?;
+        if cfg.get::<bool>("demo", "network")? {
+            match crate::demo::ensure_network(cloud, &report).await {
+                Ok(true) => tracing::info!(
+                    public = crate::demo::PUBLIC_NETWORK,
+                    private = crate::demo::PRIVATE_NETWORK,
+                    router = crate::demo::DEMO_ROUTER,
+                    "demo networks created"
+                ),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(
+                    error = format!("{e:#}"),
+                    "could not create the demo networks"
+                ),
+            }
+        }
+        match crate::demo::ensure_demo_keypair(cloud, &report, &state.demo_key()).await {
+            Ok(true) => tracing::info!(
+                keypair = crate::demo::DEMO_KEYPAIR,
+                private_key = %state.demo_key().display(),
+                "demo key pair created"
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                error = format!("{e:#}"),
+                "could not create the demo key pair; kumo ssh needs --identity"
+            ),
+        }
+        write_file(
+            &state.demo_marker(),
+            "demo project and user created\n",
+            0o600,
+        )?;
+    }
+    credentials::write(state, &format!("{base}/identity"), &region, &password, demo)?;
+    Ok(())
 }
 
 /// The bus between the compute roles: in-process unless `[DEFAULT] transport_url` names a
@@ -820,6 +974,36 @@ mod tests {
         let c = crate::settings::load(Some(&f), &dir).unwrap_or_else(|_| Config::new(&dir));
         let _ = std::fs::remove_dir_all(&dir);
         c
+    }
+
+    #[test]
+    fn keystone_authtoken_makes_a_second_api_host_and_is_refused_elsewhere() {
+        assert!(remote_identity(&cfg("")).ok().flatten().is_none());
+        let ini = "[keystone_authtoken]\nauth_url = http://10.0.0.1:5000/identity/\ntoken_cache_time = 60\n";
+        let with_pw = cfg(&format!("{ini}[service_user]\npassword = pw\n"));
+        let r = remote_identity(&with_pw).ok().flatten();
+        assert!(
+            r.as_ref()
+                .is_some_and(|r| r.auth_url == "http://10.0.0.1:5000/identity"
+                    && r.cache_time == std::time::Duration::from_secs(60)
+                    && r.cache_size == 10_000
+                    && r.username == "nova"
+                    && r.password == "pw")
+        );
+        let api = roles(&["api"]).ok().unwrap_or(Roles::ALL);
+        let Some(r) = r else { return };
+        assert!(check_remote(&with_pw, &r, false, &api).is_ok());
+        let refusal = |c: &Config, demo: bool, roles: &Roles| {
+            let rc = remote_identity(c).ok().flatten();
+            rc.and_then(|rc| check_remote(c, &rc, demo, roles).err())
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        assert!(refusal(&with_pw, true, &api).contains("--demo"));
+        assert!(refusal(&with_pw, false, &Roles::ALL).contains("[keystone_authtoken] auth_url"));
+        assert!(refusal(&cfg(ini), false, &api).contains("[service_user] password"));
+        assert!(refuse_remote_identity_here(&with_pw, "kumo up").is_err());
+        assert!(refuse_remote_identity_here(&cfg(""), "kumo up").is_ok());
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub static KUMO_OPTS: &[Opt] = &[
         section: "service_user",
         name: "auth_url",
         default: "",
-        help: "Identity endpoint the compute role authenticates at to call placement, image, network and volume (nova.conf's [service_user]), e.g. http://CONTROLLER:5000/identity. Empty: this process's own API (all-in-one); a `kumo serve compute` without the api role needs it.",
+        help: "Identity endpoint the compute role authenticates at to call placement, image, network and volume (nova.conf's [service_user]), e.g. http://CONTROLLER:5000/identity. Empty: this process's own API (all-in-one), or [keystone_authtoken] auth_url when that is set; a `kumo serve compute` without the api role needs it.",
     },
     Opt {
         section: "service_user",
@@ -77,6 +77,30 @@ pub static KUMO_OPTS: &[Opt] = &[
         name: "project_name",
         default: "service",
         help: "Project of the service user's token.",
+    },
+    Opt {
+        section: "keystone_authtoken",
+        name: "auth_url",
+        default: "",
+        help: "Identity endpoint of another kumo, e.g. http://CONTROLLER:5000/identity: a `kumo serve api` with it set is a second API host. It opens no identity database and serves no /identity (nor /v3), validates every request's token there (GET /v3/auth/tokens as [service_user], whose password it needs) with a cache, and its services call each other with [service_user] credentials there. Empty: identity runs in this process. `kumo up` and --demo refuse it.",
+    },
+    Opt {
+        section: "keystone_authtoken",
+        name: "token_cache_time",
+        default: "300",
+        help: "Seconds a token validated at [keystone_authtoken] auth_url is trusted without asking again (also never past the token's expiry). Identity's changes (revocations, disabled users, removed roles...) clear the cache at once over the bus ([DEFAULT] transport_url); without the bus this bounds how long a revoked token is still accepted.",
+    },
+    Opt {
+        section: "keystone_authtoken",
+        name: "token_cache_size",
+        default: "10000",
+        help: "Tokens the validation cache keeps at most; above it the ones that expire soonest are dropped.",
+    },
+    Opt {
+        section: "keystone_authtoken",
+        name: "http_request_timeout",
+        default: "10",
+        help: "Seconds a request to [keystone_authtoken] auth_url may take (connect and answer); past it the caller gets 503 (identity unavailable).",
     },
     Opt {
         section: "database",

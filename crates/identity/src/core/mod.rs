@@ -46,6 +46,9 @@ pub struct Identity {
     pub(crate) credential_keys: KeyRepository,
     pub(crate) policy: Enforcer,
     revision: AtomicU64,
+    /// The revision for whoever must hear of changes (the API hosts that validate tokens
+    /// remotely and cache them: kumo fans it out on the bus).
+    revision_watch: tokio::sync::watch::Sender<u64>,
     token_cache: RwLock<HashMap<String, (u64, Arc<ValidatedToken>)>>,
     revocations: RwLock<Vec<RevocationEvent>>,
     role_graph: RwLock<Option<(u64, Arc<assignments::RoleGraph>)>>,
@@ -107,6 +110,7 @@ impl Identity {
             credential_keys,
             policy,
             revision: AtomicU64::new(1),
+            revision_watch: tokio::sync::watch::Sender::new(1),
             token_cache: RwLock::new(HashMap::new()),
             revocations: RwLock::new(revocations),
             role_graph: RwLock::new(None),
@@ -125,8 +129,15 @@ impl Identity {
 
     /// Called after every committed write.
     pub(crate) fn changed(&self) {
-        self.revision.fetch_add(1, Ordering::AcqRel);
+        let rev = self.revision.fetch_add(1, Ordering::AcqRel) + 1;
         self.token_cache.write().clear();
+        self.revision_watch.send_replace(rev);
+    }
+
+    /// Wakes on every committed change (the latest revision; bursts coalesce): what a
+    /// cache of validations elsewhere must be dropped on.
+    pub fn watch_revision(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revision_watch.subscribe()
     }
 
     /// Check the policy for `action`; a denial is Keystone's 403.
