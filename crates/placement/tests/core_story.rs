@@ -597,3 +597,113 @@ async fn two_services_on_one_database_see_each_others_writes() {
     .unwrap();
     assert_eq!(b.inventories(&u(1)).await.unwrap().inventories.len(), 2);
 }
+
+/// The providers of `p`'s view, compared with what a service opening the database now loads.
+async fn assert_view_as_loaded(p: &Placement, dir: &std::path::Path, step: &str) {
+    let mine = p.view().await.unwrap();
+    let fresh = open(dir).await.view().await.unwrap();
+    assert_eq!(mine.revision, fresh.revision, "{step}");
+    assert_eq!(mine.providers, fresh.providers, "{step}");
+}
+
+#[tokio::test]
+async fn allocation_writes_leave_the_view_as_a_fresh_load_would() {
+    // Allocation writes patch the view with what they committed instead of reading the
+    // providers back: after each kind of write it must equal a full load.
+    let dir = tempfile::tempdir().unwrap();
+    let p = open(dir.path()).await;
+    let (a, b) = (u(1), u(2));
+    p.create_provider(&a, "a", None).await.unwrap();
+    p.create_provider(&b, "b", None).await.unwrap();
+    p.create_resource_class("CUSTOM_GPU").await.unwrap();
+    inv(
+        &p,
+        &a,
+        &[("VCPU", 8), ("MEMORY_MB", 1024), ("CUSTOM_GPU", 2)],
+    )
+    .await;
+    inv(&p, &b, &[("VCPU", 8), ("MEMORY_MB", 1024)]).await;
+    let usage = |view: &placement::core::view::View, rp: &str, rc: &str| {
+        let prov = view.by_uuid(rp).unwrap();
+        prov.inventory(view.rcs.id(rc).unwrap()).unwrap().used
+    };
+
+    // a claim by a new consumer
+    let c1 = u(101);
+    p.write_allocations(
+        &[write(&c1, None, &[(&a, "VCPU", 2), (&a, "CUSTOM_GPU", 1)])],
+        RULES,
+    )
+    .await
+    .unwrap();
+    assert_view_as_loaded(&p, dir.path(), "claim").await;
+    assert_eq!(p.provider(&a).await.unwrap().generation, 2);
+
+    // the consumer moves to another provider: the one it left has its usage back although
+    // its generation does not move (as upstream)
+    let mut moved = write(&c1, Some(1), &[(&b, "VCPU", 4)]);
+    moved.project_id = Some("p2".into());
+    p.write_allocations(&[moved], RULES).await.unwrap();
+    assert_view_as_loaded(&p, dir.path(), "move").await;
+    let view = p.view().await.unwrap();
+    assert_eq!(usage(&view, &a, "VCPU"), 0);
+    assert_eq!(usage(&view, &a, "CUSTOM_GPU"), 0);
+    assert_eq!(usage(&view, &b, "VCPU"), 4);
+    assert_eq!(p.provider(&a).await.unwrap().generation, 2);
+    assert_eq!(p.provider(&b).await.unwrap().generation, 2);
+    let got = p.consumer_allocations(&c1).await.unwrap();
+    let consumer = got.consumer.unwrap();
+    assert_eq!(
+        (consumer.generation, consumer.project_id.as_str()),
+        (2, "p2")
+    );
+
+    // two consumers in one write: one emptied, one new
+    let c2 = u(102);
+    p.write_allocations(
+        &[
+            write(&c1, Some(2), &[]),
+            write(&c2, None, &[(&a, "VCPU", 8), (&b, "MEMORY_MB", 512)]),
+        ],
+        RULES,
+    )
+    .await
+    .unwrap();
+    assert_view_as_loaded(&p, dir.path(), "post").await;
+    assert!(
+        p.consumer_allocations(&c1)
+            .await
+            .unwrap()
+            .consumer
+            .is_none()
+    );
+    let view = p.view().await.unwrap();
+    assert_eq!(usage(&view, &a, "VCPU"), 8);
+    assert_eq!(usage(&view, &b, "VCPU"), 0);
+    assert_eq!(usage(&view, &b, "MEMORY_MB"), 512);
+
+    // a refused write changes nothing
+    let err = p
+        .write_allocations(&[write(&u(103), None, &[(&a, "VCPU", 1)])], RULES)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, PlacementError::CapacityExceeded { .. }),
+        "{err:?}"
+    );
+    assert_view_as_loaded(&p, dir.path(), "refused").await;
+
+    // DELETE /allocations/{consumer}
+    p.delete_consumer_allocations(&c2).await.unwrap();
+    assert_view_as_loaded(&p, dir.path(), "delete").await;
+    let view = p.view().await.unwrap();
+    assert_eq!(usage(&view, &a, "VCPU"), 0);
+    assert_eq!(usage(&view, &b, "MEMORY_MB"), 0);
+    assert!(
+        p.consumer_allocations(&c2)
+            .await
+            .unwrap()
+            .consumer
+            .is_none()
+    );
+}

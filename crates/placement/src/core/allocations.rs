@@ -10,7 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Placement;
-use super::view::Changes;
+use super::known::Learned;
+use super::view::{Allocated, Changes};
 use crate::error::{PlacementError, Result};
 use crate::model::{
     Consumer, ConsumerAllocation, ConsumerAllocations, ConsumerTypeFilter, ConsumerWrite,
@@ -25,6 +26,13 @@ struct Alloc {
     rc: i32,
     consumer: String,
     used: i64,
+}
+
+/// Who a written consumer belongs to (internal ids).
+struct Owner {
+    project: i32,
+    user: i32,
+    consumer_type: Option<i32>,
 }
 
 fn py_opt(v: Option<i64>) -> String {
@@ -56,26 +64,46 @@ impl Placement {
         rules: WriteRules,
     ) -> Result<()> {
         let w = self.begin().await?;
-        let providers = self.replace_allocations(&*w, writes, rules).await?;
+        let mut learned = Learned::default();
+        let allocated = self
+            .replace_allocations(&*w, writes, rules, &mut learned)
+            .await?;
         self.commit(
             w,
             Changes {
-                providers,
+                allocated,
                 ..Changes::default()
             },
         )
-        .await
+        .await?;
+        self.known.remember(learned);
+        Ok(())
     }
 
-    /// The allocation write inside a transaction; returns the providers touched.
+    /// The allocation write inside a transaction; returns what it committed on every
+    /// provider whose allocations changed.
+    ///
+    /// Statements, for a claim by a new consumer: one read of the consumers, one of the
+    /// providers, their inventories and their usage; the consumer's and the allocations'
+    /// inserts and one generation bump per provider. Projects, users, consumer types and
+    /// standard classes come from [`super::known`].
     pub(crate) async fn replace_allocations<C: sea_orm::ConnectionTrait>(
         &self,
         txn: &C,
         writes: &[ConsumerWrite],
         rules: WriteRules,
-    ) -> Result<BTreeSet<i32>> {
-        // Consumers: create them, check the writer's view of their generation.
-        let mut prepared: Vec<store::ConsumerRow> = Vec::new();
+        learned: &mut Learned,
+    ) -> Result<BTreeMap<i32, Allocated>> {
+        // Consumers: check the writer's view of their generation.
+        let consumer_uuids: BTreeSet<String> =
+            writes.iter().map(|cw| cw.consumer_uuid.clone()).collect();
+        let existing: HashMap<String, store::ConsumerRow> =
+            store::consumers_by_uuids(txn, &consumer_uuids)
+                .await?
+                .into_iter()
+                .map(|c| (c.uuid.clone(), c))
+                .collect();
+        let mut owners: Vec<Owner> = Vec::with_capacity(writes.len());
         for cw in writes {
             let (project, user) = match &cw.project_id {
                 Some(p) => (p.clone(), cw.user_id.clone().unwrap_or_default()),
@@ -84,13 +112,13 @@ impl Placement {
                     self.cfg.incomplete_consumer_user_id.clone(),
                 ),
             };
-            let pid = store::ensure_project(txn, &project).await?;
-            let uid = store::ensure_user(txn, &user).await?;
-            let type_id = match (&cw.consumer_type, rules.set_consumer_type) {
-                (Some(t), true) => Some(store::ensure_consumer_type(txn, t).await?),
+            let project = self.known.project(txn, &project, learned).await?;
+            let user = self.known.user(txn, &user, learned).await?;
+            let consumer_type = match (&cw.consumer_type, rules.set_consumer_type) {
+                (Some(t), true) => Some(self.known.consumer_type(txn, t, learned).await?),
                 _ => None,
             };
-            let row = match store::consumer_by_uuid(txn, &cw.consumer_uuid).await? {
+            match existing.get(&cw.consumer_uuid) {
                 Some(c) => {
                     let current = i64::from(c.generation);
                     if rules.check_consumer_generation && cw.consumer_generation != Some(current) {
@@ -99,11 +127,11 @@ impl Placement {
                             py_opt(cw.consumer_generation)
                         )));
                     }
-                    let new_type = type_id.or(c.consumer_type_id);
-                    if c.project_id != pid || c.user_id != uid || c.consumer_type_id != new_type {
-                        store::update_consumer(txn, c.id, pid, uid, new_type).await?;
-                    }
-                    c
+                    owners.push(Owner {
+                        project,
+                        user,
+                        consumer_type: consumer_type.or(c.consumer_type_id),
+                    });
                 }
                 None => {
                     if rules.check_consumer_generation
@@ -113,10 +141,13 @@ impl Placement {
                             "consumer generation conflict - expected null but got {g}"
                         )));
                     }
-                    store::insert_consumer(txn, &cw.consumer_uuid, pid, uid, type_id).await?
+                    owners.push(Owner {
+                        project,
+                        user,
+                        consumer_type,
+                    });
                 }
-            };
-            prepared.push(row);
+            }
         }
 
         // Providers and classes named by the writer.
@@ -124,14 +155,15 @@ impl Placement {
             .iter()
             .flat_map(|cw| cw.allocations.keys().cloned())
             .collect();
-        let rps: HashMap<String, store::ProviderRow> = store::providers_by_uuids(txn, &rp_uuids)
-            .await?
-            .into_iter()
-            .map(|r| (r.uuid.clone(), r))
-            .collect();
+        let mut rps: HashMap<i32, store::ProviderRow> = HashMap::new();
+        let mut rp_by_uuid: HashMap<String, i32> = HashMap::new();
+        for r in store::providers_by_uuids(txn, &rp_uuids).await? {
+            rp_by_uuid.insert(r.uuid.clone(), r.id);
+            rps.insert(r.id, r);
+        }
         for cw in writes {
             for u in cw.allocations.keys() {
-                if !rps.contains_key(u) {
+                if !rp_by_uuid.contains_key(u) {
                     return Err(PlacementError::BadRequest(format!(
                         "Allocation for resource provider '{u}' that does not exist."
                     )));
@@ -142,22 +174,28 @@ impl Placement {
             .iter()
             .flat_map(|cw| cw.allocations.values().flat_map(|r| r.keys().cloned()))
             .collect();
-        let rc_ids = super::inventories::class_ids(txn, &rc_names).await?;
+        let rc_ids = self.class_ids(txn, &rc_names).await?;
+
+        // What the consumers hold now. A consumer row exists while it has allocations, so
+        // a consumer without one holds nothing.
+        let existing_uuids: BTreeSet<String> = existing.keys().cloned().collect();
+        let old = store::allocations_of_consumers(txn, &existing_uuids).await?;
 
         // The allocation list: the new ones, and the old ones of consumers being emptied.
-        let consumer_uuids: BTreeSet<String> =
-            writes.iter().map(|cw| cw.consumer_uuid.clone()).collect();
-        let emptied: BTreeSet<String> = writes
+        let emptied: BTreeSet<&str> = writes
             .iter()
             .filter(|cw| cw.allocations.is_empty())
-            .map(|cw| cw.consumer_uuid.clone())
+            .map(|cw| cw.consumer_uuid.as_str())
             .collect();
         let mut allocs: Vec<Alloc> = Vec::new();
-        for old in store::allocations_of_consumers(txn, &emptied).await? {
+        for o in old
+            .iter()
+            .filter(|o| emptied.contains(o.consumer_id.as_str()))
+        {
             allocs.push(Alloc {
-                rp: old.resource_provider_id,
-                rc: old.resource_class_id,
-                consumer: old.consumer_id,
+                rp: o.resource_provider_id,
+                rc: o.resource_class_id,
+                consumer: o.consumer_id.clone(),
                 used: 0,
             });
         }
@@ -165,7 +203,7 @@ impl Placement {
             for (u, resources) in &cw.allocations {
                 for (rc, amount) in resources {
                     allocs.push(Alloc {
-                        rp: rps[u].id,
+                        rp: rp_by_uuid[u],
                         rc: rc_ids[rc],
                         consumer: cw.consumer_uuid.clone(),
                         used: *amount,
@@ -173,37 +211,162 @@ impl Placement {
                 }
             }
         }
-        let rp_ids: BTreeSet<i32> = allocs.iter().map(|a| a.rp).collect();
+        // Providers whose generation the write bumps (upstream's: those of the new
+        // allocations and of the emptied consumers), and every provider whose usage changes.
+        let bumped: BTreeSet<i32> = allocs.iter().map(|a| a.rp).collect();
+        let mut touched = bumped.clone();
+        touched.extend(old.iter().map(|o| o.resource_provider_id));
+        let unnamed: BTreeSet<i32> = bumped
+            .iter()
+            .filter(|id| !rps.contains_key(id))
+            .copied()
+            .collect();
+        if !unnamed.is_empty() {
+            for r in store::providers(txn, Some(&unnamed)).await? {
+                rps.insert(r.id, r);
+            }
+        }
 
-        let prev_usage = usage_map(txn, &rp_ids).await?;
-        store::delete_allocations_of_consumers(txn, &consumer_uuids).await?;
-        check_capacity(txn, &allocs, &rp_ids, &prev_usage).await?;
+        // Usage now, and without the written consumers' allocations.
+        let usage_before = usage_map(txn, &touched).await?;
+        let mut usage_others = usage_before.clone();
+        for o in &old {
+            *usage_others
+                .entry((o.resource_provider_id, o.resource_class_id))
+                .or_default() -= i64::from(o.used);
+        }
+        let alloc_rcs: BTreeSet<i32> = allocs.iter().map(|a| a.rc).collect();
+        let inventories: HashMap<(i32, i32), store::InventoryRow> =
+            store::inventories(txn, Some(&bumped))
+                .await?
+                .into_iter()
+                .filter(|i| alloc_rcs.contains(&i.resource_class_id))
+                .map(|i| ((i.resource_provider_id, i.resource_class_id), i))
+                .collect();
+        let mut rc_name_of: HashMap<i32, String> =
+            rc_ids.iter().map(|(n, id)| (*id, n.clone())).collect();
+        let unnamed_rcs: BTreeSet<i32> = alloc_rcs
+            .iter()
+            .filter(|id| !rc_name_of.contains_key(id))
+            .copied()
+            .collect();
+        if !unnamed_rcs.is_empty() {
+            rc_name_of.extend(store::resource_class_names(txn, &unnamed_rcs).await?);
+        }
+        check_capacity(
+            &allocs,
+            &bumped,
+            &inventories,
+            &usage_others,
+            &usage_before,
+            &|id| rc_name_of.get(&id).cloned().unwrap_or_default(),
+            &|id| rps.get(&id).map(|r| r.uuid.clone()).unwrap_or_default(),
+        )?;
 
+        // Writes: old allocations out, consumers, new allocations, generations.
+        if !old.is_empty() {
+            store::delete_allocations_of_consumers(txn, &existing_uuids).await?;
+        }
         let rows: Vec<(i32, String, i32, i64)> = allocs
             .iter()
             .filter(|a| a.used > 0)
             .map(|a| (a.rp, a.consumer.clone(), a.rc, a.used))
             .collect();
+        let holding: BTreeSet<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+        for (cw, owner) in writes.iter().zip(&owners) {
+            let holds = holding.contains(cw.consumer_uuid.as_str());
+            match existing.get(&cw.consumer_uuid) {
+                Some(c) => {
+                    let seen = i64::from(c.generation);
+                    let written = if holds {
+                        store::write_consumer(
+                            txn,
+                            c.id,
+                            seen,
+                            owner.project,
+                            owner.user,
+                            owner.consumer_type,
+                        )
+                        .await?
+                    } else {
+                        // Nothing left: the consumer goes, as upstream.
+                        store::delete_consumer_at_generation(txn, c.id, seen).await?
+                    };
+                    if !written {
+                        return Err(PlacementError::ConcurrentUpdate);
+                    }
+                }
+                // A new consumer starts at the generation its first write ends with; one
+                // left without allocations is never created.
+                None if holds => {
+                    store::insert_consumer_with_generation(
+                        txn,
+                        &cw.consumer_uuid,
+                        owner.project,
+                        owner.user,
+                        owner.consumer_type,
+                        1,
+                    )
+                    .await?;
+                }
+                None => {}
+            }
+        }
         store::insert_allocations(txn, &rows).await?;
 
-        // Generations: every provider involved, every consumer written.
-        let generations: HashMap<i32, i64> = store::providers(txn, Some(&rp_ids))
-            .await?
-            .into_iter()
-            .map(|r| (r.id, i64::from(r.generation)))
+        let at = store::now_stored(txn.get_database_backend());
+        let mut allocated: BTreeMap<i32, Allocated> = touched
+            .iter()
+            .map(|id| (*id, Allocated::default()))
             .collect();
-        for (id, g) in &generations {
-            if !store::bump_provider_generation(txn, *id, *g).await? {
+        for id in &bumped {
+            let Some(r) = rps.get(id) else { continue };
+            let seen = i64::from(r.generation);
+            if !store::bump_provider_generation_at(txn, *id, seen, at).await? {
                 return Err(PlacementError::ProviderConcurrentUpdate);
             }
-        }
-        for c in &prepared {
-            if !store::bump_consumer_generation(txn, c.id, i64::from(c.generation)).await? {
-                return Err(PlacementError::ConcurrentUpdate);
+            if let Some(a) = allocated.get_mut(id) {
+                a.generation = Some((seen + 1, at));
             }
         }
-        store::delete_consumers_without_allocations(txn, &consumer_uuids).await?;
-        Ok(rp_ids)
+        for ((rp, rc), used) in &usage_others {
+            if let Some(a) = allocated.get_mut(rp) {
+                a.used.insert(*rc, *used);
+            }
+        }
+        for (rp, _, rc, used) in &rows {
+            if let Some(a) = allocated.get_mut(rp) {
+                *a.used.entry(*rc).or_default() += used;
+            }
+        }
+        Ok(allocated)
+    }
+
+    /// Ids of the named classes: the standard ones from memory, the others read.
+    async fn class_ids<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        names: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, i32>> {
+        let mut ids = BTreeMap::new();
+        let mut custom = BTreeSet::new();
+        for n in names {
+            match self.known.standard_class(n) {
+                Some(id) => {
+                    ids.insert(n.clone(), id);
+                }
+                None => {
+                    custom.insert(n.clone());
+                }
+            }
+        }
+        if !custom.is_empty() {
+            ids.extend(store::resource_class_ids(c, &custom).await?);
+        }
+        if let Some(missing) = names.iter().find(|n| !ids.contains_key(*n)) {
+            return Err(PlacementError::ResourceClassNotFound(missing.clone()));
+        }
+        Ok(ids)
     }
 
     pub async fn consumer_allocations(&self, consumer_uuid: &str) -> Result<ConsumerAllocations> {
@@ -293,12 +456,21 @@ impl Placement {
             )));
         }
         store::delete_allocations_of_consumers(&*w, &uuids).await?;
-        store::delete_consumers_without_allocations(&*w, &uuids).await?;
-        let providers = rows.iter().map(|r| r.resource_provider_id).collect();
+        store::delete_consumer(&*w, consumer_uuid).await?;
+        let providers: BTreeSet<i32> = rows.iter().map(|r| r.resource_provider_id).collect();
+        let mut allocated: BTreeMap<i32, Allocated> = providers
+            .iter()
+            .map(|id| (*id, Allocated::default()))
+            .collect();
+        for ((rp, rc), used) in usage_map(&*w, &providers).await? {
+            if let Some(a) = allocated.get_mut(&rp) {
+                a.used.insert(rc, used);
+            }
+        }
         self.commit(
             w,
             Changes {
-                providers,
+                allocated,
                 ..Changes::default()
             },
         )
@@ -408,34 +580,20 @@ async fn usage_map<C: sea_orm::ConnectionTrait>(
         .collect())
 }
 
-/// Upstream's capacity rules, checked against usage after the consumers' old allocations
-/// are gone: each allocation must respect min_unit/max_unit/step_size, and the provider's
-/// usage must stay within capacity, unless the write only reduces an existing overage.
-async fn check_capacity<C: sea_orm::ConnectionTrait>(
-    c: &C,
+/// Upstream's capacity rules, checked against the usage of everyone but the written
+/// consumers (`used`): each allocation must respect min_unit/max_unit/step_size, and the
+/// provider's usage must stay within capacity, unless the write only reduces an existing
+/// overage (`prev_usage`, the usage before the write).
+fn check_capacity(
     allocs: &[Alloc],
     rp_ids: &BTreeSet<i32>,
+    inventories: &HashMap<(i32, i32), store::InventoryRow>,
+    used: &HashMap<(i32, i32), i64>,
     prev_usage: &HashMap<(i32, i32), i64>,
+    rc_name: &dyn Fn(i32) -> String,
+    rp_uuid: &dyn Fn(i32) -> String,
 ) -> Result<()> {
     let rc_ids: BTreeSet<i32> = allocs.iter().map(|a| a.rc).collect();
-    let used = usage_map(c, rp_ids).await?;
-    let mut inventories: HashMap<(i32, i32), store::InventoryRow> = HashMap::new();
-    for rp in rp_ids {
-        for inv in store::inventories_of(c, *rp).await? {
-            if rc_ids.contains(&inv.resource_class_id) {
-                inventories.insert((*rp, inv.resource_class_id), inv);
-            }
-        }
-    }
-    let rps: HashMap<i32, String> = store::providers(c, Some(rp_ids))
-        .await?
-        .into_iter()
-        .map(|r| (r.id, r.uuid))
-        .collect();
-    let rc_names = store::resource_class_names(c, &rc_ids).await?;
-    let rc_name = |id: i32| rc_names.get(&id).cloned().unwrap_or_default();
-    let rp_uuid = |id: i32| rps.get(&id).cloned().unwrap_or_default();
-
     let with_inventory: BTreeSet<i32> = inventories.keys().map(|(rp, _)| *rp).collect();
     let missing: Vec<String> = rp_ids
         .iter()

@@ -10,6 +10,7 @@ pub mod allocations;
 pub mod candidates;
 pub mod classes;
 pub mod inventories;
+pub mod known;
 pub mod providers;
 pub mod reshaper;
 pub mod traits;
@@ -24,6 +25,7 @@ use crate::config::PlacementConfig;
 use crate::error::{PlacementError, Result};
 use crate::standard;
 use crate::store;
+use known::KnownIds;
 use view::{Changes, View, ViewCache};
 
 /// Policy defaults upstream placement registers (secure RBAC), as data.
@@ -34,6 +36,7 @@ pub struct Placement {
     db: Database,
     policy: Enforcer,
     view: ViewCache,
+    known: KnownIds,
 }
 
 impl std::fmt::Debug for Placement {
@@ -71,11 +74,15 @@ impl Placement {
             .map_err(OpenError::Migrate)?;
         standard::sync(&db).await.map_err(OpenError::Migrate)?;
         let policy = load_policy(&cfg).map_err(OpenError::Policy)?;
+        let known = KnownIds::load(db.conn())
+            .await
+            .map_err(OpenError::Migrate)?;
         let p = Arc::new(Self {
             cfg,
             db,
             policy,
             view: ViewCache::default(),
+            known,
         });
         p.view
             .fresh(p.db.conn())

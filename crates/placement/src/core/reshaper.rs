@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::Placement;
 use super::inventories::{class_ids, replace_inventories};
+use super::known::Learned;
 use super::view::Changes;
 use crate::error::{PlacementError, Result};
 use crate::model::{ConsumerWrite, Inventory, WriteRules};
@@ -50,6 +51,7 @@ impl Placement {
     ) -> std::result::Result<(), ReshapeError> {
         let w = self.begin().await?;
         let txn = &*w;
+        let mut learned = Learned::default();
         let mut rps = Vec::new();
         for (uuid, inv) in inventories {
             let rp = store::provider_by_uuid(txn, uuid)
@@ -111,8 +113,11 @@ impl Placement {
             bump(txn, rp.id).await?;
         }
 
-        let touched = self.replace_allocations(txn, allocations, rules).await?;
-        changes.providers.extend(touched);
+        let touched = self
+            .replace_allocations(txn, allocations, rules, &mut learned)
+            .await?;
+        // Inventories change too: read every touched provider back.
+        changes.providers.extend(touched.into_keys());
 
         // Final: exactly the new inventories.
         for (rp, inv) in &rps {
@@ -120,6 +125,7 @@ impl Placement {
             bump(txn, rp.id).await?;
         }
         self.commit(w, changes).await?;
+        self.known.remember(learned);
         Ok(())
     }
 }

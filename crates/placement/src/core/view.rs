@@ -4,13 +4,14 @@
 //! Reads of provider data (lists, allocation candidates, a provider's inventories) are
 //! answered from it; the database stays the authority. Every write transaction bumps the
 //! revision row and names the providers it touched; after committing, the writer reloads
-//! just those providers (under `ViewCache::refresh`, so views are installed in commit
-//! order). A reader compares the view's revision with the database's (one small query):
+//! just those providers, or, for an allocation write, patches them with the usage and
+//! generations it committed (under `ViewCache::refresh`, so views are installed in commit
+//! order; only when the view was at the revision just before the write's). A reader compares the view's revision with the database's (one small query):
 //! if another process wrote, or an in-process refresh failed, it reloads everything.
 
 use parking_lot::RwLock;
 use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -128,10 +129,37 @@ impl Names {
     }
 }
 
+/// What an allocation write committed on one provider: the usage of every class (absolute,
+/// as computed inside the transaction; a class not named has none) and, when the write
+/// bumped it, the new generation and `updated_at`. The view takes these values instead of
+/// reading the provider back.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Allocated {
+    pub generation: Option<(i64, Timestamp)>,
+    pub used: HashMap<i32, i64>,
+}
+
+impl Allocated {
+    fn applied_to(&self, p: &Prov) -> Prov {
+        let mut p = p.clone();
+        if let Some((generation, at)) = self.generation {
+            p.generation = generation;
+            p.updated_at = Some(at);
+        }
+        for inv in &mut p.inventories {
+            inv.used = self.used.get(&inv.rc).copied().unwrap_or(0);
+        }
+        p
+    }
+}
+
 /// What a committed write touched.
 #[derive(Debug, Clone, Default)]
 pub struct Changes {
+    /// Providers to read back.
     pub providers: BTreeSet<i32>,
+    /// Providers whose allocations changed, with what the write committed (no read back).
+    pub allocated: BTreeMap<i32, Allocated>,
     /// Resource classes or traits were created, renamed or deleted.
     pub names: bool,
     /// Aggregates may have been created.
@@ -438,12 +466,27 @@ impl ViewCache {
         revision: i64,
         changes: &Changes,
     ) -> Result<View, DbErr> {
-        let fresh = load_providers(db, Some(&changes.providers)).await?;
+        // The view is exactly the database before this write (its revision is the one
+        // before), so patching what the write changed gives the database after it.
+        let mut reload = changes.providers.clone();
+        let mut patched = Vec::with_capacity(changes.allocated.len());
+        for (id, a) in &changes.allocated {
+            if reload.contains(id) {
+                continue;
+            }
+            match cur.providers.get(id) {
+                Some(p) => patched.push(a.applied_to(p)),
+                None => {
+                    reload.insert(*id);
+                }
+            }
+        }
+        let fresh = load_providers(db, Some(&reload)).await?;
         let mut providers = cur.providers.clone();
-        for id in &changes.providers {
+        for id in &reload {
             providers.remove(id);
         }
-        for p in fresh {
+        for p in fresh.into_iter().chain(patched) {
             providers.insert(p.id, Arc::new(p));
         }
         let (rcs, traits) = if changes.names {

@@ -8,8 +8,8 @@ pub mod migration;
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
 };
 use sea_orm_migration::MigratorTrait;
 use std::collections::{BTreeSet, HashMap};
@@ -42,6 +42,14 @@ pub fn now() -> Timestamp {
     Utc::now()
 }
 
+/// Now, as the database stores it (microseconds; whole seconds in MySQL's `TIMESTAMP`, which
+/// would round the fraction), so a value kept in memory equals the one read back.
+pub fn now_stored(backend: DbBackend) -> Timestamp {
+    use chrono::SubsecRound;
+    let digits = if backend == DbBackend::MySql { 0 } else { 6 };
+    Utc::now().trunc_subsecs(digits)
+}
+
 // ---------------------------------------------------------------- revision
 
 /// The revision of the placement data: every committed write has bumped it.
@@ -53,8 +61,20 @@ pub async fn revision<C: ConnectionTrait>(c: &C) -> Result<i64, DbErr> {
         .unwrap_or(0))
 }
 
-/// Bump the revision inside a write transaction; returns the new value.
+/// Bump the revision inside a write transaction; returns the new value. One statement where
+/// the engine has `RETURNING` (PostgreSQL, SQLite), an update and a read on MySQL.
 pub async fn bump_revision<C: ConnectionTrait>(c: &C) -> Result<i64, DbErr> {
+    let backend = c.get_database_backend();
+    if backend != DbBackend::MySql {
+        let row = c
+            .query_one_raw(Statement::from_string(
+                backend,
+                "UPDATE placement_state SET revision = revision + 1 WHERE id = 1 RETURNING revision",
+            ))
+            .await?
+            .ok_or_else(|| DbErr::RecordNotFound("placement_state".into()))?;
+        return row.try_get_by_index::<i64>(0);
+    }
     e::state::Entity::update_many()
         .col_expr(
             e::state::Column::Revision,
@@ -454,12 +474,22 @@ pub async fn bump_provider_generation<C: ConnectionTrait>(
     id: i32,
     expected: i64,
 ) -> Result<bool, DbErr> {
+    bump_provider_generation_at(c, id, expected, now()).await
+}
+
+/// [`bump_provider_generation`] with the `updated_at` to record.
+pub async fn bump_provider_generation_at<C: ConnectionTrait>(
+    c: &C,
+    id: i32,
+    expected: i64,
+    at: Timestamp,
+) -> Result<bool, DbErr> {
     let res = e::resource_provider::Entity::update_many()
         .col_expr(
             e::resource_provider::Column::Generation,
             Expr::value(expected + 1),
         )
-        .col_expr(e::resource_provider::Column::UpdatedAt, Expr::value(now()))
+        .col_expr(e::resource_provider::Column::UpdatedAt, Expr::value(at))
         .filter(e::resource_provider::Column::Id.eq(id))
         .filter(e::resource_provider::Column::Generation.eq(expected))
         .exec(c)
@@ -723,7 +753,7 @@ pub async fn remove_provider_aggregates<C: ConnectionTrait>(
 
 // ---------------------------------------------------------------- projects, users, types
 
-async fn project_id_of<C: ConnectionTrait>(c: &C, ext: &str) -> Result<Option<i32>, DbErr> {
+pub async fn project_id_of<C: ConnectionTrait>(c: &C, ext: &str) -> Result<Option<i32>, DbErr> {
     Ok(e::project::Entity::find()
         .filter(e::project::Column::ExternalId.eq(ext))
         .one(c)
@@ -731,22 +761,24 @@ async fn project_id_of<C: ConnectionTrait>(c: &C, ext: &str) -> Result<Option<i3
         .map(|m| m.id))
 }
 
+/// The project's id, inserting the project if it was never seen (one statement either way
+/// after the read: the insert returns the id on every engine).
 pub async fn ensure_project<C: ConnectionTrait>(c: &C, ext: &str) -> Result<i32, DbErr> {
     if let Some(id) = project_id_of(c, ext).await? {
         return Ok(id);
     }
-    Ok(e::project::ActiveModel {
+    Ok(e::project::Entity::insert(e::project::ActiveModel {
         external_id: Set(ext.to_string()),
         created_at: Set(now()),
         updated_at: Set(None),
         ..Default::default()
-    }
-    .insert(c)
+    })
+    .exec(c)
     .await?
-    .id)
+    .last_insert_id)
 }
 
-async fn user_id_of<C: ConnectionTrait>(c: &C, ext: &str) -> Result<Option<i32>, DbErr> {
+pub async fn user_id_of<C: ConnectionTrait>(c: &C, ext: &str) -> Result<Option<i32>, DbErr> {
     Ok(e::user::Entity::find()
         .filter(e::user::Column::ExternalId.eq(ext))
         .one(c)
@@ -758,15 +790,15 @@ pub async fn ensure_user<C: ConnectionTrait>(c: &C, ext: &str) -> Result<i32, Db
     if let Some(id) = user_id_of(c, ext).await? {
         return Ok(id);
     }
-    Ok(e::user::ActiveModel {
+    Ok(e::user::Entity::insert(e::user::ActiveModel {
         external_id: Set(ext.to_string()),
         created_at: Set(now()),
         updated_at: Set(None),
         ..Default::default()
-    }
-    .insert(c)
+    })
+    .exec(c)
     .await?
-    .id)
+    .last_insert_id)
 }
 
 pub async fn ensure_consumer_type<C: ConnectionTrait>(c: &C, name: &str) -> Result<i32, DbErr> {
@@ -777,15 +809,17 @@ pub async fn ensure_consumer_type<C: ConnectionTrait>(c: &C, name: &str) -> Resu
     {
         return Ok(m.id);
     }
-    Ok(e::consumer_type::ActiveModel {
-        name: Set(name.to_string()),
-        created_at: Set(now()),
-        updated_at: Set(None),
-        ..Default::default()
-    }
-    .insert(c)
-    .await?
-    .id)
+    Ok(
+        e::consumer_type::Entity::insert(e::consumer_type::ActiveModel {
+            name: Set(name.to_string()),
+            created_at: Set(now()),
+            updated_at: Set(None),
+            ..Default::default()
+        })
+        .exec(c)
+        .await?
+        .last_insert_id,
+    )
 }
 
 /// External ids of projects, users and names of consumer types, by internal id.
@@ -870,56 +904,46 @@ pub async fn consumers_by_uuids<C: ConnectionTrait>(
         .await
 }
 
-pub async fn insert_consumer<C: ConnectionTrait>(
+/// Insert a consumer with the generation it ends its first write with (no read back).
+pub async fn insert_consumer_with_generation<C: ConnectionTrait>(
     c: &C,
     uuid: &str,
     project_id: i32,
     user_id: i32,
     consumer_type_id: Option<i32>,
-) -> Result<ConsumerRow, DbErr> {
-    e::consumer::ActiveModel {
+    generation: i32,
+) -> Result<(), DbErr> {
+    e::consumer::Entity::insert(e::consumer::ActiveModel {
         uuid: Set(uuid.to_string()),
         project_id: Set(project_id),
         user_id: Set(user_id),
-        generation: Set(0),
+        generation: Set(generation),
         consumer_type_id: Set(consumer_type_id),
         created_at: Set(now()),
         updated_at: Set(None),
         ..Default::default()
-    }
-    .insert(c)
-    .await
-}
-
-/// Project, user and type of a consumer, without touching its generation (as upstream).
-pub async fn update_consumer<C: ConnectionTrait>(
-    c: &C,
-    id: i32,
-    project_id: i32,
-    user_id: i32,
-    consumer_type_id: Option<i32>,
-) -> Result<(), DbErr> {
-    use e::consumer::Column as Col;
-    e::consumer::Entity::update_many()
-        .col_expr(Col::ProjectId, Expr::value(project_id))
-        .col_expr(Col::UserId, Expr::value(user_id))
-        .col_expr(Col::ConsumerTypeId, Expr::value(consumer_type_id))
-        .col_expr(Col::UpdatedAt, Expr::value(now()))
-        .filter(Col::Id.eq(id))
-        .exec(c)
-        .await?;
+    })
+    .exec_without_returning(c)
+    .await?;
     Ok(())
 }
 
-/// Compare-and-set of a consumer's generation.
-pub async fn bump_consumer_generation<C: ConnectionTrait>(
+/// Compare-and-set of a consumer's generation that also records its project, user and type
+/// (one statement instead of an update and a bump): false when the generation moved.
+pub async fn write_consumer<C: ConnectionTrait>(
     c: &C,
     id: i32,
     expected: i64,
+    project_id: i32,
+    user_id: i32,
+    consumer_type_id: Option<i32>,
 ) -> Result<bool, DbErr> {
     use e::consumer::Column as Col;
     let res = e::consumer::Entity::update_many()
         .col_expr(Col::Generation, Expr::value((expected + 1) as i32))
+        .col_expr(Col::ProjectId, Expr::value(project_id))
+        .col_expr(Col::UserId, Expr::value(user_id))
+        .col_expr(Col::ConsumerTypeId, Expr::value(consumer_type_id))
         .col_expr(Col::UpdatedAt, Expr::value(now()))
         .filter(Col::Id.eq(id))
         .filter(Col::Generation.eq(expected as i32))
@@ -928,30 +952,25 @@ pub async fn bump_consumer_generation<C: ConnectionTrait>(
     Ok(res.rows_affected == 1)
 }
 
-/// Remove the consumers among `uuids` that no longer have allocations.
-pub async fn delete_consumers_without_allocations<C: ConnectionTrait>(
+/// Delete a consumer if its generation is still `expected` (false when it moved).
+pub async fn delete_consumer_at_generation<C: ConnectionTrait>(
     c: &C,
-    uuids: &BTreeSet<String>,
-) -> Result<(), DbErr> {
-    if uuids.is_empty() {
-        return Ok(());
-    }
-    let with: BTreeSet<String> = e::allocation::Entity::find()
-        .select_only()
-        .column(e::allocation::Column::ConsumerId)
-        .distinct()
-        .filter(e::allocation::Column::ConsumerId.is_in(uuids.iter().cloned()))
-        .into_tuple::<String>()
-        .all(c)
-        .await?
-        .into_iter()
-        .collect();
-    let gone: Vec<String> = uuids.difference(&with).cloned().collect();
-    if gone.is_empty() {
-        return Ok(());
-    }
+    id: i32,
+    expected: i64,
+) -> Result<bool, DbErr> {
+    use e::consumer::Column as Col;
+    let res = e::consumer::Entity::delete_many()
+        .filter(Col::Id.eq(id))
+        .filter(Col::Generation.eq(expected as i32))
+        .exec(c)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Delete a consumer by uuid, whatever its generation.
+pub async fn delete_consumer<C: ConnectionTrait>(c: &C, uuid: &str) -> Result<(), DbErr> {
     e::consumer::Entity::delete_many()
-        .filter(e::consumer::Column::Uuid.is_in(gone))
+        .filter(e::consumer::Column::Uuid.eq(uuid))
         .exec(c)
         .await?;
     Ok(())
