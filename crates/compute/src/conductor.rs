@@ -27,11 +27,19 @@ impl ComputeService {
             // Deleted (task_state deleting) or already elsewhere: nothing to do.
             return Ok(());
         }
-        let ev = self
-            .event_start(uuid, request_id, EVENT_SCHEDULE, None)
-            .await?;
         let max = self.cfg.max_attempts as usize;
-        if i.attempted_hosts.len() >= max {
+        let exhausted = i.attempted_hosts.len() >= max;
+        // The select event starts with the schedule event (one write) unless there is
+        // nothing left to select from.
+        let events: &[&str] = if exhausted {
+            &[EVENT_SCHEDULE]
+        } else {
+            &[EVENT_SCHEDULE, EVENT_SELECT]
+        };
+        let started = self.events_start(uuid, request_id, events, None).await?;
+        let ev = started.first().copied().flatten();
+        let sel = started.get(1).copied().flatten();
+        if exhausted {
             let msg = format!(
                 "Exceeded maximum number of retries. Exhausted all hosts available for retrying build failures for instance {uuid}."
             );
@@ -53,9 +61,6 @@ impl ComputeService {
             self.set_error(uuid, 500, &msg, &details).await?;
             return self.action_finish(uuid, request_id).await;
         }
-        let sel = self
-            .event_start(uuid, request_id, EVENT_SELECT, None)
-            .await?;
         let msg = SelectDestination {
             instance_uuid: uuid.to_string(),
             exclude_hosts: i.attempted_hosts.clone(),
@@ -85,15 +90,13 @@ impl ComputeService {
                         "scheduling (steps 3-12)".to_string(),
                     ),
                 };
-                self.event_finish(sel, Some(&message)).await?;
-                self.event_finish(ev, Some(&message)).await?;
+                self.events_finish(&[sel, ev], Some(&message)).await?;
                 // Nova's NoValidHost fault carries code 500.
                 self.set_error(uuid, 500, &message, &details).await?;
                 return self.action_finish(uuid, request_id).await;
             }
         };
-        self.event_finish(sel, None).await?;
-        self.event_finish(ev, None).await?;
+        self.events_finish(&[sel, ev], None).await?;
         let cast = BuildAndRun {
             instance_uuid: uuid.to_string(),
             user_token: user_token.to_string(),

@@ -344,10 +344,7 @@ impl ComputeAgent {
         let ev = svc.event_start(uuid, rid, EVENT_BUILD, host).await?;
         let r = self.build_steps(msg, rid).await;
         match r {
-            Ok(()) => {
-                svc.event_finish(ev, None).await?;
-                svc.action_finish(uuid, rid).await?;
-            }
+            Ok(()) => svc.finish_event_and_action(ev, uuid, rid).await?,
             Err((step, e)) => {
                 let gone = matches!(e, ComputeError::NotFound(_) | ComputeError::Conflict(_));
                 let _ = self.driver.destroy(uuid).await;
@@ -454,20 +451,24 @@ impl ComputeAgent {
         };
         // The ports are recorded before the wait: a build that fails from here on (or a
         // delete) finds them in network_info.
-        let nw = alloc.network_info;
-        let recorded = svc
-            .update_instance(uuid, Some(&[Some(task_state::NETWORKING)]), |x| {
-                x.network_info = nw;
-                Ok(())
-            })
-            .await;
-        if let Err(e) = recorded {
-            let _ = svc.event_finish(ev, Some(&e.to_string())).await;
-            return Err(("networking", e));
-        }
-        if let Err(e) = self.wait_for_vifs(uuid, alloc.waiters).await {
-            let _ = svc.event_finish(ev, Some(&e.to_string())).await;
-            return Err(("networking", e));
+        // With nothing to wait for, they go in the next step's write.
+        let mut unrecorded = Some(alloc.network_info);
+        if !alloc.waiters.is_empty() {
+            let nw = unrecorded.take();
+            let recorded = svc
+                .update_instance(uuid, Some(&[Some(task_state::NETWORKING)]), |x| {
+                    x.network_info = nw.unwrap_or_default();
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = recorded {
+                let _ = svc.event_finish(ev, Some(&e.to_string())).await;
+                return Err(("networking", e));
+            }
+            if let Err(e) = self.wait_for_vifs(uuid, alloc.waiters).await {
+                let _ = svc.event_finish(ev, Some(&e.to_string())).await;
+                return Err(("networking", e));
+            }
         }
 
         // Steps 25-27: block devices.
@@ -478,6 +479,9 @@ impl ComputeAgent {
                 Some((ev, None)),
                 Some((rid, EVENT_BDM, host)),
                 |x| {
+                    if let Some(nw) = unrecorded {
+                        x.network_info = nw;
+                    }
                     x.task_state = Some(task_state::BLOCK_DEVICE_MAPPING.into());
                     Ok(())
                 },

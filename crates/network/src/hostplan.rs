@@ -392,7 +392,10 @@ fn router_port(p: &Port, net: &Network, subnets: &HashMap<&str, &Subnet>) -> Rou
 /// members' addresses (what `remote_group_id` expands to).
 struct GroupIndex<'a> {
     rules: HashMap<&'a str, Vec<&'a SecurityGroupRule>>,
-    members: HashMap<&'a str, Vec<IpNet>>,
+    /// Each group's members' addresses as the filter writes them, per IP version (`true`:
+    /// IPv6): made once per plan, not once per port and rule (with hundreds of ports in the
+    /// default group, formatting them again for every port was most of an agent's pass).
+    members: HashMap<(&'a str, bool), Vec<String>>,
 }
 
 impl<'a> GroupIndex<'a> {
@@ -420,6 +423,19 @@ impl<'a> GroupIndex<'a> {
                     .extend(addrs.iter().copied());
             }
         }
+        let members = members
+            .into_iter()
+            .flat_map(|(g, addrs)| {
+                let text = |v6: bool| -> Vec<String> {
+                    addrs
+                        .iter()
+                        .filter(|n| n.addr().is_ipv6() == v6)
+                        .map(|n| n.to_string())
+                        .collect()
+                };
+                [((g, false), text(false)), ((g, true), text(true))]
+            })
+            .collect();
         GroupIndex { rules, members }
     }
 
@@ -467,20 +483,10 @@ impl<'a> GroupIndex<'a> {
         };
         let v6 = ethertype == EtherType::V6;
         let remote: Vec<String> = match (&r.remote_group_id, r.normalized_cidr()) {
-            (Some(g), _) => {
-                let addrs: Vec<String> = self
-                    .members
-                    .get(g.as_str())
-                    .into_iter()
-                    .flatten()
-                    .filter(|n| n.addr().is_ipv6() == v6)
-                    .map(|n| n.to_string())
-                    .collect();
-                if addrs.is_empty() {
-                    return None;
-                }
-                addrs
-            }
+            (Some(g), _) => match self.members.get(&(g.as_str(), v6)) {
+                Some(addrs) if !addrs.is_empty() => addrs.clone(),
+                _ => return None,
+            },
             (None, Some(cidr)) => vec![cidr],
             (None, None) => vec![],
         };

@@ -268,6 +268,26 @@ pub async fn children<C: ConnectionTrait>(
         .collect()
 }
 
+/// The bodies of `kind` under `parent` whose text contains `needle` (no `%` or `_` in it):
+/// a prefilter, the caller checks the parsed rows.
+pub async fn children_containing<C: ConnectionTrait>(
+    c: &C,
+    kind: &str,
+    parent: &str,
+    needle: &str,
+) -> Result<Vec<String>, DbErr> {
+    let rows = c
+        .query_all_raw(stmt(
+            c,
+            "SELECT body FROM resource WHERE kind = $1 AND parent_id = $2 AND body LIKE $3",
+            vec![kind.into(), parent.into(), format!("%{needle}%").into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String>("", "body"))
+        .collect()
+}
+
 pub async fn get<C: ConnectionTrait>(c: &C, kind: &str, id: &str) -> Result<Option<String>, DbErr> {
     let row = c
         .query_one_raw(stmt(

@@ -296,6 +296,64 @@ impl ComputeService {
         Ok(id)
     }
 
+    /// Start several events of one action in one write (the conductor's schedule and
+    /// select-destinations), in order.
+    pub async fn events_start(
+        &self,
+        uuid: &str,
+        request_id: &str,
+        events: &[&str],
+        host: Option<&str>,
+    ) -> Result<Vec<Option<EventRef>>> {
+        let txn = self.db.write().await?;
+        let Some(action) = self.action_id(&*txn, uuid, request_id).await? else {
+            return Ok(vec![None; events.len()]);
+        };
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            out.push(Some(store::insert_event(&*txn, action, event, host).await?));
+        }
+        store::touch_action(&*txn, action, false).await?;
+        txn.commit().await?;
+        Ok(out)
+    }
+
+    /// Finish several events of one action in one write, innermost first.
+    pub async fn events_finish(
+        &self,
+        events: &[Option<EventRef>],
+        error: Option<&str>,
+    ) -> Result<()> {
+        let evs: Vec<EventRef> = events.iter().flatten().copied().collect();
+        let Some(first) = evs.first() else {
+            return Ok(());
+        };
+        let txn = self.db.write().await?;
+        for ev in &evs {
+            store::finish_event(&*txn, ev.id, error).await?;
+        }
+        store::touch_action(&*txn, first.action_id, error.is_some()).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Finish the last event of an action with success and the action with it, in one write.
+    pub async fn finish_event_and_action(
+        &self,
+        event: Option<EventRef>,
+        uuid: &str,
+        request_id: &str,
+    ) -> Result<()> {
+        let Some(ev) = event else {
+            return self.action_finish(uuid, request_id).await;
+        };
+        let txn = self.db.write().await?;
+        store::finish_event(&*txn, ev.id, None).await?;
+        store::action_finish(&*txn, ev.action_id).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
     /// Mark the action of `request_id` on `uuid` finished.
     pub async fn action_finish(&self, uuid: &str, request_id: &str) -> Result<()> {
         let txn = self.db.write().await?;

@@ -84,27 +84,37 @@ impl ComputeService {
     /// The limit of `resource` for a project (project override, else the `default` class,
     /// else the configured default).
     pub async fn quota_limit(&self, project_id: &str, resource: &str) -> Result<i64> {
+        let limits = self.quota_limits_of(project_id, &[resource]).await?;
+        Ok(limits.first().copied().unwrap_or(-1))
+    }
+
+    /// [`Self::quota_limit`] of several resources, each table read once.
+    pub async fn quota_limits_of(&self, project_id: &str, resources: &[&str]) -> Result<Vec<i64>> {
         let c = self.db.conn();
-        if let Some((_, l)) = store::quota_limits(c, project_id, None)
-            .await?
-            .into_iter()
-            .find(|(r, _)| r == resource)
-        {
-            return Ok(l);
+        let project = store::quota_limits(c, project_id, None).await?;
+        let mut class = None;
+        let mut out = Vec::with_capacity(resources.len());
+        for resource in resources {
+            if let Some((_, l)) = project.iter().find(|(r, _)| r == resource) {
+                out.push(*l);
+                continue;
+            }
+            if class.is_none() {
+                class = Some(store::quota_class_limits(c, "default").await?);
+            }
+            if let Some((_, l)) = class.iter().flatten().find(|(r, _)| r == resource) {
+                out.push(*l);
+                continue;
+            }
+            out.push(
+                self.cfg
+                    .quota_defaults
+                    .iter()
+                    .find(|(r, _)| r == resource)
+                    .map_or(-1, |(_, l)| *l),
+            );
         }
-        if let Some((_, l)) = store::quota_class_limits(c, "default")
-            .await?
-            .into_iter()
-            .find(|(r, _)| r == resource)
-        {
-            return Ok(l);
-        }
-        Ok(self
-            .cfg
-            .quota_defaults
-            .iter()
-            .find(|(r, _)| *r == resource)
-            .map_or(-1, |(_, l)| *l))
+        Ok(out)
     }
 
     /// How many of `count` servers of `flavor` fit the project's quota and, where the user has
@@ -120,11 +130,13 @@ impl ComputeService {
     ) -> Result<u32> {
         let c = self.db.conn();
         let usage = store::project_usage(c, project_id, None).await?;
-        let limits = [
-            self.quota_limit(project_id, "instances").await?,
-            self.quota_limit(project_id, "cores").await?,
-            self.quota_limit(project_id, "ram").await?,
-        ];
+        let limits = match self
+            .quota_limits_of(project_id, &["instances", "cores", "ram"])
+            .await?[..]
+        {
+            [instances, cores, ram] => [instances, cores, ram],
+            _ => return Err(ComputeError::Internal("quota limits".into())),
+        };
         let count = fit_quota(usage, limits, flavor, min, max)?;
         let own = store::quota_limits(c, project_id, Some(user_id)).await?;
         let own_limit = |r: &str| own.iter().find(|(k, _)| k == r).map(|(_, l)| *l);

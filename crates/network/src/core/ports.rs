@@ -402,15 +402,9 @@ impl NetworkService {
         net: &str,
         wanted: Option<&str>,
     ) -> Result<String> {
-        let used: HashSet<String> = self
-            .network_ports(c, net)
-            .await?
-            .into_iter()
-            .map(|p| p.mac_address)
-            .collect();
         if let Some(m) = wanted {
             let m = m.to_lowercase();
-            if used.contains(&m) {
+            if self.mac_in_use(c, net, &m).await? {
                 return Err(NetError::conflict(
                     "MacAddressInUse",
                     format!(
@@ -422,7 +416,7 @@ impl NetworkService {
         }
         for _ in 0..32 {
             let m = random_mac(&self.cfg.base_mac);
-            if !used.contains(&m) {
+            if !self.mac_in_use(c, net, &m).await? {
                 return Ok(m);
             }
         }
@@ -431,6 +425,29 @@ impl NetworkService {
             "MacAddressGenerationFailure",
             format!("Unable to generate unique mac on network {net}."),
         ))
+    }
+
+    /// Whether a port of `net` has the MAC `mac` (lower case). The database picks the
+    /// candidates by the body's text, and only those are parsed: reading every port of the
+    /// network on each create made creates slower as the network filled.
+    async fn mac_in_use<C: sea_orm::ConnectionTrait>(
+        &self,
+        c: &C,
+        net: &str,
+        mac: &str,
+    ) -> Result<bool> {
+        let candidates = if mac.chars().all(|ch| ch.is_ascii_hexdigit() || ch == ':') {
+            store::children_containing(c, PORT, net, &format!("\"mac_address\":\"{mac}\"")).await?
+        } else {
+            store::children(c, PORT, net).await?
+        };
+        for b in candidates {
+            let p: Port = serde_json::from_str(&b)?;
+            if p.mac_address.eq_ignore_ascii_case(mac) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The lowest free address of `subnet`'s allocation pools.
