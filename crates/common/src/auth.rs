@@ -96,6 +96,16 @@ impl AuthContext {
     }
 }
 
+/// The body of `POST /v3/auth/tokens` with which a service user (`[service_user]`, in the
+/// `default` domain) logs in, scoped to its project.
+pub fn service_login_body(username: &str, password: &str, project_name: &str) -> serde_json::Value {
+    serde_json::json!({"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": username, "domain": {"id": "default"}, "password": password}}},
+        "scope": {"project": {"name": project_name, "domain": {"id": "default"}}}
+    }})
+}
+
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthFailure {

@@ -127,12 +127,11 @@ impl ServiceClients {
         {
             return Ok(t);
         }
-        let body = json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": self.creds.username, "domain": {"id": "default"},
-                "password": self.creds.password}}},
-            "scope": {"project": {"name": self.creds.project_name, "domain": {"id": "default"}}}
-        }});
+        let body = common::auth::service_login_body(
+            &self.creds.username,
+            &self.creds.password,
+            &self.creds.project_name,
+        );
         let url = format!("{}/v3/auth/tokens", self.creds.auth_url);
         let resp = self
             .http

@@ -222,12 +222,11 @@ impl RemoteValidator {
             return Ok(t);
         }
         self.stats.lock().logins += 1;
-        let body = serde_json::json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": self.cfg.username, "domain": {"id": "default"},
-                "password": self.cfg.password}}},
-            "scope": {"project": {"name": self.cfg.project_name, "domain": {"id": "default"}}}
-        }});
+        let body = common::auth::service_login_body(
+            &self.cfg.username,
+            &self.cfg.password,
+            &self.cfg.project_name,
+        );
         let url = format!("{}/v3/auth/tokens?nocatalog", self.cfg.base());
         let resp = self
             .http

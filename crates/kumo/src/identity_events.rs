@@ -26,17 +26,7 @@ const COALESCE: Duration = Duration::from_millis(10);
 
 /// The bus of identity's events: RabbitMQ's `keystone` exchange at `transport_url`.
 pub async fn open_bus(cfg: &common::config::Config) -> Result<Arc<dyn Bus>> {
-    let url = cfg.get_str("DEFAULT", "transport_url")?;
-    let b = bus::RabbitBus::connect_with(
-        url.trim(),
-        "keystone",
-        crate::server::rabbit_options(cfg)?,
-    )
-    .await
-    .context(
-        "[DEFAULT] transport_url: the message bus is unreachable; is RabbitMQ running there?",
-    )?;
-    Ok(Arc::new(b))
+    crate::server::open_rabbit(cfg, "keystone").await
 }
 
 /// Fan out identity's changes for as long as the process runs.

@@ -101,17 +101,7 @@ pub async fn start(
 /// The bus between the network API and the agents of other processes: RabbitMQ's `neutron`
 /// exchange at `transport_url`.
 pub async fn open_bus(cfg: &common::config::Config) -> Result<Arc<dyn Bus>> {
-    let url = cfg.get_str("DEFAULT", "transport_url")?;
-    let b = bus::RabbitBus::connect_with(
-        url.trim(),
-        "neutron",
-        crate::server::rabbit_options(cfg)?,
-    )
-    .await
-    .context(
-        "[DEFAULT] transport_url: the message bus is unreachable; is RabbitMQ running there?",
-    )?;
-    Ok(Arc::new(b))
+    crate::server::open_rabbit(cfg, "neutron").await
 }
 
 /// A name for this process on the bus, unique across hosts.

@@ -763,12 +763,20 @@ async fn open_bus(cfg: &Config) -> Result<Arc<dyn bus::Bus>> {
     if url.trim().is_empty() {
         return Ok(Arc::new(bus::InProcessBus::new()));
     }
-    let b = bus::RabbitBus::connect_with(url.trim(), "nova", rabbit_options(cfg)?)
+    let b = open_rabbit(cfg, "nova").await?;
+    tracing::info!(transport_url = %common::db::redact(url.trim()), "compute roles talk over RabbitMQ");
+    Ok(b)
+}
+
+/// The RabbitMQ at `[DEFAULT] transport_url`, on `exchange` (oslo's control_exchange of the
+/// service: `nova`, `neutron`, `keystone`).
+pub async fn open_rabbit(cfg: &Config, exchange: &str) -> Result<Arc<dyn bus::Bus>> {
+    let url = cfg.get_str("DEFAULT", "transport_url")?;
+    let b = bus::RabbitBus::connect_with(url.trim(), exchange, rabbit_options(cfg)?)
         .await
-        .with_context(|| {
-            "[DEFAULT] transport_url: the message bus is unreachable; is RabbitMQ running there?"
-        })?;
-    tracing::info!(bus = ?b, "compute roles talk over RabbitMQ");
+        .context(
+            "[DEFAULT] transport_url: the message bus is unreachable; is RabbitMQ running there?",
+        )?;
     Ok(Arc::new(b))
 }
 

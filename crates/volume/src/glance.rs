@@ -4,7 +4,7 @@
 
 use parking_lot::RwLock;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
 
@@ -47,12 +47,11 @@ impl ImageClient {
         if let Some(e) = self.endpoint.read().clone() {
             return Ok(e);
         }
-        let body = json!({"auth": {
-            "identity": {"methods": ["password"], "password": {"user": {
-                "name": self.creds.username, "domain": {"id": "default"},
-                "password": self.creds.password}}},
-            "scope": {"project": {"name": self.creds.project_name, "domain": {"id": "default"}}}
-        }});
+        let body = common::auth::service_login_body(
+            &self.creds.username,
+            &self.creds.password,
+            &self.creds.project_name,
+        );
         let url = format!("{}/v3/auth/tokens", self.creds.auth_url);
         let resp = self
             .http
