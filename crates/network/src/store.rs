@@ -268,8 +268,8 @@ pub async fn children<C: ConnectionTrait>(
         .collect()
 }
 
-/// The bodies of `kind` under `parent` whose text contains `needle` (no `%` or `_` in it):
-/// a prefilter, the caller checks the parsed rows.
+/// The bodies of `kind` under `parent` whose text contains `needle`: a prefilter (a `_` in
+/// `needle` matches any character, which only widens it), the caller checks the parsed rows.
 pub async fn children_containing<C: ConnectionTrait>(
     c: &C,
     kind: &str,
