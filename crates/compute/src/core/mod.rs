@@ -256,21 +256,12 @@ impl ComputeService {
         event: &str,
         host: Option<&str>,
     ) -> Result<Option<EventRef>> {
-        let txn = self.db.write().await?;
-        let Some(action) = self.action_id(&*txn, uuid, request_id).await? else {
-            return Ok(None);
-        };
-        let ev = store::event_start(&*txn, action, event, host).await?;
-        txn.commit().await?;
-        Ok(Some(ev))
+        let started = self.events_start(uuid, request_id, &[event], host).await?;
+        Ok(started.into_iter().next().flatten())
     }
 
     pub async fn event_finish(&self, event: Option<EventRef>, error: Option<&str>) -> Result<()> {
-        let Some(ev) = event else { return Ok(()) };
-        let txn = self.db.write().await?;
-        store::event_finish(&*txn, ev, error).await?;
-        txn.commit().await?;
-        Ok(())
+        self.events_finish(&[event], error).await
     }
 
     /// The action `request_id` made on `uuid`, remembered: a build starts six events of one
@@ -357,8 +348,8 @@ impl ComputeService {
     /// Mark the action of `request_id` on `uuid` finished.
     pub async fn action_finish(&self, uuid: &str, request_id: &str) -> Result<()> {
         let txn = self.db.write().await?;
-        if let Some(a) = store::find_action(&*txn, uuid, request_id).await? {
-            store::action_finish(&*txn, a.id).await?;
+        if let Some(action) = self.action_id(&*txn, uuid, request_id).await? {
+            store::action_finish(&*txn, action).await?;
         }
         txn.commit().await?;
         Ok(())

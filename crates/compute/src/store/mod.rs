@@ -366,28 +366,6 @@ pub async fn touch_action(c: &impl ConnectionTrait, action_id: i32, failed: bool
     Ok(())
 }
 
-/// Start an event of action `action_id`.
-pub async fn event_start(
-    c: &impl ConnectionTrait,
-    action_id: i32,
-    event: &str,
-    host: Option<&str>,
-) -> Result<EventRef> {
-    let ev = insert_event(c, action_id, event, host).await?;
-    touch_action(c, action_id, false).await?;
-    Ok(ev)
-}
-
-/// Finish an event and touch its action.
-pub async fn event_finish(
-    c: &impl ConnectionTrait,
-    ev: EventRef,
-    error: Option<&str>,
-) -> Result<()> {
-    finish_event(c, ev.id, error).await?;
-    touch_action(c, ev.action_id, error.is_some()).await
-}
-
 /// Mark an action finished (Nova sets finish_time when the last event of a request ends).
 pub async fn action_finish(c: &impl ConnectionTrait, action_id: i32) -> Result<()> {
     let now = Utc::now();
