@@ -67,17 +67,32 @@ impl NetworkService {
     /// Every row of every kind the plan needs, oldest first. Separate reads: a write landing
     /// between them is seen by the next pass.
     async fn read_snapshot(&self) -> Result<Snapshot> {
+        let mut snap = Snapshot::default();
+        for kind in SNAPSHOT_KINDS {
+            self.reread(&mut snap, kind).await?;
+        }
+        Ok(snap)
+    }
+
+    /// Read every row of `kind` into `snap` again (the networks with their segments).
+    async fn reread(&self, snap: &mut Snapshot, kind: &str) -> Result<()> {
         let r = self.db.conn();
-        Ok(Snapshot {
-            networks: super::read_all(r, NETWORK).await?,
-            subnets: super::read_all(r, SUBNET).await?,
-            ports: super::read_all(r, PORT).await?,
-            security_group_rules: super::read_all(r, SECURITY_GROUP_RULE).await?,
-            routers: super::read_all(r, ROUTER).await?,
-            floating_ips: super::read_all(r, FLOATINGIP).await?,
-            segments: store::segments(r).await?,
-            agents: super::read_all(r, AGENT).await?,
-        })
+        match kind {
+            NETWORK => {
+                snap.networks = super::read_all(r, NETWORK).await?;
+                snap.segments = store::segments(r).await?;
+            }
+            SUBNET => snap.subnets = super::read_all(r, SUBNET).await?,
+            PORT => snap.ports = super::read_all(r, PORT).await?,
+            SECURITY_GROUP_RULE => {
+                snap.security_group_rules = super::read_all(r, SECURITY_GROUP_RULE).await?
+            }
+            ROUTER => snap.routers = super::read_all(r, ROUTER).await?,
+            FLOATINGIP => snap.floating_ips = super::read_all(r, FLOATINGIP).await?,
+            AGENT => snap.agents = super::read_all(r, AGENT).await?,
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Bring `c` up to counter `seq`: ports written since are replaced or added in place; any
@@ -100,37 +115,23 @@ impl NetworkService {
                 stale.insert(k);
             }
         }
-        let count = |k: &str| counts.get(k).copied().unwrap_or(0) as usize;
-        let held = [
-            (NETWORK, snap.networks.len()),
-            (SUBNET, snap.subnets.len()),
-            (PORT, snap.ports.len()),
-            (SECURITY_GROUP_RULE, snap.security_group_rules.len()),
-            (ROUTER, snap.routers.len()),
-            (FLOATINGIP, snap.floating_ips.len()),
-            (AGENT, snap.agents.len()),
-        ];
-        for (k, n) in held {
-            if count(k) != n {
-                stale.insert(k);
+        for kind in SNAPSHOT_KINDS {
+            let held = match *kind {
+                NETWORK => snap.networks.len(),
+                SUBNET => snap.subnets.len(),
+                PORT => snap.ports.len(),
+                SECURITY_GROUP_RULE => snap.security_group_rules.len(),
+                ROUTER => snap.routers.len(),
+                FLOATINGIP => snap.floating_ips.len(),
+                AGENT => snap.agents.len(),
+                _ => continue,
+            };
+            if counts.get(*kind).copied().unwrap_or(0) as usize != held {
+                stale.insert(kind);
             }
         }
-        for k in stale {
-            match k {
-                NETWORK => {
-                    snap.networks = super::read_all(r, NETWORK).await?;
-                    snap.segments = store::segments(r).await?;
-                }
-                SUBNET => snap.subnets = super::read_all(r, SUBNET).await?,
-                PORT => snap.ports = super::read_all(r, PORT).await?,
-                SECURITY_GROUP_RULE => {
-                    snap.security_group_rules = super::read_all(r, SECURITY_GROUP_RULE).await?
-                }
-                ROUTER => snap.routers = super::read_all(r, ROUTER).await?,
-                FLOATINGIP => snap.floating_ips = super::read_all(r, FLOATINGIP).await?,
-                AGENT => snap.agents = super::read_all(r, AGENT).await?,
-                _ => {}
-            }
+        for kind in stale {
+            self.reread(snap, kind).await?;
         }
         c.seq = seq;
         Ok(())
