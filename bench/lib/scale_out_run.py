@@ -629,6 +629,14 @@ class PgStats:
     def finish(self, out: Path) -> dict:
         x1 = self.xacts()
         res: dict = {"transactions": {k: x1[k] - self.x0.get(k, 0) for k in x1}}
+        # How big an instance's row is, as text and as stored (compressed when PostgreSQL
+        # toasts it): every build step rewrites it.
+        r = subprocess.run([*self.psql, "-d", "kumo_compute", "-At", "-F", "\t", "-c",
+                            "SELECT count(*), round(avg(octet_length(doc::text))), round(avg(pg_column_size(doc))) "
+                            "FROM instances"], capture_output=True, text=True, timeout=60)
+        if r.returncode == 0 and r.stdout.strip():
+            n, text, stored = (r.stdout.strip().split("\t") + ["", "", ""])[:3]
+            res["instance_doc_bytes"] = {"rows": n, "text": text, "stored": stored}
         if self.ok:
             rows = self.q("SELECT d.datname, sum(s.calls), sum(s.total_exec_time) FROM pg_stat_statements s "
                           "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE 'kumo_%' GROUP BY 1")

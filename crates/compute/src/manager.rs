@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::core::ComputeService;
+use crate::core::{ComputeService, StepEvents};
 use crate::error::{ComputeError, Result};
 use crate::hooks::VolumeCall;
 use crate::model::*;
@@ -18,7 +18,7 @@ use crate::rpc::{
     self, AttachInterface, BuildAndRun, ConsoleOutput, ExternalInstanceEvents, GetVncConsole,
     Operation, RunOperation, Terminate,
 };
-use crate::store;
+use crate::store::{self, EventRef};
 
 mod live_migration;
 
@@ -342,9 +342,10 @@ impl ComputeAgent {
         let uuid = &msg.instance_uuid;
         let host = Some(self.host.as_str());
         let ev = svc.event_start(uuid, rid, EVENT_BUILD, host).await?;
-        let r = self.build_steps(msg, rid).await;
+        let r = self.build_steps(msg, ev, rid).await;
         match r {
-            Ok(()) => svc.finish_event_and_action(ev, uuid, rid).await?,
+            // The last step's write finished the build's event and action.
+            Ok(()) => {}
             Err((step, e)) => {
                 let gone = matches!(e, ComputeError::NotFound(_) | ComputeError::Conflict(_));
                 let _ = self.driver.destroy(uuid).await;
@@ -418,6 +419,7 @@ impl ComputeAgent {
     async fn build_steps(
         &self,
         msg: &BuildAndRun,
+        build_event: Option<EventRef>,
         rid: &str,
     ) -> std::result::Result<(), (&'static str, ComputeError)> {
         let svc = &self.svc;
@@ -430,8 +432,10 @@ impl ComputeAgent {
             .step_instance(
                 uuid,
                 &[Some(task_state::SCHEDULING)],
-                None,
-                Some((rid, EVENT_NETWORKING, host)),
+                StepEvents {
+                    start: Some((rid, EVENT_NETWORKING, host)),
+                    ..Default::default()
+                },
                 |x| {
                     x.task_state = Some(task_state::NETWORKING.into());
                     Ok(())
@@ -476,8 +480,11 @@ impl ComputeAgent {
             .step_instance(
                 uuid,
                 &[Some(task_state::NETWORKING)],
-                Some((ev, None)),
-                Some((rid, EVENT_BDM, host)),
+                StepEvents {
+                    finish: &[ev],
+                    start: Some((rid, EVENT_BDM, host)),
+                    ..Default::default()
+                },
                 |x| {
                     if let Some(nw) = unrecorded {
                         x.network_info = nw;
@@ -498,8 +505,11 @@ impl ComputeAgent {
             .step_instance(
                 uuid,
                 &[Some(task_state::BLOCK_DEVICE_MAPPING)],
-                Some((ev, None)),
-                Some((rid, EVENT_SPAWNING, host)),
+                StepEvents {
+                    finish: &[ev],
+                    start: Some((rid, EVENT_SPAWNING, host)),
+                    ..Default::default()
+                },
                 |x| {
                     x.task_state = Some(task_state::SPAWNING.into());
                     Ok(())
@@ -517,12 +527,15 @@ impl ComputeAgent {
             return Err(("spawning", e));
         }
 
-        // Active / Running.
+        // Active / Running: the build's events and its action end with this write.
         svc.step_instance(
             uuid,
             &[Some(task_state::SPAWNING)],
-            Some((ev, None)),
-            None,
+            StepEvents {
+                finish: &[ev, build_event],
+                finish_action: true,
+                ..Default::default()
+            },
             |x| {
                 x.vm_state = vm_state::ACTIVE.into();
                 x.task_state = None;

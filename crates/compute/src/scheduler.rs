@@ -1,12 +1,13 @@
 //! The scheduler role: placement's allocation candidates, then filters and weighers over the
 //! hosts behind them, then a claim (`PUT /allocations/{instance}`) on the best host that
-//! still has room. One decision at a time per process, so that a group's members and the
-//! claims of a burst of boots see each other.
+//! still has room. Decisions run side by side (placement's claims keep a host from being
+//! overfilled: a claim that lost the race moves on to the next host), except for the members of
+//! one server group, which are decided one at a time so that each sees where the others went.
 
 use bus::{Dispatcher, RequestMeta};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::core::ComputeService;
 use crate::core::aggregates::extra_specs_pass;
@@ -177,19 +178,15 @@ impl ComputeService {
         (res.into_iter().filter(|(_, n)| *n > 0).collect(), traits)
     }
 
-    /// Pick a host for an instance and claim its resources there.
+    /// Pick a host for instance `i` and claim its resources there; the host's zone with it.
     pub async fn select_destination(
         &self,
         msg: &SelectDestination,
+        i: &Instance,
         request_id: &str,
-    ) -> Result<Destination> {
-        let i = self
-            .get_instance(&msg.instance_uuid)
-            .await?
-            .filter(|i| !i.deleted)
-            .ok_or_else(|| ComputeError::instance_not_found(&msg.instance_uuid))?;
+    ) -> Result<(Destination, String)> {
         let clients = self.clients()?;
-        let (resources, traits) = Self::resource_request(&i);
+        let (resources, traits) = Self::resource_request(i);
         let res_refs: Vec<(&str, i64)> = resources.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let candidates = clients
             .allocation_candidates(
@@ -266,7 +263,7 @@ impl ComputeService {
                 .collect()
         };
         let spec = RequestSpec {
-            instance: &i,
+            instance: i,
             group: group.as_ref(),
             group_hosts,
             same_host: hosts_of("same_host"),
@@ -378,35 +375,65 @@ impl ComputeService {
                     .await?
             };
             if claimed {
-                return Ok(Destination {
+                let dest = Destination {
                     host: h.host,
                     node: h.node,
                     rp_uuid: h.rp_uuid,
-                });
+                };
+                return Ok((dest, h.zone));
             }
         }
         Err(no_room())
     }
 }
 
+/// One lock per server group with a decision in flight: its members are decided one at a
+/// time (each must see the hosts the others took); a group's entry goes with its last holder.
+#[derive(Default)]
+struct GroupLocks(std::sync::Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>);
+
+impl GroupLocks {
+    fn of(&self, group: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = locks.get(group).and_then(Weak::upgrade) {
+            return l;
+        }
+        locks.retain(|_, l| l.strong_count() > 0);
+        let l = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(group.to_string(), Arc::downgrade(&l));
+        l
+    }
+}
+
 /// The scheduler's bus handler.
 pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
-    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    let groups = Arc::new(GroupLocks::default());
     Dispatcher::new().on(move |meta: RequestMeta, msg: SelectDestination| {
         let svc = svc.clone();
-        let lock = lock.clone();
+        let groups = groups.clone();
         async move {
-            let _one_at_a_time = lock.lock().await;
-            let r = svc.select_destination(&msg, &meta.request_id).await;
+            let i = match svc.get_instance(&msg.instance_uuid).await {
+                Ok(Some(i)) if !i.deleted => i,
+                Ok(_) => {
+                    let e = ComputeError::instance_not_found(&msg.instance_uuid);
+                    return Err(bus::Fault::remote("InstanceNotFound", e.to_string()));
+                }
+                Err(e) => return Err(bus::Fault::remote("SchedulerError", e.to_string())),
+            };
+            let group_lock = i.server_group.as_deref().map(|g| groups.of(g));
+            let _group_turn = match &group_lock {
+                Some(l) => Some(l.lock().await),
+                None => None,
+            };
+            let r = svc.select_destination(&msg, &i, &meta.request_id).await;
             match r {
                 // A live migration's instance stays on its host until the guest has moved.
-                Ok(d) if msg.migration_uuid.is_some() => Ok(d),
-                Ok(d) => {
-                    // Record the host before the next decision, so it counts for groups. An
+                Ok((d, _)) if msg.migration_uuid.is_some() => Ok(d),
+                Ok((d, zone)) => {
+                    // Record the host before the group's next decision, so it counts there. An
                     // instance deleted meanwhile gives its claim back. A build is scheduling;
                     // an unshelve of an offloaded server is unshelving.
                     let d2 = d.clone();
-                    let zone = svc.host_zone(&d.host).await.ok();
                     let recorded = svc
                         .update_instance(
                             &msg.instance_uuid,
@@ -419,7 +446,7 @@ pub fn dispatcher(svc: Arc<ComputeService>) -> Dispatcher {
                             move |i| {
                                 i.host = Some(d2.host.clone());
                                 i.node = Some(d2.node.clone());
-                                i.host_availability_zone = zone;
+                                i.host_availability_zone = Some(zone);
                                 Ok(())
                             },
                         )

@@ -34,6 +34,19 @@ use crate::store::EventRef;
 
 pub const POLICY_DEFAULTS: &str = include_str!("../policy_defaults.yaml");
 
+/// The events a build step ends and begins in its instance write.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StepEvents<'a> {
+    /// Events that end with this step (innermost first), all of one action.
+    pub finish: &'a [Option<EventRef>],
+    /// Why they failed, if they did.
+    pub error: Option<&'a str>,
+    /// The next event: (request id of its action, event, host).
+    pub start: Option<(&'a str, &'a str, Option<&'a str>)>,
+    /// The step is the action's last: it finishes with the events.
+    pub finish_action: bool,
+}
+
 pub struct ComputeService {
     pub cfg: ComputeConfig,
     pub db: Database,
@@ -150,31 +163,31 @@ impl ComputeService {
         Ok(i)
     }
 
-    /// [`Self::update_instance`] that also finishes one event and starts the next in the same
+    /// [`Self::update_instance`] that also finishes events and starts the next in the same
     /// transaction: a build step is one write, not three.
     pub async fn step_instance(
         &self,
         uuid: &str,
         expected: &[Option<&str>],
-        finish: Option<(Option<EventRef>, Option<&str>)>,
-        start: Option<(&str, &str, Option<&str>)>,
+        events: StepEvents<'_>,
         f: impl FnOnce(&mut Instance) -> Result<()>,
     ) -> Result<(Instance, Option<EventRef>)> {
         let txn = self.db.write().await?;
-        // The finished event's action is touched once, with the next event's start when that
-        // is of the same action (a build's steps are).
-        let mut untouched = None;
-        if let Some((Some(ev), error)) = finish {
-            store::finish_event(&*txn, ev.id, error).await?;
-            untouched = Some((ev.action_id, error.is_some()));
+        // The finished events' action is touched once, with the next event's start when that
+        // is of the same action (a build's steps are), or finished.
+        let finished: Vec<EventRef> = events.finish.iter().flatten().copied().collect();
+        for ev in &finished {
+            store::finish_event(&*txn, ev.id, events.error).await?;
         }
+        let failed = events.error.is_some();
+        let mut untouched = finished.first().map(|ev| ev.action_id);
         let mut i = store::get_instance(&*txn, uuid)
             .await?
             .filter(|i| !i.deleted)
             .ok_or_else(|| ComputeError::instance_not_found(uuid))?;
         if !expected.contains(&i.task_state.as_deref()) {
-            // Keep the finished event: it happened.
-            if let Some((action, failed)) = untouched {
+            // Keep the finished events: they happened.
+            if let Some(action) = untouched {
                 store::touch_action(&*txn, action, failed).await?;
             }
             txn.commit().await?;
@@ -188,18 +201,20 @@ impl ComputeService {
         i.updated_at = chrono::Utc::now();
         store::save_instance(&*txn, &i).await?;
         let mut started = None;
-        if let Some((request_id, event, host)) = start
+        if let Some((request_id, event, host)) = events.start
             && let Some(action) = self.action_id(&*txn, uuid, request_id).await?
         {
             let ev = store::insert_event(&*txn, action, event, host).await?;
-            let failed = untouched
-                .take_if(|(a, _)| *a == action)
-                .is_some_and(|(_, f)| f);
-            store::touch_action(&*txn, action, failed).await?;
+            let same_action = untouched.take_if(|a| *a == action).is_some();
+            store::touch_action(&*txn, action, failed && same_action).await?;
             started = Some(ev);
         }
-        if let Some((action, failed)) = untouched {
-            store::touch_action(&*txn, action, failed).await?;
+        if let Some(action) = untouched {
+            if events.finish_action {
+                store::action_finish(&*txn, action).await?;
+            } else {
+                store::touch_action(&*txn, action, failed).await?;
+            }
         }
         txn.commit().await?;
         Ok((i, started))
@@ -324,23 +339,6 @@ impl ComputeService {
             store::finish_event(&*txn, ev.id, error).await?;
         }
         store::touch_action(&*txn, first.action_id, error.is_some()).await?;
-        txn.commit().await?;
-        Ok(())
-    }
-
-    /// Finish the last event of an action with success and the action with it, in one write.
-    pub async fn finish_event_and_action(
-        &self,
-        event: Option<EventRef>,
-        uuid: &str,
-        request_id: &str,
-    ) -> Result<()> {
-        let Some(ev) = event else {
-            return self.action_finish(uuid, request_id).await;
-        };
-        let txn = self.db.write().await?;
-        store::finish_event(&*txn, ev.id, None).await?;
-        store::action_finish(&*txn, ev.action_id).await?;
         txn.commit().await?;
         Ok(())
     }

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002ConsoleAuthTokens),
             Box::new(M0003Migrations),
             Box::new(M0004ServiceVersion),
+            Box::new(M0005InlineInstanceDoc),
         ]
     }
 }
@@ -405,6 +406,50 @@ impl MigrationTrait for M0004ServiceVersion {
                 .to_owned(),
         )
         .await
+    }
+
+    async fn down(&self, _m: &SchemaManager) -> Result<(), DbErr> {
+        Err(DbErr::Migration(
+            "the compute schema cannot be migrated down".into(),
+        ))
+    }
+}
+
+/// PostgreSQL compresses (pglz) any row over ~2 KB and moves it out of line; an instance's row
+/// is ~3.5 KB and every build step rewrites and rereads it, so each step paid a compression
+/// and a decompression. Rows up to a page's worth now stay inline and uncompressed; a larger
+/// one is compressed with lz4 where the server has it. (SQLite and MySQL store it as it is.)
+struct M0005InlineInstanceDoc;
+
+impl MigrationName for M0005InlineInstanceDoc {
+    fn name(&self) -> &str {
+        "m0005_inline_instance_doc"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005InlineInstanceDoc {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        if m.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+            return Ok(());
+        }
+        let db = m.get_connection();
+        db.execute_unprepared("ALTER TABLE instances SET (toast_tuple_target = 8160)")
+            .await?;
+        // A server built without lz4 does not list it (a failed ALTER would abort the
+        // migration's transaction): pglz stays for the rare large row then.
+        let lz4 = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)",
+            ))
+            .await?
+            .is_some();
+        if lz4 {
+            db.execute_unprepared("ALTER TABLE instances ALTER COLUMN doc SET COMPRESSION lz4")
+                .await?;
+        }
+        Ok(())
     }
 
     async fn down(&self, _m: &SchemaManager) -> Result<(), DbErr> {
