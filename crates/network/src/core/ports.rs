@@ -427,27 +427,14 @@ impl NetworkService {
         ))
     }
 
-    /// Whether a port of `net` has the MAC `mac` (lower case). The database picks the
-    /// candidates by the body's text, and only those are parsed: reading every port of the
-    /// network on each create made creates slower as the network filled.
+    /// Whether a port of `net` has the MAC `mac` (lower case): one lookup by key (`port_mac`).
     async fn mac_in_use<C: sea_orm::ConnectionTrait>(
         &self,
         c: &C,
         net: &str,
         mac: &str,
     ) -> Result<bool> {
-        let candidates = if mac.chars().all(|ch| ch.is_ascii_hexdigit() || ch == ':') {
-            store::children_containing(c, PORT, net, &format!("\"mac_address\":\"{mac}\"")).await?
-        } else {
-            store::children(c, PORT, net).await?
-        };
-        for b in candidates {
-            let p: Port = serde_json::from_str(&b)?;
-            if p.mac_address.eq_ignore_ascii_case(mac) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(store::mac_taken(c, net, &mac.to_lowercase()).await?)
     }
 
     /// The lowest free address of `subnet`'s allocation pools.
@@ -661,6 +648,7 @@ impl NetworkService {
         for f in &p.fixed_ips {
             store::allocate_ip(c, &f.subnet_id, &f.ip_address, &p.id, &p.network_id).await?;
         }
+        store::add_mac(c, &p.network_id, &p.mac_address.to_lowercase(), &p.id).await?;
         Ok(())
     }
 
@@ -687,6 +675,7 @@ impl NetworkService {
         id: &str,
     ) -> Result<()> {
         store::release_ips(c, id).await?;
+        store::release_mac(c, id).await?;
         store::delete(c, id).await?;
         Ok(())
     }
@@ -1112,6 +1101,8 @@ impl NetworkService {
                                 ));
                             }
                             p.mac_address = self.choose_mac(&*w, &net.id, Some(m)).await?;
+                            store::release_mac(&*w, &p.id).await?;
+                            store::add_mac(&*w, &net.id, &p.mac_address, &p.id).await?;
                         }
                     }
                     other => {
@@ -1260,6 +1251,80 @@ mod tests {
         let net: IpNet = "2001:db8:1:2::/64".parse().unwrap();
         let ip = eui64(&net, "fa:16:3e:11:22:33").unwrap();
         assert_eq!(ip.to_string(), "2001:db8:1:2:f816:3eff:fe11:2233");
+    }
+
+    fn admin() -> AuthContext {
+        use common::auth::{RoleRef, Scope};
+        AuthContext {
+            user_id: "u-adm".into(),
+            user_name: "adm".into(),
+            user_domain_id: "default".into(),
+            user_domain_name: "Default".into(),
+            scope: Scope::Project {
+                id: "adm".into(),
+                name: "adm".into(),
+                domain_id: "default".into(),
+                domain_name: "Default".into(),
+            },
+            roles: ["admin", "member", "reader"]
+                .iter()
+                .map(|r| RoleRef {
+                    id: (*r).into(),
+                    name: (*r).into(),
+                })
+                .collect(),
+            methods: vec!["password".into()],
+            audit_ids: vec![],
+            issued_at: chrono::Utc::now(),
+            expires_at: chrono::Utc::now(),
+            app_cred: None,
+            is_admin_project: false,
+        }
+    }
+
+    /// A MAC is taken by a port's create, moves with its update and comes free with its
+    /// delete; another network may hold the same MAC.
+    #[tokio::test]
+    async fn a_mac_is_unique_per_network_through_create_update_delete() {
+        let d = tempfile::tempdir().unwrap();
+        let s = NetworkService::open(crate::config::NetworkConfig::defaults(d.path()))
+            .await
+            .unwrap();
+        let a = admin();
+        let obj = |v: Value| v.as_object().unwrap().clone();
+        let nets = s
+            .create_networks(
+                &a,
+                &[&obj(serde_json::json!({})), &obj(serde_json::json!({}))],
+            )
+            .await
+            .unwrap();
+        let (n1, n2) = (
+            nets[0]["id"].as_str().unwrap(),
+            nets[1]["id"].as_str().unwrap(),
+        );
+        let port =
+            |net: &str, mac: &str| obj(serde_json::json!({"network_id": net, "mac_address": mac}));
+        let m1 = "fa:16:3e:00:00:01";
+        let m2 = "fa:16:3e:00:00:02";
+        let p = s.create_ports(&a, &[&port(n1, m1)]).await.unwrap()[0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let e = s
+            .create_ports(&a, &[&port(n1, &m1.to_uppercase())])
+            .await
+            .unwrap_err();
+        assert_eq!((e.kind, e.status.as_u16()), ("MacAddressInUse", 409));
+        s.create_ports(&a, &[&port(n2, m1)]).await.unwrap();
+        s.update_port(&a, &p, &obj(serde_json::json!({"mac_address": m2})), None)
+            .await
+            .unwrap();
+        s.create_ports(&a, &[&port(n1, m1)]).await.unwrap();
+        let e = s.create_ports(&a, &[&port(n1, m2)]).await.unwrap_err();
+        assert_eq!(e.kind, "MacAddressInUse");
+        s.delete_port(&a, &p, None).await.unwrap();
+        s.create_ports(&a, &[&port(n1, m2)]).await.unwrap();
     }
 
     #[test]
