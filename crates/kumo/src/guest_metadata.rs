@@ -1,6 +1,7 @@
 //! The metadata service wired to this cloud: the network service says which port holds an
 //! address, compute says what the instance behind it is, and the listeners live in the DHCP
-//! namespaces the network agent builds.
+//! namespaces the network agent builds (answering, or proxying to the metadata role of
+//! another process).
 
 use async_trait::async_trait;
 use metadata::listeners::{ListenerSet, Wanted};
@@ -48,6 +49,57 @@ impl Directory for CloudDirectory {
         Ok(Some(compute::guest_metadata::facts_of(
             &instance,
             owner.floating_ips,
+        )))
+    }
+
+    async fn instance_by_id(
+        &self,
+        instance_id: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Option<InstanceFacts>, DirectoryError> {
+        let Some(instance) = self
+            .compute
+            .get_instance(instance_id)
+            .await
+            .map_err(failed)?
+            .filter(|i| !i.deleted)
+        else {
+            return Ok(None);
+        };
+        // The floating IPs of the port the request came from, as a namespace listener shows
+        // them: the VIF that holds the forwarded address names its network.
+        let mut floating_ips = Vec::new();
+        if let Some(address) = address {
+            let address = address.to_string();
+            let network_id = instance
+                .network_info
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|vif| {
+                    vif["network"]["subnets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .flat_map(|s| s["ips"].as_array().into_iter().flatten())
+                        .any(|ip| ip["address"].as_str() == Some(address.as_str()))
+                })
+                .and_then(|vif| vif["network"]["id"].as_str())
+                .map(str::to_string);
+            if let Some(network_id) = network_id
+                && let Some(owner) = self
+                    .network
+                    .owner_of_address(&network_id, &address)
+                    .await
+                    .map_err(failed)?
+                && owner.port.device_id == instance.uuid
+            {
+                floating_ips = owner.floating_ips;
+            }
+        }
+        Ok(Some(compute::guest_metadata::facts_of(
+            &instance,
+            floating_ips,
         )))
     }
 
