@@ -5,6 +5,7 @@
 
 use async_trait::async_trait;
 use metadata::listeners::{ListenerSet, Wanted};
+use metadata::proxy::{Owner, PortLocator};
 use metadata::{Directory, DirectoryError, InstanceFacts, PasswordOutcome};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -112,6 +113,35 @@ impl Directory for CloudDirectory {
             .set_guest_password(instance, password)
             .await
             .map_err(failed)
+    }
+}
+
+/// The proxy's lookup: the instance port that holds an address, from the network database.
+pub struct NetworkPorts(pub Arc<network::NetworkService>);
+
+#[async_trait]
+impl PortLocator for NetworkPorts {
+    async fn owner_at(
+        &self,
+        network_id: &str,
+        address: IpAddr,
+    ) -> Result<Option<Owner>, DirectoryError> {
+        let Some(owner) = self
+            .0
+            .owner_of_address(network_id, &address.to_string())
+            .await
+            .map_err(failed)?
+        else {
+            return Ok(None);
+        };
+        let port = owner.port;
+        if !port.device_owner.starts_with("compute:") || port.device_id.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Owner {
+            instance_id: port.device_id,
+            tenant_id: port.project_id,
+        }))
     }
 }
 
