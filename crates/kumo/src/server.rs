@@ -390,6 +390,32 @@ impl Roles {
     }
 }
 
+/// The role names, as `kumo serve` takes them (for the logs).
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == Roles::ALL {
+            return f.write_str("all");
+        }
+        let c = self.compute;
+        let names = [
+            (self.api, "api"),
+            (c.conductor, "conductor"),
+            (c.scheduler, "scheduler"),
+            (c.compute, "compute"),
+            (self.network_agent, "network-agent"),
+            (self.volume, "volume"),
+            (self.metadata, "metadata"),
+            (self.dashboard, "dashboard"),
+        ];
+        let on: Vec<&str> = names
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        f.write_str(&on.join(" "))
+    }
+}
+
 /// What a process running only some roles needs: the bus (compute's roles, the network's
 /// changes and identity's, which a volume process hears too) and the databases shared with
 /// the other processes (compute's, where the roles meet and where the metadata role reads
@@ -402,7 +428,7 @@ fn check_split(cfg: &Config, roles: &Roles) -> Result<()> {
     let needs_bus = roles.api || roles.any_compute() || roles.network_agent || roles.volume;
     if needs_bus && cfg.get_str("DEFAULT", "transport_url")?.trim().is_empty() {
         bail!(
-            "the roles of this process ({roles:?}) need the others, which run in other processes: the in-process bus cannot reach them. Set [DEFAULT] transport_url = rabbit://USER:PASS@HOST:5672/ (the same RabbitMQ in every process's config), or run every role in one process with `kumo serve all` / `kumo up`"
+            "the roles of this process ({roles}) need the others, which run in other processes: the in-process bus cannot reach them. Set [DEFAULT] transport_url = rabbit://USER:PASS@HOST:5672/ (the same RabbitMQ in every process's config), or run every role in one process with `kumo serve all` / `kumo up`"
         );
     }
     let needs_compute_db =
@@ -650,7 +676,7 @@ async fn run_agents(
         0o644,
     )?;
     let host = svc.as_ref().map(|s| s.cfg.host.clone()).unwrap_or_default();
-    tracing::info!(?all_roles, %host, urls = %urls.join(" "), pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
+    tracing::info!(roles = %all_roles, %host, urls = %urls.join(" "), pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
     let mut result = Ok(());
     if servers.is_empty() {
         shutdown_signal().await;
@@ -999,7 +1025,7 @@ async fn run_roles(
         &format!("{}\n", std::process::id()),
         0o644,
     )?;
-    tracing::info!(url = %base, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
+    tracing::info!(url = %base, %roles, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
     let mut result = match server.await {
         Ok(r) => r,
         Err(e) => Err(std::io::Error::other(e.to_string())),
@@ -1337,6 +1363,8 @@ mod tests {
             "{e:?}"
         );
         assert!(roles(&[]).is_err());
+        assert_eq!(Roles::ALL.to_string(), "all");
+        assert!(m.is_some_and(|r| r.to_string() == "metadata dashboard"));
     }
 
     const SHARED: &str = "[DEFAULT]\ntransport_url = rabbit://g:g@127.0.0.1:1/\n[database]\nconnection = postgresql://k:k@127.0.0.1/kumo_$service\n";
