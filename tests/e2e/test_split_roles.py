@@ -18,7 +18,7 @@ answers 404 on `/volume` and `/dashboard`; an attached volume extended in the vo
 reaches the server's driver (`volume-extended` over compute's public API); the dashboard process logs in and shows the volume
 (its volumes page calls the volume process through the catalog); a stand-in guest (a namespace of
 the test on the server's port, as tests/e2e/test_metadata.py) reads its meta_data.json through
-the proxy; straight at the metadata process a signed request gets the answer, a forged or missing
+the proxy, and posts its password once (409 after); straight at the metadata process a signed request gets the answer, a forged or missing
 signature 403, an unknown instance 404; with the metadata process stopped the proxy answers 502.
 Every process is stopped by its PID, every namespace removed, also on failure. kumo only, root."""
 
@@ -203,6 +203,12 @@ def test_volume_metadata_and_dashboard_in_processes_of_their_own():
             assert requests_to(m, "/openstack/latest/meta_data.json") - before == 1, m.log_text()[-2000:]
             (status, body), = fetch(guest.ns, ["/latest/meta-data/local-ipv4"])
             assert (status, body) == (200, ip)
+            # the password a guest posts goes through the proxy to the metadata process, once
+            secret_pw = "split-" + secrets.token_hex(8)
+            assert fetch(guest.ns, ["/openstack/latest/password"], method="POST", body="x" * 300)[0][0] == 400
+            assert fetch(guest.ns, ["/openstack/latest/password"], method="POST", body=secret_pw)[0][0] == 200
+            assert fetch(guest.ns, ["/openstack/latest/password"]) == [(200, secret_pw)]
+            assert fetch(guest.ns, ["/openstack/latest/password"], method="POST", body="again")[0][0] == 409
             print(f"meta_data.json through the proxy in {took:.2f} s (a python in the guest namespace included)")
 
             # an attached volume grown in the volume process: it tells compute over HTTP
