@@ -19,7 +19,9 @@ reaches the server's driver (`volume-extended` over compute's public API); the d
 (its volumes page calls the volume process through the catalog); a stand-in guest (a namespace of
 the test on the server's port, as tests/e2e/test_metadata.py) reads its meta_data.json through
 the proxy, and posts its password once (409 after); straight at the metadata process a signed request gets the answer, a forged or missing
-signature 403, an unknown instance 404; with the metadata process stopped the proxy answers 502.
+signature 403, an unknown instance 404; with the metadata process stopped the proxy answers 502
+(the only ERROR line in the logs); a volume from an image (the volume process calls image as
+`cinder`); each process stops on SIGTERM.
 Every process is stopped by its PID, every namespace removed, also on failure. kumo only, root."""
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ import pytest
 import requests
 
 from cloudlib import free_port, remove_namespaces, unique
-from computelib import wait_server
+from computelib import make_qcow2, wait_server
 from dbservers import postgres_bin, postgres_server, rabbitmq_bin, rabbitmq_server
 from netlib import NetApi
-from scalelib import Proc, cloud_of, split_processes
+from scalelib import Proc, cloud_of, log_errors, split_processes
 from test_metadata import dhcp_with_routes, fetch
 from test_network_dataplane import StandIn
 
@@ -150,6 +152,15 @@ def test_volume_metadata_and_dashboard_in_processes_of_their_own():
             assert vol in {x["ID"] for x in c.osc("volume", "list", fmt_json=True)}
             assert requests_to(v, "/volume/v3") - before >= 3, v.log_text()[-2000:]
             assert requests_to(a, "/volume/", a_since) == 0
+            # a volume from an image: the volume process downloads it as `cinder` (image's
+            # endpoint from that user's catalog)
+            img = c.osc("image", "create", "--file", make_qcow2(work / "tiny.qcow2"), "--disk-format", "qcow2",
+                        "--container-format", "bare", unique("img"), fmt_json=True)["id"]
+            from_image = c.osc("volume", "create", "--size", "1", "--image", img, unique("from-img"),
+                               fmt_json=True)["id"]
+            wait_volume(c, from_image, "available")
+            assert c.osc("volume", "show", from_image, fmt_json=True)["volume_image_metadata"]["image_id"] == img
+            c.osc("volume", "delete", from_image)
 
             # the dashboard process: a login, then a logged-in page that lists the volume
             s = requests.Session()
@@ -252,6 +263,12 @@ def test_volume_metadata_and_dashboard_in_processes_of_their_own():
             c.osc("server", "delete", "--wait", server["id"], timeout=60)
             for p in procs:
                 p.stop()
+            # each stopped on SIGTERM, its pid file gone; the only ERROR is the proxy's 502 above
+            for p in (a, v, m, d):
+                assert p.proc.returncode == 0 and "kumo stopped" in p.log_text(), (p.name, p.proc.returncode)
+                assert not (p.state / "kumo.pid").exists(), p.name
+            errors = log_errors([a, v, m, d])
+            assert list(errors) == ["api"] and all("metadata proxy" in e for e in errors["api"]), errors
             print(f"split roles test: {time.monotonic() - t_start:.1f} s")
     finally:
         if guest is not None:
