@@ -65,9 +65,9 @@ def sign(secret: str, instance_id: str) -> str:
     return hmac.new(secret.encode(), instance_id.encode(), hashlib.sha256).hexdigest()
 
 
-def refused(work, procs, name: str, text: str, roles: list[str], needle: str):
+def refused(work, procs, name: str, text: str, roles: list[str], needle: str, listen: str | None = None):
     """A process of `roles` with config `text` exits at once, saying `needle`."""
-    p = Proc(name, work, text, roles)
+    p = Proc(name, work, text, roles, listen=listen)
     procs.append(p)
     assert p.proc.wait(30) != 0, p.log_text()
     assert needle in p.log_text(), p.log_text()
@@ -115,6 +115,9 @@ def test_volume_metadata_and_dashboard_in_processes_of_their_own():
                     "[keystone_authtoken] auth_url")
             refused(work, procs, "refuse-dash", conf(mq.url, db.url, password), ["dashboard"],
                     "[keystone_authtoken] auth_url")
+            # on every address, the volume process needs the URL clients reach it at for the catalog
+            refused(work, procs, "refuse-vol-any", conf(mq.url, db.url, password, remote), ["volume"],
+                    "[volume] public_endpoint", listen="0.0.0.0:0")
             refused(work, procs, "refuse-proxy", conf(mq.url, db.url, password),
                     ["api", "network-agent"], "[metadata] nova_metadata_host")
 

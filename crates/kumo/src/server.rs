@@ -176,9 +176,9 @@ async fn open_volume(cfg: &Config) -> Result<Arc<volume::VolumeService>> {
     .context("opening the volume service")
 }
 
-/// Cinder's catalog entries (its v3 endpoint under both types) at `base`.
-pub fn volume_catalog(base: &str) -> Vec<CatalogService> {
-    let url = format!("{base}/volume/v3");
+/// Cinder's catalog entries (its v3 endpoint `url` under both types).
+fn volume_catalog(url: &str) -> Vec<CatalogService> {
+    let url = url.to_string();
     vec![
         // Cinder registers its v3 endpoint under both types; clients look up either.
         CatalogService {
@@ -199,7 +199,7 @@ pub fn volume_catalog(base: &str) -> Vec<CatalogService> {
 /// The catalog entries of every service at `base`.
 pub fn catalog(base: &str) -> Vec<CatalogService> {
     let mut c = api_catalog(base);
-    c.extend(volume_catalog(base));
+    c.extend(volume_catalog(&format!("{base}/volume/v3")));
     c
 }
 
@@ -642,7 +642,12 @@ async fn run_agents(
     if all_roles.volume || all_roles.dashboard {
         let cfg_listen = cfg.get::<Option<String>>("DEFAULT", "listen")?;
         let listener = bind(state, listen.or(cfg_listen.as_deref())).await?;
-        let base = format!("http://{}", listener.local_addr()?);
+        let local = listener.local_addr()?;
+        let base = format!("http://{local}");
+        let volume_url = match all_roles.volume {
+            true => Some(volume_endpoint(cfg, &base, local)?),
+            false => None,
+        };
         let mut router = Router::new();
         if all_roles.volume {
             let (volume, validator, events) = open_volume_role(state, cfg).await?;
@@ -664,8 +669,8 @@ async fn run_agents(
                 .with_graceful_shutdown(shutdown_signal())
                 .await
         }));
-        if all_roles.volume {
-            register_volume_endpoints(state, cfg, &base).await?;
+        if let Some(url) = volume_url {
+            register_volume_endpoints(state, cfg, &url).await?;
         }
         write_file(&state.endpoint_file(), &format!("{base}\n"), 0o644)?;
         urls.push(base);
@@ -751,9 +756,26 @@ fn volume_credentials(
     })
 }
 
-/// Put this volume process's endpoints (`base`/volume/v3, types block-storage and volumev3)
-/// in the catalog, through identity's public API as the volume service's user.
-async fn register_volume_endpoints(state: &StateDir, cfg: &Config, base: &str) -> Result<()> {
+/// The URL a volume process puts in the catalog: `[volume] public_endpoint`/v3 when set, else
+/// `base`/volume/v3 (its listener's address, which must then be one clients can reach).
+fn volume_endpoint(cfg: &Config, base: &str, local: SocketAddr) -> Result<String> {
+    let public = cfg
+        .get::<Option<String>>("volume", "public_endpoint")?
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty());
+    let url = match public {
+        Some(p) => format!("{p}/v3"),
+        None if local.ip().is_unspecified() => bail!(
+            "the volume role listens on {local}, an address clients cannot be sent to: set [volume] public_endpoint = http://HOST:PORT/volume (how clients reach this listener), which goes in the catalog"
+        ),
+        None => format!("{base}/volume/v3"),
+    };
+    Ok(url)
+}
+
+/// Put this volume process's endpoints at `url` (types block-storage and volumev3) in the
+/// catalog, through identity's public API as the volume service's user.
+async fn register_volume_endpoints(state: &StateDir, cfg: &Config, url: &str) -> Result<()> {
     let auth_url =
         identity_url_of(cfg)?.context("the volume role needs [keystone_authtoken] auth_url")?;
     let registrar = crate::catalog_registration::Registrar {
@@ -764,7 +786,7 @@ async fn register_volume_endpoints(state: &StateDir, cfg: &Config, base: &str) -
         region: cfg.get_str("DEFAULT", "region_name")?,
     };
     let changed = registrar
-        .register(&volume_catalog(base))
+        .register(&volume_catalog(url))
         .await
         .with_context(|| {
             format!("registering the volume endpoints in the catalog at {auth_url}")
@@ -1377,6 +1399,25 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_volume_process_registers_an_address_clients_can_reach() {
+        let at = |ini: &str, listen: &str| {
+            let local: SocketAddr = listen.parse().unwrap_or_else(|e| panic!("{e}"));
+            volume_endpoint(&cfg(ini), &format!("http://{local}"), local).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            at("", "10.0.0.5:8776").ok().as_deref(),
+            Some("http://10.0.0.5:8776/volume/v3")
+        );
+        let any = at("", "0.0.0.0:8776").err().unwrap_or_default();
+        assert!(any.contains("[volume] public_endpoint"), "{any}");
+        let public = "[volume]\npublic_endpoint = http://storage.example:8776/volume/\n";
+        assert_eq!(
+            at(public, "0.0.0.0:8776").ok().as_deref(),
+            Some("http://storage.example:8776/volume/v3")
+        );
     }
 
     #[test]
