@@ -62,8 +62,9 @@ pub enum GuestMetadata {
 }
 
 impl GuestMetadata {
-    /// What a process running `roles` does: answer when it runs the metadata role, else
-    /// proxy to `[metadata] nova_metadata_host` (required then, with the shared secret).
+    /// Answer when `answers_here` (the process runs the metadata role, or its agent has no
+    /// listeners to serve), else proxy to `[metadata] nova_metadata_host` (required then, with
+    /// the shared secret).
     pub fn for_roles(cfg: &common::config::Config, answers_here: bool) -> Result<Self> {
         if answers_here {
             return Ok(GuestMetadata::Answer(
