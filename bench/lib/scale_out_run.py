@@ -9,7 +9,7 @@ bus, `[fake] hosts = 10`), the same load on both, in one run (issue #11, perform
 
 Sides (each started, measured, stopped before the next; every port free on loopback):
   scale-out  a private PostgreSQL and RabbitMQ (tests/e2e/dbservers.py); process A =
-             `kumo serve api conductor scheduler network-agent`; H (10) processes `kumo serve compute`, each
+             `kumo serve api conductor scheduler network-agent volume metadata dashboard`; H (10) processes `kumo serve compute`, each
              its own `[DEFAULT] host` (compute-01..) and state dir, `[fake] hosts = 1`.
   embedded   `kumo serve all` (what `kumo up --foreground` runs): SQLite, the in-process bus,
              `[fake] hosts = H`.
@@ -704,8 +704,11 @@ def side_scale_out(args, work: Path, side_out: Path) -> dict:
             base = f"http://127.0.0.1:{port}"
             common = (f"transport_url = {mq.url}\n", f"[database]\nconnection = {db.url}\n"
                       f"[service_user]\npassword = {PASSWORD}\n")
-            roles = ["api", "conductor", "scheduler", "network-agent"]
-            a = Proc(args.kumo, "api", work / "api", base_conf(1, common[1], common[0]), roles,
+            # every role but compute, as before volume, metadata and dashboard were roles of their own
+            roles = ["api", "conductor", "scheduler", "network-agent", "volume", "metadata", "dashboard"]
+            metadata = (f"[metadata]\nlisten = 127.0.0.1:{dbservers.free_port()}\n"
+                        f"[neutron]\nmetadata_proxy_shared_secret = {PASSWORD}\n")
+            a = Proc(args.kumo, "api", work / "api", base_conf(1, common[1] + metadata, common[0]), roles,
                      args.work / "pids.txt", listen=f"127.0.0.1:{port}")
             procs.append(a)
             a.wait_serving()

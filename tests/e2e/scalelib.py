@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -15,7 +16,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from cloudlib import Cloud, KumoDriver, tail
+from cloudlib import Cloud, KumoDriver, free_port, tail
+
+# Host A of the multihost tests: every role but the compute agents, in one process (issue #11's
+# acceptance: api + conductor + scheduler + network-agent + volume; with metadata and dashboard).
+CONTROLLER_ROLES = ["api", "conductor", "scheduler", "network-agent", "volume", "metadata", "dashboard"]
+
+
+def metadata_conf(port: int | None = None, secret: str | None = None) -> str:
+    """A split process's metadata role: `[metadata] listen` on a free loopback port (not 8775, which
+    another test may hold) and the proxies' shared secret."""
+    return (f"[metadata]\nlisten = 127.0.0.1:{port or free_port()}\n"
+            f"[neutron]\nmetadata_proxy_shared_secret = {secret or secrets.token_hex(16)}\n")
 
 
 class Proc:

@@ -1,5 +1,6 @@
 """Three hosts on one machine, wired as a real cloud's (issue "Scale-out"): host A runs
-`kumo serve api conductor scheduler network-agent` (DHCP, routers, metadata), hosts B and C run
+`kumo serve api conductor scheduler network-agent volume metadata dashboard` (DHCP, routers,
+metadata answered in A's namespaces, volumes), hosts B and C run
 `kumo serve compute` with real kumo-tiny guests (QEMU; TCG here). Each host's data plane is a
 namespace of its own (`<p>a-kumo-host`, ...) holding an underlay interface `ul0` on a shared
 underlay bridge (10.250.0.0/24, in a namespace of its own); tenant networks are VXLAN between
@@ -46,7 +47,7 @@ from dbservers import (mariadb_bin, mariadb_server, postgres_bin, postgres_serve
                        service_databases)
 from guestlib import kumo_tiny_image, needs_qemu_guest, ssh_keypair, wait_for_console
 from netlib import NetApi, control_namespace, routed_network
-from scalelib import Proc, cloud_of, split_processes
+from scalelib import CONTROLLER_ROLES, metadata_conf, Proc, cloud_of, split_processes
 from test_network_guests import pings, ssh, wait_until
 
 pytestmark = [
@@ -131,8 +132,8 @@ def test_vxlan_between_three_hosts_with_real_guests(request, engine):
                 assert db.url.startswith(scheme) and "$service" in db.url, db.url
                 password = secrets.token_hex(12)
                 port = free_port()
-                a = Proc("hosta", work, host_conf(mq.url, db.url, password, p, "a"),
-                         ["api", "conductor", "scheduler", "network-agent"], listen=f"127.0.0.1:{port}")
+                a = Proc("hosta", work, host_conf(mq.url, db.url, password, p, "a", metadata_conf()),
+                         CONTROLLER_ROLES, listen=f"127.0.0.1:{port}")
                 procs.append(a)
                 a.wait_log("kumo is serving")
                 c = cloud_of(a, port, work)

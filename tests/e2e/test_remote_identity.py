@@ -1,10 +1,11 @@
 """A second API host without identity (issue #11, DESIGN §2 "remote (`GET /v3/auth/tokens`, cached
 until expiry or revocation)"): process A = `kumo serve api conductor scheduler compute` (identity,
-the fake driver), process D = `kumo serve api` with `[keystone_authtoken] auth_url` = A's identity,
+the fake driver), process D = `kumo serve api volume dashboard` with `[keystone_authtoken] auth_url` = A's identity,
 both on one private RabbitMQ and one throwaway PostgreSQL (tests/e2e/dbservers.py). Through the
 real `openstack` CLI with clouds.yaml's `*_endpoint_override` at D and identity at A: D serves
 compute, network, image and volume with A's tokens (a server booted through D is ACTIVE and listed
-by both); D has no identity (`/identity/v3`, `/v3` 404); a missing or garbage token is 401 as on A;
+by both); D has no identity (`/identity/v3`, `/v3` 404); D serves the dashboard, A (without the volume and
+dashboard roles) answers 404 on `/dashboard` and `/volume`; a missing or garbage token is 401 as on A;
 20 requests with one token cost A one validation (A's request log); a revoked token and a token
 whose role was removed are refused by D within 2 s (identity's change fanned out on the bus); with
 A stopped (SIGSTOP), D still serves a cached token and answers 503 for a new one within its
@@ -122,7 +123,9 @@ def test_second_api_host_validates_tokens_at_the_first():
                      listen=f"127.0.0.1:{pa}")
             procs.append(a)
             a.wait_log("kumo is serving")
-            d = Proc("second", work, conf(mq.url, db.url, password, remote), ["api"], listen=f"127.0.0.1:{pd}")
+            # D runs volume and the dashboard too (the api role alone serves neither any more)
+            d = Proc("second", work, conf(mq.url, db.url, password, remote), ["api", "volume", "dashboard"],
+                     listen=f"127.0.0.1:{pd}")
             procs.append(d)
             d.wait_log("kumo is serving")
             print(f"A and D serving {time.monotonic() - t_start:.1f} s after the start")
@@ -153,6 +156,11 @@ def test_second_api_host_validates_tokens_at_the_first():
             for path in ("/identity/v3", "/v3", "/identity/v3/auth/tokens"):
                 assert requests.get(d_url + path, timeout=10).status_code == 404, path
             assert requests.get(a_url + "/identity/v3", timeout=10).status_code == 200
+            # the dashboard is D's (logging in at A), A runs neither dashboard nor volume
+            r = requests.get(d_url + "/dashboard/login", timeout=10)
+            assert r.status_code == 200 and 'name="csrf_token"' in r.text, r.text[:300]
+            assert requests.get(a_url + "/dashboard/login", timeout=10).status_code == 404
+            assert requests.get(a_url + "/volume/v3", timeout=10).status_code == 404
 
             # D serves compute, network, image and volume with A's tokens
             t0 = time.monotonic()

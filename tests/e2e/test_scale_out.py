@@ -21,7 +21,7 @@ from cloudlib import Cloud, free_port, unique
 from computelib import make_qcow2, wait_server
 from dbservers import postgres_bin, postgres_server, rabbitmq_bin, rabbitmq_server
 from netlib import control_namespace, enter_namespace
-from scalelib import Proc, cloud_of, split_processes
+from scalelib import CONTROLLER_ROLES, metadata_conf, Proc, cloud_of, split_processes
 
 pytestmark = [
     pytest.mark.kumo_only("kumo serve ROLE..."),
@@ -197,8 +197,8 @@ def test_broker_restart_during_concurrent_boots():
             password = secrets.token_hex(12)
             port = free_port()
             fake = "[fake]\nspawn_delay_ms = 1500\n[quota]\ninstances = -1\ncores = -1\nram = -1\n"
-            a = Proc("api", work, conf(mq.url, db.url, password, fake),
-                     ["api", "conductor", "scheduler", "network-agent"], listen=f"127.0.0.1:{port}")
+            a = Proc("api", work, conf(mq.url, db.url, password, fake + metadata_conf()),
+                     CONTROLLER_ROLES, listen=f"127.0.0.1:{port}")
             procs.append(a)
             a.wait_log("kumo is serving")
             c = cloud_of(a, port, work)

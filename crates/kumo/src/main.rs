@@ -6,6 +6,7 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod catalog_registration;
 mod credentials;
 mod demo;
 mod guest_metadata;
@@ -91,11 +92,12 @@ enum Command {
         #[arg(short = 'n', long, default_value_t = 200)]
         lines: usize,
     },
-    /// Run chosen roles in the foreground (scale-out): `api` (every public API), `conductor`,
-    /// `scheduler`, `compute` (this host's compute agent, which also wires its guests' ports),
-    /// `network-agent` (DHCP, routers and metadata for every host), or `all`. Roles split over
-    /// processes share [DEFAULT] transport_url (RabbitMQ) and [database] connection
-    /// (PostgreSQL/MySQL).
+    /// Run chosen roles in the foreground (scale-out): `api` (every public API but volume),
+    /// `conductor`, `scheduler`, `compute` (this host's compute agent, which also wires its
+    /// guests' ports), `network-agent` (DHCP, routers and metadata listeners for every host),
+    /// `volume` (Cinder's API and backend), `metadata` (Nova's metadata API, port 8775, for the
+    /// agents' proxies), `dashboard` (the web UI), or `all`. Roles split over processes share
+    /// [DEFAULT] transport_url (RabbitMQ) and [database] connection (PostgreSQL/MySQL).
     Serve {
         #[arg(required = true)]
         roles: Vec<String>,

@@ -53,13 +53,41 @@ pub enum Placement {
     Host { host: String, scope: Scope },
 }
 
+/// How the namespace listeners of this process's agent serve the guests' metadata requests.
+pub enum GuestMetadata {
+    /// Answered here: the metadata role runs in this process (or every role does).
+    Answer(metadata::tree::Settings),
+    /// Forwarded, signed, to the metadata role of another process (Neutron's metadata proxy).
+    Proxy(Arc<metadata::proxy::Upstream>),
+}
+
+impl GuestMetadata {
+    /// Answer when `answers_here` (the process runs the metadata role, or its agent has no
+    /// listeners to serve), else proxy to `[metadata] nova_metadata_host` (required then, with
+    /// the shared secret).
+    pub fn for_roles(cfg: &common::config::Config, answers_here: bool) -> Result<Self> {
+        if answers_here {
+            return Ok(GuestMetadata::Answer(
+                metadata::config::settings(cfg).map_err(anyhow::Error::msg)?,
+            ));
+        }
+        let (host, port) = metadata::config::upstream(cfg).map_err(anyhow::Error::msg)?;
+        let secret =
+            metadata::config::shared_secret(cfg, "a network agent that proxies metadata requests")
+                .map_err(anyhow::Error::msg)?;
+        let upstream = metadata::proxy::Upstream::new(&host, port, &secret);
+        tracing::info!(upstream = %upstream.base(), "the metadata listeners proxy to the metadata role of another process");
+        Ok(GuestMetadata::Proxy(Arc::new(upstream)))
+    }
+}
+
 /// Start the network agent of this process (data plane, port status, vif-plugged events,
 /// metadata in the DHCP namespaces when it serves them). Returns what wakes it and the data
 /// plane it runs.
 pub async fn start(
     network: Arc<network::NetworkService>,
     compute: Arc<compute::ComputeService>,
-    settings: &metadata::tree::Settings,
+    guest_metadata: GuestMetadata,
     placement: Placement,
 ) -> Result<(Arc<tokio::sync::Notify>, network::agent::Mode)> {
     let mode = network::agent::resolve_mode(&network.cfg.dataplane).map_err(anyhow::Error::msg)?;
@@ -73,11 +101,20 @@ pub async fn start(
         Placement::Host { scope, .. } => scope.services,
     };
     if network.cfg.isolated_metadata && services {
-        let directory = Arc::new(crate::guest_metadata::CloudDirectory {
-            compute,
-            network: network.clone(),
-        });
-        let listeners = metadata::listeners::ListenerSet::new(directory, settings.clone(), 80);
+        let listeners = match guest_metadata {
+            GuestMetadata::Answer(settings) => {
+                let directory = Arc::new(crate::guest_metadata::CloudDirectory {
+                    compute,
+                    network: network.clone(),
+                });
+                metadata::listeners::ListenerSet::new(directory, settings, 80)
+            }
+            GuestMetadata::Proxy(upstream) => metadata::listeners::ListenerSet::proxying(
+                Arc::new(crate::guest_metadata::NetworkPorts(network.clone())),
+                upstream,
+                80,
+            ),
+        };
         agent = agent.with_metadata(Arc::new(crate::guest_metadata::NamespaceListeners(
             listeners,
         )));

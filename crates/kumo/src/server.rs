@@ -103,18 +103,24 @@ pub struct Cloud {
     pub image: Arc<image::ImageService>,
     pub compute: Arc<compute::ComputeService>,
     pub network: Arc<network::NetworkService>,
-    pub volume: Arc<volume::VolumeService>,
+    /// The volume service, when this process runs the volume role.
+    pub volume: Option<Arc<volume::VolumeService>>,
 }
 
-/// Open every enabled service (databases migrated, keys created), identity included.
+/// Open every service (databases migrated, keys created), identity included.
 pub async fn open(cfg: &Config) -> Result<Cloud> {
+    open_with(cfg, true).await
+}
+
+/// Open identity and the api role's services, and volume when `with_volume`.
+async fn open_with(cfg: &Config, with_volume: bool) -> Result<Cloud> {
     let db_template = cfg.get_str("database", "connection")?;
     let icfg = IdentityConfig::from_config(cfg, &db_template)?;
     let identity = Identity::open(icfg)
         .await
         .context("opening the identity service")?;
     let validator = Arc::new(identity::core::LocalValidator(identity.clone()));
-    open_services(cfg, Some(identity), validator).await
+    open_services(cfg, Some(identity), validator, with_volume).await
 }
 
 /// Open every service but identity, which `validator` asks.
@@ -122,6 +128,7 @@ async fn open_services(
     cfg: &Config,
     identity: Option<Arc<Identity>>,
     validator: Arc<dyn common::auth::TokenValidator>,
+    with_volume: bool,
 ) -> Result<Cloud> {
     let db_template = cfg.get_str("database", "connection")?;
     let pcfg = placement::config::PlacementConfig::from_config(cfg, &db_template)?;
@@ -144,12 +151,10 @@ async fn open_services(
     )?)
     .await
     .context("opening the network service")?;
-    let volume = volume::VolumeService::open(volume::config::VolumeConfig::from_config(
-        cfg,
-        &db_template,
-    )?)
-    .await
-    .context("opening the volume service")?;
+    let volume = match with_volume {
+        true => Some(open_volume(cfg).await?),
+        false => None,
+    };
     Ok(Cloud {
         identity,
         validator,
@@ -161,8 +166,45 @@ async fn open_services(
     })
 }
 
-/// The catalog entries of the enabled services at `base`.
+/// The volume service (its database migrated, its backends ready).
+async fn open_volume(cfg: &Config) -> Result<Arc<volume::VolumeService>> {
+    volume::VolumeService::open(volume::config::VolumeConfig::from_config(
+        cfg,
+        &cfg.get_str("database", "connection")?,
+    )?)
+    .await
+    .context("opening the volume service")
+}
+
+/// Cinder's catalog entries (its v3 endpoint `url` under both types).
+fn volume_catalog(url: &str) -> Vec<CatalogService> {
+    let url = url.to_string();
+    vec![
+        // Cinder registers its v3 endpoint under both types; clients look up either.
+        CatalogService {
+            service_type: "block-storage".into(),
+            name: "cinder".into(),
+            description: "Block Storage (Cinder v3)".into(),
+            url: url.clone(),
+        },
+        CatalogService {
+            service_type: "volumev3".into(),
+            name: "cinderv3".into(),
+            description: "Block Storage (Cinder v3)".into(),
+            url,
+        },
+    ]
+}
+
+/// The catalog entries of every service at `base`.
 pub fn catalog(base: &str) -> Vec<CatalogService> {
+    let mut c = api_catalog(base);
+    c.extend(volume_catalog(&format!("{base}/volume/v3")));
+    c
+}
+
+/// The catalog entries of the services of the api role at `base` (all but volume).
+fn api_catalog(base: &str) -> Vec<CatalogService> {
     vec![
         CatalogService {
             service_type: "identity".into(),
@@ -195,19 +237,6 @@ pub fn catalog(base: &str) -> Vec<CatalogService> {
             // Neutron's endpoint has no version: clients append /v2.0.
             url: format!("{base}/network"),
         },
-        // Cinder registers its v3 endpoint under both types; clients look up either.
-        CatalogService {
-            service_type: "block-storage".into(),
-            name: "cinder".into(),
-            description: "Block Storage (Cinder v3)".into(),
-            url: format!("{base}/volume/v3"),
-        },
-        CatalogService {
-            service_type: "volumev3".into(),
-            name: "cinderv3".into(),
-            description: "Block Storage (Cinder v3)".into(),
-            url: format!("{base}/volume/v3"),
-        },
     ]
 }
 
@@ -226,28 +255,30 @@ impl Cloud {
     }
 }
 
-/// One router for every service, each under its catalog path (identity also at the root,
-/// where Keystone's clients expect `/v3`, when it runs here), and the dashboard, which calls
-/// the APIs over HTTP like any other client, logging in at `identity_url` (`.../identity`).
-pub fn app(cloud: &Cloud, identity_url: &str) -> Router {
+/// One router for every service of this process, each under its catalog path (identity also
+/// at the root, where Keystone's clients expect `/v3`, when it runs here; volume when the
+/// process runs that role), and the dashboard when it runs that role.
+pub fn app(cloud: &Cloud, identity_url: &str, dashboard: bool) -> Router {
     let placement = placement::api::router(cloud.placement.clone(), cloud.token_validator());
     let image = image::api::router(cloud.image.clone(), cloud.token_validator());
     let compute = compute::api::router(cloud.compute.clone(), cloud.token_validator());
     let network = network::api::router(cloud.network.clone(), cloud.token_validator());
-    let volume = volume::api::router(cloud.volume.clone(), cloud.token_validator());
-    let router = Router::new()
+    let mut router = Router::new()
         .nest("/compute", compute)
         .nest("/placement", placement)
         .nest("/image", image)
         .nest("/network", network)
-        .nest("/volume", volume)
         // The console proxy: noVNC's page and its websocket, authenticated by console tokens.
-        .nest("/novnc", compute::api::novnc::router(cloud.compute.clone()))
-        // The web UI: pages over the public APIs with the user's token, no database access.
-        .nest(
-            "/dashboard",
-            dashboard::router(&format!("{identity_url}/v3")),
+        .nest("/novnc", compute::api::novnc::router(cloud.compute.clone()));
+    if let Some(v) = &cloud.volume {
+        router = router.nest(
+            "/volume",
+            volume::api::router(v.clone(), cloud.token_validator()),
         );
+    }
+    if dashboard {
+        router = router.merge(dashboard_router(identity_url));
+    }
     let router = match &cloud.identity {
         Some(id) => {
             let identity = identity::api::router(id.clone());
@@ -255,6 +286,21 @@ pub fn app(cloud: &Cloud, identity_url: &str) -> Router {
         }
         None => router,
     };
+    with_common_layers(router)
+}
+
+/// The web UI: pages over the public APIs with the user's token, no database access, logging
+/// in at `identity_url` (`.../identity`).
+fn dashboard_router(identity_url: &str) -> Router {
+    Router::new().nest(
+        "/dashboard",
+        dashboard::router(&format!("{identity_url}/v3")),
+    )
+}
+
+/// What every listener of kumo does around its routes: request ids, and a 500 instead of a
+/// dropped connection when a handler panics.
+fn with_common_layers(router: Router) -> Router {
     router
         .layer(axum::middleware::from_fn(common::request_id::middleware))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
@@ -268,31 +314,51 @@ pub fn app(cloud: &Cloud, identity_url: &str) -> Router {
 /// The roles of `kumo serve ROLE...`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
+    /// Every public API but volume (identity, compute, image, network, placement, the
+    /// console proxy).
     pub api: bool,
     pub compute: compute::roles::RoleSet,
-    /// DHCP, routers and metadata for every host's guests (Neutron's network node). Every
-    /// process with the `compute` role also wires its own guests' ports.
+    /// DHCP, routers and metadata listeners for every host's guests (Neutron's network node).
+    /// Every process with the `compute` role also wires its own guests' ports.
     pub network_agent: bool,
+    /// Cinder's API and its backend (cinder-api + cinder-volume).
+    pub volume: bool,
+    /// Nova's metadata API (nova-api-metadata): answers the network agents' metadata proxies.
+    pub metadata: bool,
+    /// The web UI (horizon).
+    pub dashboard: bool,
 }
+
+/// The names `kumo serve` takes, in the order the messages list them.
+pub const ROLE_NAMES: &str =
+    "api, conductor, scheduler, compute, network-agent, volume, metadata, dashboard (or all)";
 
 impl Roles {
     pub const ALL: Roles = Roles {
         api: true,
         compute: compute::roles::RoleSet::ALL,
         network_agent: true,
+        volume: true,
+        metadata: true,
+        dashboard: true,
     };
 
-    /// `all`, or any of `api`, `conductor`, `scheduler`, `compute`, `network-agent`.
+    pub const NONE: Roles = Roles {
+        api: false,
+        compute: compute::roles::RoleSet {
+            conductor: false,
+            scheduler: false,
+            compute: false,
+        },
+        network_agent: false,
+        volume: false,
+        metadata: false,
+        dashboard: false,
+    };
+
+    /// `all`, or any of [`ROLE_NAMES`].
     pub fn parse(names: &[String]) -> Result<Roles> {
-        let mut r = Roles {
-            api: false,
-            compute: compute::roles::RoleSet {
-                conductor: false,
-                scheduler: false,
-                compute: false,
-            },
-            network_agent: false,
-        };
+        let mut r = Roles::NONE;
         for n in names {
             match n.as_str() {
                 "all" => return Ok(Roles::ALL),
@@ -301,10 +367,14 @@ impl Roles {
                 "scheduler" => r.compute.scheduler = true,
                 "compute" => r.compute.compute = true,
                 "network-agent" => r.network_agent = true,
-                other => bail!(
-                    "role {other:?} is not available: choose among api, conductor, scheduler, compute, network-agent (or all)"
-                ),
+                "volume" => r.volume = true,
+                "metadata" => r.metadata = true,
+                "dashboard" => r.dashboard = true,
+                other => bail!("role {other:?} is not available: choose among {ROLE_NAMES}"),
             }
+        }
+        if r == Roles::NONE {
+            bail!("name at least one role: {ROLE_NAMES}");
         }
         Ok(r)
     }
@@ -313,34 +383,136 @@ impl Roles {
     pub fn split(&self) -> bool {
         *self != Roles::ALL
     }
+
+    fn any_compute(&self) -> bool {
+        let c = self.compute;
+        c.conductor || c.scheduler || c.compute
+    }
 }
 
-/// What a process running only some roles needs: the bus and the compute database shared
-/// with the other processes.
+/// The role names, as `kumo serve` takes them (for the logs).
+impl std::fmt::Display for Roles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == Roles::ALL {
+            return f.write_str("all");
+        }
+        let c = self.compute;
+        let names = [
+            (self.api, "api"),
+            (c.conductor, "conductor"),
+            (c.scheduler, "scheduler"),
+            (c.compute, "compute"),
+            (self.network_agent, "network-agent"),
+            (self.volume, "volume"),
+            (self.metadata, "metadata"),
+            (self.dashboard, "dashboard"),
+        ];
+        let on: Vec<&str> = names
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| *n)
+            .collect();
+        f.write_str(&on.join(" "))
+    }
+}
+
+/// What a process running only some roles needs: the bus (compute's roles, the network's
+/// changes and identity's, which a volume process hears too) and the databases shared with
+/// the other processes (compute's, where the roles meet and where the metadata role reads
+/// instances; the network's, for the agents and the metadata role). A dashboard alone needs
+/// neither: it only calls the public APIs.
 fn check_split(cfg: &Config, roles: &Roles) -> Result<()> {
     if !roles.split() {
         return Ok(());
     }
-    if cfg.get_str("DEFAULT", "transport_url")?.trim().is_empty() {
+    let needs_bus = roles.api || roles.any_compute() || roles.network_agent || roles.volume;
+    if needs_bus && cfg.get_str("DEFAULT", "transport_url")?.trim().is_empty() {
         bail!(
-            "the roles of this process ({roles:?}) need the others, which run in other processes: the in-process bus cannot reach them. Set [DEFAULT] transport_url = rabbit://USER:PASS@HOST:5672/ (the same RabbitMQ in every process's config), or run every role in one process with `kumo serve all` / `kumo up`"
+            "the roles of this process ({roles}) need the others, which run in other processes: the in-process bus cannot reach them. Set [DEFAULT] transport_url = rabbit://USER:PASS@HOST:5672/ (the same RabbitMQ in every process's config), or run every role in one process with `kumo serve all` / `kumo up`"
         );
     }
+    let needs_compute_db =
+        roles.api || roles.any_compute() || roles.network_agent || roles.metadata;
     let db =
         compute::config::ComputeConfig::from_config(cfg, &cfg.get_str("database", "connection")?)?
             .database_url;
-    if db.starts_with("sqlite:") {
+    if needs_compute_db && db.starts_with("sqlite:") {
         bail!(
             "the compute database is SQLite ({db}): processes on other hosts cannot see it. Set [database] connection = postgresql://USER:PASS@HOST/kumo_$service (or mysql://...), the same in every process's config, or run every role in one process with `kumo serve all` / `kumo up`"
         );
     }
-    if roles.network_agent || roles.compute.compute {
+    if roles.network_agent || roles.compute.compute || roles.metadata {
         let net = network_config(cfg)?.database_url;
         if net.starts_with("sqlite:") {
             bail!(
-                "the network database is SQLite ({net}): the network agents of other processes cannot see it. Set [database] connection = postgresql://USER:PASS@HOST/kumo_$service (or [network] connection), the same in every process's config"
+                "the network database is SQLite ({net}): the network agents and the metadata service of other processes cannot see it. Set [database] connection = postgresql://USER:PASS@HOST/kumo_$service (or [network] connection), the same in every process's config"
             );
         }
+    }
+    Ok(())
+}
+
+/// The options the roles of a split process need beyond the shared bus and databases, each
+/// refusal saying what to set.
+fn check_role_options(cfg: &Config, roles: &Roles) -> Result<()> {
+    if !roles.split() {
+        return Ok(());
+    }
+    if roles.metadata {
+        metadata::config::shared_secret(cfg, "the metadata role").map_err(anyhow::Error::msg)?;
+    }
+    if roles.network_agent && !roles.metadata && network_config(cfg)?.isolated_metadata {
+        crate::network_agent::GuestMetadata::for_roles(cfg, false)?;
+    }
+    if !roles.api {
+        if roles.volume {
+            let auth = keystone_authtoken_url(cfg)?;
+            if auth.is_none() {
+                bail!(
+                    "the volume role without the api role validates tokens at the identity service of another process: set [keystone_authtoken] auth_url to its endpoint, e.g. http://CONTROLLER:5000/identity"
+                );
+            }
+            require_service_password(cfg, "the volume role without the api role")?;
+        }
+        if roles.dashboard && identity_url_of(cfg)?.is_none() {
+            bail!(
+                "the dashboard role without the api role logs its users in at the identity service of another process: set [keystone_authtoken] auth_url (or [service_user] auth_url) to its endpoint, e.g. http://CONTROLLER:5000/identity"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `[keystone_authtoken] auth_url`, without trailing slash; `None` when unset.
+fn keystone_authtoken_url(cfg: &Config) -> Result<Option<String>> {
+    Ok(cfg
+        .get::<Option<String>>("keystone_authtoken", "auth_url")?
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty()))
+}
+
+/// `[service_user] auth_url`, without trailing slash; `None` when unset.
+fn service_user_url(cfg: &Config) -> Result<Option<String>> {
+    Ok(cfg
+        .get::<Option<String>>("service_user", "auth_url")?
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty()))
+}
+
+/// The identity endpoint of another process: `[keystone_authtoken] auth_url`, else
+/// `[service_user] auth_url`.
+fn identity_url_of(cfg: &Config) -> Result<Option<String>> {
+    Ok(keystone_authtoken_url(cfg)?.or(service_user_url(cfg)?))
+}
+
+fn require_service_password(cfg: &Config, who: &str) -> Result<()> {
+    if cfg
+        .get::<Option<String>>("service_user", "password")?
+        .is_none_or(|p| p.trim().is_empty())
+    {
+        bail!(
+            "[service_user] password is needed by {who}: the one set in the config of the process that runs identity (its bootstrap gives it to the service users)"
+        );
     }
     Ok(())
 }
@@ -352,8 +524,8 @@ fn network_config(cfg: &Config) -> Result<network::config::NetworkConfig> {
     )?)
 }
 
-/// `kumo serve ROLE...`: the API roles (with the chosen compute roles) in [`run_roles`], or
-/// only compute roles in [`run_agents`].
+/// `kumo serve ROLE...`: the api role (with whichever others are chosen) in [`run_roles`],
+/// else the other roles in [`run_agents`].
 pub async fn serve(
     state: &StateDir,
     cfg: &Config,
@@ -361,10 +533,11 @@ pub async fn serve(
     roles: Roles,
 ) -> Result<()> {
     check_split(cfg, &roles)?;
+    check_role_options(cfg, &roles)?;
     if roles.api {
         run_roles(state, cfg, listen, false, roles).await
     } else {
-        run_agents(state, cfg, roles).await
+        run_agents(state, cfg, listen, roles).await
     }
 }
 
@@ -384,73 +557,275 @@ fn claim_state_dir(state: &StateDir, what_to_do: &str) -> Result<()> {
     Ok(())
 }
 
-/// `kumo serve compute` (and/or conductor, scheduler) without the APIs: the compute database,
-/// the bus, and the other services through their public APIs as `[service_user]`.
-async fn run_agents(state: &StateDir, cfg: &Config, all_roles: Roles) -> Result<()> {
+/// The roles of a process without the api role: the compute roles and the network agent
+/// (the compute database, the bus, and the other services through their public APIs as
+/// `[service_user]`), the metadata API on `[metadata] listen`, and volume and the dashboard on
+/// one listener (`--listen`), each talking to identity at another process.
+async fn run_agents(
+    state: &StateDir,
+    cfg: &Config,
+    listen: Option<&str>,
+    all_roles: Roles,
+) -> Result<()> {
     let roles = all_roles.compute;
     let started = Instant::now();
     claim_state_dir(state, "give each process its own --state-dir")?;
-    let auth_url = cfg
-        .get::<Option<String>>("service_user", "auth_url")?
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| {
+    let agents = all_roles.any_compute() || all_roles.network_agent;
+    let svc = if agents || all_roles.metadata {
+        Some(
+            compute::ComputeService::open(compute::config::ComputeConfig::from_config(
+                cfg,
+                &cfg.get_str("database", "connection")?,
+            )?)
+            .await
+            .context("opening the compute database")?,
+        )
+    } else {
+        None
+    };
+    let network = if roles.compute || all_roles.network_agent || all_roles.metadata {
+        Some(
+            network::NetworkService::open(network_config(cfg)?)
+                .await
+                .context("opening the network database")?,
+        )
+    } else {
+        None
+    };
+    let mut servers = Vec::new();
+    let mut urls = Vec::new();
+    let mut _network_wiring = None;
+    let mut _compute_roles = None;
+    if let Some(svc) = svc.as_ref().filter(|_| agents) {
+        let auth_url = service_user_url(cfg)?.ok_or_else(|| {
             anyhow::anyhow!(
                 "[service_user] auth_url is needed without the api role: the identity endpoint of the api process, e.g. http://CONTROLLER:5000/identity"
             )
         })?;
-    if cfg
-        .get::<Option<String>>("service_user", "password")?
-        .is_none_or(|p| p.trim().is_empty())
-    {
-        bail!(
-            "[service_user] password is needed without the api role: the one set in the api process's config (its bootstrap gives it to the service users)"
+        require_service_password(cfg, "a process without the api role")?;
+        let password = service_password(state, cfg)?;
+        let bus = open_bus(cfg).await?;
+        let clients = Arc::new(compute::clients::ServiceClients::new(
+            compute::clients::ServiceCredentials {
+                auth_url,
+                username: cfg.get_str("service_user", "username")?,
+                password,
+                project_name: cfg.get_str("service_user", "project_name")?,
+                region: cfg.get_str("DEFAULT", "region_name")?,
+            },
+        ));
+        // The network agent registers before the compute agent reports its host: ports bound
+        // here are bound with this host's namespace.
+        if let Some(network) = network
+            .as_ref()
+            .filter(|_| roles.compute || all_roles.network_agent)
+        {
+            _network_wiring =
+                Some(start_split_network_agent(cfg, network, svc, &svc.cfg.host, all_roles).await?);
+        }
+        _compute_roles = Some(
+            compute::roles::start_roles(svc.clone(), bus, clients, roles)
+                .await
+                .context(
+                    "starting the compute roles (is the api process up at [service_user] auth_url?)",
+                )?,
         );
     }
-    let password = service_password(state, cfg)?;
-    let svc = compute::ComputeService::open(compute::config::ComputeConfig::from_config(
-        cfg,
-        &cfg.get_str("database", "connection")?,
-    )?)
-    .await
-    .context("opening the compute database")?;
-    let bus = open_bus(cfg).await?;
-    let clients = Arc::new(compute::clients::ServiceClients::new(
-        compute::clients::ServiceCredentials {
-            auth_url: auth_url.trim().trim_end_matches('/').to_string(),
-            username: cfg.get_str("service_user", "username")?,
-            password,
-            project_name: cfg.get_str("service_user", "project_name")?,
-            region: cfg.get_str("DEFAULT", "region_name")?,
-        },
-    ));
-    // The network agent registers before the compute agent reports its host: ports bound
-    // here are bound with this host's namespace.
-    let network_wiring = if roles.compute || all_roles.network_agent {
-        let network = network::NetworkService::open(network_config(cfg)?)
-            .await
-            .context("opening the network database")?;
-        Some(start_split_network_agent(cfg, &network, &svc, &svc.cfg.host, all_roles).await?)
-    } else {
-        None
-    };
-    let _roles = compute::roles::start_roles(svc.clone(), bus, clients, roles)
-        .await
-        .context(
-            "starting the compute roles (is the api process up at [service_user] auth_url?)",
-        )?;
+    if all_roles.metadata
+        && let (Some(svc), Some(network)) = (&svc, &network)
+    {
+        let (server, addr) = serve_metadata_api(cfg, svc, network).await?;
+        servers.push(server);
+        urls.push(format!("metadata http://{addr}"));
+    }
+    let mut _identity_events = None;
+    if all_roles.volume || all_roles.dashboard {
+        let cfg_listen = cfg.get::<Option<String>>("DEFAULT", "listen")?;
+        let listener = bind(state, listen.or(cfg_listen.as_deref())).await?;
+        let local = listener.local_addr()?;
+        let base = format!("http://{local}");
+        let volume_url = match all_roles.volume {
+            true => Some(volume_endpoint(cfg, &base, local)?),
+            false => None,
+        };
+        let mut router = Router::new();
+        if all_roles.volume {
+            let (volume, validator, events) = open_volume_role(state, cfg).await?;
+            _identity_events = Some(events);
+            router = router.nest("/volume", volume::api::router(volume, validator));
+        }
+        if all_roles.dashboard {
+            let identity_url = identity_url_of(cfg)?
+                .context("the dashboard needs [keystone_authtoken] auth_url")?;
+            router = router.merge(dashboard_router(&identity_url));
+        }
+        let app = tower::Layer::layer(
+            &tower::util::MapRequestLayer::new(trim_trailing_slash),
+            with_common_layers(router),
+        );
+        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
+        servers.push(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+        }));
+        if let Some(url) = volume_url {
+            register_volume_endpoints(state, cfg, &url).await?;
+        }
+        write_file(&state.endpoint_file(), &format!("{base}\n"), 0o644)?;
+        urls.push(base);
+    }
     write_file(
         &state.pid_file(),
         &format!("{}\n", std::process::id()),
         0o644,
     )?;
-    tracing::info!(?all_roles, host = %svc.cfg.host, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
-    shutdown_signal().await;
-    drop(network_wiring);
+    let host = svc.as_ref().map(|s| s.cfg.host.clone()).unwrap_or_default();
+    tracing::info!(roles = %all_roles, %host, urls = %urls.join(" "), pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
+    let mut result = Ok(());
+    if servers.is_empty() {
+        shutdown_signal().await;
+    }
+    for server in servers {
+        let r = match server.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e.to_string())),
+        };
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    drop(_network_wiring);
     if state.read_pid() == Some(std::process::id() as i32) {
         let _ = std::fs::remove_file(state.pid_file());
     }
     tracing::info!("kumo stopped");
+    result.context("serving HTTP")
+}
+
+/// The volume role without identity in its process: its database and backends, tokens
+/// validated at `[keystone_authtoken] auth_url` as the volume service's user (its cache
+/// cleared on identity's changes: keep the subscription), image called as that user, and
+/// `volume-extended` sent to compute's public API.
+async fn open_volume_role(
+    state: &StateDir,
+    cfg: &Config,
+) -> Result<(
+    Arc<volume::VolumeService>,
+    Arc<dyn common::auth::TokenValidator>,
+    bus::Subscription,
+)> {
+    let mut rcfg = remote_identity(cfg)?
+        .context("the volume role without the api role needs [keystone_authtoken] auth_url")?;
+    rcfg.username = VOLUME_SERVICE_USER.into();
+    let auth_url = rcfg.auth_url.clone();
+    let validator = Arc::new(identity::remote::RemoteValidator::new(rcfg));
+    let volume = open_volume(cfg).await?;
+    let bus = crate::identity_events::open_bus(cfg).await?;
+    let events = crate::identity_events::clear_on_changes(
+        &bus,
+        crate::network_agent::origin("volume"),
+        validator.clone(),
+    )
+    .await?;
+    let creds = volume_credentials(
+        state,
+        cfg,
+        service_user_url(cfg)?.unwrap_or(auth_url.clone()),
+    )?;
+    volume.set_image_client(Arc::new(volume::glance::ImageClient::new(creds.clone())));
+    volume.set_server_events(Arc::new(volume::server_events::ComputeApiEvents::new(
+        creds,
+    )));
+    tracing::info!(%auth_url, "volume: tokens are validated at the identity service of another process");
+    Ok((volume, validator, events))
+}
+
+/// How the volume service logs in as itself (devstack's `cinder` user in project `service`).
+fn volume_credentials(
+    state: &StateDir,
+    cfg: &Config,
+    auth_url: String,
+) -> Result<volume::glance::ServiceCredentials> {
+    Ok(volume::glance::ServiceCredentials {
+        auth_url,
+        username: VOLUME_SERVICE_USER.into(),
+        password: service_password(state, cfg)?,
+        project_name: "service".into(),
+        region: cfg.get_str("DEFAULT", "region_name")?,
+    })
+}
+
+/// The URL a volume process puts in the catalog: `[volume] public_endpoint`/v3 when set, else
+/// `base`/volume/v3 (its listener's address, which must then be one clients can reach).
+fn volume_endpoint(cfg: &Config, base: &str, local: SocketAddr) -> Result<String> {
+    let public = cfg
+        .get::<Option<String>>("volume", "public_endpoint")?
+        .map(|u| u.trim().trim_end_matches('/').to_string())
+        .filter(|u| !u.is_empty());
+    let url = match public {
+        Some(p) => format!("{p}/v3"),
+        None if local.ip().is_unspecified() => bail!(
+            "the volume role listens on {local}, an address clients cannot be sent to: set [volume] public_endpoint = http://HOST:PORT/volume (how clients reach this listener), which goes in the catalog"
+        ),
+        None => format!("{base}/volume/v3"),
+    };
+    Ok(url)
+}
+
+/// Put this volume process's endpoints at `url` (types block-storage and volumev3) in the
+/// catalog, through identity's public API as the volume service's user.
+async fn register_volume_endpoints(state: &StateDir, cfg: &Config, url: &str) -> Result<()> {
+    let auth_url =
+        identity_url_of(cfg)?.context("the volume role needs [keystone_authtoken] auth_url")?;
+    let registrar = crate::catalog_registration::Registrar {
+        auth_url: auth_url.clone(),
+        username: VOLUME_SERVICE_USER.into(),
+        password: service_password(state, cfg)?,
+        project_name: "service".into(),
+        region: cfg.get_str("DEFAULT", "region_name")?,
+    };
+    let changed = registrar
+        .register(&volume_catalog(url))
+        .await
+        .with_context(|| {
+            format!("registering the volume endpoints in the catalog at {auth_url}")
+        })?;
+    for c in &changed {
+        tracing::info!(registered = %c, "catalog");
+    }
     Ok(())
+}
+
+/// Nova's metadata API for the network agents' proxies, on `[metadata] listen`, until
+/// SIGTERM; returns the server's task and its address.
+async fn serve_metadata_api(
+    cfg: &Config,
+    compute: &Arc<compute::ComputeService>,
+    network: &Arc<network::NetworkService>,
+) -> Result<(tokio::task::JoinHandle<std::io::Result<()>>, SocketAddr)> {
+    let secret =
+        metadata::config::shared_secret(cfg, "the metadata role").map_err(anyhow::Error::msg)?;
+    let settings = metadata::config::settings(cfg).map_err(anyhow::Error::msg)?;
+    let addr = cfg.get_str("metadata", "listen")?;
+    let listener = TcpListener::bind(addr.trim()).await.with_context(|| {
+        format!(
+            "[metadata] listen = {addr}: cannot listen there; is another metadata service using it?"
+        )
+    })?;
+    let local = listener.local_addr()?;
+    let directory = Arc::new(crate::guest_metadata::CloudDirectory {
+        compute: compute.clone(),
+        network: network.clone(),
+    });
+    let app = with_common_layers(metadata::signed::router(directory, settings, &secret));
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+    });
+    tracing::info!(address = %local, "metadata API serving the network agents' proxies");
+    Ok((server, local))
 }
 
 /// `[keystone_authtoken]`: the identity service of another process this API host validates
@@ -550,10 +925,16 @@ async fn run_roles(
     // Identity here (bootstrapped, its changes fanned out to the other API hosts), or at
     // another process: then every token is validated there, with a cache its changes clear.
     // (The subscription of a remote validator to identity's events is held to the end.)
+    // Bootstrap registers volume's endpoints only when volume runs here: a volume process
+    // registers its own, and a restart of this one must not move them back.
+    let services = match roles.volume {
+        true => catalog(&base),
+        false => api_catalog(&base),
+    };
     let (cloud, identity_url, _identity_events) = match remote {
         None => {
-            let cloud = open(cfg).await?;
-            bootstrap_here(state, cfg, &cloud, &base, demo, &service_password).await?;
+            let cloud = open_with(cfg, roles.volume).await?;
+            bootstrap_here(state, cfg, &cloud, &base, services, demo, &service_password).await?;
             if !cfg.get_str("DEFAULT", "transport_url")?.trim().is_empty() {
                 let bus = crate::identity_events::open_bus(cfg).await?;
                 crate::identity_events::forward_changes(
@@ -567,7 +948,7 @@ async fn run_roles(
         Some(rcfg) => {
             let auth_url = rcfg.auth_url.clone();
             let validator = Arc::new(identity::remote::RemoteValidator::new(rcfg));
-            let cloud = open_services(cfg, None, validator.clone()).await?;
+            let cloud = open_services(cfg, None, validator.clone(), roles.volume).await?;
             let bus = crate::identity_events::open_bus(cfg).await?;
             let sub = crate::identity_events::clear_on_changes(
                 &bus,
@@ -585,7 +966,7 @@ async fn run_roles(
     // (Tempest checks it).
     let app = tower::Layer::layer(
         &tower::util::MapRequestLayer::new(trim_trailing_slash),
-        app(&cloud, &identity_url),
+        app(&cloud, &identity_url, roles.dashboard),
     );
     let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     // Serve first: the compute roles report to placement over the public API at start.
@@ -613,20 +994,12 @@ async fn run_roles(
             region: region.clone(),
         },
     ));
-    cloud
-        .volume
-        .set_image_client(Arc::new(volume::glance::ImageClient::new(
-            volume::glance::ServiceCredentials {
-                auth_url: service_auth_url,
-                username: VOLUME_SERVICE_USER.into(),
-                password: service_password.clone(),
-                project_name: "service".into(),
-                region: region.clone(),
-            },
+    if let Some(v) = &cloud.volume {
+        v.set_image_client(Arc::new(volume::glance::ImageClient::new(
+            volume_credentials(state, cfg, service_auth_url)?,
         )));
-    cloud
-        .volume
-        .set_server_events(Arc::new(VolumeServerEvents(cloud.compute.clone())));
+        v.set_server_events(Arc::new(VolumeServerEvents(cloud.compute.clone())));
+    }
     let _roles = compute::roles::start_roles(cloud.compute.clone(), bus, clients, compute_roles)
         .await
         .context("starting the compute roles")?;
@@ -645,18 +1018,26 @@ async fn run_roles(
             None
         }
     } else {
-        let settings = metadata::config::settings(cfg).map_err(anyhow::Error::msg)?;
         let placement = crate::network_agent::Placement::AllInOne {
             report_host: cloud.compute.cfg.host.clone(),
         };
         crate::network_agent::start(
             cloud.network.clone(),
             cloud.compute.clone(),
-            &settings,
+            crate::network_agent::GuestMetadata::for_roles(cfg, true)?,
             placement,
         )
         .await?;
         None
+    };
+    // Split, the metadata role also answers the proxies of other processes' agents.
+    let metadata_api = match roles.split() && roles.metadata {
+        true => Some(
+            serve_metadata_api(cfg, &cloud.compute, &cloud.network)
+                .await?
+                .0,
+        ),
+        false => None,
     };
 
     // The endpoint first: `kumo up` waits for the pid file, then reads the endpoint.
@@ -666,11 +1047,19 @@ async fn run_roles(
         &format!("{}\n", std::process::id()),
         0o644,
     )?;
-    tracing::info!(url = %base, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
-    let result = match server.await {
+    tracing::info!(url = %base, %roles, pid = std::process::id(), elapsed_ms = started.elapsed().as_millis() as u64, "kumo is serving");
+    let mut result = match server.await {
         Ok(r) => r,
         Err(e) => Err(std::io::Error::other(e.to_string())),
     };
+    if let Some(m) = metadata_api {
+        let r = m
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        if result.is_ok() {
+            result = r;
+        }
+    }
     // Only remove the pid file if it is still ours.
     if state.read_pid() == Some(std::process::id() as i32) {
         let _ = std::fs::remove_file(state.pid_file());
@@ -686,6 +1075,7 @@ async fn bootstrap_here(
     cfg: &Config,
     cloud: &Cloud,
     base: &str,
+    services: Vec<CatalogService>,
     demo: bool,
     service_password: &str,
 ) -> Result<()> {
@@ -696,7 +1086,7 @@ async fn bootstrap_here(
     let spec = BootstrapSpec {
         admin_password: password.clone(),
         region_id: region.clone(),
-        services: catalog(base),
+        services,
         demo_password: demo.then(|| password.clone()),
         service_users: vec![
             (compute_user.clone(), service_password.to_string()),
@@ -830,7 +1220,10 @@ async fn start_split_network_agent(
         "" => compute_host.to_string(),
         h => h.to_string(),
     };
-    let settings = metadata::config::settings(cfg).map_err(anyhow::Error::msg)?;
+    // The listeners answer when the metadata role runs here, else proxy to it (only a
+    // process serving the networks has listeners).
+    let answers_here = roles.metadata || !roles.network_agent || !network.cfg.isolated_metadata;
+    let guest_metadata = crate::network_agent::GuestMetadata::for_roles(cfg, answers_here)?;
     let scope = network::hostplan::Scope {
         guests: roles.compute.compute,
         services: roles.network_agent,
@@ -838,7 +1231,7 @@ async fn start_split_network_agent(
     let (waker, mode) = crate::network_agent::start(
         network.clone(),
         compute.clone(),
-        &settings,
+        guest_metadata,
         crate::network_agent::Placement::Host {
             host: host.clone(),
             scope,
@@ -957,8 +1350,9 @@ mod tests {
     #[test]
     fn roles_parse_and_split() {
         assert_eq!(roles(&["all"]).ok(), Some(Roles::ALL));
+        // the five roles of before are a split now: volume, metadata, dashboard run elsewhere
         assert!(
-            !roles(&["api", "conductor", "scheduler", "compute", "network-agent"])
+            roles(&["api", "conductor", "scheduler", "compute", "network-agent"])
                 .is_ok_and(|r| r.split())
         );
         let a = roles(&["api", "conductor", "scheduler"]).ok();
@@ -967,7 +1361,145 @@ mod tests {
         assert!(c.is_some_and(|r| !r.api && r.compute.compute && !r.compute.conductor));
         let n = roles(&["api", "network-agent"]).ok();
         assert!(n.is_some_and(|r| r.api && r.network_agent && r.split()));
-        assert!(roles(&["dashboard"]).is_err());
+        assert!(n.is_some_and(|r| !r.volume && !r.metadata && !r.dashboard));
+        let every = [
+            "api",
+            "conductor",
+            "scheduler",
+            "compute",
+            "network-agent",
+            "volume",
+            "metadata",
+            "dashboard",
+        ];
+        assert_eq!(roles(&every).ok(), Some(Roles::ALL));
+        assert!(roles(&every[..7]).is_ok_and(|r| r.split() && !r.dashboard));
+        let v = roles(&["volume"]).ok();
+        assert!(v.is_some_and(|r| r.volume && !r.api && !r.metadata && !r.dashboard));
+        let m = roles(&["metadata", "dashboard"]).ok();
+        assert!(m.is_some_and(|r| r.metadata && r.dashboard && !r.volume && !r.api));
+        let e = roles(&["horizon"]).err().map(|e| e.to_string());
+        assert!(
+            e.as_ref()
+                .is_some_and(|m| m.contains("\"horizon\"") && m.contains(ROLE_NAMES)),
+            "{e:?}"
+        );
+        assert!(roles(&[]).is_err());
+        assert_eq!(Roles::ALL.to_string(), "all");
+        assert!(m.is_some_and(|r| r.to_string() == "metadata dashboard"));
+    }
+
+    const SHARED: &str = "[DEFAULT]\ntransport_url = rabbit://g:g@127.0.0.1:1/\n[database]\nconnection = postgresql://k:k@127.0.0.1/kumo_$service\n";
+
+    fn refusal(ini: &str, names: &[&str]) -> String {
+        let r = roles(names).unwrap_or(Roles::ALL);
+        let c = cfg(ini);
+        check_split(&c, &r)
+            .and_then(|_| check_role_options(&c, &r))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_volume_process_registers_an_address_clients_can_reach() {
+        let at = |ini: &str, listen: &str| {
+            let local: SocketAddr = listen.parse().unwrap_or_else(|e| panic!("{e}"));
+            volume_endpoint(&cfg(ini), &format!("http://{local}"), local).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            at("", "10.0.0.5:8776").ok().as_deref(),
+            Some("http://10.0.0.5:8776/volume/v3")
+        );
+        let any = at("", "0.0.0.0:8776").err().unwrap_or_default();
+        assert!(any.contains("[volume] public_endpoint"), "{any}");
+        let public = "[volume]\npublic_endpoint = http://storage.example:8776/volume/\n";
+        assert_eq!(
+            at(public, "0.0.0.0:8776").ok().as_deref(),
+            Some("http://storage.example:8776/volume/v3")
+        );
+    }
+
+    #[test]
+    fn each_split_role_says_which_option_it_misses() {
+        // a dashboard alone needs neither bus nor databases, only where identity is
+        let d = refusal("", &["dashboard"]);
+        assert!(d.contains("[keystone_authtoken] auth_url"), "{d}");
+        assert!(!d.contains("transport_url"), "{d}");
+        assert_eq!(
+            refusal(
+                "[service_user]\nauth_url = http://a/identity\n",
+                &["dashboard"]
+            ),
+            ""
+        );
+        assert_eq!(
+            refusal(
+                "[keystone_authtoken]\nauth_url = http://a/identity\n",
+                &["dashboard"]
+            ),
+            ""
+        );
+        // volume alone: the bus (identity's changes), where identity is, the service password
+        assert!(refusal("", &["volume"]).contains("[DEFAULT] transport_url"));
+        let v = refusal(SHARED, &["volume"]);
+        assert!(v.contains("[keystone_authtoken] auth_url"), "{v}");
+        let v = refusal(
+            &format!("{SHARED}[keystone_authtoken]\nauth_url = http://a/identity\n"),
+            &["volume"],
+        );
+        assert!(v.contains("[service_user] password"), "{v}");
+        assert_eq!(
+            refusal(
+                &format!(
+                    "{SHARED}[keystone_authtoken]\nauth_url = http://a/identity\n[service_user]\npassword = p\n"
+                ),
+                &["volume"]
+            ),
+            ""
+        );
+        // with api in the process, volume and dashboard need nothing more
+        assert_eq!(refusal(SHARED, &["api", "volume", "dashboard"]), "");
+        // metadata: the shared databases and the secret
+        let m = refusal("", &["metadata"]);
+        assert!(m.contains("compute database is SQLite"), "{m}");
+        let m = refusal(SHARED, &["metadata"]);
+        assert!(m.contains("[neutron] metadata_proxy_shared_secret"), "{m}");
+        let secret = "[neutron]\nmetadata_proxy_shared_secret = s\n";
+        assert_eq!(refusal(&format!("{SHARED}{secret}"), &["metadata"]), "");
+        // a network agent without the metadata role proxies: where to, and the secret
+        let n = refusal(SHARED, &["api", "network-agent"]);
+        assert!(n.contains("[metadata] nova_metadata_host"), "{n}");
+        let to = "[metadata]\nnova_metadata_host = 10.0.0.1\n";
+        let n = refusal(&format!("{SHARED}{to}"), &["api", "network-agent"]);
+        assert!(n.contains("[neutron] metadata_proxy_shared_secret"), "{n}");
+        assert_eq!(
+            refusal(&format!("{SHARED}{to}{secret}"), &["api", "network-agent"]),
+            ""
+        );
+        // ... unless the metadata role runs with it, or no listener is wanted at all
+        assert_eq!(
+            refusal(
+                &format!("{SHARED}{secret}"),
+                &["api", "network-agent", "metadata"]
+            ),
+            ""
+        );
+        let off = "[network]\nisolated_metadata = false\n";
+        assert_eq!(
+            refusal(&format!("{SHARED}{off}"), &["api", "network-agent"]),
+            ""
+        );
+        // a compute host serves no networks: no metadata options
+        assert!(
+            refusal(
+                &format!("{SHARED}[service_user]\nauth_url = http://a/identity\n"),
+                &["compute"]
+            )
+            .is_empty()
+        );
+        // all-in-one checks nothing of this
+        assert_eq!(refusal("", &["all"]), "");
     }
 
     /// The config `ini` says, read from a file in a temp dir of its own (removed again: the
@@ -1017,13 +1549,12 @@ mod tests {
     #[test]
     fn a_split_refuses_the_in_process_bus_and_sqlite() {
         let compute = Roles {
-            api: false,
             compute: compute::roles::RoleSet {
                 conductor: false,
                 scheduler: false,
                 compute: true,
             },
-            network_agent: false,
+            ..Roles::NONE
         };
         let e = check_split(&cfg(""), &compute).err().map(|e| e.to_string());
         assert!(e.is_some_and(|m| m.contains("[DEFAULT] transport_url")));

@@ -10,6 +10,9 @@
 //!   namespace, so there is nothing to forge).
 //! - [`listeners`]: one such socket per network namespace, kept in line with what the
 //!   network agent built.
+//! - [`signed`]: the metadata API as a service of its own (nova-api-metadata) for requests a
+//!   proxy forwards with the instance in signed headers; [`proxy`]: that proxy (Neutron's),
+//!   the namespace listeners of a network agent whose process does not run the metadata role.
 //! - [`config_drive`]: the same trees as an ISO 9660 (`config-2`) or vfat image.
 
 pub mod config;
@@ -18,7 +21,9 @@ mod ec2;
 pub mod facts;
 pub mod listeners;
 pub mod network_data;
+pub mod proxy;
 pub mod service;
+pub mod signed;
 pub mod tree;
 
 pub use facts::{InstanceFacts, PublicKey};

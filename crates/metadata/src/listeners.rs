@@ -1,7 +1,10 @@
 //! One metadata listener per network namespace: a TCP socket created inside the namespace
 //! (bound to 169.254.169.254:80, which the data plane puts on the DHCP port's interface) and
-//! served by kumo's own runtime. No proxy process, no headers to trust: the socket's
-//! namespace says which network a request came from, its peer address which port.
+//! served by kumo's own runtime. The socket's namespace says which network a request came
+//! from, its peer address which port. It answers itself when the metadata service runs in
+//! this process ([`ListenerSet::new`]: no proxy process, no headers to trust), or forwards
+//! to the metadata API of another process, signed ([`ListenerSet::proxying`], Neutron's
+//! metadata proxy).
 //!
 //! [`ListenerSet::sync`] is called after every data plane pass with the namespaces that should
 //! serve; a namespace that was deleted and made again (its inode changed) gets a new socket.
@@ -12,8 +15,14 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
+use axum::Router;
+
+use crate::proxy::{PortLocator, Upstream};
 use crate::service::{Directory, Served, router};
 use crate::tree::Settings;
+
+/// The router of one network's listener, by network id.
+type NetworkRouter = dyn Fn(&str) -> Router + Send + Sync;
 
 /// A network whose namespace should answer metadata requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +38,7 @@ struct Running {
 }
 
 pub struct ListenerSet {
-    directory: Arc<dyn Directory>,
-    settings: Arc<Settings>,
+    network_router: Arc<NetworkRouter>,
     address: SocketAddr,
     running: tokio::sync::Mutex<HashMap<String, Running>>,
 }
@@ -42,10 +50,34 @@ fn namespace_identity(name: &str) -> Option<(u64, u64)> {
 }
 
 impl ListenerSet {
+    /// Listeners that answer themselves from `directory`.
     pub fn new(directory: Arc<dyn Directory>, settings: Settings, port: u16) -> Self {
+        let settings = Arc::new(settings);
+        Self::with_router(
+            Arc::new(move |network_id: &str| {
+                router(Served {
+                    network_id: network_id.to_string(),
+                    directory: directory.clone(),
+                    settings: settings.clone(),
+                })
+            }),
+            port,
+        )
+    }
+
+    /// Listeners that forward to the metadata API at `upstream`, signed.
+    pub fn proxying(locator: Arc<dyn PortLocator>, upstream: Arc<Upstream>, port: u16) -> Self {
+        Self::with_router(
+            Arc::new(move |network_id: &str| {
+                crate::proxy::router(network_id, locator.clone(), upstream.clone())
+            }),
+            port,
+        )
+    }
+
+    fn with_router(network_router: Arc<NetworkRouter>, port: u16) -> Self {
         ListenerSet {
-            directory,
-            settings: Arc::new(settings),
+            network_router,
             address: SocketAddr::new(crate::METADATA_ADDRESS.into(), port),
             running: tokio::sync::Mutex::new(HashMap::new()),
         }
@@ -117,11 +149,7 @@ impl ListenerSet {
             .map_err(|e| e.to_string())?;
         let listener =
             tokio::net::TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
-        let app = router(Served {
-            network_id: w.network_id.clone(),
-            directory: self.directory.clone(),
-            settings: self.settings.clone(),
-        });
+        let app = (self.network_router)(&w.network_id);
         let network = w.network_id.clone();
         Ok(tokio::spawn(async move {
             let service = app.into_make_service_with_connect_info::<SocketAddr>();

@@ -23,6 +23,13 @@ pub trait Directory: Send + Sync {
         network_id: &str,
         address: IpAddr,
     ) -> Result<Option<InstanceFacts>, DirectoryError>;
+    /// Instance `instance_id`, for a request a metadata proxy forwarded from `address` (the
+    /// guest's fixed address, which says which port's floating IPs it sees).
+    async fn instance_by_id(
+        &self,
+        instance_id: &str,
+        address: Option<IpAddr>,
+    ) -> Result<Option<InstanceFacts>, DirectoryError>;
     /// Keeps the (encrypted) password a guest posts; only the first one is kept.
     async fn set_password(
         &self,
@@ -58,7 +65,7 @@ pub fn router(served: Served) -> Router {
     Router::new().fallback(answer).with_state(served)
 }
 
-fn plain(status: StatusCode, text: &str) -> Response {
+pub(crate) fn plain(status: StatusCode, text: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/plain; charset=UTF-8")],
@@ -67,7 +74,7 @@ fn plain(status: StatusCode, text: &str) -> Response {
         .into_response()
 }
 
-fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     plain(
         StatusCode::NOT_FOUND,
         "404 Not Found\n\nThe resource could not be found.\n\n",
@@ -75,7 +82,7 @@ fn not_found() -> Response {
 }
 
 /// The source address as the guest sent it (an IPv4-mapped IPv6 peer is its IPv4 address).
-fn source(peer: SocketAddr) -> IpAddr {
+pub(crate) fn source(peer: SocketAddr) -> IpAddr {
     match peer.ip() {
         IpAddr::V6(v6) => v6
             .to_ipv4_mapped()
@@ -83,6 +90,11 @@ fn source(peer: SocketAddr) -> IpAddr {
             .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
+}
+
+/// GET and HEAD read the trees, POST posts the password; nothing else is served.
+pub(crate) fn method_allowed(m: &Method) -> bool {
+    m == Method::GET || m == Method::HEAD || m == Method::POST
 }
 
 fn is_password_path(path: &str) -> bool {
@@ -98,7 +110,7 @@ async fn answer(
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let address = source(peer);
-    if method != Method::GET && method != Method::HEAD && method != Method::POST {
+    if !method_allowed(&method) {
         return plain(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
     }
     let facts = match served
@@ -119,11 +131,30 @@ async fn answer(
             );
         }
     };
-    if method == Method::POST {
-        return post_password(&served, &facts, &path, req).await;
+    reply(
+        served.directory.as_ref(),
+        &served.settings,
+        &facts,
+        &path,
+        req,
+    )
+    .await
+}
+
+/// The answer to `req` (a GET, HEAD or POST of `path`) for the instance `facts` describe:
+/// its metadata, or the password it posts.
+pub(crate) async fn reply(
+    directory: &dyn Directory,
+    settings: &Settings,
+    facts: &InstanceFacts,
+    path: &str,
+    req: Request,
+) -> Response {
+    if req.method() == Method::POST {
+        return post_password(directory, facts, path, req).await;
     }
     let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    match tree::lookup(&facts, &served.settings, &path, &today) {
+    match tree::lookup(facts, settings, path, &today) {
         Some(a) => {
             tracing::debug!(instance = %facts.uuid, %path, "metadata served");
             let ctype = a.content_type();
@@ -139,7 +170,7 @@ async fn answer(
 }
 
 async fn post_password(
-    served: &Served,
+    directory: &dyn Directory,
     facts: &InstanceFacts,
     path: &str,
     req: Request,
@@ -165,7 +196,7 @@ async fn post_password(
         Err(_) => return too_large(),
     };
     let password = String::from_utf8_lossy(&bytes).into_owned();
-    match served.directory.set_password(&facts.uuid, &password).await {
+    match directory.set_password(&facts.uuid, &password).await {
         Ok(PasswordOutcome::Set) => {
             tracing::info!(instance = %facts.uuid, "guest posted its password");
             StatusCode::OK.into_response()
@@ -185,14 +216,14 @@ async fn post_password(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use std::sync::Mutex;
     use tower::ServiceExt;
 
-    struct OneInstance {
-        password: Mutex<String>,
+    pub(crate) struct OneInstance {
+        pub(crate) password: Mutex<String>,
     }
 
     #[async_trait]
@@ -206,6 +237,18 @@ mod tests {
                 return Ok(None);
             }
             let mut f = crate::tree::tests::facts();
+            f.password = self.password.lock().map(|p| p.clone()).unwrap_or_default();
+            Ok(Some(f))
+        }
+        async fn instance_by_id(
+            &self,
+            instance_id: &str,
+            _address: Option<IpAddr>,
+        ) -> Result<Option<InstanceFacts>, DirectoryError> {
+            let mut f = crate::tree::tests::facts();
+            if instance_id != f.uuid {
+                return Ok(None);
+            }
             f.password = self.password.lock().map(|p| p.clone()).unwrap_or_default();
             Ok(Some(f))
         }

@@ -25,3 +25,128 @@ pub struct NoServerEvents;
 impl ServerEvents for NoServerEvents {
     async fn volume_extended(&self, _server: &str, _volume_id: &str, _by: &Sender) {}
 }
+
+/// Cinder's nova notifier over HTTP, for a volume service without compute in its process:
+/// `POST {compute}/os-server-external-events` as the volume service's own user (compute's
+/// policy lets a user with the `service` or `admin` role send events), the compute endpoint
+/// read from that user's catalog.
+pub struct ComputeApiEvents {
+    http: reqwest::Client,
+    creds: crate::glance::ServiceCredentials,
+    /// The service user's token and the compute endpoint of its catalog.
+    session: tokio::sync::Mutex<Option<(String, String)>>,
+}
+
+/// The microversion that knows `volume-extended` (Nova's 2.51).
+const VOLUME_EXTENDED_MICROVERSION: &str = "compute 2.51";
+
+impl ComputeApiEvents {
+    pub fn new(creds: crate::glance::ServiceCredentials) -> Self {
+        ComputeApiEvents {
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default(),
+            creds,
+            session: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Log in as the service user: its token and the public compute endpoint of its region.
+    async fn login(&self) -> Result<(String, String), String> {
+        let url = format!("{}/v3/auth/tokens", self.creds.auth_url);
+        let body = common::auth::service_login_body(
+            &self.creds.username,
+            &self.creds.password,
+            &self.creds.project_name,
+        );
+        let resp = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        if resp.status() != reqwest::StatusCode::CREATED {
+            return Err(format!(
+                "the volume service user could not log in at {url}: {}",
+                resp.status()
+            ));
+        }
+        let token = resp
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or("the login answer has no X-Subject-Token")?;
+        let doc: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
+        let endpoint = doc["token"]["catalog"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["type"] == "compute")
+            .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+            .find(|e| {
+                e["interface"] == "public"
+                    && (e["region_id"].as_str() == Some(&self.creds.region)
+                        || e["region"].as_str() == Some(&self.creds.region))
+            })
+            .and_then(|e| e["url"].as_str())
+            .map(|u| u.trim_end_matches('/').to_string())
+            .ok_or("the catalog has no compute endpoint")?;
+        Ok((token, endpoint))
+    }
+
+    async fn send(&self, body: &serde_json::Value, request_id: &str) -> Result<u16, String> {
+        let mut session = self.session.lock().await;
+        // One fresh login when compute refuses a kept token (it expired).
+        for fresh in [false, true] {
+            if fresh || session.is_none() {
+                *session = Some(self.login().await?);
+            }
+            let Some((token, endpoint)) = session.clone() else {
+                continue;
+            };
+            let url = format!("{endpoint}/os-server-external-events");
+            let resp = self
+                .http
+                .post(&url)
+                .header("x-auth-token", token)
+                .header("openstack-api-version", VOLUME_EXTENDED_MICROVERSION)
+                .header("x-openstack-request-id", request_id)
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| format!("POST {url}: {e}"))?;
+            let status = resp.status().as_u16();
+            if status == 401 && !fresh {
+                continue;
+            }
+            return Ok(status);
+        }
+        Err("compute refused the service user's fresh token".into())
+    }
+}
+
+#[async_trait]
+impl ServerEvents for ComputeApiEvents {
+    async fn volume_extended(&self, server: &str, volume_id: &str, by: &Sender) {
+        let body = serde_json::json!({"events": [{
+            "name": "volume-extended",
+            "server_uuid": server,
+            "tag": volume_id,
+        }]});
+        match self.send(&body, &by.request_id).await {
+            // 207: some events (here the one) could not be delivered, e.g. the server has no host.
+            Ok(200) => {
+                tracing::info!(%server, volume = %volume_id, "volume-extended sent to compute")
+            }
+            Ok(status) => {
+                tracing::warn!(%server, volume = %volume_id, status, "compute did not take volume-extended")
+            }
+            Err(e) => {
+                tracing::warn!(%server, volume = %volume_id, error = %e, "could not send volume-extended to compute")
+            }
+        }
+    }
+}
