@@ -25,6 +25,7 @@ mod dispatch;
 mod error;
 mod handler;
 mod in_process;
+mod local_first;
 mod message;
 mod rabbit;
 
@@ -35,5 +36,6 @@ pub use handler::{
     Handler, HandlerFn, ServeOptions, Subscription, SubscriptionHandle, handler_fn, invoke,
 };
 pub use in_process::InProcessBus;
+pub use local_first::LocalFirstBus;
 pub use message::{Envelope, Message, RequestMeta, Target, Version, encode, new_request_id};
 pub use rabbit::{RabbitBus, RabbitOptions, amqp_uris};

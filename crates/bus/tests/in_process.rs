@@ -20,6 +20,16 @@ async fn conformance_current_thread() {
     conformance::run_all(|| async { Arc::new(InProcessBus::new()) as Arc<dyn Bus> }).await;
 }
 
+// A call to a server of this process is answered here, the rest over the wrapped bus: the
+// same behaviour either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_local_first() {
+    conformance::run_all(|| async {
+        Arc::new(bus::LocalFirstBus::new(Arc::new(InProcessBus::new()))) as Arc<dyn Bus>
+    })
+    .await;
+}
+
 #[test]
 fn conformance_case_count() {
     assert_eq!(conformance::cases().len(), 21);

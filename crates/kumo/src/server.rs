@@ -1147,7 +1147,8 @@ async fn bootstrap_here(
 }
 
 /// The bus between the compute roles: in-process unless `[DEFAULT] transport_url` names a
-/// RabbitMQ (the compute service's exchange is `nova`, as oslo's control_exchange).
+/// RabbitMQ (the compute service's exchange is `nova`, as oslo's control_exchange), where calls to
+/// the roles of this process are still answered in-process ([`bus::LocalFirstBus`]).
 async fn open_bus(cfg: &Config) -> Result<Arc<dyn bus::Bus>> {
     let url = cfg.get_str("DEFAULT", "transport_url")?;
     if url.trim().is_empty() {
@@ -1155,7 +1156,8 @@ async fn open_bus(cfg: &Config) -> Result<Arc<dyn bus::Bus>> {
     }
     let b = open_rabbit(cfg, "nova").await?;
     tracing::info!(transport_url = %common::db::redact(url.trim()), "compute roles talk over RabbitMQ");
-    Ok(b)
+    // A call to a role of this process (the conductor asking its scheduler) is answered here.
+    Ok(Arc::new(bus::LocalFirstBus::new(b)))
 }
 
 /// The RabbitMQ at `[DEFAULT] transport_url`, on `exchange` (oslo's control_exchange of the
