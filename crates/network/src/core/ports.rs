@@ -1253,44 +1253,13 @@ mod tests {
         assert_eq!(ip.to_string(), "2001:db8:1:2:f816:3eff:fe11:2233");
     }
 
-    fn admin() -> AuthContext {
-        use common::auth::{RoleRef, Scope};
-        AuthContext {
-            user_id: "u-adm".into(),
-            user_name: "adm".into(),
-            user_domain_id: "default".into(),
-            user_domain_name: "Default".into(),
-            scope: Scope::Project {
-                id: "adm".into(),
-                name: "adm".into(),
-                domain_id: "default".into(),
-                domain_name: "Default".into(),
-            },
-            roles: ["admin", "member", "reader"]
-                .iter()
-                .map(|r| RoleRef {
-                    id: (*r).into(),
-                    name: (*r).into(),
-                })
-                .collect(),
-            methods: vec!["password".into()],
-            audit_ids: vec![],
-            issued_at: chrono::Utc::now(),
-            expires_at: chrono::Utc::now(),
-            app_cred: None,
-            is_admin_project: false,
-        }
-    }
-
     /// A MAC is taken by a port's create, moves with its update and comes free with its
     /// delete; another network may hold the same MAC.
     #[tokio::test]
     async fn a_mac_is_unique_per_network_through_create_update_delete() {
         let d = tempfile::tempdir().unwrap();
-        let s = NetworkService::open(crate::config::NetworkConfig::defaults(d.path()))
-            .await
-            .unwrap();
-        let a = admin();
+        let s = crate::core::tests::svc(d.path()).await;
+        let a = crate::core::tests::ctx("adm", &["admin", "member", "reader"]);
         let obj = |v: Value| v.as_object().unwrap().clone();
         let nets = s
             .create_networks(
