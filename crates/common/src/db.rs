@@ -84,15 +84,24 @@ impl Database {
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)
             });
-            // Readers run in parallel; one pool is enough for a 2-core all-in-one host.
-            opts.max_connections(8).min_connections(1);
+            // Readers run in parallel; one pool is enough for a 2-core all-in-one host. A file
+            // never drops a connection: no ping before each use (each one a round trip to
+            // sqlx's SQLite worker thread).
+            opts.max_connections(8)
+                .min_connections(1)
+                .test_before_acquire(false);
         } else if is_server_url(url) {
             // A server shared by many processes and hosts: more connections, kept alive,
             // and a short acquire timeout so an unreachable server is an error, not a hang.
+            // A connection in use is not pinged before each use (a round trip to the server
+            // for every statement outside a transaction and every transaction: most of a
+            // boot's database round trips); one idle for a while is, as a server restart, a
+            // proxy or a firewall may have dropped it.
             opts.max_connections(16)
                 .min_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
-                .idle_timeout(Duration::from_secs(600));
+                .idle_timeout(Duration::from_secs(600))
+                .test_before_acquire_if_idle_for(Duration::from_secs(10));
         } else {
             return Err(DbError::Unsupported(url.to_string()));
         }
