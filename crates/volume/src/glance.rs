@@ -20,6 +20,54 @@ pub struct ServiceCredentials {
     pub region: String,
 }
 
+impl ServiceCredentials {
+    /// Log in as the volume service's user: its token (when identity sent one) and the public
+    /// endpoint of `service_type` in its region, from the token's catalog.
+    pub(crate) async fn login(
+        &self,
+        http: &reqwest::Client,
+        service_type: &str,
+    ) -> std::result::Result<(Option<String>, String), String> {
+        let url = format!("{}/v3/auth/tokens", self.auth_url);
+        let body =
+            common::auth::service_login_body(&self.username, &self.password, &self.project_name);
+        let resp = http
+            .post(&url)
+            .json(&body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| format!("POST {url}: {e}"))?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(format!(
+                "the volume service user could not log in at {url}: {}",
+                resp.status()
+            ));
+        }
+        let token = resp
+            .headers()
+            .get("x-subject-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let doc: Value = resp.json().await.map_err(|e| e.to_string())?;
+        let endpoint = doc["token"]["catalog"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["type"] == service_type)
+            .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+            .find(|e| {
+                e["interface"] == "public"
+                    && (e["region_id"].as_str() == Some(&self.region)
+                        || e["region"].as_str() == Some(&self.region))
+            })
+            .and_then(|e| e["url"].as_str())
+            .map(|u| u.trim_end_matches('/').to_string())
+            .ok_or_else(|| format!("the catalog has no {service_type} endpoint"))?;
+        Ok((token, endpoint))
+    }
+}
+
 pub struct ImageClient {
     http: reqwest::Client,
     creds: ServiceCredentials,
@@ -47,45 +95,13 @@ impl ImageClient {
         if let Some(e) = self.endpoint.read().clone() {
             return Ok(e);
         }
-        let body = common::auth::service_login_body(
-            &self.creds.username,
-            &self.creds.password,
-            &self.creds.project_name,
-        );
-        let url = format!("{}/v3/auth/tokens", self.creds.auth_url);
-        let resp = self
-            .http
-            .post(&url)
-            .json(&body)
-            .timeout(Duration::from_secs(30))
-            .send()
+        let (_, u) = self
+            .creds
+            .login(&self.http, "image")
             .await
-            .map_err(|e| upstream(format!("POST {url}: {e}")))?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(upstream(format!(
-                "the volume service user could not log in: {}",
-                resp.status()
-            )));
-        }
-        let doc: Value = resp.json().await.map_err(|e| upstream(e.to_string()))?;
-        for svc in doc["token"]["catalog"].as_array().into_iter().flatten() {
-            if svc["type"] != "image" {
-                continue;
-            }
-            for ep in svc["endpoints"].as_array().into_iter().flatten() {
-                let region_ok = ep["region_id"].as_str() == Some(&self.creds.region)
-                    || ep["region"].as_str() == Some(&self.creds.region);
-                if ep["interface"] == "public"
-                    && region_ok
-                    && let Some(u) = ep["url"].as_str()
-                {
-                    let u = u.trim_end_matches('/').to_string();
-                    *self.endpoint.write() = Some(u.clone());
-                    return Ok(u);
-                }
-            }
-        }
-        Err(upstream("the catalog has no image endpoint"))
+            .map_err(upstream)?;
+        *self.endpoint.write() = Some(u.clone());
+        Ok(u)
     }
 
     async fn json_call(

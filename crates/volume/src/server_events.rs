@@ -54,46 +54,8 @@ impl ComputeApiEvents {
 
     /// Log in as the service user: its token and the public compute endpoint of its region.
     async fn login(&self) -> Result<(String, String), String> {
-        let url = format!("{}/v3/auth/tokens", self.creds.auth_url);
-        let body = common::auth::service_login_body(
-            &self.creds.username,
-            &self.creds.password,
-            &self.creds.project_name,
-        );
-        let resp = self
-            .http
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| format!("POST {url}: {e}"))?;
-        if resp.status() != reqwest::StatusCode::CREATED {
-            return Err(format!(
-                "the volume service user could not log in at {url}: {}",
-                resp.status()
-            ));
-        }
-        let token = resp
-            .headers()
-            .get("x-subject-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .ok_or("the login answer has no X-Subject-Token")?;
-        let doc: serde_json::Value = resp.json().await.map_err(|e| e.to_string())?;
-        let endpoint = doc["token"]["catalog"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| s["type"] == "compute")
-            .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
-            .find(|e| {
-                e["interface"] == "public"
-                    && (e["region_id"].as_str() == Some(&self.creds.region)
-                        || e["region"].as_str() == Some(&self.creds.region))
-            })
-            .and_then(|e| e["url"].as_str())
-            .map(|u| u.trim_end_matches('/').to_string())
-            .ok_or("the catalog has no compute endpoint")?;
+        let (token, endpoint) = self.creds.login(&self.http, "compute").await?;
+        let token = token.ok_or("the login answer has no X-Subject-Token")?;
         Ok((token, endpoint))
     }
 
